@@ -1,0 +1,189 @@
+//! The `floodgate` command line: `serve` and `check`. `main.rs` only calls
+//! [`main`]; everything else lives here so it can be tested.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Settings};
+use crate::{Listeners, rules};
+
+/// Floodgate: a rate-limit service for Envoy and everything else.
+#[derive(Debug, Parser)]
+#[command(name = "floodgate", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve ShouldRateLimit over gRPC, plus the HTTP endpoints.
+    Serve(ServeArgs),
+    /// Validate rules files; print every error; exit 1 if there is any.
+    Check(CheckArgs),
+}
+
+/// `floodgate serve`. Each flag overrides the config file and `FLOODGATE_*`
+/// environment variables; see the README for every setting.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// YAML settings file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Rules directory (every *.yaml / *.yml file in it) or file.
+    #[arg(long, value_name = "DIR")]
+    pub rules: Option<PathBuf>,
+    /// Redis URL (redis://[user:password@]host:port[/db]); without it, counters live in memory.
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// gRPC listen address [default: 0.0.0.0:8081].
+    #[arg(long, value_name = "ADDR")]
+    pub grpc_addr: Option<String>,
+    /// HTTP listen address [default: 0.0.0.0:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub http_addr: Option<String>,
+    /// Prefix of every counter key.
+    #[arg(long, value_name = "PREFIX")]
+    pub cache_key_prefix: Option<String>,
+    /// Let several rules files share a domain.
+    #[arg(long)]
+    pub merge_domains: bool,
+    /// Log filter, e.g. info or floodgate_server=debug [default: info].
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// `floodgate check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Rules directories or files.
+    #[arg(required = true, value_name = "DIR_OR_FILE")]
+    pub paths: Vec<PathBuf>,
+    /// Let several rules files share a domain.
+    #[arg(long)]
+    pub merge_domains: bool,
+}
+
+/// Runs the command line; the process exit code is the result.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check(args) => check(&args, &mut std::io::stdout(), &mut std::io::stderr()),
+        Command::Serve(args) => serve(args),
+    }
+}
+
+/// `floodgate check`: writes a summary to `out` and each error to `err`.
+pub fn check(
+    args: &CheckArgs,
+    out: &mut dyn std::io::Write,
+    err: &mut dyn std::io::Write,
+) -> ExitCode {
+    match rules::load_paths(&args.paths, args.merge_domains) {
+        Ok(set) => {
+            let _ = writeln!(out, "OK: {} domain(s)", set.len());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors {
+                let _ = writeln!(err, "{e}");
+                if !e.path.is_empty() {
+                    let _ = writeln!(err, "    at {}", e.path);
+                }
+            }
+            let _ = writeln!(err, "{} error(s)", errors.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let overrides = [
+        ("rules", args.rules.map(|p| p.display().to_string())),
+        ("redis_url", args.redis_url),
+        ("grpc_addr", args.grpc_addr),
+        ("http_addr", args.http_addr),
+        ("cache_key_prefix", args.cache_key_prefix),
+        (
+            "merge_domains",
+            args.merge_domains.then(|| "true".to_owned()),
+        ),
+        ("log_level", args.log_level),
+        ("log_format", args.log_format),
+    ];
+    let config = match Settings::load(args.config.as_deref(), std::env::vars(), &overrides)
+        .and_then(Config::try_from)
+    {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("floodgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = crate::telemetry::init(config.log_format, &config.log_level) {
+        eprintln!("floodgate: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("floodgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let bind = |addr| async move {
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))
+        };
+        let listeners = match (bind(config.grpc_addr).await, bind(config.http_addr).await) {
+            (Ok(grpc), Ok(http)) => Listeners { grpc, http },
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let store = config.redis.as_ref().map_or_else(|| "memory".to_owned(), |r| format!("redis ({})", redact(&r.url)));
+        tracing::info!(grpc = %config.grpc_addr, http = %config.http_addr, rules = %config.rules.display(), %store, "floodgate serving");
+        match crate::run(config, listeners, crate::shutdown::signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// A Redis URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_credentials() {
+        assert_eq!(
+            redact("redis://user:secret@127.0.0.1:6379/0"),
+            "redis://***@127.0.0.1:6379/0"
+        );
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+}

@@ -1,0 +1,390 @@
+//! Server settings: read once at startup, validated once, passed down.
+//!
+//! Layers, later ones winning: built-in defaults, a YAML file (`--config`),
+//! `FLOODGATE_*` environment variables (e.g. `FLOODGATE_REDIS_URL`), then
+//! command-line flags. [`Settings`] is the raw, layered form; [`Config`] is
+//! the validated form the server runs with. Every setting is listed with its
+//! default in the README.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::grpc::{HeaderNames, ResponseOptions};
+use crate::limiter::{LimiterOptions, RequestLimits};
+use crate::store::redis::RedisSettings;
+
+/// Prefix of the environment variables that set [`Settings`].
+pub const ENV_PREFIX: &str = "FLOODGATE";
+
+/// Settings as written by the operator, before validation.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Rules directory (or file).
+    pub rules: PathBuf,
+    /// Let several files share a domain.
+    pub merge_domains: bool,
+    /// gRPC listen address.
+    pub grpc_addr: String,
+    /// HTTP listen address (`/healthcheck`, `/json`, `/rlconfig`).
+    pub http_addr: String,
+    /// Redis URL; absent means the in-memory store.
+    pub redis_url: Option<String>,
+    /// Redis connect timeout.
+    pub redis_connect_timeout: String,
+    /// Redis command timeout.
+    pub redis_command_timeout: String,
+    /// Prefix of every counter key.
+    pub cache_key_prefix: String,
+    /// Upper bound of the random extra TTL on Redis keys.
+    pub expiration_jitter_max: String,
+    /// Most counters the memory store holds.
+    pub memory_max_entries: usize,
+    /// How often the memory store drops ended windows.
+    pub memory_sweep_interval: String,
+    /// Most descriptors per request.
+    pub max_descriptors: usize,
+    /// Most entries per descriptor.
+    pub max_entries: usize,
+    /// Longest domain, key or value in bytes.
+    pub max_value_bytes: usize,
+    /// Answer every request OK, whatever the statuses say.
+    pub shadow_mode: bool,
+    /// Add `RateLimit-*` headers to responses.
+    pub response_headers: bool,
+    /// Name of the limit header.
+    pub limit_header: String,
+    /// Name of the remaining header.
+    pub remaining_header: String,
+    /// Name of the reset header.
+    pub reset_header: String,
+    /// Fill `dynamic_metadata` in responses.
+    pub dynamic_metadata: bool,
+    /// How long shutdown waits for calls in flight.
+    pub shutdown_grace: String,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// A tracing filter, e.g. `info` or `floodgate_server=debug`.
+    pub log_level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let headers = HeaderNames::default();
+        let limits = RequestLimits::default();
+        Settings {
+            rules: PathBuf::from("/etc/floodgate/rules"),
+            merge_domains: false,
+            grpc_addr: "0.0.0.0:8081".into(),
+            http_addr: "0.0.0.0:8080".into(),
+            redis_url: None,
+            redis_connect_timeout: "2s".into(),
+            redis_command_timeout: "1s".into(),
+            cache_key_prefix: String::new(),
+            expiration_jitter_max: "300s".into(),
+            memory_max_entries: 1_000_000,
+            memory_sweep_interval: "10s".into(),
+            max_descriptors: limits.max_descriptors,
+            max_entries: limits.max_entries,
+            max_value_bytes: limits.max_value_bytes,
+            shadow_mode: false,
+            response_headers: false,
+            limit_header: headers.limit,
+            remaining_header: headers.remaining,
+            reset_header: headers.reset,
+            dynamic_metadata: false,
+            shutdown_grace: "10s".into(),
+            log_format: "text".into(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// A setting that does not make sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The layers could not be read or combined.
+    #[error("cannot read settings: {0}")]
+    Read(#[from] config::ConfigError),
+    /// One setting is invalid.
+    #[error("invalid setting {name} = {value:?}: {reason}")]
+    Invalid {
+        /// The setting's name.
+        name: &'static str,
+        /// What was given.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Validated settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Rules directory (or file).
+    pub rules: PathBuf,
+    /// Let several files share a domain.
+    pub merge_domains: bool,
+    /// gRPC listen address.
+    pub grpc_addr: SocketAddr,
+    /// HTTP listen address.
+    pub http_addr: SocketAddr,
+    /// Redis, if configured; otherwise the memory store.
+    pub redis: Option<RedisSettings>,
+    /// Prefix of every counter key.
+    pub cache_key_prefix: String,
+    /// Most counters the memory store holds.
+    pub memory_max_entries: usize,
+    /// How often the memory store drops ended windows.
+    pub memory_sweep_interval: Duration,
+    /// Request bounds.
+    pub limits: RequestLimits,
+    /// Decision options.
+    pub limiter: LimiterOptions,
+    /// Response options.
+    pub response: ResponseOptions,
+    /// How long shutdown waits for calls in flight.
+    pub shutdown_grace: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // The built-in defaults are valid by construction (a unit test checks it).
+        Config::try_from(Settings::default())
+            .unwrap_or_else(|e| unreachable!("default settings are valid: {e}"))
+    }
+}
+
+impl Settings {
+    /// Layers defaults, the optional YAML `file`, `FLOODGATE_*` variables from
+    /// `env`, and `overrides` (flag name → value).
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[(&str, Option<String>)],
+    ) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(file) = file {
+            builder = builder.add_source(
+                config::File::from(file)
+                    .format(config::FileFormat::Yaml)
+                    .required(true),
+            );
+        }
+        let env: std::collections::HashMap<String, String> = env.into_iter().collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        for (name, value) in overrides {
+            builder = builder.set_override_option(*name, value.clone())?;
+        }
+        Ok(builder.build()?.try_deserialize()?)
+    }
+}
+
+impl TryFrom<Settings> for Config {
+    type Error = ConfigError;
+
+    fn try_from(s: Settings) -> Result<Self, ConfigError> {
+        let redis = match s.redis_url.filter(|u| !u.is_empty()) {
+            None => None,
+            Some(url) => Some(RedisSettings {
+                url,
+                connect_timeout: duration("redis_connect_timeout", &s.redis_connect_timeout)?,
+                command_timeout: duration("redis_command_timeout", &s.redis_command_timeout)?,
+                expiration_jitter_max: duration("expiration_jitter_max", &s.expiration_jitter_max)?,
+            }),
+        };
+        let positive = |name: &'static str, v: usize| {
+            if v == 0 {
+                Err(invalid(name, "0", "must be at least 1"))
+            } else {
+                Ok(v)
+            }
+        };
+        let log_format = match s.log_format.to_ascii_lowercase().as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            _ => return Err(invalid("log_format", &s.log_format, "must be text or json")),
+        };
+        for (name, value) in [
+            ("limit_header", &s.limit_header),
+            ("remaining_header", &s.remaining_header),
+            ("reset_header", &s.reset_header),
+        ] {
+            if http::HeaderName::from_bytes(value.as_bytes()).is_err() {
+                return Err(invalid(name, value, "is not a valid HTTP header name"));
+            }
+        }
+        let sweep = duration("memory_sweep_interval", &s.memory_sweep_interval)?;
+        if sweep.is_zero() {
+            return Err(invalid(
+                "memory_sweep_interval",
+                &s.memory_sweep_interval,
+                "must be more than 0",
+            ));
+        }
+        Ok(Config {
+            rules: s.rules,
+            merge_domains: s.merge_domains,
+            grpc_addr: address("grpc_addr", &s.grpc_addr)?,
+            http_addr: address("http_addr", &s.http_addr)?,
+            redis,
+            cache_key_prefix: s.cache_key_prefix,
+            memory_max_entries: positive("memory_max_entries", s.memory_max_entries)?,
+            memory_sweep_interval: sweep,
+            limits: RequestLimits {
+                max_descriptors: positive("max_descriptors", s.max_descriptors)?,
+                max_entries: positive("max_entries", s.max_entries)?,
+                max_value_bytes: positive("max_value_bytes", s.max_value_bytes)?,
+            },
+            limiter: LimiterOptions {
+                global_shadow_mode: s.shadow_mode,
+            },
+            response: ResponseOptions {
+                headers: s.response_headers.then_some(HeaderNames {
+                    limit: s.limit_header,
+                    remaining: s.remaining_header,
+                    reset: s.reset_header,
+                }),
+                dynamic_metadata: s.dynamic_metadata,
+            },
+            shutdown_grace: duration("shutdown_grace", &s.shutdown_grace)?,
+            log_format,
+            log_level: s.log_level,
+        })
+    }
+}
+
+fn invalid(name: &'static str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn address(name: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| invalid(name, value, "expected host:port, e.g. 0.0.0.0:8081"))
+}
+
+/// Parses `250ms`, `10s`, `5m`, `1h` (a bare number is seconds).
+pub fn duration(name: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| {
+        invalid(
+            name,
+            value,
+            "expected a duration such as 250ms, 10s, 5m or 1h",
+        )
+    })?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3_600),
+        _ => {
+            return Err(invalid(
+                name,
+                value,
+                "expected a duration such as 250ms, 10s, 5m or 1h",
+            ));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::try_from(Settings::default()).unwrap();
+        assert_eq!(c.grpc_addr.port(), 8081);
+        assert_eq!(c.http_addr.port(), 8080);
+        assert!(c.redis.is_none());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("x", "250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(duration("x", "10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(duration("x", "10").unwrap(), Duration::from_secs(10));
+        assert_eq!(duration("x", "2m").unwrap(), Duration::from_secs(120));
+        assert!(duration("x", "ten").is_err());
+        assert!(duration("x", "1y").is_err());
+    }
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("floodgate.yaml");
+        std::fs::write(
+            &file,
+            "grpc_addr: 127.0.0.1:1000\nhttp_addr: 127.0.0.1:2000\ncache_key_prefix: file\n",
+        )
+        .unwrap();
+        let env = [
+            (
+                "FLOODGATE_HTTP_ADDR".to_owned(),
+                "127.0.0.1:3000".to_owned(),
+            ),
+            ("FLOODGATE_CACHE_KEY_PREFIX".to_owned(), "env".to_owned()),
+            ("FLOODGATE_RESPONSE_HEADERS".to_owned(), "true".to_owned()),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ];
+        let s = Settings::load(
+            Some(&file),
+            env,
+            &[("cache_key_prefix", Some("flag".into())), ("rules", None)],
+        )
+        .unwrap();
+        let c = Config::try_from(s).unwrap();
+        assert_eq!(c.grpc_addr.to_string(), "127.0.0.1:1000");
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:3000");
+        assert_eq!(c.cache_key_prefix, "flag");
+        assert_eq!(c.response.headers, Some(HeaderNames::default()));
+    }
+
+    #[test]
+    fn invalid_values_name_the_setting() {
+        let s = Settings {
+            grpc_addr: "nowhere".into(),
+            ..Settings::default()
+        };
+        let e = Config::try_from(s).unwrap_err().to_string();
+        assert!(e.contains("grpc_addr") && e.contains("nowhere"), "{e}");
+        let s = Settings {
+            log_format: "xml".into(),
+            ..Settings::default()
+        };
+        assert!(
+            Config::try_from(s)
+                .unwrap_err()
+                .to_string()
+                .contains("log_format")
+        );
+    }
+}

@@ -1,0 +1,55 @@
+//! The one place where errors become wire statuses, for gRPC and for HTTP.
+//!
+//! Bad input is `INVALID_ARGUMENT` (HTTP 400) with a message that says what is
+//! wrong; it is the caller's problem and is logged at debug level only. A
+//! store failure is `UNAVAILABLE` (HTTP 503), not `UNKNOWN`: Envoy's ratelimit
+//! filter then applies its own `failure_mode_deny` setting, and clients know
+//! a retry may help. Store details stay in the server's logs.
+
+use crate::limiter::{LimiterError, RequestError};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request is malformed.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// No decision could be made.
+    #[error(transparent)]
+    Limiter(#[from] LimiterError),
+}
+
+impl ServiceError {
+    /// The HTTP status for the `/json` endpoint.
+    pub fn http_status(&self) -> http::StatusCode {
+        match self {
+            ServiceError::Request(_) => http::StatusCode::BAD_REQUEST,
+            ServiceError::Limiter(_) => http::StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The message safe to show a caller.
+    pub fn public_message(&self) -> String {
+        match self {
+            ServiceError::Request(e) => e.to_string(),
+            ServiceError::Limiter(LimiterError::Store(_)) => {
+                "rate limit store unavailable".to_owned()
+            }
+        }
+    }
+}
+
+impl From<ServiceError> for tonic::Status {
+    fn from(e: ServiceError) -> Self {
+        match &e {
+            ServiceError::Request(r) => {
+                tracing::debug!(error = %r, "invalid request");
+                tonic::Status::invalid_argument(e.public_message())
+            }
+            ServiceError::Limiter(l) => {
+                tracing::warn!(error = %l, "no decision");
+                tonic::Status::unavailable(e.public_message())
+            }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The HTTP listener: `GET /healthcheck`, `POST /json` (the same decision as
+//! gRPC, in proto3 JSON) and `GET /rlconfig` (the limits in force).
+//!
+//! `/json` maps JSON to protobuf through the descriptor set compiled from
+//! `proto/` (prost-reflect), so it follows the proto3 JSON mapping exactly
+//! (`hitsAddend` or `hits_addend`, enums by name, durations as `"1.5s"`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use floodgate_proto::{RateLimitRequest, RateLimitResponse, rate_limit_response::Code};
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
+use tokio::sync::watch;
+
+use crate::grpc::RateLimiter;
+
+/// Longest time `/healthcheck` waits for the store.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// proto3-JSON ⇄ protobuf for the RLS messages.
+#[derive(Debug, Clone)]
+pub struct JsonCodec {
+    request: MessageDescriptor,
+    response: MessageDescriptor,
+}
+
+impl JsonCodec {
+    /// Reads the message descriptors compiled from `proto/`.
+    pub fn new() -> Result<Self, String> {
+        let pool = DescriptorPool::decode(floodgate_proto::FILE_DESCRIPTOR_SET)
+            .map_err(|e| e.to_string())?;
+        let find = |name: &str| {
+            pool.get_message_by_name(name)
+                .ok_or_else(|| format!("{name} missing from descriptor set"))
+        };
+        Ok(JsonCodec {
+            request: find("envoy.service.ratelimit.v3.RateLimitRequest")?,
+            response: find("envoy.service.ratelimit.v3.RateLimitResponse")?,
+        })
+    }
+
+    /// Parses a proto3-JSON `RateLimitRequest`.
+    pub fn request(&self, body: &[u8]) -> Result<RateLimitRequest, String> {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let message = DynamicMessage::deserialize(self.request.clone(), &mut de)
+            .map_err(|e| e.to_string())?;
+        de.end().map_err(|e| e.to_string())?;
+        message.transcode_to().map_err(|e| e.to_string())
+    }
+
+    /// Writes a `RateLimitResponse` as proto3 JSON.
+    pub fn response(&self, response: &RateLimitResponse) -> Result<Vec<u8>, String> {
+        let message =
+            DynamicMessage::decode(self.response.clone(), response.encode_to_vec().as_slice())
+                .map_err(|e| e.to_string())?;
+        serde_json::to_vec(&message).map_err(|e| e.to_string())
+    }
+}
+
+/// What the HTTP handlers share.
+#[derive(Debug, Clone)]
+pub struct HttpState {
+    /// The decision path.
+    pub service: RateLimiter,
+    /// JSON mapping.
+    pub codec: Arc<JsonCodec>,
+    /// Becomes true when the server starts draining.
+    pub draining: watch::Receiver<bool>,
+}
+
+/// The HTTP routes.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthcheck", get(healthcheck))
+        .route("/json", post(json))
+        .route("/rlconfig", get(rlconfig))
+        .with_state(state)
+}
+
+async fn healthcheck(State(state): State<HttpState>) -> (StatusCode, String) {
+    if *state.draining.borrow() {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "draining\n".into());
+    }
+    let store = state.service.limiter().store();
+    match tokio::time::timeout(HEALTH_TIMEOUT, store.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "OK\n".into()),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{} store: {e}\n", store.kind()),
+        ),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "{} store: no answer within {HEALTH_TIMEOUT:?}\n",
+                store.kind()
+            ),
+        ),
+    }
+}
+
+async fn json(State(state): State<HttpState>, body: Bytes) -> Response {
+    let request = match state.codec.request(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("invalid RateLimitRequest JSON: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    let response = match state.service.should_rate_limit(&request).await {
+        Ok(response) => response,
+        Err(e) => return (e.http_status(), format!("{}\n", e.public_message())).into_response(),
+    };
+    let status = match response.overall_code() {
+        Code::Ok => StatusCode::OK,
+        Code::OverLimit => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    match state.codec.response(&response) {
+        Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode response: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn rlconfig(State(state): State<HttpState>) -> String {
+    state.service.limiter().rules().current().describe()
+}

@@ -1,0 +1,235 @@
+//! Floodgate: a centralized rate-limit service that answers Envoy's
+//! `ShouldRateLimit` (`envoy.service.ratelimit.v3.RateLimitService`).
+//!
+//! # The request path, top to bottom
+//!
+//! 1. [`grpc`]: the tonic service receives a `RateLimitRequest` (the HTTP
+//!    `/json` endpoint in [`http`] feeds the same path).
+//! 2. [`limiter::Request::parse`]: the request is validated into a typed,
+//!    borrowed view; bad input stops here with `INVALID_ARGUMENT`.
+//! 3. [`rules`]: each descriptor is matched against the domain's compiled,
+//!    immutable [`rules::RuleSet`] (exact value, then wildcard, then default).
+//! 4. [`limiter`]: matched limits become fixed-window counter hits with
+//!    reference-compatible keys ([`store::key`]), all sent in one store call.
+//! 5. [`store`]: the [`store::CounterStore`] adds the hits atomically, in
+//!    memory ([`store::memory`]) or in Redis through one Lua script
+//!    ([`store::redis`]), and returns the counts.
+//! 6. [`limiter`] turns counts into a [`limiter::Decision`]; [`grpc::response`]
+//!    encodes it (statuses, optional headers and dynamic metadata);
+//!    [`grpc::status`] is the one place errors become wire statuses.
+//!
+//! Around the path: [`config`] (settings, validated once), [`run`] (listeners,
+//! background tasks, graceful drain), [`shutdown`] (signals), [`cli`] (the
+//! `floodgate` binary), [`clock`] (injectable time).
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod grpc;
+pub mod http;
+pub mod limiter;
+pub mod rules;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tonic_health::ServingStatus;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::grpc::{RateLimitGrpc, RateLimiter};
+use crate::limiter::Limiter;
+use crate::rules::{LoadError, Rules};
+use crate::store::key::CacheKey;
+use crate::store::memory::MemoryStore;
+use crate::store::redis::RedisStore;
+use crate::store::{CounterStore, StoreError};
+
+/// gRPC health service names reported as serving (the reference reports
+/// `ratelimit`; `""` is the whole server).
+pub const HEALTH_SERVICES: &[&str] = &[
+    "",
+    "ratelimit",
+    "envoy.service.ratelimit.v3.RateLimitService",
+];
+
+/// The bound sockets the server serves on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC (HTTP/2).
+    pub grpc: TcpListener,
+    /// HTTP/1.1 and HTTP/2: health, `/json`, `/rlconfig`.
+    pub http: TcpListener,
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The rules do not load.
+    #[error("invalid rules:\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Rules(Vec<LoadError>),
+    /// The counter store is unusable.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A listener failed.
+    #[error("{0}")]
+    Server(String),
+}
+
+/// Builds the decision path from `config`: loads the rules and connects the
+/// store. Returns the path and, for the memory store, the store itself (whose
+/// sweeper the caller runs).
+pub async fn build(
+    config: &Config,
+    clock: Clock,
+) -> Result<(RateLimiter, Option<Arc<MemoryStore>>), RunError> {
+    let rules = rules::load_paths(std::slice::from_ref(&config.rules), config.merge_domains)
+        .map_err(RunError::Rules)?;
+    let (store, memory): (Arc<dyn CounterStore>, _) = match &config.redis {
+        Some(redis) => (Arc::new(RedisStore::connect(redis).await?), None),
+        None => {
+            let memory = Arc::new(MemoryStore::new(config.memory_max_entries, clock.clone()));
+            (memory.clone(), Some(memory))
+        }
+    };
+    let limiter = Limiter::new(
+        Rules::new(rules),
+        store,
+        CacheKey::new(config.cache_key_prefix.clone()),
+        clock,
+        config.limiter.clone(),
+    );
+    Ok((
+        RateLimiter::new(limiter, config.limits, config.response.clone()),
+        memory,
+    ))
+}
+
+/// Runs the server until `shutdown` resolves, then drains: health turns
+/// NOT_SERVING, listeners stop accepting, calls in flight get up to
+/// `config.shutdown_grace` to finish, background tasks stop. Returns `Ok`
+/// after a clean drain (and after a drain cut short by the grace period).
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let (service, memory) = build(&config, Clock::System).await?;
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let mut background = JoinSet::new();
+    if let Some(memory) = memory {
+        background.spawn(sweep_memory(
+            memory,
+            config.memory_sweep_interval,
+            drain_rx.clone(),
+        ));
+    }
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in HEALTH_SERVICES {
+        health
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(floodgate_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| RunError::Server(format!("gRPC reflection: {e}")))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(floodgate_proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| RunError::Server(format!("gRPC reflection: {e}")))?;
+    let codec =
+        http::JsonCodec::new().map_err(|e| RunError::Server(format!("JSON mapping: {e}")))?;
+
+    let mut servers = JoinSet::new();
+    let grpc = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_v1alpha)
+        .add_service(floodgate_proto::RateLimitServiceServer::new(
+            RateLimitGrpc::new(service.clone()),
+        ))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
+            drained(drain_rx.clone()),
+        );
+    servers.spawn(async move { grpc.await.map_err(|e| format!("gRPC server: {e}")) });
+    let router = http::router(http::HttpState {
+        service,
+        codec: Arc::new(codec),
+        draining: drain_rx.clone(),
+    });
+    let http =
+        axum::serve(listeners.http, router).with_graceful_shutdown(drained(drain_rx.clone()));
+    servers.spawn(async move { http.await.map_err(|e| format!("HTTP server: {e}")) });
+
+    let failure = tokio::select! {
+        () = shutdown => None,
+        Some(ended) = servers.join_next() => Some(match ended {
+            Ok(Ok(())) => "a listener stopped unexpectedly".to_owned(),
+            Ok(Err(e)) => e,
+            Err(e) => format!("a listener task failed: {e}"),
+        }),
+    };
+
+    for name in HEALTH_SERVICES {
+        health
+            .set_service_status(*name, ServingStatus::NotServing)
+            .await;
+    }
+    let _ = drain_tx.send(true);
+    let grace = config.shutdown_grace;
+    let drain = async {
+        while let Some(ended) = servers.join_next().await {
+            if let Ok(Err(e)) = ended {
+                tracing::warn!(error = %e, "listener error while draining");
+            }
+        }
+    };
+    if tokio::time::timeout(grace, drain).await.is_err() {
+        tracing::warn!(
+            ?grace,
+            "calls still in flight after the grace period; stopping anyway"
+        );
+        servers.abort_all();
+    }
+    background.abort_all();
+    while background.join_next().await.is_some() {}
+    match failure {
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Some(e) => Err(RunError::Server(e)),
+    }
+}
+
+/// Resolves once draining starts.
+async fn drained(mut rx: watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means: stop.
+    let _ = rx.wait_for(|draining| *draining).await;
+}
+
+/// Drops ended windows from the memory store every `every`, until draining.
+async fn sweep_memory(memory: Arc<MemoryStore>, every: Duration, mut drain: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let removed = memory.sweep_expired();
+                tracing::debug!(removed, held = memory.len(), "memory store swept");
+            }
+            _ = drain.wait_for(|d| *d) => return,
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Request validation: the first step of the request path. A protobuf
+//! `RateLimitRequest` becomes a [`Request`] only if it is well formed, so the
+//! rest of the path never meets an empty domain, an empty key or an
+//! oversized request.
+
+use floodgate_proto::RateLimitRequest;
+use floodgate_proto::rate_limit_descriptor::Entry;
+
+use crate::rules::Unit;
+
+/// Bounds on what one request may carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Most descriptors in one request.
+    pub max_descriptors: usize,
+    /// Most entries in one descriptor.
+    pub max_entries: usize,
+    /// Longest domain, key or value, in bytes.
+    pub max_value_bytes: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_descriptors: 64,
+            max_entries: 32,
+            max_value_bytes: 1024,
+        }
+    }
+}
+
+/// Why a request was refused. Each message says what is wrong, for the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The reference service's message, kept for compatibility.
+    #[error("rate limit domain must not be empty")]
+    EmptyDomain,
+    /// The reference service's message, kept for compatibility.
+    #[error("rate limit descriptor list must not be empty")]
+    NoDescriptors,
+    /// More descriptors than allowed.
+    #[error("too many descriptors: {count} (at most {max})")]
+    TooManyDescriptors {
+        /// Descriptors sent.
+        count: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// A descriptor without entries.
+    #[error("descriptor {index} has no entries")]
+    NoEntries {
+        /// Descriptor index.
+        index: usize,
+    },
+    /// More entries than allowed.
+    #[error("descriptor {index} has too many entries: {count} (at most {max})")]
+    TooManyEntries {
+        /// Descriptor index.
+        index: usize,
+        /// Entries sent.
+        count: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// An entry with an empty key.
+    #[error("descriptor {index} entry {entry} has an empty key")]
+    EmptyKey {
+        /// Descriptor index.
+        index: usize,
+        /// Entry index.
+        entry: usize,
+    },
+    /// A string over the size limit.
+    #[error("{what} is {len} bytes long (at most {max})")]
+    TooLong {
+        /// Which string, e.g. `descriptor 0 entry 1 value`.
+        what: String,
+        /// Its length.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// A limit override whose unit is not a known unit.
+    #[error("descriptor {index} limit override has an invalid unit ({unit})")]
+    BadOverrideUnit {
+        /// Descriptor index.
+        index: usize,
+        /// The unit number sent.
+        unit: i32,
+    },
+    /// `is_negative_hits` is not supported yet.
+    #[error("descriptor {index}: is_negative_hits is not supported")]
+    NegativeHits {
+        /// Descriptor index.
+        index: usize,
+    },
+}
+
+/// A limit sent in the request, which replaces the configured one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Override {
+    /// Hits per window.
+    pub requests_per_unit: u32,
+    /// The window.
+    pub unit: Unit,
+}
+
+/// One validated descriptor, borrowing from the protobuf request.
+#[derive(Debug)]
+pub struct Descriptor<'a> {
+    /// The entries, in order.
+    pub entries: &'a [Entry],
+    /// Hits to count (0 checks without consuming).
+    pub hits: u64,
+    /// The caller's limit, if sent.
+    pub limit_override: Option<Override>,
+}
+
+impl Descriptor<'_> {
+    /// The entries as (key, value) pairs.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.entries
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str()))
+    }
+}
+
+/// A validated request.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// The rules domain.
+    pub domain: &'a str,
+    /// The descriptors, in request order.
+    pub descriptors: Vec<Descriptor<'a>>,
+}
+
+impl<'a> Request<'a> {
+    /// Validates `proto` against `limits`.
+    pub fn parse(
+        proto: &'a RateLimitRequest,
+        limits: &RequestLimits,
+    ) -> Result<Self, RequestError> {
+        if proto.domain.is_empty() {
+            return Err(RequestError::EmptyDomain);
+        }
+        check_len("domain", &proto.domain, limits)?;
+        if proto.descriptors.is_empty() {
+            return Err(RequestError::NoDescriptors);
+        }
+        if proto.descriptors.len() > limits.max_descriptors {
+            return Err(RequestError::TooManyDescriptors {
+                count: proto.descriptors.len(),
+                max: limits.max_descriptors,
+            });
+        }
+        // 0 (absent) means 1, as in the reference service.
+        let request_hits = u64::from(proto.hits_addend.max(1));
+        let mut descriptors = Vec::with_capacity(proto.descriptors.len());
+        for (index, d) in proto.descriptors.iter().enumerate() {
+            if d.entries.is_empty() {
+                return Err(RequestError::NoEntries { index });
+            }
+            if d.entries.len() > limits.max_entries {
+                return Err(RequestError::TooManyEntries {
+                    index,
+                    count: d.entries.len(),
+                    max: limits.max_entries,
+                });
+            }
+            for (entry, e) in d.entries.iter().enumerate() {
+                if e.key.is_empty() {
+                    return Err(RequestError::EmptyKey { index, entry });
+                }
+                if e.key.len() > limits.max_value_bytes || e.value.len() > limits.max_value_bytes {
+                    let (part, s) = if e.key.len() > limits.max_value_bytes {
+                        ("key", &e.key)
+                    } else {
+                        ("value", &e.value)
+                    };
+                    check_len(
+                        &format!("descriptor {index} entry {entry} {part}"),
+                        s,
+                        limits,
+                    )?;
+                }
+            }
+            if d.is_negative_hits {
+                return Err(RequestError::NegativeHits { index });
+            }
+            let limit_override = match &d.limit {
+                None => None,
+                Some(o) => Some(Override {
+                    requests_per_unit: o.requests_per_unit,
+                    unit: override_unit(o.unit).ok_or(RequestError::BadOverrideUnit {
+                        index,
+                        unit: o.unit,
+                    })?,
+                }),
+            };
+            descriptors.push(Descriptor {
+                entries: &d.entries,
+                hits: d.hits_addend.unwrap_or(request_hits),
+                limit_override,
+            });
+        }
+        Ok(Request {
+            domain: &proto.domain,
+            descriptors,
+        })
+    }
+}
+
+fn check_len(what: &str, s: &str, limits: &RequestLimits) -> Result<(), RequestError> {
+    if s.len() > limits.max_value_bytes {
+        return Err(RequestError::TooLong {
+            what: what.to_owned(),
+            len: s.len(),
+            max: limits.max_value_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// `envoy.type.v3.RateLimitUnit` by number (it has no WEEK).
+fn override_unit(unit: i32) -> Option<Unit> {
+    Some(match unit {
+        1 => Unit::Second,
+        2 => Unit::Minute,
+        3 => Unit::Hour,
+        4 => Unit::Day,
+        5 => Unit::Month,
+        6 => Unit::Year,
+        _ => return None,
+    })
+}

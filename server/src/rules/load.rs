@@ -1,0 +1,536 @@
+//! Reading rules files into a [`RuleSet`]: every `*.yaml`/`*.yml` file of a
+//! directory, in name order. Errors carry the reference service's exact
+//! messages (`<file>: <message>`), plus the YAML path of the offending node.
+//! A file is checked completely, so one run reports every error it has.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::yaml::Yaml;
+use super::{Allowance, Domain, KeyRules, Level, Node, RateLimit, RuleSet, Unit, Wildcard};
+
+/// A problem in a rules file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct LoadError {
+    /// The file, as it was named to the loader.
+    pub file: String,
+    /// The reference service's message, e.g. `descriptor has empty key`.
+    pub message: String,
+    /// Where in the file, e.g. `descriptors[0].rate_limit.unit` (may be empty).
+    pub path: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file, self.message)
+    }
+}
+
+/// Loads every rules file under `paths` (directories are listed, files are
+/// taken as they are). With `merge_domains`, files with the same domain add
+/// their top-level descriptors to it; otherwise a repeated domain is an error.
+pub fn load_paths(paths: &[PathBuf], merge_domains: bool) -> Result<RuleSet, Vec<LoadError>> {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        match rules_files(path) {
+            Ok(found) => {
+                for file in found {
+                    let name = file.display().to_string();
+                    match std::fs::read_to_string(&file) {
+                        Ok(text) => files.push((name, text)),
+                        Err(e) => {
+                            errors.push(LoadError::new(&name, "", format!("cannot read file: {e}")))
+                        }
+                    }
+                }
+            }
+            Err(e) => errors.push(LoadError::new(&path.display().to_string(), "", e)),
+        }
+    }
+    match load_files(&files, merge_domains) {
+        Ok(set) if errors.is_empty() => Ok(set),
+        Ok(_) => Err(errors),
+        Err(more) => {
+            errors.extend(more);
+            Err(errors)
+        }
+    }
+}
+
+/// The rules files a path stands for: a file itself, or a directory's
+/// `*.yaml`/`*.yml` entries (dotfiles skipped, symlinks followed, so a
+/// Kubernetes ConfigMap mount works), sorted by name.
+fn rules_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read rules path: {e}"))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let entries =
+        std::fs::read_dir(path).map_err(|e| format!("cannot list rules directory: {e}"))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("cannot list rules directory: {e}"))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_yaml = name.ends_with(".yaml") || name.ends_with(".yml");
+        let file = entry.path();
+        if is_yaml && !name.starts_with('.') && file.is_file() {
+            files.push(file);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Compiles rules from `(file name, text)` pairs.
+pub fn load_files(
+    files: &[(String, String)],
+    merge_domains: bool,
+) -> Result<RuleSet, Vec<LoadError>> {
+    let mut errors = Vec::new();
+    let mut domains: HashMap<Arc<str>, Domain> = HashMap::new();
+    for (file, text) in files {
+        let mut cx = Cx {
+            file,
+            errors: &mut errors,
+        };
+        let Some((domain, descriptors)) = cx.file(text) else {
+            continue;
+        };
+        let name: Arc<str> = domain.into();
+        if domains.contains_key(&name) && !merge_domains {
+            cx.error(
+                "domain",
+                format!("duplicate domain '{name}' in config file"),
+            );
+            continue;
+        }
+        let entry = domains.entry(name.clone()).or_insert_with(|| Domain {
+            name: name.clone(),
+            root: Level::default(),
+        });
+        cx.insert_all(&mut entry.root, descriptors, &format!("{name}."), &name);
+    }
+    if errors.is_empty() {
+        Ok(RuleSet { domains })
+    } else {
+        Err(errors)
+    }
+}
+
+impl LoadError {
+    fn new(file: &str, path: &str, message: impl Into<String>) -> Self {
+        LoadError {
+            file: file.to_owned(),
+            message: message.into(),
+            path: path.to_owned(),
+        }
+    }
+}
+
+/// A descriptor as written, before it is placed in the tree.
+struct Raw {
+    path: String,
+    key: String,
+    value: String,
+    node: Node,
+    children: Vec<Raw>,
+}
+
+/// The keys each kind of map may hold. Unlike the reference (one flat set),
+/// a key in the wrong place, such as `unit` directly on a descriptor, is
+/// reported instead of silently ignored.
+const ROOT_KEYS: &[&str] = &["domain", "descriptors"];
+const DESCRIPTOR_KEYS: &[&str] = &[
+    "key",
+    "value",
+    "rate_limit",
+    "descriptors",
+    "shadow_mode",
+    "detailed_metric",
+    "value_to_metric",
+    "share_threshold",
+    "quota_mode",
+    "metadata",
+];
+const RATE_LIMIT_KEYS: &[&str] = &["unit", "requests_per_unit", "unlimited", "name", "replaces"];
+const REPLACES_KEYS: &[&str] = &["name"];
+
+/// Loading context for one file: where errors go and what they are prefixed with.
+struct Cx<'a> {
+    file: &'a str,
+    errors: &'a mut Vec<LoadError>,
+}
+
+impl Cx<'_> {
+    fn error(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push(LoadError::new(self.file, path, message));
+    }
+
+    fn type_error(&mut self, path: &str, detail: impl fmt::Display) {
+        self.error(path, format!("error loading config file: {detail}"));
+    }
+
+    /// Checks a map's keys and returns them by name. `None` if `node` is not a map.
+    fn map<'y>(
+        &mut self,
+        node: &'y Yaml,
+        path: &str,
+        allowed: &[&str],
+    ) -> Option<HashMap<&'y str, &'y Yaml>> {
+        let entries = match node {
+            Yaml::Map(entries) => entries,
+            Yaml::Null => return Some(HashMap::new()),
+            other => {
+                self.type_error(
+                    path,
+                    format!(
+                        "{} must be a map, found {}",
+                        display_path(path),
+                        other.describe()
+                    ),
+                );
+                return None;
+            }
+        };
+        let mut fields = HashMap::new();
+        for (key, value) in entries {
+            let Yaml::Str(key) = key else {
+                self.error(
+                    path,
+                    format!(
+                        "config error, key is not of type string: {}",
+                        key.describe()
+                    ),
+                );
+                continue;
+            };
+            if !allowed.contains(&key.as_str()) {
+                self.error(
+                    &join(path, key),
+                    format!("config error, unknown key '{key}'"),
+                );
+            } else if fields.insert(key.as_str(), value).is_some() {
+                self.type_error(&join(path, key), format!("duplicate key '{key}'"));
+            }
+        }
+        Some(fields)
+    }
+
+    /// A string field. Numbers and booleans read as their text, as YAML
+    /// authors expect (`value: 404`); a float is the reference's checking error.
+    fn string(&mut self, fields: &HashMap<&str, &Yaml>, name: &str, path: &str) -> String {
+        let path = join(path, name);
+        match fields.get(name) {
+            None | Some(Yaml::Null) => String::new(),
+            Some(Yaml::Str(s)) => s.clone(),
+            Some(Yaml::Int(i)) => i.to_string(),
+            Some(Yaml::Bool(b)) => b.to_string(),
+            Some(Yaml::Float(_)) => {
+                self.error(&path, "error checking config");
+                String::new()
+            }
+            Some(other) => {
+                self.type_error(
+                    &path,
+                    format!("{path} must be a string, found {}", other.describe()),
+                );
+                String::new()
+            }
+        }
+    }
+
+    fn boolean(&mut self, fields: &HashMap<&str, &Yaml>, name: &str, path: &str) -> bool {
+        match fields.get(name) {
+            None | Some(Yaml::Null) => false,
+            Some(Yaml::Bool(b)) => *b,
+            Some(other) => {
+                let path = join(path, name);
+                self.type_error(
+                    &path,
+                    format!("{path} must be true or false, found {}", other.describe()),
+                );
+                false
+            }
+        }
+    }
+
+    fn list<'y>(
+        &mut self,
+        fields: &HashMap<&str, &'y Yaml>,
+        name: &str,
+        path: &str,
+    ) -> Vec<(String, &'y Yaml)> {
+        let path = join(path, name);
+        match fields.get(name) {
+            None | Some(Yaml::Null) => Vec::new(),
+            Some(Yaml::Seq(items)) => {
+                items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, item)| match item {
+                        Yaml::Map(_) => Some((format!("{path}[{i}]"), item)),
+                        other => {
+                            self.error(&path, format!(
+                            "config error, yaml file contains list of type other than map: {}",
+                            other.describe()
+                        ));
+                            None
+                        }
+                    })
+                    .collect()
+            }
+            Some(other) => {
+                self.type_error(
+                    &path,
+                    format!("{path} must be a list, found {}", other.describe()),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    /// The file's domain and its top-level descriptors.
+    fn file(&mut self, text: &str) -> Option<(String, Vec<Raw>)> {
+        let root = match Yaml::parse(text) {
+            Ok(root) => root,
+            Err(e) => {
+                self.type_error("", e);
+                return None;
+            }
+        };
+        let fields = self.map(&root, "", ROOT_KEYS)?;
+        let domain = self.string(&fields, "domain", "");
+        let descriptors = self
+            .list(&fields, "descriptors", "")
+            .into_iter()
+            .filter_map(|(path, node)| self.descriptor(node, path))
+            .collect();
+        if domain.is_empty() {
+            self.error("domain", "config file cannot have empty domain");
+            return None;
+        }
+        Some((domain, descriptors))
+    }
+
+    fn descriptor(&mut self, node: &Yaml, path: String) -> Option<Raw> {
+        let fields = self.map(node, &path, DESCRIPTOR_KEYS)?;
+        let key = self.string(&fields, "key", &path);
+        let value = self.string(&fields, "value", &path);
+        let rate_limit = match fields.get("rate_limit") {
+            None | Some(Yaml::Null) => None,
+            Some(limit) => self.rate_limit(limit, &join(&path, "rate_limit")),
+        };
+        let metadata = match fields.get("metadata") {
+            None | Some(Yaml::Null) => None,
+            Some(meta) => match to_json(meta) {
+                Ok(serde_json::Value::Object(map)) => Some(Arc::new(map)),
+                Ok(_) => {
+                    self.error(
+                        &join(&path, "metadata"),
+                        "error parsing metadata: metadata must be a map",
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.error(
+                        &join(&path, "metadata"),
+                        format!("error parsing metadata: {e}"),
+                    );
+                    None
+                }
+            },
+        };
+        let node = Node {
+            rate_limit,
+            shadow_mode: self.boolean(&fields, "shadow_mode", &path),
+            quota_mode: self.boolean(&fields, "quota_mode", &path),
+            share_threshold: self.boolean(&fields, "share_threshold", &path),
+            detailed_metric: self.boolean(&fields, "detailed_metric", &path),
+            value_to_metric: self.boolean(&fields, "value_to_metric", &path),
+            metadata,
+            value: value.as_str().into(),
+            ..Node::default()
+        };
+        let children = self
+            .list(&fields, "descriptors", &path)
+            .into_iter()
+            .filter_map(|(path, node)| self.descriptor(node, path))
+            .collect();
+        if key.is_empty() {
+            self.error(&join(&path, "key"), "descriptor has empty key");
+            return None;
+        }
+        Some(Raw {
+            path,
+            key,
+            value,
+            node,
+            children,
+        })
+    }
+
+    fn rate_limit(&mut self, node: &Yaml, path: &str) -> Option<RateLimit> {
+        let fields = self.map(node, path, RATE_LIMIT_KEYS)?;
+        let unit_name = self.string(&fields, "unit", path);
+        let unit = Unit::parse(&unit_name);
+        let unlimited = self.boolean(&fields, "unlimited", path);
+        let requests_per_unit = match fields.get("requests_per_unit") {
+            None | Some(Yaml::Null) => 0,
+            Some(Yaml::Int(n)) if u32::try_from(*n).is_ok() => *n as u32,
+            Some(other) => {
+                let path = join(path, "requests_per_unit");
+                self.type_error(
+                    &path,
+                    format!(
+                        "{path} must be a whole number from 0 to {}, found {}",
+                        u32::MAX,
+                        other.describe()
+                    ),
+                );
+                0
+            }
+        };
+        let name = self.string(&fields, "name", path);
+        let mut replaces = Vec::new();
+        for (entry_path, entry) in self.list(&fields, "replaces", path) {
+            let Some(entry_fields) = self.map(entry, &entry_path, REPLACES_KEYS) else {
+                continue;
+            };
+            let replaced = self.string(&entry_fields, "name", &entry_path);
+            if replaced.is_empty() {
+                self.error(&entry_path, "should not have an empty replaces entry");
+            } else if replaced == name {
+                self.error(
+                    &entry_path,
+                    "replaces should not contain name of same descriptor",
+                );
+            } else {
+                replaces.push(Arc::from(replaced));
+            }
+        }
+        let allowance = match (unlimited, unit) {
+            (true, Some(_)) => {
+                self.error(
+                    &join(path, "unit"),
+                    "should not specify rate limit unit when unlimited",
+                );
+                return None;
+            }
+            (true, None) => Allowance::Unlimited,
+            (false, Some(unit)) => Allowance::PerUnit {
+                requests_per_unit,
+                unit,
+            },
+            (false, None) => {
+                self.error(
+                    &join(path, "unit"),
+                    format!("invalid rate limit unit '{unit_name}'"),
+                );
+                return None;
+            }
+        };
+        let name = (!name.is_empty()).then(|| Arc::from(name));
+        Some(RateLimit {
+            allowance,
+            name,
+            replaces,
+        })
+    }
+
+    fn insert_all(&mut self, level: &mut Level, descriptors: Vec<Raw>, parent: &str, domain: &str) {
+        for raw in descriptors {
+            self.insert(level, raw, parent, domain);
+        }
+    }
+
+    /// Places a descriptor in its level, checking for duplicates.
+    fn insert(&mut self, level: &mut Level, raw: Raw, parent: &str, domain: &str) {
+        let Raw {
+            path,
+            key,
+            value,
+            mut node,
+            children,
+        } = raw;
+        let composite = if value.is_empty() {
+            key.clone()
+        } else {
+            format!("{key}_{value}")
+        };
+        let full_key = format!("{parent}{composite}");
+        let wildcard = Wildcard::new(&value);
+        if node.share_threshold && wildcard.is_none() {
+            self.error(&join(&path, "share_threshold"), format!(
+                "share_threshold can only be used with wildcard values (containing '*'), but found key '{composite}'"
+            ));
+        }
+        let rules: &mut KeyRules = level.keys.entry(key.as_str().into()).or_default();
+        let duplicate = match &wildcard {
+            _ if value.is_empty() => rules.default.is_some(),
+            Some(_) => rules.wildcards.iter().any(|(_, n)| *n.value == *value),
+            None => rules.exact.contains_key(value.as_str()),
+        };
+        if duplicate {
+            self.error(
+                &path,
+                format!("duplicate descriptor composite key '{full_key}'"),
+            );
+            return;
+        }
+        self.insert_all(
+            &mut node.children,
+            children,
+            &format!("{full_key}."),
+            domain,
+        );
+        node.full_key = full_key.into();
+        match wildcard {
+            _ if value.is_empty() => rules.default = Some(node),
+            Some(w) => rules.wildcards.push((w, node)),
+            None => {
+                rules.exact.insert(value.into(), node);
+            }
+        }
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn display_path(path: &str) -> &str {
+    if path.is_empty() { "the file" } else { path }
+}
+
+/// YAML `metadata` as JSON, for the response's `dynamic_metadata` Struct.
+fn to_json(node: &Yaml) -> Result<serde_json::Value, String> {
+    use serde_json::Value;
+    Ok(match node {
+        Yaml::Null => Value::Null,
+        Yaml::Bool(b) => Value::Bool(*b),
+        Yaml::Int(i) => i64::try_from(*i).map_or_else(|_| Value::from(*i as f64), Value::from),
+        Yaml::Float(f) => serde_json::Number::from_f64(*f)
+            .map(Value::Number)
+            .ok_or_else(|| format!("{f} is not a finite number"))?,
+        Yaml::Str(s) => Value::String(s.clone()),
+        Yaml::Seq(items) => Value::Array(items.iter().map(to_json).collect::<Result<_, _>>()?),
+        Yaml::Map(entries) => {
+            let mut map = serde_json::Map::new();
+            for (k, v) in entries {
+                let Yaml::Str(k) = k else {
+                    return Err(format!("key {} is not a string", k.describe()));
+                };
+                map.insert(k.clone(), to_json(v)?);
+            }
+            Value::Object(map)
+        }
+    })
+}

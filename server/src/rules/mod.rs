@@ -1,0 +1,330 @@
+//! Descriptor rules: the YAML files an operator writes, compiled into an
+//! immutable [`RuleSet`], and the matching of a request descriptor against it.
+//!
+//! On the request path this is step two: the gRPC layer has validated the
+//! request; here each descriptor's entries walk the domain's descriptor tree
+//! to find the [`RateLimit`] that applies (if any); the limiter then counts.
+//!
+//! Matching follows envoyproxy/ratelimit: at each level an exact `key`/`value`
+//! match wins, then the first wildcard value in config order, then the
+//! key-only default; a limit applies only if it sits at the depth of the
+//! request's last entry. Unlike the reference, keys and values are matched as
+//! separate strings, so `("a_b", "c")` and `("a", "b_c")` never collide.
+
+mod load;
+mod wildcard;
+mod yaml;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+pub use load::{LoadError, load_files, load_paths};
+pub use wildcard::Wildcard;
+
+/// The time unit of a limit's window. Windows are aligned to the Unix epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Unit {
+    /// 1 s.
+    Second,
+    /// 60 s.
+    Minute,
+    /// 3,600 s.
+    Hour,
+    /// 86,400 s (days reset at 00:00 UTC).
+    Day,
+    /// 604,800 s (weeks start on Thursday 00:00 UTC, as the epoch did).
+    Week,
+    /// 30 days, not calendar months (as the reference service).
+    Month,
+    /// 365 days.
+    Year,
+}
+
+impl Unit {
+    /// Parses a unit name, case-insensitively (`second`, `MINUTE`, ...).
+    pub fn parse(name: &str) -> Option<Unit> {
+        Some(match name.to_ascii_uppercase().as_str() {
+            "SECOND" => Unit::Second,
+            "MINUTE" => Unit::Minute,
+            "HOUR" => Unit::Hour,
+            "DAY" => Unit::Day,
+            "WEEK" => Unit::Week,
+            "MONTH" => Unit::Month,
+            "YEAR" => Unit::Year,
+            _ => return None,
+        })
+    }
+
+    /// The window length.
+    pub fn window(self) -> Duration {
+        Duration::from_secs(match self {
+            Unit::Second => 1,
+            Unit::Minute => 60,
+            Unit::Hour => 3_600,
+            Unit::Day => 86_400,
+            Unit::Week => 604_800,
+            Unit::Month => 2_592_000,
+            Unit::Year => 31_536_000,
+        })
+    }
+
+    /// The upper-case name, as in the RLS `Unit` enum.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::Second => "SECOND",
+            Unit::Minute => "MINUTE",
+            Unit::Hour => "HOUR",
+            Unit::Day => "DAY",
+            Unit::Week => "WEEK",
+            Unit::Month => "MONTH",
+            Unit::Year => "YEAR",
+        }
+    }
+}
+
+/// What a matched rule allows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Allowance {
+    /// Never limited; the store is not consulted.
+    Unlimited,
+    /// `requests_per_unit` hits per window of `unit`. 0 blocks every hit.
+    PerUnit {
+        /// Hits allowed per window.
+        requests_per_unit: u32,
+        /// The window.
+        unit: Unit,
+    },
+}
+
+/// A `rate_limit` block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// What it allows.
+    pub allowance: Allowance,
+    /// The optional `name`, echoed in `current_limit.name`.
+    pub name: Option<Arc<str>>,
+    /// Names of other limits this one replaces when both match in a request.
+    pub replaces: Vec<Arc<str>>,
+}
+
+/// One descriptor entry of the rules tree.
+#[derive(Debug, Default)]
+pub struct Node {
+    /// The limit at this depth, if any. A node without a limit and without
+    /// children is an allow-list entry: matching it yields "no limit".
+    pub rate_limit: Option<RateLimit>,
+    /// Counted, but always answered OK.
+    pub shadow_mode: bool,
+    /// See the README: over-limit only if every quota descriptor is over.
+    pub quota_mode: bool,
+    /// Every value matching this node's wildcard shares one counter.
+    pub share_threshold: bool,
+    /// Metrics use the request's values for the whole path.
+    pub detailed_metric: bool,
+    /// Metrics use the request's value at this level.
+    pub value_to_metric: bool,
+    /// The YAML `metadata`, returned in `dynamic_metadata` when enabled.
+    pub metadata: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    /// The configured value (the pattern, for a wildcard node); empty for a
+    /// key-only default.
+    pub value: Box<str>,
+    /// `domain.key_value.key...`, as `/rlconfig` and stats name the node.
+    pub full_key: Box<str>,
+    children: Level,
+}
+
+/// The entries of one level, by key.
+#[derive(Debug, Default)]
+struct Level {
+    keys: HashMap<Box<str>, KeyRules>,
+}
+
+/// All nodes of one level that share a key.
+#[derive(Debug, Default)]
+struct KeyRules {
+    exact: HashMap<Box<str>, Node>,
+    wildcards: Vec<(Wildcard, Node)>,
+    default: Option<Node>,
+}
+
+impl KeyRules {
+    fn find(&self, value: &str) -> Option<&Node> {
+        self.exact
+            .get(value)
+            .or_else(|| {
+                self.wildcards
+                    .iter()
+                    .find(|(w, _)| w.matches(value))
+                    .map(|(_, n)| n)
+            })
+            .or(self.default.as_ref())
+    }
+}
+
+/// A domain's descriptor tree.
+#[derive(Debug)]
+pub struct Domain {
+    name: Arc<str>,
+    root: Level,
+}
+
+/// The result of matching one request descriptor.
+#[derive(Debug)]
+pub struct Match<'r> {
+    /// The node at the depth of the request's last entry.
+    pub node: &'r Node,
+    /// Entries whose counter key uses the configured pattern instead of the
+    /// request's value (`share_threshold`), as (entry index, pattern).
+    pub shared: Vec<(usize, &'r str)>,
+}
+
+impl Domain {
+    /// The domain name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Matches a descriptor, given as its (key, value) entries in order.
+    /// Returns the node at the last entry's depth, or `None` when the walk
+    /// leaves the tree.
+    pub fn find<'r, 'e, I>(&'r self, entries: I) -> Option<Match<'r>>
+    where
+        I: IntoIterator<Item = (&'e str, &'e str)>,
+    {
+        let mut level = &self.root;
+        let mut node = None;
+        let mut shared = Vec::new();
+        for (i, (key, value)) in entries.into_iter().enumerate() {
+            let found = level.keys.get(key)?.find(value)?;
+            if found.share_threshold {
+                shared.push((i, &*found.value));
+            }
+            level = &found.children;
+            node = Some(found);
+        }
+        node.map(|node| Match { node, shared })
+    }
+
+    fn walk<'a>(&'a self, mut f: impl FnMut(&'a Node)) {
+        fn visit<'a>(level: &'a Level, f: &mut impl FnMut(&'a Node)) {
+            let mut keys: Vec<_> = level.keys.iter().collect();
+            keys.sort_by(|a, b| a.0.cmp(b.0));
+            for (_, rules) in keys {
+                let mut exact: Vec<_> = rules.exact.iter().collect();
+                exact.sort_by(|a, b| a.0.cmp(b.0));
+                let nodes = exact
+                    .into_iter()
+                    .map(|(_, n)| n)
+                    .chain(rules.wildcards.iter().map(|(_, n)| n))
+                    .chain(rules.default.iter());
+                for node in nodes {
+                    f(node);
+                    visit(&node.children, f);
+                }
+            }
+        }
+        visit(&self.root, &mut f);
+    }
+}
+
+/// An immutable, compiled set of rules: every domain of a rules directory.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    domains: HashMap<Arc<str>, Domain>,
+}
+
+impl RuleSet {
+    /// The domain called `name`, if configured.
+    pub fn domain(&self, name: &str) -> Option<&Domain> {
+        self.domains.get(name)
+    }
+
+    /// Number of domains.
+    pub fn len(&self) -> usize {
+        self.domains.len()
+    }
+
+    /// True when no domain is configured.
+    pub fn is_empty(&self) -> bool {
+        self.domains.is_empty()
+    }
+
+    /// One line per configured limit, in the reference's `/rlconfig` format:
+    /// `<full key>: unit=MINUTE requests_per_unit=3, shadow_mode: false, quota_mode: false`.
+    pub fn describe(&self) -> String {
+        let mut names: Vec<_> = self.domains.keys().collect();
+        names.sort();
+        let mut out = String::new();
+        for name in names {
+            self.domains[name].walk(|node| {
+                if let Some(limit) = &node.rate_limit {
+                    out.push_str(&format!(
+                        "{}: {limit}, shadow_mode: {}, quota_mode: {}\n",
+                        node.full_key, node.shadow_mode, node.quota_mode
+                    ));
+                }
+            });
+        }
+        out
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.allowance {
+            Allowance::Unlimited => f.write_str("unlimited=true")?,
+            Allowance::PerUnit {
+                requests_per_unit,
+                unit,
+            } => write!(
+                f,
+                "unit={} requests_per_unit={requests_per_unit}",
+                unit.name()
+            )?,
+        }
+        if let Some(name) = &self.name {
+            write!(f, " name={name}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The rules in force, shared by every request; replaced as a whole when the
+/// rules are reloaded, so a request always sees one consistent set.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    current: Arc<RwLock<Arc<RuleSet>>>,
+}
+
+impl Rules {
+    /// Starts with `set` in force.
+    pub fn new(set: RuleSet) -> Self {
+        Rules {
+            current: Arc::new(RwLock::new(Arc::new(set))),
+        }
+    }
+
+    /// The set in force now.
+    pub fn current(&self) -> Arc<RuleSet> {
+        // The lock is only held to clone an Arc; a poisoned lock still holds
+        // a complete, valid rule set.
+        match self.current.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts `set` in force for every request that starts from now on.
+    pub fn replace(&self, set: RuleSet) {
+        let set = Arc::new(set);
+        match self.current.write() {
+            Ok(mut guard) => *guard = set,
+            Err(poisoned) => *poisoned.into_inner() = set,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
