@@ -1,1 +1,194 @@
-//! placeholder
+//! The end-to-end harness: real processes on loopback, started and stopped by
+//! the tests themselves.
+//!
+//! - [`RedisServer`]: a `redis-server` on a free port, in a temporary
+//!   directory, killed on drop.
+//! - [`TestServer`]: Floodgate itself, in-process, on `127.0.0.1:0`, drained
+//!   on [`TestServer::stop`].
+//! - [`venv_bin`]: tools from the Python venv that the test command creates
+//!   (`envoy`, `python`), found without relying on `PATH`.
+//!
+//! Nothing here skips: a missing `redis-server` or venv tool is a test
+//! failure that says how to install it (the README's test command does).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use floodgate_proto::RateLimitServiceClient;
+use floodgate_server::config::Config;
+use floodgate_server::{Listeners, RunError};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the race with another
+/// process taking it first is small and fails loudly).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// An executable from the test venv (`.venv/bin/NAME`, or
+/// `$FLOODGATE_TEST_VENV/bin/NAME`). Panics with the fix if it is missing.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let venv = std::env::var_os("FLOODGATE_TEST_VENV").map_or_else(|| workspace_root().join(".venv"), PathBuf::from);
+    let path = venv.join("bin").join(name);
+    assert!(
+        path.exists(),
+        "{} not found: run the README's test command (scripts/test), which creates the venv",
+        path.display()
+    );
+    path
+}
+
+/// A `redis-server` process on a free loopback port.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` and waits until it answers PING.
+    pub fn start() -> RedisServer {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let port = free_port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("cannot run redis-server: install it (apt-get install -y redis-server) or run scripts/test");
+            let mut server = RedisServer { child, port, _dir: dir };
+            if server.wait_ready(Duration::from_secs(10)) {
+                return server;
+            }
+            // Most likely another process took the port first: try another.
+        }
+        panic!("redis-server did not start on any of 5 ports");
+    }
+
+    fn wait_ready(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if ping(self.port) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
+/// A rules directory holding `files` (name, YAML text).
+pub fn rules_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).expect("write rules file");
+    }
+    dir
+}
+
+/// Floodgate running in-process on loopback.
+#[derive(Debug)]
+pub struct TestServer {
+    /// The gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// The HTTP address.
+    pub http_addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), RunError>>>,
+}
+
+impl TestServer {
+    /// Starts the server with `config` (its listen addresses are ignored:
+    /// both listeners bind `127.0.0.1:0`).
+    pub async fn start(config: Config) -> TestServer {
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC");
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
+        let grpc_addr = grpc.local_addr().expect("gRPC address");
+        let http_addr = http.local_addr().expect("HTTP address");
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(floodgate_server::run(config, Listeners { grpc, http }, async move {
+            let _ = rx.await;
+        }));
+        let server = TestServer { grpc_addr, http_addr, shutdown: Some(tx), task: Some(task) };
+        // Wait until gRPC accepts, or report why the server stopped.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(grpc_addr).await.is_err() {
+            assert!(Instant::now() < deadline, "server did not start listening");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        server
+    }
+
+    /// A generated RLS client connected to the server.
+    pub async fn client(&self) -> RateLimitServiceClient<Channel> {
+        RateLimitServiceClient::connect(format!("http://{}", self.grpc_addr)).await.expect("connect to server")
+    }
+
+    /// Starts the drain and waits for the server to stop.
+    pub async fn stop(mut self) -> Result<(), RunError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.expect("server task panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A config for tests: memory store, the given rules.
+pub fn config_with_rules(rules: &Path) -> Config {
+    Config { rules: rules.to_path_buf(), ..Config::default() }
+}

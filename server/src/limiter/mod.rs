@@ -311,6 +311,3 @@ fn drop_replaced(matched: &mut [Option<Matched<'_>>]) {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;
