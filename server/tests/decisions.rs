@@ -3,6 +3,8 @@
 //! states one behaviour of the reference service (rls-reference §1.3) or one
 //! of our documented extensions.
 
+#![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
+
 use std::sync::Arc;
 use std::time::Duration;
 

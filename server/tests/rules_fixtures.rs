@@ -2,6 +2,8 @@
 //! asserted with its exact message, through the library and through
 //! `floodgate check`.
 
+#![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -15,7 +15,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use floodgate_proto::RateLimitServiceClient;
 use floodgate_server::config::Config;
@@ -26,7 +26,10 @@ use tonic::transport::Channel;
 
 /// The repository root.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; the race with another
@@ -41,7 +44,8 @@ pub fn free_port() -> u16 {
 /// An executable from the test venv (`.venv/bin/NAME`, or
 /// `$FLOODGATE_TEST_VENV/bin/NAME`). Panics with the fix if it is missing.
 pub fn venv_bin(name: &str) -> PathBuf {
-    let venv = std::env::var_os("FLOODGATE_TEST_VENV").map_or_else(|| workspace_root().join(".venv"), PathBuf::from);
+    let venv = std::env::var_os("FLOODGATE_TEST_VENV")
+        .map_or_else(|| workspace_root().join(".venv"), PathBuf::from);
     let path = venv.join("bin").join(name);
     assert!(
         path.exists(),
@@ -73,7 +77,11 @@ impl RedisServer {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("cannot run redis-server: install it (apt-get install -y redis-server) or run scripts/test");
-            let mut server = RedisServer { child, port, _dir: dir };
+            let mut server = RedisServer {
+                child,
+                port,
+                _dir: dir,
+            };
             if server.wait_ready(Duration::from_secs(10)) {
                 return server;
             }
@@ -83,15 +91,15 @@ impl RedisServer {
     }
 
     fn wait_ready(&mut self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
+        const STEP: Duration = Duration::from_millis(20);
+        for _ in 0..within.as_millis() / STEP.as_millis() {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
             if ping(self.port) {
                 return true;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(STEP);
         }
         false
     }
@@ -115,10 +123,14 @@ impl Drop for RedisServer {
 }
 
 fn ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
     let mut reply = [0u8; 7];
-    stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
 }
 
 /// A rules directory holding `files` (name, YAML text).
@@ -145,19 +157,35 @@ impl TestServer {
     /// Starts the server with `config` (its listen addresses are ignored:
     /// both listeners bind `127.0.0.1:0`).
     pub async fn start(config: Config) -> TestServer {
-        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC");
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind gRPC");
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind HTTP");
         let grpc_addr = grpc.local_addr().expect("gRPC address");
         let http_addr = http.local_addr().expect("HTTP address");
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(floodgate_server::run(config, Listeners { grpc, http }, async move {
-            let _ = rx.await;
-        }));
-        let server = TestServer { grpc_addr, http_addr, shutdown: Some(tx), task: Some(task) };
+        let task = tokio::spawn(floodgate_server::run(
+            config,
+            Listeners { grpc, http },
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        let server = TestServer {
+            grpc_addr,
+            http_addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        };
         // Wait until gRPC accepts, or report why the server stopped.
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while tokio::net::TcpStream::connect(grpc_addr).await.is_err() {
-            assert!(Instant::now() < deadline, "server did not start listening");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "server did not start listening"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         server
@@ -165,7 +193,9 @@ impl TestServer {
 
     /// A generated RLS client connected to the server.
     pub async fn client(&self) -> RateLimitServiceClient<Channel> {
-        RateLimitServiceClient::connect(format!("http://{}", self.grpc_addr)).await.expect("connect to server")
+        RateLimitServiceClient::connect(format!("http://{}", self.grpc_addr))
+            .await
+            .expect("connect to server")
     }
 
     /// Starts the drain and waits for the server to stop.
@@ -190,5 +220,8 @@ impl Drop for TestServer {
 
 /// A config for tests: memory store, the given rules.
 pub fn config_with_rules(rules: &Path) -> Config {
-    Config { rules: rules.to_path_buf(), ..Config::default() }
+    Config {
+        rules: rules.to_path_buf(),
+        ..Config::default()
+    }
 }

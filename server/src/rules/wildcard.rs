@@ -23,13 +23,11 @@ impl Wildcard {
 
     /// True if `value` matches the pattern.
     pub fn matches(&self, value: &str) -> bool {
-        let (first, rest) = match self.segments.split_first() {
-            Some(split) => split,
-            None => return true,
+        let Some((first, rest)) = self.segments.split_first() else {
+            return true;
         };
-        let (last, middle) = match rest.split_last() {
-            Some(split) => split,
-            None => return value == &**first,
+        let Some((last, middle)) = rest.split_last() else {
+            return value == &**first;
         };
         if value.len() < first.len() + last.len()
             || !value.starts_with(&**first)

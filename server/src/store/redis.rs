@@ -56,15 +56,24 @@ impl RedisStore {
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_response_timeout(Some(settings.command_timeout))
             .set_number_of_retries(2);
-        let connection = client
+        let mut connection = client
             .get_connection_manager_with_config(config)
             .await
             .map_err(|e| {
                 StoreError::Unavailable(format!("cannot connect to Redis at {endpoint}: {e}"))
             })?;
+        // Load the script up front so that the first burst of calls does not
+        // race into NOSCRIPT; after a Redis restart, EVALSHA's NOSCRIPT path
+        // reloads it.
+        let script = redis::Script::new(include_str!("scripts/fixed_window.lua"));
+        script.load_async(&mut connection).await.map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot load the counter script into Redis at {endpoint}: {e}"
+            ))
+        })?;
         Ok(RedisStore {
             connection,
-            script: redis::Script::new(include_str!("scripts/fixed_window.lua")),
+            script,
             jitter_max_secs: settings.expiration_jitter_max.as_secs(),
             jitter: RandomState::new(),
             endpoint,

@@ -1,0 +1,216 @@
+//! Floodgate served over gRPC with counters in a real `redis-server`: the
+//! decision flow, the keys it leaves in Redis, the health and reflection
+//! services, and what a caller sees when Redis goes away.
+
+#![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
+
+use std::time::Duration;
+
+use floodgate_e2e::{RedisServer, TestServer, config_with_rules, rules_dir};
+use floodgate_proto::rate_limit_descriptor::Entry;
+use floodgate_proto::rate_limit_response::Code;
+use floodgate_proto::{RateLimitDescriptor, RateLimitRequest};
+use floodgate_server::config::Config;
+use floodgate_server::store::redis::RedisSettings;
+use redis::AsyncCommands;
+
+const RULES: &str = "domain: edge\ndescriptors:\n  - key: user\n    rate_limit: {unit: hour, requests_per_unit: 3}\n";
+
+fn request(user: &str) -> RateLimitRequest {
+    RateLimitRequest {
+        domain: "edge".into(),
+        descriptors: vec![RateLimitDescriptor {
+            entries: vec![Entry {
+                key: "user".into(),
+                value: user.into(),
+            }],
+            ..Default::default()
+        }],
+        hits_addend: 0,
+    }
+}
+
+fn redis_config(rules: &std::path::Path, redis: &RedisServer, prefix: &str) -> Config {
+    Config {
+        redis: Some(RedisSettings {
+            url: redis.url(),
+            connect_timeout: Duration::from_millis(500),
+            command_timeout: Duration::from_millis(500),
+            expiration_jitter_max: Duration::from_secs(300),
+        }),
+        cache_key_prefix: prefix.into(),
+        ..config_with_rules(rules)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_per_hour_over_grpc_counts_in_redis_under_the_reference_key() {
+    let redis = RedisServer::start();
+    let rules = rules_dir(&[("edge.yaml", RULES)]);
+    let server = TestServer::start(redis_config(rules.path(), &redis, "fg:")).await;
+    let mut client = server.client().await;
+
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        let resp = client
+            .should_rate_limit(request("alice"))
+            .await
+            .expect("call")
+            .into_inner();
+        let status = &resp.statuses[0];
+        let reset = status.duration_until_reset.expect("reset");
+        assert!(
+            reset.seconds <= 3_600 && (reset.seconds > 0 || reset.nanos > 0),
+            "{reset:?}"
+        );
+        codes.push((resp.overall_code(), status.limit_remaining));
+    }
+    assert_eq!(
+        codes,
+        [
+            (Code::Ok, 2),
+            (Code::Ok, 1),
+            (Code::Ok, 0),
+            (Code::OverLimit, 0)
+        ]
+    );
+
+    let mut con = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = con.keys("*").await.unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let window_start: u64 = keys[0]
+        .strip_prefix("fg:edge_user_alice_")
+        .expect("reference key format")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        window_start % 3_600,
+        0,
+        "the window is aligned to the epoch"
+    );
+    let count: u64 = con.get(&keys[0]).await.unwrap();
+    assert_eq!(count, 4);
+    let ttl: i64 = con.ttl(&keys[0]).await.unwrap();
+    assert!((3_590..=3_900).contains(&ttl), "TTL {ttl}");
+
+    server.stop().await.expect("clean drain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection_are_served() {
+    let rules = rules_dir(&[("edge.yaml", RULES)]);
+    let server = TestServer::start(config_with_rules(rules.path())).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in [
+        "",
+        "ratelimit",
+        "envoy.service.ratelimit.v3.RateLimitService",
+    ] {
+        let resp = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health check")
+            .into_inner();
+        assert_eq!(
+            resp.status(),
+            tonic_health::pb::health_check_response::ServingStatus::Serving,
+            "{service:?}"
+        );
+    }
+
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = stream.message().await.unwrap().expect("a reply");
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("{reply:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"envoy.service.ratelimit.v3.RateLimitService".to_owned()),
+        "{names:?}"
+    );
+
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_going_away_is_unavailable_quickly_and_health_says_so() {
+    let redis = RedisServer::start();
+    let rules = rules_dir(&[("edge.yaml", RULES)]);
+    let server = TestServer::start(redis_config(rules.path(), &redis, "")).await;
+    let mut client = server.client().await;
+    let health = format!("http://{}/healthcheck", server.http_addr);
+    assert_eq!(http_get(&health).await.0, 200);
+    client
+        .should_rate_limit(request("bob"))
+        .await
+        .expect("Redis is up");
+
+    drop(redis);
+    let started = tokio::time::Instant::now();
+    let status = client
+        .should_rate_limit(request("bob"))
+        .await
+        .expect_err("Redis is gone");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert_eq!(status.message(), "rate limit store unavailable");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    let (code, body) = http_get(&health).await;
+    assert_eq!(code, 500, "{body}");
+    assert!(body.starts_with("redis store:"), "{body}");
+
+    server
+        .stop()
+        .await
+        .expect("the server still drains cleanly");
+}
+
+/// A minimal HTTP/1.1 GET over loopback: (status, body).
+async fn http_get(url: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    stream
+        .write_all(
+            format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    let code = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}

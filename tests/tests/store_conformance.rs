@@ -1,0 +1,263 @@
+//! One conformance suite for every `CounterStore`: the same scenario runs
+//! against the memory store and against a real `redis-server` started by the
+//! harness. Backend-specific guarantees (TTLs, script reload, pipelining)
+//! follow in their own tests.
+
+#![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use floodgate_e2e::RedisServer;
+use floodgate_server::clock::Clock;
+use floodgate_server::store::memory::MemoryStore;
+use floodgate_server::store::redis::{RedisSettings, RedisStore};
+use floodgate_server::store::{CounterHit, CounterStore};
+use redis::AsyncCommands;
+
+fn hit(key: &str, hits: u64) -> CounterHit {
+    CounterHit {
+        key: key.into(),
+        hits,
+        window: Duration::from_secs(60),
+        reset_after: Duration::from_secs(30),
+    }
+}
+
+/// What every store must do.
+async fn conformance(store: &dyn CounterStore, prefix: &str) {
+    let k = |name: &str| format!("{prefix}{name}");
+
+    assert_eq!(
+        store.increment(&[]).await.unwrap(),
+        Vec::<u64>::new(),
+        "an empty call is fine"
+    );
+
+    // Counts accumulate per key and come back in call order.
+    assert_eq!(store.increment(&[hit(&k("a"), 1)]).await.unwrap(), [1]);
+    assert_eq!(store.increment(&[hit(&k("a"), 2)]).await.unwrap(), [3]);
+    assert_eq!(
+        store
+            .increment(&[hit(&k("b"), 5), hit(&k("a"), 1), hit(&k("c"), 1)])
+            .await
+            .unwrap(),
+        [5, 4, 1]
+    );
+
+    // Zero hits read without creating.
+    assert_eq!(store.increment(&[hit(&k("a"), 0)]).await.unwrap(), [4]);
+    assert_eq!(store.increment(&[hit(&k("never"), 0)]).await.unwrap(), [0]);
+    assert_eq!(store.increment(&[hit(&k("never"), 0)]).await.unwrap(), [0]);
+
+    // The same key twice in one call sees both hits, in order.
+    assert_eq!(
+        store
+            .increment(&[hit(&k("d"), 1), hit(&k("d"), 1)])
+            .await
+            .unwrap(),
+        [1, 2]
+    );
+
+    // Large hit counts (LLM-token style quotas).
+    assert_eq!(
+        store
+            .increment(&[hit(&k("big"), 4_000_000_000)])
+            .await
+            .unwrap(),
+        [4_000_000_000]
+    );
+    assert_eq!(
+        store
+            .increment(&[hit(&k("big"), 4_000_000_000)])
+            .await
+            .unwrap(),
+        [8_000_000_000]
+    );
+
+    store.ping().await.expect("ping");
+}
+
+/// Concurrent increments of one key are never lost or duplicated.
+async fn concurrent_increments_are_exact(store: Arc<dyn CounterStore>, key: String) {
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let store = store.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                for _ in 0..20 {
+                    seen.push(store.increment(&[hit(&key, 1)]).await.unwrap()[0]);
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (1..=1000).collect::<Vec<u64>>(),
+        "every increment saw a distinct count"
+    );
+}
+
+fn redis_settings(server: &RedisServer) -> RedisSettings {
+    RedisSettings {
+        url: server.url(),
+        connect_timeout: Duration::from_secs(2),
+        command_timeout: Duration::from_secs(2),
+        expiration_jitter_max: Duration::from_secs(300),
+    }
+}
+
+async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn memory_store_conforms() {
+    let store = MemoryStore::new(10_000, Clock::System);
+    conformance(&store, "").await;
+}
+
+#[tokio::test]
+async fn redis_store_conforms() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&redis_settings(&server)).await.unwrap();
+    conformance(&store, "conformance:").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_counts_exactly_under_concurrency() {
+    concurrent_increments_are_exact(
+        Arc::new(MemoryStore::new(10_000, Clock::System)),
+        "hot".into(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_counts_exactly_under_concurrency_on_one_connection() {
+    let server = RedisServer::start();
+    let store = Arc::new(RedisStore::connect(&redis_settings(&server)).await.unwrap());
+    concurrent_increments_are_exact(store.clone(), "hot".into()).await;
+    // 1,000 concurrent calls shared one multiplexed connection (plus this
+    // test's own): they were pipelined, not spread over a pool.
+    let info: String = redis::cmd("INFO")
+        .arg("clients")
+        .query_async(&mut raw(&server).await)
+        .await
+        .unwrap();
+    let clients: u32 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap();
+    assert_eq!(clients, 2, "{info}");
+    let calls: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut raw(&server).await)
+        .await
+        .unwrap();
+    let stat = |name: &str| {
+        calls
+            .lines()
+            .find(|l| l.starts_with(&format!("cmdstat_{name}:")))
+            .unwrap_or_default()
+    };
+    assert!(
+        stat("evalsha").starts_with("cmdstat_evalsha:calls=1000,"),
+        "exactly one EVALSHA per call:\n{calls}"
+    );
+    assert!(
+        stat("evalsha").ends_with("failed_calls=0"),
+        "no NOSCRIPT round trips:\n{calls}"
+    );
+    assert!(
+        stat("expire").starts_with("cmdstat_expire:calls=1,"),
+        "the TTL is set once, when the key is created:\n{calls}"
+    );
+}
+
+#[tokio::test]
+async fn redis_keys_always_carry_a_ttl_of_window_plus_jitter() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&redis_settings(&server)).await.unwrap();
+    let mut con = raw(&server).await;
+    for i in 0..50 {
+        store
+            .increment(&[hit(&format!("ttl:{i}"), 1)])
+            .await
+            .unwrap();
+    }
+    let mut ttls = Vec::new();
+    for i in 0..50 {
+        let ttl: i64 = con.ttl(format!("ttl:{i}")).await.unwrap();
+        assert!(
+            (59..=360).contains(&ttl),
+            "TTL {ttl} outside window (60 s) + jitter (< 300 s)"
+        );
+        ttls.push(ttl);
+    }
+    ttls.sort_unstable();
+    ttls.dedup();
+    assert!(ttls.len() > 10, "jitter spreads expiries: {ttls:?}");
+
+    // A later hit never pushes the TTL back; a zero-hit read never creates a key.
+    con.expire::<_, ()>("ttl:0", 100).await.unwrap();
+    store.increment(&[hit("ttl:0", 1)]).await.unwrap();
+    let ttl: i64 = con.ttl("ttl:0").await.unwrap();
+    assert!(ttl <= 100, "TTL was reset to {ttl}");
+    store.increment(&[hit("ttl:none", 0)]).await.unwrap();
+    let exists: bool = con.exists("ttl:none").await.unwrap();
+    assert!(!exists);
+    // No key in the whole database is without a TTL.
+    let keys: Vec<String> = con.keys("*").await.unwrap();
+    for key in keys {
+        let ttl: i64 = con.ttl(&key).await.unwrap();
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+    }
+}
+
+#[tokio::test]
+async fn redis_script_is_reloaded_after_script_flush() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&redis_settings(&server)).await.unwrap();
+    assert_eq!(store.increment(&[hit("flush", 1)]).await.unwrap(), [1]);
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async::<()>(&mut raw(&server).await)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.increment(&[hit("flush", 1)]).await.unwrap(),
+        [2],
+        "NOSCRIPT → SCRIPT LOAD → retry"
+    );
+}
+
+#[tokio::test]
+async fn redis_down_is_a_transient_store_error_not_a_hang() {
+    let server = RedisServer::start();
+    let mut settings = redis_settings(&server);
+    settings.command_timeout = Duration::from_millis(300);
+    settings.connect_timeout = Duration::from_millis(300);
+    let store = RedisStore::connect(&settings).await.unwrap();
+    drop(server);
+    let started = tokio::time::Instant::now();
+    let err = store.increment(&[hit("down", 1)]).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
