@@ -214,3 +214,51 @@ async fn http_get(url: &str) -> (u16, String) {
         .unwrap_or_default();
     (code, body)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_lets_calls_in_flight_finish_and_refuses_new_connections() {
+    let redis = RedisServer::start();
+    let rules = rules_dir(&[("edge.yaml", RULES)]);
+    let mut config = redis_config(rules.path(), &redis, "");
+    config.redis.as_mut().unwrap().command_timeout = Duration::from_secs(10);
+    let server = TestServer::start(config).await;
+    let grpc_addr = server.grpc_addr;
+    let mut client = server.client().await;
+    client
+        .should_rate_limit(request("carl"))
+        .await
+        .expect("warm up");
+
+    // A call that cannot finish while Redis is frozen.
+    redis.pause();
+    let in_flight = tokio::spawn(async move { client.should_rate_limit(request("carl")).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!in_flight.is_finished(), "the call waits on Redis");
+
+    let stopping = tokio::spawn(server.stop());
+    let mut refused = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(grpc_addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "no new connections while draining");
+    assert!(
+        !stopping.is_finished(),
+        "the drain waits for the call in flight"
+    );
+
+    redis.resume();
+    let resp = in_flight
+        .await
+        .unwrap()
+        .expect("the call in flight completes")
+        .into_inner();
+    assert_eq!(
+        (resp.overall_code(), resp.statuses[0].limit_remaining),
+        (Code::Ok, 1)
+    );
+    stopping.await.unwrap().expect("clean drain");
+}
