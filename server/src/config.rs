@@ -65,6 +65,8 @@ pub struct Settings {
     pub dynamic_metadata: bool,
     /// How long shutdown waits for calls in flight.
     pub shutdown_grace: String,
+    /// How long to keep serving after health turns NOT_SERVING.
+    pub shutdown_delay: String,
     /// `text` or `json`.
     pub log_format: String,
     /// A tracing filter, e.g. `info` or `floodgate_server=debug`.
@@ -97,6 +99,7 @@ impl Default for Settings {
             reset_header: headers.reset,
             dynamic_metadata: false,
             shutdown_grace: "10s".into(),
+            shutdown_delay: "0s".into(),
             log_format: "text".into(),
             log_level: "info".into(),
         }
@@ -157,6 +160,9 @@ pub struct Config {
     pub response: ResponseOptions,
     /// How long shutdown waits for calls in flight.
     pub shutdown_grace: Duration,
+    /// How long to keep serving after health turns NOT_SERVING, so load
+    /// balancers stop sending before the listeners close.
+    pub shutdown_delay: Duration,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -208,8 +214,8 @@ impl TryFrom<Settings> for Config {
             None => None,
             Some(url) => Some(RedisSettings {
                 url,
-                connect_timeout: duration("redis_connect_timeout", &s.redis_connect_timeout)?,
-                command_timeout: duration("redis_command_timeout", &s.redis_command_timeout)?,
+                connect_timeout: nonzero("redis_connect_timeout", &s.redis_connect_timeout)?,
+                command_timeout: nonzero("redis_command_timeout", &s.redis_command_timeout)?,
                 expiration_jitter_max: duration("expiration_jitter_max", &s.expiration_jitter_max)?,
             }),
         };
@@ -234,14 +240,7 @@ impl TryFrom<Settings> for Config {
                 return Err(invalid(name, value, "is not a valid HTTP header name"));
             }
         }
-        let sweep = duration("memory_sweep_interval", &s.memory_sweep_interval)?;
-        if sweep.is_zero() {
-            return Err(invalid(
-                "memory_sweep_interval",
-                &s.memory_sweep_interval,
-                "must be more than 0",
-            ));
-        }
+        let sweep = nonzero("memory_sweep_interval", &s.memory_sweep_interval)?;
         Ok(Config {
             rules: s.rules,
             merge_domains: s.merge_domains,
@@ -268,6 +267,7 @@ impl TryFrom<Settings> for Config {
                 dynamic_metadata: s.dynamic_metadata,
             },
             shutdown_grace: duration("shutdown_grace", &s.shutdown_grace)?,
+            shutdown_delay: duration("shutdown_delay", &s.shutdown_delay)?,
             log_format,
             log_level: s.log_level,
         })
@@ -293,26 +293,34 @@ pub fn duration(name: &'static str, value: &str) -> Result<Duration, ConfigError
     let v = value.trim();
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (digits, unit) = v.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| {
+    let bad = || {
         invalid(
             name,
             value,
             "expected a duration such as 250ms, 10s, 5m or 1h",
         )
-    })?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3_600),
-        _ => {
-            return Err(invalid(
-                name,
-                value,
-                "expected a duration such as 250ms, 10s, 5m or 1h",
-            ));
-        }
-    })
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let seconds = |factor: u64| {
+        n.checked_mul(factor)
+            .map(Duration::from_secs)
+            .ok_or_else(bad)
+    };
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => seconds(1),
+        "m" => seconds(60),
+        "h" => seconds(3_600),
+        _ => Err(bad()),
+    }
+}
+
+/// A duration that must be more than zero.
+fn nonzero(name: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    match duration(name, value)? {
+        d if d.is_zero() => Err(invalid(name, value, "must be more than 0")),
+        d => Ok(d),
+    }
 }
 
 #[cfg(test)]
@@ -335,6 +343,21 @@ mod tests {
         assert_eq!(duration("x", "2m").unwrap(), Duration::from_secs(120));
         assert!(duration("x", "ten").is_err());
         assert!(duration("x", "1y").is_err());
+        assert!(
+            duration("x", "18446744073709551615h").is_err(),
+            "overflow is an error, not a panic"
+        );
+        let zero = Settings {
+            redis_url: Some("redis://x".into()),
+            redis_command_timeout: "0s".into(),
+            ..Settings::default()
+        };
+        assert!(
+            Config::try_from(zero)
+                .unwrap_err()
+                .to_string()
+                .contains("must be more than 0")
+        );
     }
 
     #[test]

@@ -186,6 +186,11 @@ pub async fn run(
             .set_service_status(*name, ServingStatus::NotServing)
             .await;
     }
+    if failure.is_none() && !config.shutdown_delay.is_zero() {
+        // Keep answering while load balancers notice the health change.
+        tracing::info!(delay = ?config.shutdown_delay, "not serving; waiting before closing listeners");
+        tokio::time::sleep(config.shutdown_delay).await;
+    }
     let _ = drain_tx.send(true);
     let grace = config.shutdown_grace;
     let drain = async {
@@ -220,14 +225,26 @@ async fn drained(mut rx: watch::Receiver<bool>) {
 }
 
 /// Drops ended windows from the memory store every `every`, until draining.
+/// Warns (at most once per sweep) when a full store had to evict live
+/// counters, since every eviction resets a client's count.
 async fn sweep_memory(memory: Arc<MemoryStore>, every: Duration, mut drain: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut evictions = memory.evictions();
     loop {
         tokio::select! {
             _ = ticker.tick() => {
                 let removed = memory.sweep_expired();
                 tracing::debug!(removed, held = memory.len(), "memory store swept");
+                let now = memory.evictions();
+                if now > evictions {
+                    tracing::warn!(
+                        evicted = now - evictions,
+                        capacity = memory.capacity(),
+                        "memory store full: live counters were evicted (raise memory_max_entries)"
+                    );
+                }
+                evictions = now;
             }
             _ = drain.wait_for(|d| *d) => return,
         }

@@ -489,8 +489,11 @@ async fn invalid_requests_are_refused_with_a_message() {
             "rate limit descriptor list must not be empty",
         ),
         (
-            request(vec![descriptor(&[])]),
-            "descriptor 0 has no entries",
+            request(vec![RateLimitDescriptor {
+                hits_addend: Some(1 << 53),
+                ..descriptor(&[("user", "a")])
+            }]),
+            "descriptor 0 hits_addend 9007199254740992 is above the maximum 9007199254740991",
         ),
         (
             request(vec![
@@ -533,4 +536,77 @@ async fn invalid_requests_are_refused_with_a_message() {
         }
     }
     assert!(f.store.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn descriptors_without_entries_or_with_negative_hits_are_ok_and_not_counted() {
+    let f = fixture();
+    let negative = RateLimitDescriptor {
+        is_negative_hits: true,
+        ..descriptor(&[("user", "kim")])
+    };
+    let resp = call(
+        &f,
+        &request(vec![
+            descriptor(&[]),
+            negative,
+            descriptor(&[("user", "kim")]),
+        ]),
+    )
+    .await;
+    assert_eq!(
+        summary(&resp.statuses[0]),
+        (Code::Ok, 0, None),
+        "no entries match nothing (as the reference)"
+    );
+    assert_eq!(
+        summary(&resp.statuses[1]),
+        (Code::Ok, 0, None),
+        "giving budget back is not supported: not counted"
+    );
+    assert_eq!(
+        summary(&resp.statuses[2]),
+        (Code::Ok, 2, Some(3)),
+        "only the plain descriptor was counted"
+    );
+    assert_eq!(f.store.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn metadata_of_allow_list_and_unlimited_rules_is_returned() {
+    const META: &str = "domain: m\ndescriptors:\n  - key: allow\n    metadata: {a: 1}\n  - key: free\n    rate_limit: {unlimited: true}\n    metadata: {b: 2}\n";
+    let clock = Clock::anchored(Duration::from_secs(NOW));
+    let store = Arc::new(MemoryStore::new(100, clock.clone()));
+    let rules = Rules::new(load_files(&[("m.yaml".into(), META.into())], false).unwrap());
+    let limiter = Limiter::new(
+        rules,
+        store,
+        CacheKey::default(),
+        clock,
+        LimiterOptions::default(),
+    );
+    let service = RateLimiter::new(
+        limiter,
+        RequestLimits::default(),
+        ResponseOptions {
+            headers: None,
+            dynamic_metadata: true,
+        },
+    );
+    let mut r = request(vec![
+        descriptor(&[("allow", "x")]),
+        descriptor(&[("free", "y")]),
+    ]);
+    r.domain = "m".into();
+    let meta = service
+        .should_rate_limit(&r)
+        .await
+        .unwrap()
+        .dynamic_metadata
+        .unwrap();
+    let Some(Kind::StructValue(merged)) = meta.fields.get("metadata").and_then(|v| v.kind.clone())
+    else {
+        panic!("{meta:?}")
+    };
+    assert_eq!(merged.fields.len(), 2, "{merged:?}");
 }

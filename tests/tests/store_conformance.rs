@@ -261,3 +261,40 @@ async fn redis_down_is_a_transient_store_error_not_a_hang() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn redis_gives_a_ttl_to_keys_another_writer_left_without_one() {
+    // envoyproxy/ratelimit's pipelined INCRBY + EXPIRE can leave such keys,
+    // and both services may share one Redis during a migration.
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&redis_settings(&server)).await.unwrap();
+    let mut con = raw(&server).await;
+    con.set::<_, _, ()>("legacy", 5).await.unwrap();
+    assert_eq!(con.ttl::<_, i64>("legacy").await.unwrap(), -1);
+    assert_eq!(store.increment(&[hit("legacy", 1)]).await.unwrap(), [6]);
+    let ttl: i64 = con.ttl("legacy").await.unwrap();
+    assert!((59..=360).contains(&ttl), "TTL {ttl}");
+}
+
+#[tokio::test]
+async fn redis_reports_a_counter_key_holding_something_else() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&redis_settings(&server)).await.unwrap();
+    raw(&server)
+        .await
+        .set::<_, _, ()>("text", "hello")
+        .await
+        .unwrap();
+    for hits in [0, 1] {
+        let err = store
+            .increment(&[hit("ok", 1), hit("text", hits)])
+            .await
+            .unwrap_err();
+        assert!(!err.is_transient(), "{err}");
+        assert!(
+            err.to_string().contains("not an integer")
+                || err.to_string().contains("does not hold an integer"),
+            "{err}"
+        );
+    }
+}

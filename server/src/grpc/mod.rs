@@ -44,9 +44,24 @@ impl RateLimiter {
         &self,
         proto: &RateLimitRequest,
     ) -> Result<RateLimitResponse, ServiceError> {
-        let request = Request::parse(proto, &self.limits)?;
-        let decision = self.limiter.decide(&request).await?;
-        Ok(response::encode(proto, &decision, &self.response))
+        let result = async {
+            let request = Request::parse(proto, &self.limits)?;
+            let decision = self.limiter.decide(&request).await?;
+            Ok(response::encode(proto, &decision, &self.response))
+        }
+        .await;
+        if let Err(e) = &result {
+            match e {
+                // The caller's mistake, not the server's: debug level only.
+                ServiceError::Request(e) => {
+                    tracing::debug!(domain = %proto.domain, error = %e, "invalid request")
+                }
+                ServiceError::Limiter(e) => {
+                    tracing::warn!(domain = %proto.domain, error = %e, "no decision")
+                }
+            }
+        }
+        result
     }
 }
 

@@ -4,7 +4,9 @@
 //! wrong; it is the caller's problem and is logged at debug level only. A
 //! store failure is `UNAVAILABLE` (HTTP 503), not `UNKNOWN`: Envoy's ratelimit
 //! filter then applies its own `failure_mode_deny` setting, and clients know
-//! a retry may help. Store details stay in the server's logs.
+//! a retry may help. Store details stay in the server's logs (written by
+//! [`RateLimiter::should_rate_limit`](super::RateLimiter::should_rate_limit),
+//! for every transport).
 
 use crate::limiter::{LimiterError, RequestError};
 
@@ -42,14 +44,8 @@ impl ServiceError {
 impl From<ServiceError> for tonic::Status {
     fn from(e: ServiceError) -> Self {
         match &e {
-            ServiceError::Request(r) => {
-                tracing::debug!(error = %r, "invalid request");
-                tonic::Status::invalid_argument(e.public_message())
-            }
-            ServiceError::Limiter(l) => {
-                tracing::warn!(error = %l, "no decision");
-                tonic::Status::unavailable(e.public_message())
-            }
+            ServiceError::Request(_) => tonic::Status::invalid_argument(e.public_message()),
+            ServiceError::Limiter(_) => tonic::Status::unavailable(e.public_message()),
         }
     }
 }

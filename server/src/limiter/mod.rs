@@ -14,10 +14,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use request::{Descriptor, Override, Request, RequestError, RequestLimits};
+pub use request::{Descriptor, MAX_HITS, Override, Request, RequestError, RequestLimits};
 
 use crate::clock::Clock;
-use crate::rules::{Allowance, Node, Rules, Unit};
+use crate::rules::{Allowance, Domain, Node, Rules, Unit};
 use crate::store::key::CacheKey;
 use crate::store::{CounterHit, CounterStore, StoreError};
 
@@ -106,9 +106,10 @@ pub struct Limiter {
     options: LimiterOptions,
 }
 
-/// A descriptor's limit, found in the rules or sent by the caller.
+/// A descriptor's match in the rules, or the caller's override.
 struct Matched<'r> {
-    allowance: Allowance,
+    /// `None` for an allow-list node (no `rate_limit`).
+    allowance: Option<Allowance>,
     name: Option<Arc<str>>,
     /// The rules node, `None` for an override.
     node: Option<&'r Node>,
@@ -116,10 +117,11 @@ struct Matched<'r> {
     shared: Vec<(usize, &'r str)>,
 }
 
-/// What a descriptor needs, before counting.
+/// What a descriptor needs, before counting. The node, when there is one,
+/// supplies the rule's flags and metadata.
 enum Plan<'r> {
-    NoLimit,
-    Unlimited,
+    NoLimit(Option<&'r Node>),
+    Unlimited(Option<&'r Node>),
     Count {
         limit: AppliedLimit,
         node: Option<&'r Node>,
@@ -163,32 +165,15 @@ impl Limiter {
             Some(domain) => request
                 .descriptors
                 .iter()
-                .map(|d| match d.limit_override {
-                    // A caller's override wins over the rules, in a known domain.
-                    Some(o) => Some(Matched {
-                        allowance: Allowance::PerUnit {
-                            requests_per_unit: o.requests_per_unit,
-                            unit: o.unit,
-                        },
-                        name: None,
-                        node: None,
-                        shared: Vec::new(),
-                    }),
-                    None => domain.find(d.pairs()).and_then(|m| {
-                        let limit = m.node.rate_limit.as_ref()?;
-                        Some(Matched {
-                            allowance: limit.allowance.clone(),
-                            name: limit.name.clone(),
-                            node: Some(m.node),
-                            shared: m.shared,
-                        })
-                    }),
-                })
+                .map(|d| Self::find(domain, d))
                 .collect(),
         };
         drop_replaced(&mut matched);
 
-        let now = self.clock.now();
+        // Windows are whole seconds, as in the reference: a window of length
+        // `len` starts at floor(now / len) * len and resets `len - now % len`
+        // seconds from now (so never 0).
+        let now = self.clock.now().as_secs();
         let mut hits = Vec::new();
         let plans: Vec<Plan<'_>> = request
             .descriptors
@@ -202,38 +187,36 @@ impl Limiter {
                     shared,
                 }) = m
                 else {
-                    return Plan::NoLimit;
+                    return Plan::NoLimit(None);
                 };
-                let Allowance::PerUnit {
-                    requests_per_unit,
-                    unit,
-                } = allowance
-                else {
-                    return Plan::Unlimited;
+                let (requests_per_unit, unit) = match allowance {
+                    None => return Plan::NoLimit(node),
+                    Some(Allowance::Unlimited) => return Plan::Unlimited(node),
+                    Some(Allowance::PerUnit {
+                        requests_per_unit,
+                        unit,
+                    }) => (requests_per_unit, unit),
                 };
                 let window = unit.window();
-                let start = now.as_secs() / window.as_secs() * window.as_secs();
+                let len = window.as_secs();
+                let start = now / len * len;
                 let entries = descriptor.pairs().enumerate().map(|(i, (k, v))| {
-                    (
-                        k,
-                        shared
-                            .iter()
-                            .find(|(at, _)| *at == i)
-                            .map_or(v, |(_, pattern)| *pattern),
-                    )
+                    let shared = shared.iter().find(|(at, _)| *at == i);
+                    (k, shared.map_or(v, |(_, pattern)| *pattern))
                 });
                 hits.push(CounterHit {
                     key: self.keys.build(request.domain, entries, start),
                     hits: descriptor.hits,
                     window,
-                    reset_after: Duration::from_secs(start + window.as_secs()).saturating_sub(now),
+                    reset_after: Duration::from_secs(start + len - now),
                 });
+                let limit = AppliedLimit {
+                    requests_per_unit,
+                    unit,
+                    name,
+                };
                 Plan::Count {
-                    limit: AppliedLimit {
-                        requests_per_unit,
-                        unit,
-                        name,
-                    },
+                    limit,
                     node,
                     hit: hits.len() - 1,
                 }
@@ -245,16 +228,58 @@ impl Limiter {
         } else {
             self.store.increment(&hits).await?
         };
+        if counts.len() != hits.len() {
+            return Err(StoreError::Protocol(format!(
+                "the store returned {} counts for {} counters",
+                counts.len(),
+                hits.len()
+            ))
+            .into());
+        }
         Ok(self.conclude(plans, &hits, &counts))
     }
 
+    /// The rule (or override) that applies to `d` in `domain`, if any.
+    fn find<'r>(domain: &'r Domain, d: &Descriptor<'_>) -> Option<Matched<'r>> {
+        if d.negative {
+            // Giving budget back is not supported yet: not counted, no limit.
+            return None;
+        }
+        if let Some(o) = d.limit_override {
+            // A caller's override wins over the rules, in a known domain.
+            let allowance = Allowance::PerUnit {
+                requests_per_unit: o.requests_per_unit,
+                unit: o.unit,
+            };
+            return Some(Matched {
+                allowance: Some(allowance),
+                name: None,
+                node: None,
+                shared: Vec::new(),
+            });
+        }
+        let m = domain.find(d.pairs())?;
+        let limit = m.node.rate_limit.as_ref();
+        Some(Matched {
+            allowance: limit.map(|l| l.allowance),
+            name: limit.and_then(|l| l.name.clone()),
+            node: Some(m.node),
+            shared: m.shared,
+        })
+    }
+
     fn conclude(&self, plans: Vec<Plan<'_>>, hits: &[CounterHit], counts: &[u64]) -> Decision {
+        let metadata = |node: Option<&Node>| node.and_then(|n| n.metadata.clone());
         let statuses: Vec<Status> = plans
             .into_iter()
             .map(|plan| match plan {
-                Plan::NoLimit => Status::no_limit(),
-                Plan::Unlimited => Status {
+                Plan::NoLimit(node) => Status {
+                    metadata: metadata(node),
+                    ..Status::no_limit()
+                },
+                Plan::Unlimited(node) => Status {
                     remaining: u32::MAX,
+                    metadata: metadata(node),
                     ..Status::no_limit()
                 },
                 Plan::Count { limit, node, hit } => {
@@ -268,20 +293,28 @@ impl Limiter {
                         } else {
                             Code::Ok
                         },
+                        // At most `allowed`, which is a u32.
                         remaining: allowed.saturating_sub(count) as u32,
                         reset_after: Some(hits[hit].reset_after),
                         quota_mode: node.is_some_and(|n| n.quota_mode),
-                        metadata: node.and_then(|n| n.metadata.clone()),
+                        metadata: metadata(node),
                         limit: Some(limit),
                     }
                 }
             })
             .collect();
-        let over = |s: &&Status| s.code == Code::OverLimit;
-        let any_plain_over = statuses.iter().filter(|s| !s.quota_mode).any(|s| over(&s));
-        let quota: Vec<&Status> = statuses.iter().filter(|s| s.quota_mode).collect();
-        let all_quota_over = !quota.is_empty() && quota.iter().all(over);
-        let overall = if (any_plain_over || all_quota_over) && !self.options.global_shadow_mode {
+        let (mut plain_over, mut quota, mut quota_over) = (false, 0, 0);
+        for s in &statuses {
+            let over = s.code == Code::OverLimit;
+            if s.quota_mode {
+                quota += 1;
+                quota_over += usize::from(over);
+            } else {
+                plain_over |= over;
+            }
+        }
+        let over = plain_over || (quota > 0 && quota_over == quota);
+        let overall = if over && !self.options.global_shadow_mode {
             Code::OverLimit
         } else {
             Code::Ok

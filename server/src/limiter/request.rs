@@ -46,12 +46,6 @@ pub enum RequestError {
         /// The configured maximum.
         max: usize,
     },
-    /// A descriptor without entries.
-    #[error("descriptor {index} has no entries")]
-    NoEntries {
-        /// Descriptor index.
-        index: usize,
-    },
     /// More entries than allowed.
     #[error("descriptor {index} has too many entries: {count} (at most {max})")]
     TooManyEntries {
@@ -88,13 +82,20 @@ pub enum RequestError {
         /// The unit number sent.
         unit: i32,
     },
-    /// `is_negative_hits` is not supported yet.
-    #[error("descriptor {index}: is_negative_hits is not supported")]
-    NegativeHits {
+    /// A descriptor's `hits_addend` above [`MAX_HITS`].
+    #[error("descriptor {index} hits_addend {hits} is above the maximum {max}", max = MAX_HITS)]
+    TooManyHits {
         /// Descriptor index.
         index: usize,
+        /// The hits sent.
+        hits: u64,
     },
 }
+
+/// The most hits one descriptor may add: 2^53 - 1, the largest integer
+/// Redis's Lua (doubles) and every JSON client represent exactly, and far
+/// from overflowing a 64-bit counter.
+pub const MAX_HITS: u64 = (1 << 53) - 1;
 
 /// A limit sent in the request, which replaces the configured one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,11 +115,14 @@ pub struct Descriptor<'a> {
     pub hits: u64,
     /// The caller's limit, if sent.
     pub limit_override: Option<Override>,
+    /// `is_negative_hits`: the caller gives budget back. Not supported yet:
+    /// such a descriptor is not counted and answers OK without a limit.
+    pub negative: bool,
 }
 
 impl Descriptor<'_> {
     /// The entries as (key, value) pairs.
-    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> + Clone + '_ {
         self.entries
             .iter()
             .map(|e| (e.key.as_str(), e.value.as_str()))
@@ -157,9 +161,6 @@ impl<'a> Request<'a> {
         let request_hits = u64::from(proto.hits_addend.max(1));
         let mut descriptors = Vec::with_capacity(proto.descriptors.len());
         for (index, d) in proto.descriptors.iter().enumerate() {
-            if d.entries.is_empty() {
-                return Err(RequestError::NoEntries { index });
-            }
             if d.entries.len() > limits.max_entries {
                 return Err(RequestError::TooManyEntries {
                     index,
@@ -184,8 +185,9 @@ impl<'a> Request<'a> {
                     )?;
                 }
             }
-            if d.is_negative_hits {
-                return Err(RequestError::NegativeHits { index });
+            let hits = d.hits_addend.unwrap_or(request_hits);
+            if hits > MAX_HITS {
+                return Err(RequestError::TooManyHits { index, hits });
             }
             let limit_override = match &d.limit {
                 None => None,
@@ -199,8 +201,9 @@ impl<'a> Request<'a> {
             };
             descriptors.push(Descriptor {
                 entries: &d.entries,
-                hits: d.hits_addend.unwrap_or(request_hits),
+                hits,
                 limit_override,
+                negative: d.is_negative_hits,
             });
         }
         Ok(Request {

@@ -85,7 +85,7 @@ impl Unit {
 }
 
 /// What a matched rule allows.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Allowance {
     /// Never limited; the store is not consulted.
     Unlimited,
@@ -291,8 +291,9 @@ impl fmt::Display for RateLimit {
     }
 }
 
-/// The rules in force, shared by every request; replaced as a whole when the
-/// rules are reloaded, so a request always sees one consistent set.
+/// The rules in force, shared by every request. [`Rules::replace`] swaps in
+/// a new set as a whole (hot reload builds on it), so a request always sees
+/// one consistent set.
 #[derive(Debug, Clone)]
 pub struct Rules {
     current: Arc<RwLock<Arc<RuleSet>>>,

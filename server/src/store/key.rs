@@ -25,15 +25,23 @@ impl CacheKey {
     }
 
     /// The key for `entries` of `domain` in the window starting at
-    /// `window_start` (Unix seconds). `value_override(i)` may replace the
-    /// value of entry `i` (for `share_threshold`).
+    /// `window_start` (Unix seconds).
     pub fn build<'a>(
         &self,
         domain: &str,
-        entries: impl Iterator<Item = (&'a str, &'a str)>,
+        entries: impl Iterator<Item = (&'a str, &'a str)> + Clone,
         window_start: u64,
     ) -> String {
-        let mut key = String::with_capacity(self.prefix.len() + domain.len() + 48);
+        // Exact length: no reallocation while building (20 digits fit any u64).
+        let len = self.prefix.len()
+            + domain.len()
+            + 1
+            + entries
+                .clone()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>()
+            + 20;
+        let mut key = String::with_capacity(len);
         key.push_str(&self.prefix);
         key.push_str(domain);
         key.push('_');

@@ -65,7 +65,10 @@ impl MemoryStore {
 
     /// Adds one hit, returning the count after it.
     pub fn add(&self, hit: &CounterHit) -> u64 {
-        let now = self.clock.now();
+        self.add_at(hit, self.clock.now())
+    }
+
+    fn add_at(&self, hit: &CounterHit, now: Duration) -> u64 {
         let mut shard = self.shard(&hit.key);
         if let Some(counter) = shard.get_mut(hit.key.as_str()) {
             if counter.expires_at > now {
@@ -147,7 +150,8 @@ impl MemoryStore {
 
 impl CounterStore for MemoryStore {
     fn increment<'a>(&'a self, hits: &'a [CounterHit]) -> StoreFuture<'a, Vec<u64>> {
-        let counts = hits.iter().map(|hit| self.add(hit)).collect();
+        let now = self.clock.now();
+        let counts = hits.iter().map(|hit| self.add_at(hit, now)).collect();
         Box::pin(std::future::ready(Ok(counts)))
     }
 
