@@ -78,6 +78,9 @@ pub enum RunError {
     /// The counter store is unusable.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A part of the server could not be set up.
+    #[error("cannot start: {0}")]
+    Setup(String),
     /// A listener failed.
     #[error("{0}")]
     Server(String),
@@ -141,13 +144,13 @@ pub async fn run(
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(floodgate_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| RunError::Server(format!("gRPC reflection: {e}")))?;
+        .map_err(|e| RunError::Setup(format!("gRPC reflection: {e}")))?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(floodgate_proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
-        .map_err(|e| RunError::Server(format!("gRPC reflection: {e}")))?;
+        .map_err(|e| RunError::Setup(format!("gRPC reflection: {e}")))?;
     let codec =
-        http::JsonCodec::new().map_err(|e| RunError::Server(format!("JSON mapping: {e}")))?;
+        http::JsonCodec::new().map_err(|e| RunError::Setup(format!("JSON mapping: {e}")))?;
 
     let mut servers = JoinSet::new();
     let grpc = tonic::transport::Server::builder()
@@ -160,7 +163,7 @@ pub async fn run(
         ))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
-            drained(drain_rx.clone()),
+            until_draining(drain_rx.clone()),
         );
     servers.spawn(async move { grpc.await.map_err(|e| format!("gRPC server: {e}")) });
     let router = http::router(http::HttpState {
@@ -168,8 +171,8 @@ pub async fn run(
         codec: Arc::new(codec),
         draining: drain_rx.clone(),
     });
-    let http =
-        axum::serve(listeners.http, router).with_graceful_shutdown(drained(drain_rx.clone()));
+    let http = axum::serve(listeners.http, router)
+        .with_graceful_shutdown(until_draining(drain_rx.clone()));
     servers.spawn(async move { http.await.map_err(|e| format!("HTTP server: {e}")) });
 
     let failure = tokio::select! {
@@ -219,7 +222,7 @@ pub async fn run(
 }
 
 /// Resolves once draining starts.
-async fn drained(mut rx: watch::Receiver<bool>) {
+async fn until_draining(mut rx: watch::Receiver<bool>) {
     // An error means the sender is gone, which also means: stop.
     let _ = rx.wait_for(|draining| *draining).await;
 }

@@ -1,3 +1,5 @@
+//! Matching and loading, on small inline rule sets.
+
 use super::*;
 
 fn set(yaml: &str) -> RuleSet {
