@@ -243,3 +243,11 @@ pub fn config_with_rules(rules: &Path) -> Config {
         ..Config::default()
     }
 }
+
+/// Rules for domain `edge`: each `user` value may make `per_hour` requests an
+/// hour (an hour, so that no test straddles a window boundary).
+pub fn user_rules(per_hour: u32) -> String {
+    format!(
+        "domain: edge\ndescriptors:\n  - key: user\n    rate_limit: {{unit: hour, requests_per_unit: {per_hour}}}\n"
+    )
+}

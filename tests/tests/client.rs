@@ -5,14 +5,12 @@
 
 use std::time::Duration;
 
-use floodgate_e2e::{TestServer, config_with_rules, rules_dir};
-
-const RULES: &str = "domain: edge\ndescriptors:\n  - key: user\n    rate_limit: {unit: hour, requests_per_unit: 3}\n";
+use floodgate_e2e::{TestServer, config_with_rules, rules_dir, user_rules};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_crate_gets_typed_decisions() {
     use floodgate_client::{Client, Descriptor};
-    let rules = rules_dir(&[("edge.yaml", RULES)]);
+    let rules = rules_dir(&[("edge.yaml", user_rules(3).as_str())]);
     let server = TestServer::start(config_with_rules(rules.path())).await;
     let mut client = Client::connect(format!("http://{}", server.grpc_addr))
         .await

@@ -12,17 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use floodgate_e2e::{TestServer, config_with_rules, rules_dir, venv_bin};
+use floodgate_e2e::{TestServer, config_with_rules, rules_dir, user_rules, venv_bin};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-
-const RULES: &str = "\
-domain: edge
-descriptors:
-  - key: user
-    rate_limit: {unit: hour, requests_per_unit: 2}
-";
 
 /// Envoy's bootstrap. Admin and listener bind port 0; the test reads the real
 /// ports back (admin from `--admin-address-path`, the listener from
@@ -302,7 +295,7 @@ async fn start_backend() -> (u16, tokio::task::JoinHandle<()>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_ratelimit_filter_uses_floodgate() {
-    let rules = rules_dir(&[("edge.yaml", RULES)]);
+    let rules = rules_dir(&[("edge.yaml", user_rules(2).as_str())]);
     let server = TestServer::start(config_with_rules(rules.path())).await;
     let (backend_port, backend) = start_backend().await;
 

@@ -11,15 +11,10 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use floodgate_e2e::{TestServer, config_with_rules, rules_dir, venv_bin, workspace_root};
+use floodgate_e2e::{
+    TestServer, config_with_rules, rules_dir, user_rules, venv_bin, workspace_root,
+};
 use serde_json::Value;
-
-const RULES: &str = "\
-domain: edge
-descriptors:
-  - key: user
-    rate_limit: {unit: hour, requests_per_unit: 2}
-";
 
 const PROTOS: [&str; 4] = [
     "envoy/service/ratelimit/v3/rls.proto",
@@ -119,7 +114,7 @@ async fn generate_stubs(python: &Path, out: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpcio_client_from_generated_stubs() {
     let python = venv_bin("python");
-    let rules = rules_dir(&[("edge.yaml", RULES)]);
+    let rules = rules_dir(&[("edge.yaml", user_rules(2).as_str())]);
     let server = TestServer::start(config_with_rules(rules.path())).await;
 
     let tmp = tempfile::tempdir().expect("temp dir");

@@ -6,15 +6,13 @@
 
 use std::time::Duration;
 
-use floodgate_e2e::{RedisServer, TestServer, config_with_rules, rules_dir};
+use floodgate_e2e::{RedisServer, TestServer, config_with_rules, rules_dir, user_rules};
 use floodgate_proto::rate_limit_descriptor::Entry;
 use floodgate_proto::rate_limit_response::Code;
 use floodgate_proto::{RateLimitDescriptor, RateLimitRequest};
 use floodgate_server::config::Config;
 use floodgate_server::store::redis::RedisSettings;
 use redis::AsyncCommands;
-
-const RULES: &str = "domain: edge\ndescriptors:\n  - key: user\n    rate_limit: {unit: hour, requests_per_unit: 3}\n";
 
 fn request(user: &str) -> RateLimitRequest {
     RateLimitRequest {
@@ -46,7 +44,7 @@ fn redis_config(rules: &std::path::Path, redis: &RedisServer, prefix: &str) -> C
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_per_hour_over_grpc_counts_in_redis_under_the_reference_key() {
     let redis = RedisServer::start();
-    let rules = rules_dir(&[("edge.yaml", RULES)]);
+    let rules = rules_dir(&[("edge.yaml", user_rules(3).as_str())]);
     let server = TestServer::start(redis_config(rules.path(), &redis, "fg:")).await;
     let mut client = server.client().await;
 
@@ -102,7 +100,7 @@ async fn three_per_hour_over_grpc_counts_in_redis_under_the_reference_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_are_served() {
-    let rules = rules_dir(&[("edge.yaml", RULES)]);
+    let rules = rules_dir(&[("edge.yaml", user_rules(3).as_str())]);
     let server = TestServer::start(config_with_rules(rules.path())).await;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_addr))
         .unwrap()
@@ -160,7 +158,7 @@ async fn health_and_reflection_are_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_going_away_is_unavailable_quickly_and_health_says_so() {
     let redis = RedisServer::start();
-    let rules = rules_dir(&[("edge.yaml", RULES)]);
+    let rules = rules_dir(&[("edge.yaml", user_rules(3).as_str())]);
     let server = TestServer::start(redis_config(rules.path(), &redis, "")).await;
     let mut client = server.client().await;
     let health = format!("http://{}/healthcheck", server.http_addr);
@@ -218,7 +216,7 @@ async fn http_get(url: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_lets_calls_in_flight_finish_and_refuses_new_connections() {
     let redis = RedisServer::start();
-    let rules = rules_dir(&[("edge.yaml", RULES)]);
+    let rules = rules_dir(&[("edge.yaml", user_rules(3).as_str())]);
     let mut config = redis_config(rules.path(), &redis, "");
     config.redis.as_mut().unwrap().command_timeout = Duration::from_secs(10);
     let server = TestServer::start(config).await;
