@@ -8,6 +8,7 @@
 //! limit with unit `u` starts at `floor(now / len(u)) * len(u)`. A hit is over
 //! the limit when the count after it is strictly greater than the limit.
 
+pub mod algorithm;
 mod request;
 
 use std::collections::HashSet;

@@ -1,0 +1,347 @@
+//! The counting algorithms, as pure functions of the stored state and "now".
+//!
+//! The memory store calls these directly; the Redis scripts
+//! (`store/scripts/*.lua`) perform the same arithmetic in the same order on
+//! the same IEEE doubles, so both stores reach the same decisions for the
+//! same inputs. Times are milliseconds since the Unix epoch as `f64`: exact
+//! for whole milliseconds, and fine-grained enough (about 0.2 µs at today's
+//! epoch) for the fractional emission intervals of GCRA.
+//!
+//! | algorithm | state | a hit is allowed when | rejected hits |
+//! |---|---|---|---|
+//! | fixed window | a count per epoch-aligned window | count after the hit ≤ limit | still counted (as the reference) |
+//! | sliding window | counts of the current and previous window | previous × overlap + current + hits ≤ limit | not counted |
+//! | token bucket | tokens and the time they were counted | tokens after refill ≥ hits | take nothing |
+//! | GCRA | the theoretical arrival time (TAT) | TAT + hits × T − now ≤ burst × T | do not move the TAT |
+//!
+//! A check with 0 hits takes nothing. For the fixed window it answers as the
+//! reference does (over once the count exceeds the limit); for the other
+//! algorithms it answers whether one more hit would be allowed now.
+
+use std::time::Duration;
+
+/// Which algorithm a limit uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// Counts per window aligned to the Unix epoch (the reference's).
+    FixedWindow,
+    /// The weighted two-window estimate of a sliding window.
+    SlidingWindow,
+    /// A bucket of `burst` tokens refilled at `limit` per `period`.
+    TokenBucket,
+    /// The generic cell rate algorithm (a leaky bucket as a meter).
+    Gcra,
+}
+
+impl Algorithm {
+    /// Parses the YAML name.
+    pub fn parse(name: &str) -> Option<Algorithm> {
+        Some(match name {
+            "fixed_window" => Algorithm::FixedWindow,
+            "sliding_window" => Algorithm::SlidingWindow,
+            "token_bucket" => Algorithm::TokenBucket,
+            "gcra" => Algorithm::Gcra,
+            _ => return None,
+        })
+    }
+
+    /// The YAML name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::FixedWindow => "fixed_window",
+            Algorithm::SlidingWindow => "sliding_window",
+            Algorithm::TokenBucket => "token_bucket",
+            Algorithm::Gcra => "gcra",
+        }
+    }
+
+    /// True for the algorithms that take a `burst`.
+    pub fn has_burst(self) -> bool {
+        matches!(self, Algorithm::TokenBucket | Algorithm::Gcra)
+    }
+}
+
+/// A rate: `limit` hits per `period`, with a `burst` for the bucket algorithms.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rate {
+    /// Hits per period.
+    pub limit: u64,
+    /// The period (the unit times its multiplier), in milliseconds.
+    pub period_ms: f64,
+    /// Bucket size (token bucket) or burst tolerance (GCRA), in hits.
+    pub burst: u64,
+}
+
+/// What one check decided.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Outcome {
+    /// The hits were allowed (and taken).
+    pub allowed: bool,
+    /// Hits still allowed right now.
+    pub remaining: u64,
+    /// Fixed and sliding window: time until the current window ends. Token
+    /// bucket and GCRA: when allowed, time until the bucket is full again;
+    /// when rejected, time until these hits would be allowed.
+    pub reset_after: Duration,
+}
+
+fn millis(ms: f64) -> Duration {
+    Duration::from_secs_f64((ms.max(0.0)) / 1_000.0)
+}
+
+/// Fixed window: `count` is the window's count after adding the hits.
+pub fn fixed_window(count: u64, limit: u64, reset_after: Duration) -> Outcome {
+    Outcome {
+        allowed: count <= limit,
+        remaining: limit.saturating_sub(count),
+        reset_after,
+    }
+}
+
+/// Sliding window state: counts of the window that contains `now` and of the one before.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SlidingCounts {
+    /// Hits counted in the previous window.
+    pub previous: u64,
+    /// Hits counted in the current window.
+    pub current: u64,
+}
+
+/// Sliding window: the previous window's count weighs in proportion to how
+/// much of it still overlaps the sliding period ending now. Returns the
+/// outcome and the current window's count to store (unchanged on rejection).
+pub fn sliding_window(state: SlidingCounts, rate: Rate, now_ms: f64, hits: u64) -> (Outcome, u64) {
+    let start = (now_ms / rate.period_ms).floor() * rate.period_ms;
+    let elapsed = now_ms - start;
+    let weight = (rate.period_ms - elapsed) / rate.period_ms;
+    let estimate = state.previous as f64 * weight + state.current as f64;
+    let wanted = hits.max(1) as f64;
+    let limit = rate.limit as f64;
+    let allowed = estimate + wanted <= limit;
+    let (taken, current) = if allowed && hits > 0 {
+        (estimate + hits as f64, state.current + hits)
+    } else {
+        (estimate, state.current)
+    };
+    let outcome = Outcome {
+        allowed,
+        remaining: (limit - taken).max(0.0).floor() as u64,
+        reset_after: millis(start + rate.period_ms - now_ms),
+    };
+    (outcome, current)
+}
+
+/// Token bucket state. A bucket that was never used is full.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bucket {
+    /// Tokens at `at_ms`.
+    pub tokens: f64,
+    /// When `tokens` was computed.
+    pub at_ms: f64,
+}
+
+/// Token bucket of `rate.burst` tokens refilled at `rate.limit` per period.
+/// Returns the outcome and the state to store.
+pub fn token_bucket(
+    state: Option<Bucket>,
+    rate: Rate,
+    now_ms: f64,
+    hits: u64,
+) -> (Outcome, Bucket) {
+    let capacity = rate.burst as f64;
+    let per_ms = rate.limit as f64 / rate.period_ms;
+    let tokens = match state {
+        None => capacity,
+        Some(b) => (b.tokens + (now_ms - b.at_ms).max(0.0) * per_ms).min(capacity),
+    };
+    let wanted = hits.max(1) as f64;
+    let allowed = tokens >= wanted;
+    let left = if allowed {
+        tokens - hits as f64
+    } else {
+        tokens
+    };
+    let reset_ms = if allowed {
+        (capacity - left) / per_ms
+    } else {
+        (wanted - tokens) / per_ms
+    };
+    let outcome = Outcome {
+        allowed,
+        remaining: left.floor() as u64,
+        reset_after: millis(reset_ms),
+    };
+    (
+        outcome,
+        Bucket {
+            tokens: left,
+            at_ms: now_ms,
+        },
+    )
+}
+
+/// How long a token bucket's state must live: until it would be full again.
+pub fn token_bucket_ttl(bucket: Bucket, rate: Rate, now_ms: f64) -> Duration {
+    let per_ms = rate.limit as f64 / rate.period_ms;
+    millis((rate.burst as f64 - bucket.tokens) / per_ms + (bucket.at_ms - now_ms))
+        .max(Duration::from_millis(1))
+}
+
+/// GCRA with emission interval `T = period / limit` and tolerance
+/// `burst × T`. `tat_ms` is the stored theoretical arrival time (absent: now).
+/// Returns the outcome and the TAT to store (unchanged on rejection).
+pub fn gcra(tat_ms: Option<f64>, rate: Rate, now_ms: f64, hits: u64) -> (Outcome, f64) {
+    let interval = rate.period_ms / rate.limit as f64;
+    let tolerance = interval * rate.burst as f64;
+    let tat = tat_ms.map_or(now_ms, |t| t.max(now_ms));
+    let wanted = hits.max(1) as f64;
+    let allowed = tat + wanted * interval - now_ms <= tolerance;
+    let new_tat = if allowed {
+        tat + hits as f64 * interval
+    } else {
+        tat
+    };
+    let remaining = ((now_ms + tolerance - new_tat) / interval).max(0.0).floor() as u64;
+    let reset_ms = if allowed {
+        new_tat - now_ms
+    } else {
+        tat + wanted * interval - tolerance - now_ms
+    };
+    (
+        Outcome {
+            allowed,
+            remaining,
+            reset_after: millis(reset_ms),
+        },
+        new_tat,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: f64 = 60_000.0;
+
+    fn rate(limit: u64, burst: u64) -> Rate {
+        Rate {
+            limit,
+            period_ms: MIN,
+            burst,
+        }
+    }
+
+    #[test]
+    fn fixed_window_is_over_when_the_count_exceeds_the_limit() {
+        let reset = Duration::from_secs(5);
+        assert_eq!(
+            fixed_window(3, 3, reset),
+            Outcome {
+                allowed: true,
+                remaining: 0,
+                reset_after: reset
+            }
+        );
+        assert!(!fixed_window(4, 3, reset).allowed);
+    }
+
+    #[test]
+    fn sliding_window_weighs_the_previous_window_by_its_overlap() {
+        let r = rate(10, 0);
+        // 15 s into a window, the previous window (8 hits) still weighs 3/4: 6 + 3 = 9.
+        let state = SlidingCounts {
+            previous: 8,
+            current: 3,
+        };
+        let (o, current) = sliding_window(state, r, 100.0 * MIN + 15_000.0, 1);
+        assert!(o.allowed);
+        assert_eq!((o.remaining, current), (0, 4));
+        assert_eq!(o.reset_after, Duration::from_secs(45));
+        let (o, current) = sliding_window(
+            SlidingCounts {
+                previous: 8,
+                current: 4,
+            },
+            r,
+            100.0 * MIN + 15_000.0,
+            1,
+        );
+        assert!(!o.allowed, "6 + 4 + 1 > 10");
+        assert_eq!(current, 4, "rejected hits are not counted");
+    }
+
+    #[test]
+    fn sliding_window_check_only_asks_about_one_more_hit() {
+        let full = SlidingCounts {
+            previous: 0,
+            current: 10,
+        };
+        let (o, current) = sliding_window(full, rate(10, 0), 100.0 * MIN, 0);
+        assert!(!o.allowed);
+        assert_eq!(current, 10);
+    }
+
+    #[test]
+    fn token_bucket_starts_full_refills_and_rejects_without_taking() {
+        let r = rate(60, 10); // one token per second, 10 at most
+        let (o, b) = token_bucket(None, r, 0.0, 10);
+        assert!(o.allowed);
+        assert_eq!(o.remaining, 0);
+        assert_eq!(o.reset_after, Duration::from_secs(10), "10 s to refill");
+        let (o, b2) = token_bucket(Some(b), r, 500.0, 1);
+        assert!(!o.allowed);
+        assert_eq!(b2.tokens, 0.5, "nothing taken");
+        assert_eq!(
+            o.reset_after,
+            Duration::from_millis(500),
+            "the next token in 0.5 s"
+        );
+        let (o, _) = token_bucket(Some(b2), r, 1_000.0, 1);
+        assert!(o.allowed);
+        let (o, b) = token_bucket(Some(b), r, 100_000.0, 1);
+        assert!(o.allowed);
+        assert_eq!(
+            (o.remaining, b.tokens),
+            (9, 9.0),
+            "refill stops at the capacity"
+        );
+    }
+
+    #[test]
+    fn gcra_spaces_hits_by_the_emission_interval_after_the_burst() {
+        let r = rate(60, 3); // T = 1 s, 3 at once
+        let mut tat = None;
+        for left in [2, 1, 0] {
+            let (o, t) = gcra(tat, r, 0.0, 1);
+            assert!(o.allowed);
+            assert_eq!(o.remaining, left);
+            tat = Some(t);
+        }
+        let (o, t) = gcra(tat, r, 0.0, 1);
+        assert!(!o.allowed);
+        assert_eq!(
+            o.reset_after,
+            Duration::from_secs(1),
+            "exactly one interval to wait"
+        );
+        assert_eq!(t, 3_000.0, "a rejection does not move the TAT");
+        let (o, _) = gcra(tat, r, 1_000.0, 1);
+        assert!(o.allowed);
+    }
+
+    #[test]
+    fn gcra_and_token_bucket_agree_on_admissions_for_integer_rates() {
+        let r = rate(120, 5);
+        let (mut tat, mut bucket) = (None, None);
+        for step in 0..2_000u32 {
+            // Irregular, monotonic arrivals (steps of 26 to 54 ms), 0 to 2 hits each.
+            let now = f64::from(step) * 40.0 + f64::from(step % 3) * 7.0;
+            let hits = u64::from(step % 3);
+            let (g, t) = gcra(tat, r, now, hits);
+            let (b, s) = token_bucket(bucket, r, now, hits);
+            assert_eq!(g.allowed, b.allowed, "step {step} at {now}");
+            tat = Some(t);
+            bucket = Some(s);
+        }
+    }
+}
