@@ -366,16 +366,21 @@ async fn counter_keys_use_the_reference_format_with_the_prefix() {
     call(&f, &request(vec![descriptor(&[("user", "hank")])])).await;
     let window_start = NOW / 60 * 60;
     let key = format!("fg:edge_user_hank_{window_start}");
-    let hit = floodgate_server::store::CounterHit {
+    let check = floodgate_server::store::Check {
         key,
         hits: 0,
-        window: Duration::from_secs(60),
+        algorithm: floodgate_server::limiter::algorithm::Algorithm::FixedWindow,
+        rate: floodgate_server::limiter::algorithm::Rate {
+            limit: 3,
+            period_ms: 60_000.0,
+            burst: 0,
+        },
         reset_after: Duration::from_secs(60),
     };
     assert_eq!(
-        f.store.add(&hit),
-        1,
-        "the counter lives under the reference key"
+        f.store.apply_one(&check).remaining,
+        2,
+        "the counter (1) lives under the reference key"
     );
 }
 

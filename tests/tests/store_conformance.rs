@@ -5,22 +5,52 @@
 
 #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use floodgate_e2e::RedisServer;
 use floodgate_server::clock::Clock;
+use floodgate_server::limiter::algorithm::{Algorithm, Rate};
 use floodgate_server::store::memory::MemoryStore;
 use floodgate_server::store::redis::{RedisSettings, RedisStore};
-use floodgate_server::store::{CounterHit, CounterStore};
+use floodgate_server::store::{Check, CounterStore, StoreError};
 use redis::AsyncCommands;
 
-fn hit(key: &str, hits: u64) -> CounterHit {
-    CounterHit {
+/// A fixed-window limit so high it is never reached: the outcome's
+/// `remaining` then tells the count.
+const LIMIT: u64 = 1 << 52;
+
+fn hit(key: &str, hits: u64) -> Check {
+    Check {
         key: key.into(),
         hits,
-        window: Duration::from_secs(60),
+        algorithm: Algorithm::FixedWindow,
+        rate: Rate {
+            limit: LIMIT,
+            period_ms: 60_000.0,
+            burst: 0,
+        },
         reset_after: Duration::from_secs(30),
+    }
+}
+
+/// Fixed-window counts through `CounterStore::apply`.
+trait Counts {
+    fn increment<'a>(
+        &'a self,
+        checks: &'a [Check],
+    ) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send + 'a;
+}
+
+impl<S: CounterStore + ?Sized> Counts for S {
+    async fn increment<'a>(&'a self, checks: &'a [Check]) -> Result<Vec<u64>, StoreError> {
+        Ok(self
+            .apply(checks)
+            .await?
+            .iter()
+            .map(|o| LIMIT - o.remaining)
+            .collect())
     }
 }
 

@@ -86,7 +86,17 @@ pub struct Outcome {
 }
 
 fn millis(ms: f64) -> Duration {
-    Duration::from_secs_f64((ms.max(0.0)) / 1_000.0)
+    Duration::try_from_secs_f64(ms.max(0.0) / 1_000.0).unwrap_or(Duration::MAX)
+}
+
+/// A limit of 0 (or a bucket of 0) admits nothing: every hit is rejected
+/// and the state is left as it is.
+fn banned(rate: Rate) -> Option<Outcome> {
+    (rate.limit == 0 || rate.burst == 0).then(|| Outcome {
+        allowed: false,
+        remaining: 0,
+        reset_after: millis(rate.period_ms),
+    })
 }
 
 /// Fixed window: `count` is the window's count after adding the hits.
@@ -148,6 +158,15 @@ pub fn token_bucket(
     now_ms: f64,
     hits: u64,
 ) -> (Outcome, Bucket) {
+    if let Some(ban) = banned(rate) {
+        return (
+            ban,
+            state.unwrap_or(Bucket {
+                tokens: 0.0,
+                at_ms: now_ms,
+            }),
+        );
+    }
     let capacity = rate.burst as f64;
     let per_ms = rate.limit as f64 / rate.period_ms;
     let tokens = match state {
@@ -182,7 +201,11 @@ pub fn token_bucket(
 
 /// How long a token bucket's state must live: until it would be full again.
 pub fn token_bucket_ttl(bucket: Bucket, rate: Rate, now_ms: f64) -> Duration {
+    if banned(rate).is_some() {
+        return millis(rate.period_ms);
+    }
     let per_ms = rate.limit as f64 / rate.period_ms;
+
     millis((rate.burst as f64 - bucket.tokens) / per_ms + (bucket.at_ms - now_ms))
         .max(Duration::from_millis(1))
 }
@@ -191,6 +214,9 @@ pub fn token_bucket_ttl(bucket: Bucket, rate: Rate, now_ms: f64) -> Duration {
 /// `burst × T`. `tat_ms` is the stored theoretical arrival time (absent: now).
 /// Returns the outcome and the TAT to store (unchanged on rejection).
 pub fn gcra(tat_ms: Option<f64>, rate: Rate, now_ms: f64, hits: u64) -> (Outcome, f64) {
+    if let Some(ban) = banned(rate) {
+        return (ban, tat_ms.unwrap_or(now_ms));
+    }
     let interval = rate.period_ms / rate.limit as f64;
     let tolerance = interval * rate.burst as f64;
     let tat = tat_ms.map_or(now_ms, |t| t.max(now_ms));
@@ -343,5 +369,28 @@ mod tests {
             tat = Some(t);
             bucket = Some(s);
         }
+    }
+
+    #[test]
+    fn a_zero_limit_bans_without_dividing_by_zero() {
+        let r = rate(0, 0);
+        assert!(!token_bucket(None, r, 0.0, 1).0.allowed);
+        assert!(!gcra(None, r, 0.0, 1).0.allowed);
+        assert!(
+            !sliding_window(SlidingCounts::default(), r, 0.0, 1)
+                .0
+                .allowed
+        );
+        assert_eq!(
+            token_bucket_ttl(
+                Bucket {
+                    tokens: 0.0,
+                    at_ms: 0.0
+                },
+                r,
+                0.0
+            ),
+            Duration::from_secs(60)
+        );
     }
 }

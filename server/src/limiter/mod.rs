@@ -20,7 +20,9 @@ pub use request::{Descriptor, MAX_HITS, Override, Request, RequestError, Request
 use crate::clock::Clock;
 use crate::rules::{Allowance, Domain, Node, Rules, Unit};
 use crate::store::key::CacheKey;
-use crate::store::{CounterHit, CounterStore, StoreError};
+use crate::store::key::KeySuffix;
+use crate::store::{Check, CounterStore, StoreError};
+use algorithm::{Algorithm, Outcome, Rate};
 
 /// A decision code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,9 +111,9 @@ pub struct Limiter {
 
 /// A descriptor's match in the rules, or the caller's override.
 struct Matched<'r> {
-    /// `None` for an allow-list node (no `rate_limit`).
-    allowance: Option<Allowance>,
-    name: Option<Arc<str>>,
+    /// The limits to apply: (allowance, name, index in the rule's list).
+    /// Empty for an allow-list node.
+    limits: Vec<(Allowance, Option<Arc<str>>)>,
     /// The rules node, `None` for an override.
     node: Option<&'r Node>,
     /// Entries counted under their wildcard pattern (`share_threshold`).
@@ -123,10 +125,10 @@ struct Matched<'r> {
 enum Plan<'r> {
     NoLimit(Option<&'r Node>),
     Unlimited(Option<&'r Node>),
+    /// Every limit must pass: (limit, index of its check).
     Count {
-        limit: AppliedLimit,
+        limits: Vec<(AppliedLimit, usize)>,
         node: Option<&'r Node>,
-        hit: usize,
     },
 }
 
@@ -171,73 +173,95 @@ impl Limiter {
         };
         drop_replaced(&mut matched);
 
-        // Windows are whole seconds, as in the reference: a window of length
-        // `len` starts at floor(now / len) * len and resets `len - now % len`
-        // seconds from now (so never 0).
+        // Fixed windows are whole seconds, as in the reference: a window of
+        // length `len` starts at floor(now / len) * len and resets
+        // `len - now % len` seconds from now (so never 0).
         let now = self.clock.now().as_secs();
-        let mut hits = Vec::new();
+        let mut checks = Vec::new();
         let plans: Vec<Plan<'_>> = request
             .descriptors
             .iter()
             .zip(matched)
             .map(|(descriptor, m)| {
                 let Some(Matched {
-                    allowance,
-                    name,
+                    limits,
                     node,
                     shared,
                 }) = m
                 else {
                     return Plan::NoLimit(None);
                 };
-                let (requests_per_unit, unit) = match allowance {
+                match limits.first() {
                     None => return Plan::NoLimit(node),
-                    Some(Allowance::Unlimited) => return Plan::Unlimited(node),
-                    Some(Allowance::PerUnit {
-                        requests_per_unit,
-                        unit,
-                    }) => (requests_per_unit, unit),
-                };
-                let window = unit.window();
-                let len = window.as_secs();
-                let start = now / len * len;
+                    Some((Allowance::Unlimited, _)) => return Plan::Unlimited(node),
+                    Some(_) => {}
+                }
                 let entries = descriptor.pairs().enumerate().map(|(i, (k, v))| {
                     let shared = shared.iter().find(|(at, _)| *at == i);
                     (k, shared.map_or(v, |(_, pattern)| *pattern))
                 });
-                hits.push(CounterHit {
-                    key: self.keys.build(request.domain, entries, start),
-                    hits: descriptor.hits,
-                    window,
-                    reset_after: Duration::from_secs(start + len - now),
-                });
-                let limit = AppliedLimit {
-                    requests_per_unit,
-                    unit,
-                    name,
-                };
+                let mut applied = Vec::with_capacity(limits.len());
+                for (index, (allowance, name)) in limits.into_iter().enumerate() {
+                    let Allowance::PerUnit {
+                        requests_per_unit,
+                        unit,
+                        unit_multiplier,
+                        algorithm,
+                        burst,
+                    } = allowance
+                    else {
+                        continue;
+                    };
+                    let len = unit.window().as_secs() * u64::from(unit_multiplier);
+                    let start = now / len * len;
+                    // The first limit keeps the reference's key; further ones
+                    // (rate_limits) and other algorithms get a suffix.
+                    let suffix = match (algorithm, index) {
+                        (Algorithm::FixedWindow, 0) => KeySuffix::Window(start),
+                        (Algorithm::FixedWindow, i) => KeySuffix::WindowIndex(start, i),
+                        (a, i) => KeySuffix::Algorithm(a, i),
+                    };
+                    checks.push(Check {
+                        key: self.keys.build(request.domain, entries.clone(), suffix),
+                        hits: descriptor.hits,
+                        algorithm,
+                        rate: Rate {
+                            limit: u64::from(requests_per_unit),
+                            period_ms: (len * 1_000) as f64,
+                            burst: u64::from(burst.unwrap_or(requests_per_unit)),
+                        },
+                        reset_after: Duration::from_secs(start + len - now),
+                    });
+                    applied.push((
+                        AppliedLimit {
+                            requests_per_unit,
+                            unit,
+                            name,
+                        },
+                        checks.len() - 1,
+                    ));
+                }
                 Plan::Count {
-                    limit,
+                    limits: applied,
                     node,
-                    hit: hits.len() - 1,
                 }
             })
             .collect();
 
-        let counts = if hits.is_empty() {
+        let outcomes = if checks.is_empty() {
             Vec::new()
         } else {
-            self.store.increment(&hits).await?
+            self.store.apply(&checks).await?
         };
-        if counts.len() != hits.len() {
+        if outcomes.len() != checks.len() {
             return Err(StoreError::Protocol(format!(
-                "the store returned {} counts for {} counters",
-                counts.len(),
-                hits.len()
+                "the store returned {} outcomes for {} checks",
+                outcomes.len(),
+                checks.len()
             ))
             .into());
         }
-        Ok(self.conclude(plans, &hits, &counts))
+        Ok(self.conclude(plans, &outcomes))
     }
 
     /// The rule (or override) that applies to `d` in `domain`, if any.
@@ -248,28 +272,28 @@ impl Limiter {
         }
         if let Some(o) = d.limit_override {
             // A caller's override wins over the rules, in a known domain.
-            let allowance = Allowance::PerUnit {
-                requests_per_unit: o.requests_per_unit,
-                unit: o.unit,
-            };
+            let limits = vec![(Allowance::fixed(o.requests_per_unit, o.unit), None)];
             return Some(Matched {
-                allowance: Some(allowance),
-                name: None,
+                limits,
                 node: None,
                 shared: Vec::new(),
             });
         }
         let m = domain.find(d.pairs())?;
-        let limit = m.node.rate_limit.as_ref();
+        let limits = m
+            .node
+            .rate_limits
+            .iter()
+            .map(|l| (l.allowance, l.name.clone()))
+            .collect();
         Some(Matched {
-            allowance: limit.map(|l| l.allowance),
-            name: limit.and_then(|l| l.name.clone()),
+            limits,
             node: Some(m.node),
             shared: m.shared,
         })
     }
 
-    fn conclude(&self, plans: Vec<Plan<'_>>, hits: &[CounterHit], counts: &[u64]) -> Decision {
+    fn conclude(&self, plans: Vec<Plan<'_>>, outcomes: &[Outcome]) -> Decision {
         let metadata = |node: Option<&Node>| node.and_then(|n| n.metadata.clone());
         let statuses: Vec<Status> = plans
             .into_iter()
@@ -283,20 +307,35 @@ impl Limiter {
                     metadata: metadata(node),
                     ..Status::no_limit()
                 },
-                Plan::Count { limit, node, hit } => {
-                    let count = counts[hit];
-                    let allowed = u64::from(limit.requests_per_unit);
-                    let over = count > allowed;
+                Plan::Count { limits, node } => {
+                    // The most restrictive limit speaks for the descriptor: a
+                    // rejecting one (the longest wait), else the least remaining.
+                    let chosen = limits.into_iter().max_by(|(_, a), (_, b)| {
+                        let (a, b) = (&outcomes[*a], &outcomes[*b]);
+                        (
+                            !a.allowed,
+                            a.allowed.then_some(std::cmp::Reverse(a.remaining)),
+                            a.reset_after,
+                        )
+                            .cmp(&(
+                                !b.allowed,
+                                b.allowed.then_some(std::cmp::Reverse(b.remaining)),
+                                b.reset_after,
+                            ))
+                    });
+                    let Some((limit, at)) = chosen else {
+                        return Status::no_limit();
+                    };
+                    let outcome = outcomes[at];
                     let shadow = node.is_some_and(|n| n.shadow_mode);
                     Status {
-                        code: if over && !shadow {
+                        code: if !outcome.allowed && !shadow {
                             Code::OverLimit
                         } else {
                             Code::Ok
                         },
-                        // At most `allowed`, which is a u32.
-                        remaining: allowed.saturating_sub(count) as u32,
-                        reset_after: Some(hits[hit].reset_after),
+                        remaining: u32::try_from(outcome.remaining).unwrap_or(u32::MAX),
+                        reset_after: Some(outcome.reset_after),
                         quota_mode: node.is_some_and(|n| n.quota_mode),
                         metadata: metadata(node),
                         limit: Some(limit),
@@ -330,18 +369,20 @@ fn drop_replaced(matched: &mut [Option<Matched<'_>>]) {
     let replaced: HashSet<Arc<str>> = matched
         .iter()
         .flatten()
-        .filter_map(|m| m.node?.rate_limit.as_ref())
-        .flat_map(|limit| limit.replaces.iter().cloned())
+        .filter_map(|m| m.node)
+        .flat_map(|node| {
+            node.rate_limits
+                .iter()
+                .flat_map(|l| l.replaces.iter().cloned())
+        })
         .collect();
     if replaced.is_empty() {
         return;
     }
-    for slot in matched.iter_mut() {
-        let is_replaced = slot.as_ref().is_some_and(|m| {
-            m.node.is_some() && m.name.as_ref().is_some_and(|n| replaced.contains(n))
-        });
-        if is_replaced {
-            *slot = None;
+    for m in matched.iter_mut().flatten() {
+        if m.node.is_some() {
+            m.limits
+                .retain(|(_, name)| !name.as_ref().is_some_and(|n| replaced.contains(n)));
         }
     }
 }

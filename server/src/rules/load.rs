@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::yaml::Yaml;
 use super::{Allowance, Domain, KeyRules, Level, Node, RateLimit, RuleSet, Unit, Wildcard};
+use crate::limiter::algorithm::Algorithm;
 
 /// A problem in a rules file.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -148,6 +149,7 @@ const DESCRIPTOR_KEYS: &[&str] = &[
     "key",
     "value",
     "rate_limit",
+    "rate_limits",
     "descriptors",
     "shadow_mode",
     "detailed_metric",
@@ -156,7 +158,16 @@ const DESCRIPTOR_KEYS: &[&str] = &[
     "quota_mode",
     "metadata",
 ];
-const RATE_LIMIT_KEYS: &[&str] = &["unit", "requests_per_unit", "unlimited", "name", "replaces"];
+const RATE_LIMIT_KEYS: &[&str] = &[
+    "unit",
+    "requests_per_unit",
+    "unlimited",
+    "name",
+    "replaces",
+    "algorithm",
+    "unit_multiplier",
+    "burst",
+];
 const REPLACES_KEYS: &[&str] = &["name"];
 
 /// Loading context for one file: where errors go and what they are prefixed with.
@@ -320,10 +331,7 @@ impl Cx<'_> {
         let fields = self.map(node, &path, DESCRIPTOR_KEYS)?;
         let key = self.string(&fields, "key", &path);
         let value = self.string(&fields, "value", &path);
-        let rate_limit = match fields.get("rate_limit") {
-            None | Some(Yaml::Null) => None,
-            Some(limit) => self.rate_limit(limit, &join(&path, "rate_limit")),
-        };
+        let rate_limits = self.rate_limits(&fields, &path);
         let metadata = match fields.get("metadata") {
             None | Some(Yaml::Null) => None,
             Some(meta) => match to_json(meta) {
@@ -345,7 +353,7 @@ impl Cx<'_> {
             },
         };
         let node = Node {
-            rate_limit,
+            rate_limits,
             shadow_mode: self.boolean(&fields, "shadow_mode", &path),
             quota_mode: self.boolean(&fields, "quota_mode", &path),
             share_threshold: self.boolean(&fields, "share_threshold", &path),
@@ -378,22 +386,7 @@ impl Cx<'_> {
         let unit_name = self.string(&fields, "unit", path);
         let unit = Unit::parse(&unit_name);
         let unlimited = self.boolean(&fields, "unlimited", path);
-        let requests_per_unit = match fields.get("requests_per_unit") {
-            None | Some(Yaml::Null) => 0,
-            Some(Yaml::Int(n)) if u32::try_from(*n).is_ok() => *n as u32,
-            Some(other) => {
-                let path = join(path, "requests_per_unit");
-                self.type_error(
-                    &path,
-                    format!(
-                        "{path} must be a whole number from 0 to {}, found {}",
-                        u32::MAX,
-                        other.describe()
-                    ),
-                );
-                0
-            }
-        };
+        let requests_per_unit = self.whole(&fields, "requests_per_unit", path).unwrap_or(0);
         let name = self.string(&fields, "name", path);
         let mut replaces = Vec::new();
         for (entry_path, entry) in self.list(&fields, "replaces", path) {
@@ -412,6 +405,41 @@ impl Cx<'_> {
                 replaces.push(Arc::from(replaced));
             }
         }
+        // Extensions: algorithm, unit_multiplier, burst.
+        let algorithm_name = self.string(&fields, "algorithm", path);
+        let algorithm = match algorithm_name.as_str() {
+            "" => Some(Algorithm::FixedWindow),
+            other => Algorithm::parse(other),
+        };
+        let Some(algorithm) = algorithm else {
+            self.error(&join(path, "algorithm"), format!(
+                "invalid rate limit algorithm '{algorithm_name}' (expected fixed_window, sliding_window, token_bucket or gcra)"
+            ));
+            return None;
+        };
+        let unit_multiplier = match self.whole(&fields, "unit_multiplier", path) {
+            None => 1,
+            Some(0) => {
+                self.error(
+                    &join(path, "unit_multiplier"),
+                    "unit_multiplier must be at least 1",
+                );
+                return None;
+            }
+            Some(n) => n,
+        };
+        let burst = self.whole(&fields, "burst", path);
+        if burst.is_some() && !algorithm.has_burst() {
+            self.error(&join(path, "burst"), format!(
+                "burst can only be used with the token_bucket and gcra algorithms, but found algorithm '{}'",
+                algorithm.name()
+            ));
+            return None;
+        }
+        if burst == Some(0) {
+            self.error(&join(path, "burst"), "burst must be at least 1");
+            return None;
+        }
         let allowance = match (unlimited, unit) {
             (true, Some(_)) => {
                 self.error(
@@ -424,6 +452,9 @@ impl Cx<'_> {
             (false, Some(unit)) => Allowance::PerUnit {
                 requests_per_unit,
                 unit,
+                unit_multiplier,
+                algorithm,
+                burst,
             },
             (false, None) => {
                 self.error(
@@ -439,6 +470,57 @@ impl Cx<'_> {
             name,
             replaces,
         })
+    }
+
+    /// A whole number from 0 to `u32::MAX`; `None` when absent.
+    fn whole(&mut self, fields: &HashMap<&str, &Yaml>, name: &str, path: &str) -> Option<u32> {
+        match fields.get(name) {
+            None | Some(Yaml::Null) => None,
+            Some(Yaml::Int(n)) if u32::try_from(*n).is_ok() => Some(*n as u32),
+            Some(other) => {
+                let path = join(path, name);
+                self.type_error(
+                    &path,
+                    format!(
+                        "{path} must be a whole number from 0 to {}, found {}",
+                        u32::MAX,
+                        other.describe()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// `rate_limit`, or the list `rate_limits` (not both).
+    fn rate_limits(&mut self, fields: &HashMap<&str, &Yaml>, path: &str) -> Vec<RateLimit> {
+        let single = match fields.get("rate_limit") {
+            None | Some(Yaml::Null) => None,
+            Some(limit) => Some(self.rate_limit(limit, &join(path, "rate_limit"))),
+        };
+        let list = self.list(fields, "rate_limits", path);
+        if single.is_some() && !list.is_empty() {
+            self.error(
+                &join(path, "rate_limits"),
+                "should not specify both rate_limit and rate_limits",
+            );
+            return Vec::new();
+        }
+        if let Some(single) = single {
+            return single.into_iter().collect();
+        }
+        let limits: Vec<RateLimit> = list
+            .into_iter()
+            .filter_map(|(limit_path, limit)| self.rate_limit(limit, &limit_path))
+            .collect();
+        if limits.len() > 1 && limits.iter().any(|l| l.allowance == Allowance::Unlimited) {
+            self.error(
+                &join(path, "rate_limits"),
+                "unlimited cannot be combined with other limits in rate_limits",
+            );
+            return Vec::new();
+        }
+        limits
     }
 
     fn insert_all(&mut self, level: &mut Level, descriptors: Vec<Raw>, parent: &str, domain: &str) {

@@ -23,6 +23,8 @@ use std::time::Duration;
 pub use load::{LoadError, load_files, load_paths};
 pub use wildcard::Wildcard;
 
+use crate::limiter::algorithm::Algorithm;
+
 /// The time unit of a limit's window. Windows are aligned to the Unix epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Unit {
@@ -89,16 +91,37 @@ impl Unit {
 pub enum Allowance {
     /// Never limited; the store is not consulted.
     Unlimited,
-    /// `requests_per_unit` hits per window of `unit`. 0 blocks every hit.
+    /// `requests_per_unit` hits per `unit_multiplier` × `unit`. 0 blocks every hit.
     PerUnit {
-        /// Hits allowed per window.
+        /// Hits allowed per period.
         requests_per_unit: u32,
-        /// The window.
+        /// The unit of the period.
         unit: Unit,
+        /// The period is this many units (1 unless `unit_multiplier` is set).
+        unit_multiplier: u32,
+        /// How hits are counted.
+        algorithm: Algorithm,
+        /// Bucket size (token bucket) or burst tolerance (GCRA), in hits;
+        /// `None` means `requests_per_unit`.
+        burst: Option<u32>,
     },
 }
 
-/// A `rate_limit` block.
+impl Allowance {
+    /// A plain fixed window of `requests_per_unit` per `unit`, as an
+    /// override or a reference-format rule describes.
+    pub fn fixed(requests_per_unit: u32, unit: Unit) -> Self {
+        Allowance::PerUnit {
+            requests_per_unit,
+            unit,
+            unit_multiplier: 1,
+            algorithm: Algorithm::FixedWindow,
+            burst: None,
+        }
+    }
+}
+
+/// A `rate_limit` block (or one entry of `rate_limits`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RateLimit {
     /// What it allows.
@@ -112,9 +135,10 @@ pub struct RateLimit {
 /// One descriptor entry of the rules tree.
 #[derive(Debug, Default)]
 pub struct Node {
-    /// The limit at this depth, if any. A node without a limit and without
+    /// The limits at this depth (`rate_limit`, or every entry of
+    /// `rate_limits`); all must pass. A node without limits and without
     /// children is an allow-list entry: matching it yields "no limit".
-    pub rate_limit: Option<RateLimit>,
+    pub rate_limits: Vec<RateLimit>,
     /// Counted, but always answered OK.
     pub shadow_mode: bool,
     /// See the README: over-limit only if every quota descriptor is over.
@@ -259,7 +283,7 @@ impl RuleSet {
         let mut out = String::new();
         for name in names {
             self.domains[name].walk(|node| {
-                if let Some(limit) = &node.rate_limit {
+                for limit in &node.rate_limits {
                     out.push_str(&format!(
                         "{}: {limit}, shadow_mode: {}, quota_mode: {}\n",
                         node.full_key, node.shadow_mode, node.quota_mode
@@ -278,11 +302,25 @@ impl fmt::Display for RateLimit {
             Allowance::PerUnit {
                 requests_per_unit,
                 unit,
-            } => write!(
-                f,
-                "unit={} requests_per_unit={requests_per_unit}",
-                unit.name()
-            )?,
+                unit_multiplier,
+                algorithm,
+                burst,
+            } => {
+                write!(
+                    f,
+                    "unit={} requests_per_unit={requests_per_unit}",
+                    unit.name()
+                )?;
+                if unit_multiplier != 1 {
+                    write!(f, " unit_multiplier={unit_multiplier}")?;
+                }
+                if algorithm != Algorithm::FixedWindow {
+                    write!(f, " algorithm={}", algorithm.name())?;
+                }
+                if let Some(burst) = burst {
+                    write!(f, " burst={burst}")?;
+                }
+            }
         }
         if let Some(name) = &self.name {
             write!(f, " name={name}")?;

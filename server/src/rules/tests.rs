@@ -1,6 +1,7 @@
 //! Matching and loading, on small inline rule sets.
 
 use super::*;
+use crate::limiter::algorithm::Algorithm;
 
 fn set(yaml: &str) -> RuleSet {
     load_files(&[("test.yaml".into(), yaml.into())], false).unwrap()
@@ -33,7 +34,7 @@ descriptors:
 "#;
 
 fn limit_of(node: Option<&Node>) -> Option<u32> {
-    match node?.rate_limit.as_ref()?.allowance {
+    match node?.rate_limits.first()?.allowance {
         Allowance::PerUnit {
             requests_per_unit, ..
         } => Some(requests_per_unit),
@@ -68,7 +69,7 @@ fn a_limit_applies_only_at_the_depth_of_the_last_entry() {
     );
     let parent = found(&s, &[("parent", "p")]).expect("the parent node matches");
     assert!(
-        parent.rate_limit.is_none(),
+        parent.rate_limits.is_empty(),
         "the limit is deeper than the request"
     );
     assert!(
@@ -103,7 +104,7 @@ fn share_threshold_reports_the_pattern_per_entry() {
 fn allow_list_entries_match_without_a_limit() {
     let s = set("domain: d\ndescriptors:\n  - key: internal\n");
     let node = found(&s, &[("internal", "x")]).expect("matches");
-    assert!(node.rate_limit.is_none());
+    assert!(node.rate_limits.is_empty());
 }
 
 #[test]
@@ -151,4 +152,92 @@ fn rules_can_be_replaced_whole() {
         before.domain("d").is_some(),
         "a request holding the old set keeps it"
     );
+}
+
+#[test]
+fn algorithms_multipliers_bursts_and_several_limits_load() {
+    let s = set(r#"
+domain: d
+descriptors:
+  - key: api
+    rate_limits:
+      - {name: burst, unit: second, requests_per_unit: 20, algorithm: token_bucket, burst: 40}
+      - {name: daily, unit: day, requests_per_unit: 10000}
+  - key: slow
+    rate_limit: {unit: minute, unit_multiplier: 5, requests_per_unit: 100, algorithm: sliding_window}
+  - key: smooth
+    rate_limit: {unit: second, requests_per_unit: 10, algorithm: gcra}
+"#);
+    let api = found(&s, &[("api", "x")]).unwrap();
+    assert_eq!(api.rate_limits.len(), 2);
+    let Allowance::PerUnit {
+        algorithm, burst, ..
+    } = api.rate_limits[0].allowance
+    else {
+        panic!()
+    };
+    assert_eq!((algorithm, burst), (Algorithm::TokenBucket, Some(40)));
+    let slow = found(&s, &[("slow", "x")]).unwrap();
+    let Allowance::PerUnit {
+        unit_multiplier,
+        algorithm,
+        ..
+    } = slow.rate_limits[0].allowance
+    else {
+        panic!()
+    };
+    assert_eq!((unit_multiplier, algorithm), (5, Algorithm::SlidingWindow));
+    let rlconfig = s.describe();
+    assert!(
+        rlconfig.contains(
+            "d.api: unit=SECOND requests_per_unit=20 algorithm=token_bucket burst=40 name=burst"
+        ),
+        "{rlconfig}"
+    );
+    assert!(
+        rlconfig.contains(
+            "d.slow: unit=MINUTE requests_per_unit=100 unit_multiplier=5 algorithm=sliding_window"
+        ),
+        "{rlconfig}"
+    );
+}
+
+#[test]
+fn algorithm_errors_follow_the_reference_style() {
+    let cases = [
+        (
+            "rate_limit: {unit: second, requests_per_unit: 1, algorithm: leaky}",
+            "invalid rate limit algorithm 'leaky' (expected fixed_window, sliding_window, token_bucket or gcra)",
+        ),
+        (
+            "rate_limit: {unit: second, requests_per_unit: 1, burst: 5}",
+            "burst can only be used with the token_bucket and gcra algorithms, but found algorithm 'fixed_window'",
+        ),
+        (
+            "rate_limit: {unit: second, requests_per_unit: 1, algorithm: sliding_window, burst: 5}",
+            "burst can only be used with the token_bucket and gcra algorithms, but found algorithm 'sliding_window'",
+        ),
+        (
+            "rate_limit: {unit: second, requests_per_unit: 1, algorithm: gcra, burst: 0}",
+            "burst must be at least 1",
+        ),
+        (
+            "rate_limit: {unit: second, requests_per_unit: 1, unit_multiplier: 0}",
+            "unit_multiplier must be at least 1",
+        ),
+        (
+            "rate_limit: {unit: second, requests_per_unit: 1}\n    rate_limits: [{unit: day, requests_per_unit: 9}]",
+            "should not specify both rate_limit and rate_limits",
+        ),
+        (
+            "rate_limits: [{unlimited: true}, {unit: day, requests_per_unit: 9}]",
+            "unlimited cannot be combined with other limits in rate_limits",
+        ),
+    ];
+    for (limit, message) in cases {
+        let yaml = format!("domain: d\ndescriptors:\n  - key: k\n    {limit}\n");
+        let errors = load_files(&[("algo.yaml".into(), yaml)], false).unwrap_err();
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(messages, [format!("algo.yaml: {message}")], "{limit}");
+    }
 }

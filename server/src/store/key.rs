@@ -7,8 +7,45 @@
 //! `fg:edge_user_alice_1700000040`. The request's values are used, so a
 //! key-only rule counts each value separately; a `share_threshold` entry
 //! uses its wildcard pattern instead, so all matching values share one counter.
+//!
+//! Other algorithms, and further limits of one descriptor (`rate_limits`),
+//! keep their state under the same prefix with a suffix instead of the window
+//! start: `edge_user_alice_tb0` (token bucket), `_gcra0`, `_sw0`, and
+//! `edge_user_alice_1700000040_1` for a second fixed window.
 
-use std::fmt::Write;
+use std::fmt::{self, Write};
+
+use crate::limiter::algorithm::Algorithm;
+
+/// How a key ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeySuffix {
+    /// The reference's fixed-window key: the window start.
+    Window(u64),
+    /// A further fixed-window limit of the same descriptor: start and index.
+    WindowIndex(u64, usize),
+    /// The state of another algorithm, for the limit at this index; the
+    /// state lives across windows, so no window start.
+    Algorithm(Algorithm, usize),
+}
+
+impl fmt::Display for KeySuffix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySuffix::Window(start) => write!(f, "{start}"),
+            KeySuffix::WindowIndex(start, index) => write!(f, "{start}_{index}"),
+            KeySuffix::Algorithm(algorithm, index) => {
+                let tag = match algorithm {
+                    Algorithm::FixedWindow => "fw",
+                    Algorithm::SlidingWindow => "sw",
+                    Algorithm::TokenBucket => "tb",
+                    Algorithm::Gcra => "gcra",
+                };
+                write!(f, "{tag}{index}")
+            }
+        }
+    }
+}
 
 /// Builds counter keys; holds the configured prefix.
 #[derive(Clone, Debug, Default)]
@@ -24,15 +61,14 @@ impl CacheKey {
         }
     }
 
-    /// The key for `entries` of `domain` in the window starting at
-    /// `window_start` (Unix seconds).
+    /// The key for `entries` of `domain`, ending with `suffix`.
     pub fn build<'a>(
         &self,
         domain: &str,
         entries: impl Iterator<Item = (&'a str, &'a str)> + Clone,
-        window_start: u64,
+        suffix: KeySuffix,
     ) -> String {
-        // Exact length: no reallocation while building (20 digits fit any u64).
+        // Exact length but for the suffix (24 bytes fit any of them).
         let len = self.prefix.len()
             + domain.len()
             + 1
@@ -40,7 +76,7 @@ impl CacheKey {
                 .clone()
                 .map(|(k, v)| k.len() + v.len() + 2)
                 .sum::<usize>()
-            + 20;
+            + 24;
         let mut key = String::with_capacity(len);
         key.push_str(&self.prefix);
         key.push_str(domain);
@@ -51,15 +87,15 @@ impl CacheKey {
             key.push_str(v);
             key.push('_');
         }
-        // Writing an integer to a String cannot fail.
-        let _ = write!(key, "{window_start}");
+        // Writing to a String cannot fail.
+        let _ = write!(key, "{suffix}");
         key
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::CacheKey;
+    use super::{CacheKey, KeySuffix};
 
     #[test]
     fn matches_the_reference_format() {
@@ -67,14 +103,18 @@ mod tests {
         let key = keys.build(
             "domain",
             [("key2", "value2"), ("subkey2", "subvalue2")].into_iter(),
-            1200,
+            KeySuffix::Window(1200),
         );
         assert_eq!(key, "domain_key2_value2_subkey2_subvalue2_1200");
     }
 
     #[test]
     fn prefix_is_prepended_as_is() {
-        let key = CacheKey::new("prefix:").build("domain", [("key", "value")].into_iter(), 1234);
+        let key = CacheKey::new("prefix:").build(
+            "domain",
+            [("key", "value")].into_iter(),
+            KeySuffix::Window(1234),
+        );
         assert_eq!(key, "prefix:domain_key_value_1234");
     }
 }

@@ -2,14 +2,15 @@
 //! configured (one instance, or a laptop), and later the fallback when Redis
 //! is down.
 //!
-//! Counters live in a fixed number of shards, each a `HashMap` behind its own
+//! State lives in a fixed number of shards, each a `HashMap` behind its own
 //! `std::sync::Mutex`: a request locks only the shard of each key it touches,
-//! for the few nanoseconds of an add, and never across an `.await`, so a
-//! blocking mutex is cheaper than an async one. The store is bounded: expired
-//! windows are swept by [`MemoryStore::sweep_expired`] (run periodically by
-//! the server), and a full shard evicts the entry whose window ends first
-//! among a small sample, so memory stays within `max_entries` under any key
-//! flood.
+//! for the few nanoseconds of an update, and never across an `.await`, so a
+//! blocking mutex is cheaper than an async one. Each key holds the state of
+//! its algorithm ([`crate::limiter::algorithm`]) and the time it can be
+//! dropped. The store is bounded: ended state is swept by
+//! [`MemoryStore::sweep_expired`] (run periodically by the server), and a
+//! full shard evicts the entry that ends first among a small sample, so
+//! memory stays within `max_entries` under any key flood.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -17,23 +18,40 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{CounterHit, CounterStore, StoreFuture};
+use super::{Check, CounterStore, StoreFuture};
 use crate::clock::Clock;
+use crate::limiter::algorithm::{self, Algorithm, Bucket, Outcome, SlidingCounts};
 
 const SHARDS: usize = 64;
 /// Entries looked at to choose a victim when a shard is full.
 const EVICTION_SAMPLE: usize = 8;
 
+/// One key's algorithm state.
+#[derive(Clone, Copy, Debug)]
+enum State {
+    /// Fixed window: the window's count.
+    Count(u64),
+    /// Sliding window: counts of the window starting at `start_ms` and of the one before.
+    Sliding {
+        start_ms: f64,
+        counts: SlidingCounts,
+    },
+    /// Token bucket.
+    Bucket(Bucket),
+    /// GCRA: the theoretical arrival time.
+    Tat(f64),
+}
+
 #[derive(Debug)]
-struct Counter {
-    count: u64,
-    /// Unix time at which the counter's window ends.
+struct Entry {
+    state: State,
+    /// Unix time after which the state is no longer needed.
     expires_at: Duration,
 }
 
-type Shard = HashMap<String, Counter>;
+type Shard = HashMap<String, Entry>;
 
-/// Sharded in-memory fixed-window counters.
+/// Sharded in-memory counters.
 #[derive(Debug)]
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
@@ -44,7 +62,7 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    /// A store holding at most about `max_entries` counters (at least one per shard).
+    /// A store holding at most about `max_entries` keys (at least one per shard).
     pub fn new(max_entries: usize, clock: Clock) -> Self {
         MemoryStore {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -57,52 +75,120 @@ impl MemoryStore {
 
     fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, Shard> {
         let index = (self.hasher.hash_one(key) as usize) % SHARDS;
-        // A panic while holding a shard lock cannot leave a counter half
+        // A panic while holding a shard lock cannot leave an entry half
         // written (every update is a single assignment), so a poisoned shard
         // is still consistent.
         self.shards[index].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds one hit, returning the count after it.
-    pub fn add(&self, hit: &CounterHit) -> u64 {
-        self.add_at(hit, self.clock.now())
+    /// Applies one check at `now`.
+    fn apply_at(&self, check: &Check, now: Duration) -> Outcome {
+        let now_ms = now.as_secs_f64() * 1_000.0;
+        let mut shard = self.shard(&check.key);
+        let current = shard
+            .get(check.key.as_str())
+            .filter(|e| e.expires_at > now)
+            .map(|e| e.state);
+        let (outcome, next, ttl) = match check.algorithm {
+            Algorithm::FixedWindow => {
+                let count = match current {
+                    Some(State::Count(c)) => c,
+                    _ => 0,
+                }
+                .saturating_add(check.hits);
+                let outcome = algorithm::fixed_window(count, check.rate.limit, check.reset_after);
+                (
+                    outcome,
+                    (check.hits > 0).then_some(State::Count(count)),
+                    check.reset_after,
+                )
+            }
+            Algorithm::SlidingWindow => {
+                let period = check.rate.period_ms;
+                let start_ms = (now_ms / period).floor() * period;
+                let counts = match current {
+                    Some(State::Sliding {
+                        start_ms: s,
+                        counts,
+                    }) if s == start_ms => counts,
+                    Some(State::Sliding {
+                        start_ms: s,
+                        counts,
+                    }) if s + period == start_ms => SlidingCounts {
+                        previous: counts.current,
+                        current: 0,
+                    },
+                    _ => SlidingCounts::default(),
+                };
+                let (outcome, count) =
+                    algorithm::sliding_window(counts, check.rate, now_ms, check.hits);
+                let next = State::Sliding {
+                    start_ms,
+                    counts: SlidingCounts {
+                        current: count,
+                        ..counts
+                    },
+                };
+                // The current window's count matters until the end of the next one.
+                let ttl = Duration::from_secs_f64((start_ms + 2.0 * period - now_ms) / 1_000.0);
+                (outcome, Some(next), ttl)
+            }
+            Algorithm::TokenBucket => {
+                let bucket = match current {
+                    Some(State::Bucket(b)) => Some(b),
+                    _ => None,
+                };
+                let (outcome, next) =
+                    algorithm::token_bucket(bucket, check.rate, now_ms, check.hits);
+                let ttl = algorithm::token_bucket_ttl(next, check.rate, now_ms);
+                (
+                    outcome,
+                    (outcome.allowed && check.hits > 0).then_some(State::Bucket(next)),
+                    ttl,
+                )
+            }
+            Algorithm::Gcra => {
+                let tat = match current {
+                    Some(State::Tat(t)) => Some(t),
+                    _ => None,
+                };
+                let (outcome, next) = algorithm::gcra(tat, check.rate, now_ms, check.hits);
+                let ttl = Duration::from_secs_f64(((next - now_ms) / 1_000.0).max(0.001));
+                (
+                    outcome,
+                    (outcome.allowed && check.hits > 0).then_some(State::Tat(next)),
+                    ttl,
+                )
+            }
+        };
+        if let Some(state) = next {
+            let entry = Entry {
+                state,
+                expires_at: now + ttl,
+            };
+            if let Some(existing) = shard.get_mut(check.key.as_str()) {
+                *existing = entry;
+            } else {
+                if shard.len() >= self.per_shard {
+                    self.evict_one(&mut shard, now);
+                }
+                shard.insert(check.key.clone(), entry);
+            }
+        }
+        outcome
     }
 
-    fn add_at(&self, hit: &CounterHit, now: Duration) -> u64 {
-        let mut shard = self.shard(&hit.key);
-        if let Some(counter) = shard.get_mut(hit.key.as_str()) {
-            if counter.expires_at > now {
-                counter.count = counter.count.saturating_add(hit.hits);
-                return counter.count;
-            }
-            // The same key in a later window cannot happen (keys carry their
-            // window start), but a clock jump backwards could: start over.
-            counter.count = hit.hits;
-            counter.expires_at = now + hit.reset_after;
-            return counter.count;
-        }
-        if hit.hits == 0 {
-            return 0;
-        }
-        if shard.len() >= self.per_shard {
-            self.evict_one(&mut shard, now);
-        }
-        shard.insert(
-            hit.key.clone(),
-            Counter {
-                count: hit.hits,
-                expires_at: now + hit.reset_after,
-            },
-        );
-        hit.hits
+    /// Applies one check now (for tests and tools; requests use [`CounterStore::apply`]).
+    pub fn apply_one(&self, check: &Check) -> Outcome {
+        self.apply_at(check, self.clock.now())
     }
 
     fn evict_one(&self, shard: &mut Shard, now: Duration) {
         let victim = shard
             .iter()
             .take(EVICTION_SAMPLE)
-            .min_by_key(|(_, c)| c.expires_at)
-            .map(|(k, c)| (k.clone(), c.expires_at <= now));
+            .min_by_key(|(_, e)| e.expires_at)
+            .map(|(k, e)| (k.clone(), e.expires_at <= now));
         if let Some((key, expired)) = victim {
             shard.remove(&key);
             if !expired {
@@ -111,20 +197,20 @@ impl MemoryStore {
         }
     }
 
-    /// Drops every counter whose window has ended; returns how many.
+    /// Drops every entry whose state has ended; returns how many.
     pub fn sweep_expired(&self) -> usize {
         let now = self.clock.now();
         let mut removed = 0;
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
             let before = shard.len();
-            shard.retain(|_, c| c.expires_at > now);
+            shard.retain(|_, e| e.expires_at > now);
             removed += before - shard.len();
         }
         removed
     }
 
-    /// Counters held now (live or not yet swept).
+    /// Entries held now (live or not yet swept).
     pub fn len(&self) -> usize {
         self.shards
             .iter()
@@ -132,27 +218,30 @@ impl MemoryStore {
             .sum()
     }
 
-    /// True when no counter is held.
+    /// True when no entry is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Live counters dropped because the store was full.
+    /// Live entries dropped because the store was full.
     pub fn evictions(&self) -> u64 {
         self.evictions.load(Ordering::Relaxed)
     }
 
-    /// The most counters the store holds.
+    /// The most entries the store holds.
     pub fn capacity(&self) -> usize {
         self.per_shard * SHARDS
     }
 }
 
 impl CounterStore for MemoryStore {
-    fn increment<'a>(&'a self, hits: &'a [CounterHit]) -> StoreFuture<'a, Vec<u64>> {
+    fn apply<'a>(&'a self, checks: &'a [Check]) -> StoreFuture<'a, Vec<Outcome>> {
         let now = self.clock.now();
-        let counts = hits.iter().map(|hit| self.add_at(hit, now)).collect();
-        Box::pin(std::future::ready(Ok(counts)))
+        let outcomes = checks
+            .iter()
+            .map(|check| self.apply_at(check, now))
+            .collect();
+        Box::pin(std::future::ready(Ok(outcomes)))
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {
@@ -167,12 +256,18 @@ impl CounterStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limiter::algorithm::Rate;
 
-    fn hit(key: &str, hits: u64, reset_after: u64) -> CounterHit {
-        CounterHit {
+    fn fixed(key: &str, hits: u64, reset_after: u64) -> Check {
+        Check {
             key: key.into(),
             hits,
-            window: Duration::from_secs(60),
+            algorithm: Algorithm::FixedWindow,
+            rate: Rate {
+                limit: 100,
+                period_ms: 60_000.0,
+                burst: 0,
+            },
             reset_after: Duration::from_secs(reset_after),
         }
     }
@@ -181,7 +276,7 @@ mod tests {
     async fn full_store_stays_within_its_bound() {
         let store = MemoryStore::new(640, Clock::anchored(Duration::from_secs(1_000)));
         for i in 0..10_000 {
-            store.add(&hit(&format!("k{i}"), 1, 60));
+            store.apply_one(&fixed(&format!("k{i}"), 1, 60));
         }
         assert!(
             store.len() <= store.capacity(),
@@ -196,12 +291,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn sweep_drops_only_ended_windows() {
         let store = MemoryStore::new(1_000, Clock::anchored(Duration::from_secs(1_000)));
-        store.add(&hit("short", 1, 1));
-        store.add(&hit("long", 1, 60));
+        store.apply_one(&fixed("short", 1, 1));
+        store.apply_one(&fixed("long", 1, 60));
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(store.sweep_expired(), 1);
         assert_eq!(store.len(), 1);
-        assert_eq!(store.add(&hit("long", 0, 60)), 1);
+        assert_eq!(store.apply_one(&fixed("long", 0, 60)).remaining, 99);
     }
 
     #[tokio::test(start_paused = true)]
@@ -209,7 +304,7 @@ mod tests {
         let store = MemoryStore::new(SHARDS, Clock::anchored(Duration::from_secs(1_000)));
         // One entry per shard at most: fill the shard of "a" with an expired
         // entry, then insert a key that lands in the same shard.
-        store.add(&hit("a", 1, 1));
+        store.apply_one(&fixed("a", 1, 1));
         tokio::time::advance(Duration::from_secs(2)).await;
         let same_shard = (0..)
             .map(|i| format!("b{i}"))
@@ -218,12 +313,31 @@ mod tests {
                     == store.hasher.hash_one("a") as usize % SHARDS
             })
             .unwrap();
-        store.add(&hit(&same_shard, 1, 60));
+        store.apply_one(&fixed(&same_shard, 1, 60));
         assert_eq!(
             store.evictions(),
             0,
             "an expired entry is not counted as an eviction"
         );
         assert_eq!(store.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rejected_bucket_hits_leave_no_state_behind() {
+        let store = MemoryStore::new(100, Clock::anchored(Duration::from_secs(1_000)));
+        let check = Check {
+            algorithm: Algorithm::TokenBucket,
+            rate: Rate {
+                limit: 1,
+                period_ms: 60_000.0,
+                burst: 1,
+            },
+            ..fixed("tb", 2, 0)
+        };
+        assert!(
+            !store.apply_one(&check).allowed,
+            "2 hits never fit a bucket of 1"
+        );
+        assert!(store.is_empty());
     }
 }

@@ -1,6 +1,7 @@
 //! Counter storage: the last step of a decision. The limiter hands the store
-//! one [`CounterHit`] per limited descriptor; the store adds the hits to each
-//! fixed-window counter atomically and returns the counts after the update.
+//! one [`Check`] per limit to apply; the store applies the limit's algorithm
+//! ([`crate::limiter::algorithm`]) to its counter atomically and returns one
+//! [`Outcome`] per check.
 //!
 //! Two backends implement [`CounterStore`]: [`memory::MemoryStore`], the
 //! embedded default, and [`redis::RedisStore`], shared by every server
@@ -15,16 +16,21 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-/// One counter to update.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CounterHit {
-    /// The counter's key (see [`key::CacheKey`]).
+use crate::limiter::algorithm::{Algorithm, Outcome, Rate};
+
+/// One limit to apply to one counter key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Check {
+    /// The counter's key (see [`key::CacheKey`]). For the fixed window it
+    /// carries the window start, in the reference's format.
     pub key: String,
-    /// How much to add. 0 reads the counter without creating it.
+    /// How much to add. 0 checks without taking anything.
     pub hits: u64,
-    /// The window's length: how long the key lives in Redis (plus jitter).
-    pub window: Duration,
-    /// Time left in the window: when the in-memory entry can be dropped.
+    /// How to count.
+    pub algorithm: Algorithm,
+    /// The limit, period and burst.
+    pub rate: Rate,
+    /// Fixed window only: time left in the window, by the limiter's clock.
     pub reset_after: Duration,
 }
 
@@ -53,10 +59,10 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 
 /// Where fixed-window counters live.
 pub trait CounterStore: Send + Sync + std::fmt::Debug {
-    /// Adds each hit to its counter, atomically per counter, and returns the
-    /// counts after the update, in the order of `hits`. All counters of one
-    /// call travel together (one round trip for Redis).
-    fn increment<'a>(&'a self, hits: &'a [CounterHit]) -> StoreFuture<'a, Vec<u64>>;
+    /// Applies each check to its counter, atomically per counter, and
+    /// returns one outcome per check, in order. All checks of one call travel
+    /// together (one round trip for Redis).
+    fn apply<'a>(&'a self, checks: &'a [Check]) -> StoreFuture<'a, Vec<Outcome>>;
 
     /// Checks that the store answers.
     fn ping(&self) -> StoreFuture<'_, ()>;

@@ -1,18 +1,20 @@
 //! The Redis counter store: counters shared by every server instance.
 //!
-//! All of a request's counters go to Redis in one `EVALSHA` of
-//! `scripts/fixed_window.lua` (one round trip, one command), which increments
-//! each key and sets its TTL in the same atomic step. The script is sent by
-//! hash and loaded on `NOSCRIPT`. Requests share one multiplexed connection
-//! (redis-rs `ConnectionManager`, which reconnects by itself), so concurrent
-//! calls are pipelined on it rather than queued for a pool.
+//! Each algorithm is one Lua script (`scripts/*.lua`, each with its
+//! KEYS/ARGV/return contract). A request's checks are grouped by algorithm
+//! and sent as one pipeline: one round trip, one `EVALSHA` per algorithm
+//! present (usually one). Scripts are loaded at connect and reloaded on
+//! `NOSCRIPT`. Requests share one multiplexed connection (redis-rs
+//! `ConnectionManager`, which reconnects by itself), so concurrent calls are
+//! pipelined on it rather than queued for a pool.
 
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{CounterHit, CounterStore, StoreError, StoreFuture};
+use super::{Check, CounterStore, StoreError, StoreFuture};
+use crate::limiter::algorithm::{self, Algorithm, Outcome};
 
 /// Redis connection settings.
 #[derive(Clone, Debug)]
@@ -32,7 +34,7 @@ pub struct RedisSettings {
 #[derive(Clone)]
 pub struct RedisStore {
     connection: ConnectionManager,
-    script: redis::Script,
+    scripts: Scripts,
     jitter_max_secs: u64,
     jitter: RandomState,
     endpoint: String,
@@ -62,18 +64,17 @@ impl RedisStore {
             .map_err(|e| {
                 StoreError::Unavailable(format!("cannot connect to Redis at {endpoint}: {e}"))
             })?;
-        // Load the script up front so that the first burst of calls does not
-        // race into NOSCRIPT; after a Redis restart, EVALSHA's NOSCRIPT path
-        // reloads it.
-        let script = redis::Script::new(include_str!("scripts/fixed_window.lua"));
-        script.load_async(&mut connection).await.map_err(|e| {
+        // Load the scripts up front so that the first burst of calls does
+        // not race into NOSCRIPT; after a Redis restart, NOSCRIPT reloads them.
+        let scripts = Scripts::default();
+        scripts.load(&mut connection).await.map_err(|e| {
             StoreError::Unavailable(format!(
-                "cannot load the counter script into Redis at {endpoint}: {e}"
+                "cannot load the counter scripts into Redis at {endpoint}: {e}"
             ))
         })?;
         Ok(RedisStore {
             connection,
-            script,
+            scripts,
             jitter_max_secs: settings.expiration_jitter_max.as_secs(),
             jitter: RandomState::new(),
             endpoint,
@@ -85,14 +86,14 @@ impl RedisStore {
         &self.endpoint
     }
 
-    fn ttl_secs(&self, hit: &CounterHit) -> u64 {
+    fn ttl_secs(&self, check: &Check) -> u64 {
         // A hash of the key is as good as a random number here and needs no
         // RNG: it spreads expiries evenly and is stable per key.
         let jitter = match self.jitter_max_secs {
             0 => 0,
-            max => self.jitter.hash_one(hit.key.as_str()) % max,
+            max => self.jitter.hash_one(check.key.as_str()) % max,
         };
-        hit.window.as_secs().max(1) + jitter
+        (check.rate.period_ms / 1_000.0).ceil().max(1.0) as u64 + jitter
     }
 }
 
@@ -104,32 +105,171 @@ fn store_error(e: redis::RedisError) -> StoreError {
     }
 }
 
+/// The scripts, one per algorithm.
+#[derive(Clone, Debug)]
+struct Scripts {
+    fixed_window: redis::Script,
+    sliding_window: redis::Script,
+    token_bucket: redis::Script,
+    gcra: redis::Script,
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Scripts {
+            fixed_window: redis::Script::new(include_str!("scripts/fixed_window.lua")),
+            sliding_window: redis::Script::new(include_str!("scripts/sliding_window.lua")),
+            token_bucket: redis::Script::new(include_str!("scripts/token_bucket.lua")),
+            gcra: redis::Script::new(include_str!("scripts/gcra.lua")),
+        }
+    }
+}
+
+impl Scripts {
+    fn get(&self, algorithm: Algorithm) -> &redis::Script {
+        match algorithm {
+            Algorithm::FixedWindow => &self.fixed_window,
+            Algorithm::SlidingWindow => &self.sliding_window,
+            Algorithm::TokenBucket => &self.token_bucket,
+            Algorithm::Gcra => &self.gcra,
+        }
+    }
+
+    async fn load(&self, connection: &mut ConnectionManager) -> redis::RedisResult<()> {
+        for script in [
+            &self.fixed_window,
+            &self.sliding_window,
+            &self.token_bucket,
+            &self.gcra,
+        ] {
+            script.load_async(connection).await?;
+        }
+        Ok(())
+    }
+}
+
+const ALGORITHMS: [Algorithm; 4] = [
+    Algorithm::FixedWindow,
+    Algorithm::SlidingWindow,
+    Algorithm::TokenBucket,
+    Algorithm::Gcra,
+];
+
+/// What one script call returns per key.
+enum Reply {
+    Counts(Vec<i64>),
+    Outcomes(Vec<(i64, i64, i64)>),
+}
+
+impl RedisStore {
+    /// One pipeline: an EVALSHA per algorithm present, in [`ALGORITHMS`] order.
+    fn pipeline(&self, checks: &[Check]) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        for algorithm in ALGORITHMS {
+            let group: Vec<&Check> = checks.iter().filter(|c| c.algorithm == algorithm).collect();
+            if group.is_empty() {
+                continue;
+            }
+            let cmd = pipe
+                .cmd("EVALSHA")
+                .arg(self.scripts.get(algorithm).get_hash())
+                .arg(group.len());
+            for check in &group {
+                cmd.arg(check.key.as_str());
+            }
+            for check in &group {
+                cmd.arg(check.hits);
+                match algorithm {
+                    Algorithm::FixedWindow => cmd.arg(self.ttl_secs(check)),
+                    Algorithm::SlidingWindow => cmd.arg(check.rate.limit).arg(check.rate.period_ms),
+                    Algorithm::TokenBucket | Algorithm::Gcra => cmd
+                        .arg(check.rate.limit)
+                        .arg(check.rate.period_ms)
+                        .arg(check.rate.burst),
+                };
+            }
+        }
+        pipe
+    }
+
+    async fn run(&self, checks: &[Check]) -> Result<Vec<redis::Value>, StoreError> {
+        let pipe = self.pipeline(checks);
+        let mut connection = self.connection.clone();
+        match pipe.query_async(&mut connection).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // Redis restarted or its scripts were flushed: load and retry once.
+                self.scripts
+                    .load(&mut connection)
+                    .await
+                    .map_err(store_error)?;
+                pipe.query_async(&mut connection).await.map_err(store_error)
+            }
+            other => other.map_err(store_error),
+        }
+    }
+}
+
+fn millis_micros(us: i64) -> Duration {
+    Duration::from_micros(us.max(0) as u64)
+}
+
 impl CounterStore for RedisStore {
-    fn increment<'a>(&'a self, hits: &'a [CounterHit]) -> StoreFuture<'a, Vec<u64>> {
+    fn apply<'a>(&'a self, checks: &'a [Check]) -> StoreFuture<'a, Vec<Outcome>> {
         Box::pin(async move {
-            if hits.is_empty() {
+            if checks.is_empty() {
                 return Ok(Vec::new());
             }
-            let mut invocation = self.script.prepare_invoke();
-            for hit in hits {
-                invocation
-                    .key(hit.key.as_str())
-                    .arg(hit.hits)
-                    .arg(self.ttl_secs(hit));
+            let replies = self.run(checks).await?;
+            let mut replies = replies.into_iter();
+            let mut outcomes: Vec<Option<Outcome>> = vec![None; checks.len()];
+            for algorithm in ALGORITHMS {
+                let at: Vec<usize> = (0..checks.len())
+                    .filter(|&i| checks[i].algorithm == algorithm)
+                    .collect();
+                if at.is_empty() {
+                    continue;
+                }
+                let value = replies
+                    .next()
+                    .ok_or_else(|| StoreError::Protocol("missing script reply".into()))?;
+                let reply = match algorithm {
+                    Algorithm::FixedWindow => redis::from_redis_value(value).map(Reply::Counts),
+                    _ => redis::from_redis_value(value).map(Reply::Outcomes),
+                }
+                .map_err(|e| StoreError::Protocol(format!("unexpected script reply: {e}")))?;
+                let got = match &reply {
+                    Reply::Counts(c) => c.len(),
+                    Reply::Outcomes(o) => o.len(),
+                };
+                if got != at.len() {
+                    return Err(StoreError::Protocol(format!(
+                        "script returned {got} results for {} keys",
+                        at.len()
+                    )));
+                }
+                for (n, &i) in at.iter().enumerate() {
+                    let check = &checks[i];
+                    outcomes[i] = Some(match &reply {
+                        Reply::Counts(c) => algorithm::fixed_window(
+                            c[n].max(0) as u64,
+                            check.rate.limit,
+                            check.reset_after,
+                        ),
+                        Reply::Outcomes(o) => {
+                            let (allowed, remaining, reset_us) = o[n];
+                            Outcome {
+                                allowed: allowed == 1,
+                                remaining: remaining.max(0) as u64,
+                                reset_after: millis_micros(reset_us),
+                            }
+                        }
+                    });
+                }
             }
-            let mut connection = self.connection.clone();
-            let counts: Vec<i64> = invocation
-                .invoke_async(&mut connection)
-                .await
-                .map_err(store_error)?;
-            if counts.len() != hits.len() {
-                return Err(StoreError::Protocol(format!(
-                    "script returned {} counts for {} keys",
-                    counts.len(),
-                    hits.len()
-                )));
-            }
-            Ok(counts.into_iter().map(|c| c.max(0) as u64).collect())
+            outcomes
+                .into_iter()
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| StoreError::Protocol("a check got no result".into()))
         })
     }
 
