@@ -2,6 +2,8 @@
 //! the limiter and the stores read wall-clock time, but only through [`Clock`]:
 //! tests anchor it and move it with `tokio::time::pause`/`advance`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A source of Unix time.
@@ -17,6 +19,10 @@ pub enum Clock {
         /// The tokio instant at which Unix time was `base`.
         at: tokio::time::Instant,
     },
+    /// Unix time in microseconds, moved only by [`Clock::advance`] (tests
+    /// that need no runtime, or that talk to real processes, where a paused
+    /// tokio clock would fire I/O timeouts).
+    Manual(Arc<AtomicU64>),
 }
 
 impl Clock {
@@ -25,6 +31,18 @@ impl Clock {
         Clock::Anchored {
             base: unix_time,
             at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// A clock that reads `unix_time` until it is advanced by hand.
+    pub fn manual(unix_time: Duration) -> Self {
+        Clock::Manual(Arc::new(AtomicU64::new(unix_time.as_micros() as u64)))
+    }
+
+    /// Moves a manual clock forward (no effect on other clocks).
+    pub fn advance(&self, by: Duration) {
+        if let Clock::Manual(micros) = self {
+            micros.fetch_add(by.as_micros() as u64, Ordering::SeqCst);
         }
     }
 
@@ -37,6 +55,7 @@ impl Clock {
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default(),
             Clock::Anchored { base, at } => *base + at.elapsed(),
+            Clock::Manual(micros) => Duration::from_micros(micros.load(Ordering::SeqCst)),
         }
     }
 }

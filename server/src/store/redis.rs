@@ -14,6 +14,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{Check, CounterStore, StoreError, StoreFuture};
+use crate::clock::Clock;
 use crate::limiter::algorithm::{self, Algorithm, Outcome};
 
 /// Redis connection settings.
@@ -38,6 +39,9 @@ pub struct RedisStore {
     jitter_max_secs: u64,
     jitter: RandomState,
     endpoint: String,
+    /// Where the bucket and sliding-window scripts take "now" from: Redis's
+    /// own TIME (`None`, always in production) or this clock (tests).
+    local_time: Option<Clock>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -78,7 +82,16 @@ impl RedisStore {
             jitter_max_secs: settings.expiration_jitter_max.as_secs(),
             jitter: RandomState::new(),
             endpoint,
+            local_time: None,
         })
+    }
+
+    /// A test knob: the scripts take "now" from `clock` instead of Redis's
+    /// TIME, so a test can pin and move time. Production never sets it:
+    /// Redis's clock is what lets instances with skewed clocks agree.
+    pub fn with_local_time(mut self, clock: Clock) -> Self {
+        self.local_time = Some(clock);
+        self
     }
 
     /// The Redis address (host:port), without credentials.
@@ -177,6 +190,14 @@ impl RedisStore {
             for check in &group {
                 cmd.arg(check.key.as_str());
             }
+            if algorithm != Algorithm::FixedWindow {
+                // ARGV[1]: now in ms, or empty for Redis's TIME.
+                match &self.local_time {
+                    Some(clock) => cmd.arg((clock.now().as_secs_f64() * 1_000.0).to_string()),
+                    None => cmd.arg(""),
+                };
+            }
+
             for check in &group {
                 cmd.arg(check.hits);
                 match algorithm {

@@ -2,24 +2,29 @@
 -- time (TAT) stays within the burst tolerance. The same arithmetic as `gcra`
 -- in server/src/limiter/algorithm.rs.
 --
+-- ARGV[1]      now in ms, or empty for Redis's own TIME (tests pin it)
 -- KEYS[i]      the TAT of one limit, in ms (no key: now)
--- ARGV[4i-3]   hits (0: would one more hit be allowed? nothing is taken)
--- ARGV[4i-2]   limit: hits per period (emission interval T = period / limit)
--- ARGV[4i-1]   period in milliseconds
--- ARGV[4i]     burst: hits allowed at once (tolerance = burst * T)
+-- ARGV[4i-2]   hits (0: would one more hit be allowed? nothing is taken)
+-- ARGV[4i-1]   limit: hits per period (emission interval T = period / limit)
+-- ARGV[4i]     period in milliseconds
+-- ARGV[4i+1]   burst: hits allowed at once (tolerance = burst * T)
 -- returns      per key {allowed (1/0), hits still allowed now, microseconds until
 --              the TAT is reached (allowed) or until these hits fit (rejected)}
 --
--- Time is Redis's own (TIME), so server instances with skewed clocks agree.
+-- Time is Redis's own (TIME) in production, so server instances with
+-- skewed clocks agree.
 -- A rejection does not move the TAT; the key expires when the TAT passes.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local now = tonumber(ARGV[1])
+if now == nil then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+end
 local out = {}
 for i, key in ipairs(KEYS) do
-  local hits = tonumber(ARGV[4 * i - 3])
-  local limit = tonumber(ARGV[4 * i - 2])
-  local period = tonumber(ARGV[4 * i - 1])
-  local burst = tonumber(ARGV[4 * i])
+  local hits = tonumber(ARGV[4 * i - 2])
+  local limit = tonumber(ARGV[4 * i - 1])
+  local period = tonumber(ARGV[4 * i])
+  local burst = tonumber(ARGV[4 * i + 1])
   if limit == 0 or burst == 0 then
     out[i] = {0, 0, math.floor(period * 1000)}
   else

@@ -1,22 +1,27 @@
 -- Sliding windows (the weighted two-window estimate): check and take hits.
 -- The same arithmetic as `sliding_window` in server/src/limiter/algorithm.rs.
 --
+-- ARGV[1]      now in ms, or empty for Redis's own TIME (tests pin it)
 -- KEYS[i]      state of one limit: a hash {s = current window start (ms),
 --              p = previous window's count, c = current window's count}
--- ARGV[3i-2]   hits (0: would one more hit be allowed? nothing is taken)
--- ARGV[3i-1]   limit: hits per period
--- ARGV[3i]     period in milliseconds
+-- ARGV[3i-1]   hits (0: would one more hit be allowed? nothing is taken)
+-- ARGV[3i]     limit: hits per period
+-- ARGV[3i+1]   period in milliseconds
 -- returns      per key {allowed (1/0), remaining, microseconds until the window ends}
 --
--- Time is Redis's own (TIME), so server instances with skewed clocks agree.
+-- Time is Redis's own (TIME) in production, so server instances with
+-- skewed clocks agree.
 -- Rejected hits are not counted. The key lives until the end of the next window.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local now = tonumber(ARGV[1])
+if now == nil then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+end
 local out = {}
 for i, key in ipairs(KEYS) do
-  local hits = tonumber(ARGV[3 * i - 2])
-  local limit = tonumber(ARGV[3 * i - 1])
-  local period = tonumber(ARGV[3 * i])
+  local hits = tonumber(ARGV[3 * i - 1])
+  local limit = tonumber(ARGV[3 * i])
+  local period = tonumber(ARGV[3 * i + 1])
   local start = math.floor(now / period) * period
   local state = redis.call('HMGET', key, 's', 'p', 'c')
   local stored = tonumber(state[1])
