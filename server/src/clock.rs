@@ -23,6 +23,9 @@ pub enum Clock {
     /// that need no runtime, or that talk to real processes, where a paused
     /// tokio clock would fire I/O timeouts).
     Manual(Arc<AtomicU64>),
+    /// The system's wall clock shifted by this many milliseconds: a skewed
+    /// host, for tests of several instances that disagree on the time.
+    Offset(i64),
 }
 
 impl Clock {
@@ -56,6 +59,15 @@ impl Clock {
                 .unwrap_or_default(),
             Clock::Anchored { base, at } => *base + at.elapsed(),
             Clock::Manual(micros) => Duration::from_micros(micros.load(Ordering::SeqCst)),
+            Clock::Offset(ms) => {
+                let now = Clock::System.now();
+                let by = Duration::from_millis(ms.unsigned_abs());
+                if *ms >= 0 {
+                    now + by
+                } else {
+                    now.saturating_sub(by)
+                }
+            }
         }
     }
 }

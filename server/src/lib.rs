@@ -124,7 +124,18 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let (service, memory) = build(&config, Clock::System).await?;
+    run_with_clock(config, listeners, shutdown, Clock::System).await
+}
+
+/// [`run`], reading local time from `clock` (tests skew or pin it).
+pub async fn run_with_clock(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+    clock: Clock,
+) -> Result<(), RunError> {
+    let (service, memory) = build(&config, clock).await?;
+
     let (drain_tx, drain_rx) = watch::channel(false);
     let mut background = JoinSet::new();
     if let Some(memory) = memory {

@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use floodgate_proto::RateLimitServiceClient;
+use floodgate_server::clock::Clock;
 use floodgate_server::config::Config;
 use floodgate_server::{Listeners, RunError};
 use tokio::sync::oneshot;
@@ -175,6 +176,11 @@ impl TestServer {
     /// Starts the server with `config` (its listen addresses are ignored:
     /// both listeners bind `127.0.0.1:0`).
     pub async fn start(config: Config) -> TestServer {
+        Self::start_with_clock(config, Clock::System).await
+    }
+
+    /// [`TestServer::start`], with the server's local time read from `clock`.
+    pub async fn start_with_clock(config: Config, clock: Clock) -> TestServer {
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind gRPC");
@@ -184,13 +190,16 @@ impl TestServer {
         let grpc_addr = grpc.local_addr().expect("gRPC address");
         let http_addr = http.local_addr().expect("HTTP address");
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(floodgate_server::run(
+        let shutdown = async move {
+            let _ = rx.await;
+        };
+        let task = tokio::spawn(floodgate_server::run_with_clock(
             config,
             Listeners { grpc, http },
-            async move {
-                let _ = rx.await;
-            },
+            shutdown,
+            clock,
         ));
+
         let server = TestServer {
             grpc_addr,
             http_addr,
