@@ -53,6 +53,8 @@ pub struct Settings {
     pub max_value_bytes: usize,
     /// Answer every request OK, whatever the statuses say.
     pub shadow_mode: bool,
+    /// When one limit of a request rejects, the others take nothing.
+    pub stop_increment_when_over_limit: bool,
     /// Add `RateLimit-*` headers to responses.
     pub response_headers: bool,
     /// Name of the limit header.
@@ -93,6 +95,7 @@ impl Default for Settings {
             max_entries: limits.max_entries,
             max_value_bytes: limits.max_value_bytes,
             shadow_mode: false,
+            stop_increment_when_over_limit: false,
             response_headers: false,
             limit_header: headers.limit,
             remaining_header: headers.remaining,
@@ -257,7 +260,9 @@ impl TryFrom<Settings> for Config {
             },
             limiter: LimiterOptions {
                 global_shadow_mode: s.shadow_mode,
+                stop_increment_when_over_limit: s.stop_increment_when_over_limit,
             },
+
             response: ResponseOptions {
                 headers: s.response_headers.then_some(HeaderNames {
                     limit: s.limit_header,

@@ -302,6 +302,7 @@ async fn global_shadow_mode_forces_only_the_overall_code() {
     let f = fixture_with(
         LimiterOptions {
             global_shadow_mode: true,
+            ..LimiterOptions::default()
         },
         ResponseOptions::default(),
     );
@@ -614,4 +615,36 @@ async fn metadata_of_allow_list_and_unlimited_rules_is_returned() {
         panic!("{meta:?}")
     };
     assert_eq!(merged.fields.len(), 2, "{merged:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_increment_when_over_limit_leaves_the_other_descriptors_untouched() {
+    let r = request(vec![
+        descriptor(&[("user", "lee")]),
+        descriptor(&[("banned", "x")]),
+    ]);
+    let on = fixture_with(
+        LimiterOptions {
+            stop_increment_when_over_limit: true,
+            ..LimiterOptions::default()
+        },
+        ResponseOptions::default(),
+    );
+    for _ in 0..3 {
+        let resp = call(&on, &r).await;
+        assert_eq!(resp.overall_code(), Code::OverLimit);
+        assert_eq!(
+            summary(&resp.statuses[0]),
+            (Code::Ok, 3, Some(3)),
+            "the user's budget is not consumed"
+        );
+    }
+    let off = fixture();
+    call(&off, &r).await;
+    let resp = call(&off, &r).await;
+    assert_eq!(
+        summary(&resp.statuses[0]),
+        (Code::Ok, 1, Some(3)),
+        "by default it is"
+    );
 }

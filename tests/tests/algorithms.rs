@@ -19,7 +19,7 @@ use floodgate_server::clock::Clock;
 use floodgate_server::limiter::algorithm::{Algorithm, Outcome, Rate};
 use floodgate_server::store::memory::MemoryStore;
 use floodgate_server::store::redis::{RedisSettings, RedisStore};
-use floodgate_server::store::{Check, CounterStore};
+use floodgate_server::store::{Check, Commit, CounterStore};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
@@ -213,7 +213,7 @@ impl Stores {
             let m: Outcome = memory.apply_one(&check);
             let r: Outcome = self
                 .runtime
-                .block_on(redis.apply(std::slice::from_ref(&check)))
+                .block_on(redis.apply(std::slice::from_ref(&check), Commit::Each))
                 .unwrap()[0];
             let (allowed, remaining) = model.step(now, hits);
             let at = format!("step {i} (t+{} ms, {hits} hits)", now - START_MS);

@@ -14,7 +14,7 @@ use floodgate_server::clock::Clock;
 use floodgate_server::limiter::algorithm::{Algorithm, Rate};
 use floodgate_server::store::memory::MemoryStore;
 use floodgate_server::store::redis::{RedisSettings, RedisStore};
-use floodgate_server::store::{Check, CounterStore, StoreError};
+use floodgate_server::store::{Check, Commit, CounterStore, StoreError};
 use redis::AsyncCommands;
 
 /// A fixed-window limit so high it is never reached: the outcome's
@@ -46,7 +46,7 @@ trait Counts {
 impl<S: CounterStore + ?Sized> Counts for S {
     async fn increment<'a>(&'a self, checks: &'a [Check]) -> Result<Vec<u64>, StoreError> {
         Ok(self
-            .apply(checks)
+            .apply(checks, Commit::Each)
             .await?
             .iter()
             .map(|o| LIMIT - o.remaining)
@@ -327,4 +327,91 @@ async fn redis_reports_a_counter_key_holding_something_else() {
             "{err}"
         );
     }
+}
+
+/// All or nothing: when one check rejects, the others take nothing; a
+/// rejected fixed window still counts (as the reference does).
+async fn all_or_nothing(store: &dyn CounterStore, prefix: &str) {
+    let k = |name: &str| format!("{prefix}{name}");
+    let fixed = |key: &str, limit: u64| Check {
+        rate: Rate {
+            limit,
+            period_ms: 60_000.0,
+            burst: 0,
+        },
+        ..hit(key, 1)
+    };
+    let bucket = |key: &str| Check {
+        algorithm: Algorithm::TokenBucket,
+        rate: Rate {
+            limit: 1,
+            period_ms: 3_600_000.0,
+            burst: 5,
+        },
+        ..hit(key, 1)
+    };
+    let group = |tight: &str| {
+        vec![
+            fixed(&k(tight), 1),
+            fixed(&k("roomy"), 100),
+            bucket(&k("tb")),
+        ]
+    };
+
+    let first = store
+        .apply(&group("tight"), Commit::AllOrNothing)
+        .await
+        .unwrap();
+    assert!(first.iter().all(|o| o.allowed), "{first:?}");
+    assert_eq!(
+        first.iter().map(|o| o.remaining).collect::<Vec<_>>(),
+        [0, 99, 4]
+    );
+
+    let second = store
+        .apply(&group("tight"), Commit::AllOrNothing)
+        .await
+        .unwrap();
+    assert_eq!(
+        second.iter().map(|o| o.allowed).collect::<Vec<_>>(),
+        [false, true, true]
+    );
+    assert_eq!(
+        second.iter().map(|o| o.remaining).collect::<Vec<_>>(),
+        [0, 99, 4],
+        "nothing taken from the others"
+    );
+
+    // The rejected fixed window was counted (2 now); the others were not.
+    let peek = [
+        Check {
+            hits: 0,
+            ..fixed(&k("tight"), 1)
+        },
+        Check {
+            hits: 0,
+            ..fixed(&k("roomy"), 100)
+        },
+    ];
+    let counts = store.apply(&peek, Commit::Each).await.unwrap();
+    assert_eq!((counts[0].allowed, counts[1].remaining), (false, 99));
+
+    // Without all-or-nothing, the others do take their hits.
+    let each = store.apply(&group("tight"), Commit::Each).await.unwrap();
+    assert_eq!(
+        each.iter().map(|o| o.remaining).collect::<Vec<_>>(),
+        [0, 98, 3]
+    );
+}
+
+#[tokio::test]
+async fn memory_store_commits_all_or_nothing() {
+    all_or_nothing(&MemoryStore::new(1_000, Clock::System), "").await;
+}
+
+#[tokio::test]
+async fn redis_store_commits_all_or_nothing() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&redis_settings(&server)).await.unwrap();
+    all_or_nothing(&store, "aon:").await;
 }

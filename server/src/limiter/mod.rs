@@ -21,7 +21,7 @@ use crate::clock::Clock;
 use crate::rules::{Allowance, Domain, Node, Rules, Unit};
 use crate::store::key::CacheKey;
 use crate::store::key::KeySuffix;
-use crate::store::{Check, CounterStore, StoreError};
+use crate::store::{Check, Commit, CounterStore, StoreError};
 use algorithm::{Algorithm, Outcome, Rate};
 
 /// A decision code.
@@ -97,6 +97,9 @@ pub enum LimiterError {
 pub struct LimiterOptions {
     /// Every overall code is OK (statuses still show what would happen).
     pub global_shadow_mode: bool,
+    /// When one limit of a request rejects, the others take nothing (the
+    /// reference's `STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT`), atomically.
+    pub stop_increment_when_over_limit: bool,
 }
 
 /// Decides requests against the rules in force, counting in a store.
@@ -251,7 +254,7 @@ impl Limiter {
         let outcomes = if checks.is_empty() {
             Vec::new()
         } else {
-            self.store.apply(&checks).await?
+            self.store.apply(&checks, self.commit(checks.len())).await?
         };
         if outcomes.len() != checks.len() {
             return Err(StoreError::Protocol(format!(
@@ -262,6 +265,15 @@ impl Limiter {
             .into());
         }
         Ok(self.conclude(plans, &outcomes))
+    }
+
+    /// How a request's checks commit.
+    fn commit(&self, checks: usize) -> Commit {
+        if self.options.stop_increment_when_over_limit && checks > 1 {
+            Commit::AllOrNothing
+        } else {
+            Commit::Each
+        }
     }
 
     /// The rule (or override) that applies to `d` in `domain`, if any.

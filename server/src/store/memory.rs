@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{Check, CounterStore, StoreFuture};
+use super::{Check, Commit, CounterStore, StoreFuture};
 use crate::clock::Clock;
 use crate::limiter::algorithm::{self, Algorithm, Bucket, Outcome, SlidingCounts};
 
@@ -74,17 +74,21 @@ impl MemoryStore {
     }
 
     fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, Shard> {
-        let index = (self.hasher.hash_one(key) as usize) % SHARDS;
+        let index = self.shard_index(key);
         // A panic while holding a shard lock cannot leave an entry half
         // written (every update is a single assignment), so a poisoned shard
         // is still consistent.
         self.shards[index].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Applies one check at `now`.
-    fn apply_at(&self, check: &Check, now: Duration) -> Outcome {
+    fn shard_index(&self, key: &str) -> usize {
+        (self.hasher.hash_one(key) as usize) % SHARDS
+    }
+
+    /// Evaluates one check at `now` against a locked shard; with `take`,
+    /// stores the new state.
+    fn evaluate(&self, shard: &mut Shard, check: &Check, now: Duration, take: bool) -> Outcome {
         let now_ms = now.as_secs_f64() * 1_000.0;
-        let mut shard = self.shard(&check.key);
         let current = shard
             .get(check.key.as_str())
             .filter(|e| e.expires_at > now)
@@ -161,7 +165,7 @@ impl MemoryStore {
                 )
             }
         };
-        if let Some(state) = next {
+        if let (true, Some(state)) = (take, next) {
             let entry = Entry {
                 state,
                 expires_at: now + ttl,
@@ -170,7 +174,7 @@ impl MemoryStore {
                 *existing = entry;
             } else {
                 if shard.len() >= self.per_shard {
-                    self.evict_one(&mut shard, now);
+                    self.evict_one(shard, now);
                 }
                 shard.insert(check.key.clone(), entry);
             }
@@ -180,7 +184,51 @@ impl MemoryStore {
 
     /// Applies one check now (for tests and tools; requests use [`CounterStore::apply`]).
     pub fn apply_one(&self, check: &Check) -> Outcome {
-        self.apply_at(check, self.clock.now())
+        let mut shard = self.shard(&check.key);
+        self.evaluate(&mut shard, check, self.clock.now(), true)
+    }
+
+    /// All or nothing (see [`Commit::AllOrNothing`]): every shard the checks
+    /// touch is locked, in index order (so concurrent calls cannot deadlock),
+    /// for the dry run and the commit together.
+    fn all_or_nothing(&self, checks: &[Check], now: Duration) -> Vec<Outcome> {
+        let mut indices: Vec<usize> = checks.iter().map(|c| self.shard_index(&c.key)).collect();
+        indices.sort_unstable();
+        indices.dedup();
+        let mut guards: Vec<_> = indices
+            .iter()
+            .map(|&i| self.shards[i].lock().unwrap_or_else(|p| p.into_inner()))
+            .collect();
+        // Every check's shard is in `indices`, so the search always succeeds.
+        let at = |check: &Check| {
+            indices
+                .binary_search(&self.shard_index(&check.key))
+                .unwrap_or_default()
+        };
+        let dry: Vec<bool> = checks
+            .iter()
+            .map(|c| self.evaluate(&mut guards[at(c)], c, now, false).allowed)
+            .collect();
+        let all = dry.iter().all(|allowed| *allowed);
+        checks
+            .iter()
+            .zip(dry)
+            .map(|(c, allowed)| {
+                if all || !allowed {
+                    self.evaluate(&mut guards[at(c)], c, now, true)
+                } else {
+                    // Within its limit but not taken: its state without these hits.
+                    let peek = Check {
+                        hits: 0,
+                        ..c.clone()
+                    };
+                    Outcome {
+                        allowed: true,
+                        ..self.evaluate(&mut guards[at(c)], &peek, now, false)
+                    }
+                }
+            })
+            .collect()
     }
 
     fn evict_one(&self, shard: &mut Shard, now: Duration) {
@@ -235,12 +283,15 @@ impl MemoryStore {
 }
 
 impl CounterStore for MemoryStore {
-    fn apply<'a>(&'a self, checks: &'a [Check]) -> StoreFuture<'a, Vec<Outcome>> {
+    fn apply<'a>(&'a self, checks: &'a [Check], commit: Commit) -> StoreFuture<'a, Vec<Outcome>> {
         let now = self.clock.now();
-        let outcomes = checks
-            .iter()
-            .map(|check| self.apply_at(check, now))
-            .collect();
+        let outcomes = match commit {
+            Commit::Each => checks
+                .iter()
+                .map(|check| self.evaluate(&mut self.shard(&check.key), check, now, true))
+                .collect(),
+            Commit::AllOrNothing => self.all_or_nothing(checks, now),
+        };
         Box::pin(std::future::ready(Ok(outcomes)))
     }
 

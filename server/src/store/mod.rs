@@ -34,6 +34,20 @@ pub struct Check {
     pub reset_after: Duration,
 }
 
+/// How the checks of one call commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Commit {
+    /// Each check on its own, atomically per counter.
+    #[default]
+    Each,
+    /// Atomically as a group: if any check would be rejected, only the
+    /// rejected ones are applied (a fixed window still counts them, as the
+    /// reference's `STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT` does) and the
+    /// others take nothing. On Redis the keys must share a node (a slot on
+    /// Cluster).
+    AllOrNothing,
+}
+
 /// A store failure. Every variant says whether retrying may help, which is
 /// what degraded-mode handling keys on.
 #[derive(Debug, thiserror::Error)]
@@ -59,10 +73,10 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 
 /// Where fixed-window counters live.
 pub trait CounterStore: Send + Sync + std::fmt::Debug {
-    /// Applies each check to its counter, atomically per counter, and
-    /// returns one outcome per check, in order. All checks of one call travel
-    /// together (one round trip for Redis).
-    fn apply<'a>(&'a self, checks: &'a [Check]) -> StoreFuture<'a, Vec<Outcome>>;
+    /// Applies the checks to their counters and returns one outcome per
+    /// check, in order. All checks of one call travel together (one round
+    /// trip, one script call for Redis).
+    fn apply<'a>(&'a self, checks: &'a [Check], commit: Commit) -> StoreFuture<'a, Vec<Outcome>>;
 
     /// Checks that the store answers.
     fn ping(&self) -> StoreFuture<'_, ()>;

@@ -1,21 +1,22 @@
 //! The Redis counter store: counters shared by every server instance.
 //!
-//! Each algorithm is one Lua script (`scripts/*.lua`, each with its
-//! KEYS/ARGV/return contract). A request's checks are grouped by algorithm
-//! and sent as one pipeline: one round trip, one `EVALSHA` per algorithm
-//! present (usually one). Scripts are loaded at connect and reloaded on
-//! `NOSCRIPT`. Requests share one multiplexed connection (redis-rs
-//! `ConnectionManager`, which reconnects by itself), so concurrent calls are
-//! pipelined on it rather than queued for a pool.
+//! Each algorithm is one Lua function (`scripts/algorithms/*.lua`, each with
+//! its contract); two drivers built from them run a request's checks in
+//! **one** `EVALSHA` (one round trip, one command, whatever the mix of
+//! algorithms): `apply.lua` applies each check, `all_or_nothing.lua` commits
+//! them as a group. Scripts are loaded at connect and reloaded on `NOSCRIPT`.
+//! Requests share one multiplexed connection (redis-rs `ConnectionManager`,
+//! which reconnects by itself), so concurrent calls are pipelined on it
+//! rather than queued for a pool.
 
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{Check, CounterStore, StoreError, StoreFuture};
+use super::{Check, Commit, CounterStore, StoreError, StoreFuture};
 use crate::clock::Clock;
-use crate::limiter::algorithm::{self, Algorithm, Outcome};
+use crate::limiter::algorithm::{Algorithm, Outcome};
 
 /// Redis connection settings.
 #[derive(Clone, Debug)]
@@ -118,112 +119,98 @@ fn store_error(e: redis::RedisError) -> StoreError {
     }
 }
 
-/// The scripts, one per algorithm.
+/// The algorithms, one Lua function each (`scripts/algorithms/*.lua`, with
+/// their contracts), and what both drivers share (`scripts/common.lua`).
+macro_rules! with_algorithms {
+    ($driver:literal) => {
+        concat!(
+            include_str!("scripts/algorithms/fixed_window.lua"),
+            include_str!("scripts/algorithms/sliding_window.lua"),
+            include_str!("scripts/algorithms/token_bucket.lua"),
+            include_str!("scripts/algorithms/gcra.lua"),
+            include_str!("scripts/common.lua"),
+            include_str!($driver),
+        )
+    };
+}
+
+/// The two drivers: every check on its own, or all or nothing.
 #[derive(Clone, Debug)]
 struct Scripts {
-    fixed_window: redis::Script,
-    sliding_window: redis::Script,
-    token_bucket: redis::Script,
-    gcra: redis::Script,
+    apply: redis::Script,
+    all_or_nothing: redis::Script,
 }
 
 impl Default for Scripts {
     fn default() -> Self {
         Scripts {
-            fixed_window: redis::Script::new(include_str!("scripts/fixed_window.lua")),
-            sliding_window: redis::Script::new(include_str!("scripts/sliding_window.lua")),
-            token_bucket: redis::Script::new(include_str!("scripts/token_bucket.lua")),
-            gcra: redis::Script::new(include_str!("scripts/gcra.lua")),
+            apply: redis::Script::new(with_algorithms!("scripts/apply.lua")),
+            all_or_nothing: redis::Script::new(with_algorithms!("scripts/all_or_nothing.lua")),
         }
     }
 }
 
 impl Scripts {
-    fn get(&self, algorithm: Algorithm) -> &redis::Script {
-        match algorithm {
-            Algorithm::FixedWindow => &self.fixed_window,
-            Algorithm::SlidingWindow => &self.sliding_window,
-            Algorithm::TokenBucket => &self.token_bucket,
-            Algorithm::Gcra => &self.gcra,
+    fn get(&self, commit: Commit) -> &redis::Script {
+        match commit {
+            Commit::Each => &self.apply,
+            Commit::AllOrNothing => &self.all_or_nothing,
         }
     }
 
     async fn load(&self, connection: &mut ConnectionManager) -> redis::RedisResult<()> {
-        for script in [
-            &self.fixed_window,
-            &self.sliding_window,
-            &self.token_bucket,
-            &self.gcra,
-        ] {
-            script.load_async(connection).await?;
-        }
+        self.apply.load_async(connection).await?;
+        self.all_or_nothing.load_async(connection).await?;
         Ok(())
     }
 }
 
-const ALGORITHMS: [Algorithm; 4] = [
-    Algorithm::FixedWindow,
-    Algorithm::SlidingWindow,
-    Algorithm::TokenBucket,
-    Algorithm::Gcra,
-];
-
-/// What one script call returns per key.
-enum Reply {
-    Counts(Vec<i64>),
-    Outcomes(Vec<(i64, i64, i64)>),
-}
-
 impl RedisStore {
-    /// One pipeline: an EVALSHA per algorithm present, in [`ALGORITHMS`] order.
-    fn pipeline(&self, checks: &[Check]) -> redis::Pipeline {
-        let mut pipe = redis::pipe();
-        for algorithm in ALGORITHMS {
-            let group: Vec<&Check> = checks.iter().filter(|c| c.algorithm == algorithm).collect();
-            if group.is_empty() {
-                continue;
-            }
-            let cmd = pipe
-                .cmd("EVALSHA")
-                .arg(self.scripts.get(algorithm).get_hash())
-                .arg(group.len());
-            for check in &group {
-                cmd.arg(check.key.as_str());
-            }
-            if algorithm != Algorithm::FixedWindow {
-                // ARGV[1]: now in ms, or empty for Redis's TIME.
-                match &self.local_time {
-                    Some(clock) => cmd.arg((clock.now().as_secs_f64() * 1_000.0).to_string()),
-                    None => cmd.arg(""),
-                };
-            }
-
-            for check in &group {
-                cmd.arg(check.hits);
-                match algorithm {
-                    Algorithm::FixedWindow => cmd.arg(self.ttl_secs(check)),
-                    Algorithm::SlidingWindow => cmd.arg(check.rate.limit).arg(check.rate.period_ms),
-                    Algorithm::TokenBucket | Algorithm::Gcra => cmd
-                        .arg(check.rate.limit)
-                        .arg(check.rate.period_ms)
-                        .arg(check.rate.burst),
-                };
-            }
+    /// One EVALSHA for all of a request's checks (layout in `scripts/common.lua`).
+    fn command(&self, checks: &[Check], commit: Commit) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.scripts.get(commit).get_hash())
+            .arg(checks.len());
+        for check in checks {
+            cmd.arg(check.key.as_str());
         }
-        pipe
+        match &self.local_time {
+            Some(clock) => cmd.arg((clock.now().as_secs_f64() * 1_000.0).to_string()),
+            None => cmd.arg(""),
+        };
+        for check in checks {
+            let code = match check.algorithm {
+                Algorithm::FixedWindow => "f",
+                Algorithm::SlidingWindow => "s",
+                Algorithm::TokenBucket => "t",
+                Algorithm::Gcra => "g",
+            };
+            cmd.arg(code)
+                .arg(check.hits)
+                .arg(check.rate.limit)
+                .arg(check.rate.period_ms)
+                .arg(check.rate.burst)
+                .arg(self.ttl_secs(check))
+                .arg(check.reset_after.as_millis() as u64);
+        }
+        cmd
     }
 
-    async fn run(&self, checks: &[Check]) -> Result<Vec<redis::Value>, StoreError> {
-        let pipe = self.pipeline(checks);
+    async fn run(
+        &self,
+        checks: &[Check],
+        commit: Commit,
+    ) -> Result<Vec<(i64, i64, i64)>, StoreError> {
+        let cmd = self.command(checks, commit);
         let mut connection = self.connection.clone();
-        match pipe.query_async(&mut connection).await {
+        match cmd.query_async(&mut connection).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 // Redis restarted or its scripts were flushed: load and retry once.
                 self.scripts
                     .load(&mut connection)
                     .await
                     .map_err(store_error)?;
-                pipe.query_async(&mut connection).await.map_err(store_error)
+                cmd.query_async(&mut connection).await.map_err(store_error)
             }
             other => other.map_err(store_error),
         }
@@ -235,62 +222,27 @@ fn millis_micros(us: i64) -> Duration {
 }
 
 impl CounterStore for RedisStore {
-    fn apply<'a>(&'a self, checks: &'a [Check]) -> StoreFuture<'a, Vec<Outcome>> {
+    fn apply<'a>(&'a self, checks: &'a [Check], commit: Commit) -> StoreFuture<'a, Vec<Outcome>> {
         Box::pin(async move {
             if checks.is_empty() {
                 return Ok(Vec::new());
             }
-            let replies = self.run(checks).await?;
-            let mut replies = replies.into_iter();
-            let mut outcomes: Vec<Option<Outcome>> = vec![None; checks.len()];
-            for algorithm in ALGORITHMS {
-                let at: Vec<usize> = (0..checks.len())
-                    .filter(|&i| checks[i].algorithm == algorithm)
-                    .collect();
-                if at.is_empty() {
-                    continue;
-                }
-                let value = replies
-                    .next()
-                    .ok_or_else(|| StoreError::Protocol("missing script reply".into()))?;
-                let reply = match algorithm {
-                    Algorithm::FixedWindow => redis::from_redis_value(value).map(Reply::Counts),
-                    _ => redis::from_redis_value(value).map(Reply::Outcomes),
-                }
-                .map_err(|e| StoreError::Protocol(format!("unexpected script reply: {e}")))?;
-                let got = match &reply {
-                    Reply::Counts(c) => c.len(),
-                    Reply::Outcomes(o) => o.len(),
-                };
-                if got != at.len() {
-                    return Err(StoreError::Protocol(format!(
-                        "script returned {got} results for {} keys",
-                        at.len()
-                    )));
-                }
-                for (n, &i) in at.iter().enumerate() {
-                    let check = &checks[i];
-                    outcomes[i] = Some(match &reply {
-                        Reply::Counts(c) => algorithm::fixed_window(
-                            c[n].max(0) as u64,
-                            check.rate.limit,
-                            check.reset_after,
-                        ),
-                        Reply::Outcomes(o) => {
-                            let (allowed, remaining, reset_us) = o[n];
-                            Outcome {
-                                allowed: allowed == 1,
-                                remaining: remaining.max(0) as u64,
-                                reset_after: millis_micros(reset_us),
-                            }
-                        }
-                    });
-                }
+            let replies = self.run(checks, commit).await?;
+            if replies.len() != checks.len() {
+                let n = replies.len();
+                return Err(StoreError::Protocol(format!(
+                    "script returned {n} results for {} keys",
+                    checks.len()
+                )));
             }
-            outcomes
+            Ok(replies
                 .into_iter()
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| StoreError::Protocol("a check got no result".into()))
+                .map(|(allowed, remaining, reset_us)| Outcome {
+                    allowed: allowed == 1,
+                    remaining: remaining.max(0) as u64,
+                    reset_after: millis_micros(reset_us),
+                })
+                .collect())
         })
     }
 

@@ -1,0 +1,32 @@
+-- token_bucket(key, now, hits, limit, period, burst, take) -> allowed, remaining, reset_ms
+--
+-- A bucket of `burst` tokens refilled at `limit` per `period` ms; the same
+-- arithmetic as `token_bucket` in server/src/limiter/algorithm.rs.
+-- key     a hash {t = tokens, a = when counted (ms)}; no key means a full bucket
+-- hits    0: would one more hit be allowed? nothing is taken
+-- take    false: only compute, write nothing
+-- reset   allowed: until the bucket is full again; rejected: until these hits fit.
+-- A request takes all its hits or none. The key expires when the bucket would
+-- be full again, which is the same as absent.
+local function token_bucket(key, now, hits, limit, period, burst, take)
+  if limit == 0 or burst == 0 then
+    return false, 0, period
+  end
+  local per_ms = limit / period
+  local state = redis.call('HMGET', key, 't', 'a')
+  local tokens = burst
+  if state[1] then
+    tokens = math.min(tonumber(state[1]) + math.max(now - tonumber(state[2]), 0) * per_ms, burst)
+  end
+  local wanted = math.max(hits, 1)
+  if tokens < wanted then
+    return false, math.floor(tokens), (wanted - tokens) / per_ms
+  end
+  local left = tokens - hits
+  local reset = (burst - left) / per_ms
+  if take and hits > 0 then
+    redis.call('HSET', key, 't', string.format('%.17g', left), 'a', string.format('%.17g', now))
+    redis.call('PEXPIRE', key, math.max(math.ceil(reset), 1))
+  end
+  return true, math.floor(left), reset
+end

@@ -1,0 +1,21 @@
+-- all_or_nothing: a dry run of every check first. If all would be allowed,
+-- all take their hits. Otherwise only the rejected ones are applied (a fixed
+-- window still counts them, as the reference's
+-- STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT does); the others take nothing and
+-- report their state without these hits.
+local dry, all = {}, true
+for i, key in ipairs(KEYS) do
+  local allowed = run(i, key, false)
+  dry[i] = allowed
+  all = all and allowed
+end
+local out = {}
+for i, key in ipairs(KEYS) do
+  if all or not dry[i] then
+    out[i] = reply(run(i, key, true))
+  else
+    local _, remaining, reset_ms = run(i, key, false, '0')
+    out[i] = reply(true, remaining, reset_ms)
+  end
+end
+return out

@@ -1,0 +1,41 @@
+-- The part both drivers share: time, argument layout, dispatch.
+--
+-- ARGV[1]        now in ms, or empty for Redis's own TIME (production; tests pin it)
+-- per key i, 7 arguments from ARGV[2 + 7(i-1)]:
+--   algorithm    'f' fixed window, 's' sliding window, 't' token bucket, 'g' GCRA
+--   hits         to take (0: check only)
+--   limit        hits per period
+--   period       ms
+--   burst        token bucket and GCRA
+--   ttl          fixed window: key TTL in seconds (window + jitter)
+--   reset_ms     fixed window: time until the window ends
+-- returns        per key {allowed (1/0), remaining, microseconds until reset}
+--
+-- Every key a call touches is in KEYS, so on Redis Cluster one call's keys
+-- must share a slot.
+local now = tonumber(ARGV[1])
+if now == nil then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+end
+
+local function run(i, key, take, hits)
+  local b = 2 + 7 * (i - 1)
+  local algorithm = ARGV[b]
+  hits = hits or ARGV[b + 1]
+  local limit, period, burst = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+  if algorithm == 'f' then
+    return fixed_window(key, hits, limit, ARGV[b + 5], tonumber(ARGV[b + 6]), take)
+  elseif algorithm == 's' then
+    return sliding_window(key, now, tonumber(hits), limit, period, take)
+  elseif algorithm == 't' then
+    return token_bucket(key, now, tonumber(hits), limit, period, burst, take)
+  elseif algorithm == 'g' then
+    return gcra(key, now, tonumber(hits), limit, period, burst, take)
+  end
+  error('unknown algorithm ' .. tostring(algorithm))
+end
+
+local function reply(allowed, remaining, reset_ms)
+  return {allowed and 1 or 0, remaining, math.floor(math.max(reset_ms, 0) * 1000)}
+end
