@@ -154,7 +154,14 @@ fn serve(args: ServeArgs) -> ExitCode {
         };
         let store = config.redis.as_ref().map_or_else(|| "memory".to_owned(), |r| format!("redis ({})", redact(&r.url)));
         tracing::info!(grpc = %config.grpc_addr, http = %config.http_addr, rules = %config.rules.display(), %store, "floodgate serving");
-        match crate::run(config, listeners, crate::shutdown::signal()).await {
+        let clock = match config.clock_offset_ms {
+            0 => crate::clock::Clock::System,
+            offset => {
+                tracing::warn!(offset_ms = offset, "clock_offset_ms is set: this server's clock is skewed on purpose");
+                crate::clock::Clock::Offset(offset)
+            }
+        };
+        match crate::run_with_clock(config, listeners, crate::shutdown::signal(), clock).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");

@@ -71,6 +71,9 @@ pub struct Settings {
     pub shutdown_delay: String,
     /// `text` or `json`.
     pub log_format: String,
+    /// Test knob: shift this server's clock by this many milliseconds (to
+    /// show instances with skewed clocks agree). Keep it 0 in production.
+    pub clock_offset_ms: i64,
     /// A tracing filter, e.g. `info` or `floodgate_server=debug`.
     pub log_level: String,
 }
@@ -104,6 +107,7 @@ impl Default for Settings {
             shutdown_grace: "10s".into(),
             shutdown_delay: "0s".into(),
             log_format: "text".into(),
+            clock_offset_ms: 0,
             log_level: "info".into(),
         }
     }
@@ -168,6 +172,8 @@ pub struct Config {
     pub shutdown_delay: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// Test knob: the server's clock runs this many milliseconds off.
+    pub clock_offset_ms: i64,
     /// Log filter.
     pub log_level: String,
 }
@@ -275,6 +281,7 @@ impl TryFrom<Settings> for Config {
             shutdown_delay: duration("shutdown_delay", &s.shutdown_delay)?,
             log_format,
             log_level: s.log_level,
+            clock_offset_ms: s.clock_offset_ms,
         })
     }
 }

@@ -260,3 +260,105 @@ pub fn user_rules(per_hour: u32) -> String {
         "domain: edge\ndescriptors:\n  - key: user\n    rate_limit: {{unit: hour, requests_per_unit: {per_hour}}}\n"
     )
 }
+
+/// The `floodgate` binary of this build: next to the test executables'
+/// `deps/` directory. `cargo test --workspace` (the README's test command)
+/// builds it; after `cargo test -p floodgate-e2e` alone, build it first.
+pub fn floodgate_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let bin = dir.join(if cfg!(windows) {
+        "floodgate.exe"
+    } else {
+        "floodgate"
+    });
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo build -p floodgate-server` (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A `floodgate serve` process on free loopback ports, stopped (SIGTERM,
+/// then kill) on drop.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    /// The gRPC address.
+    pub grpc_addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Runs `floodgate serve --rules RULES` with `args` and `env` added, and
+    /// waits until gRPC accepts connections.
+    pub async fn start(rules: &Path, args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+        let grpc_addr: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
+        let http_addr = format!("127.0.0.1:{}", free_port());
+        let mut command = Command::new(floodgate_bin());
+        command
+            .arg("serve")
+            .arg("--rules")
+            .arg(rules)
+            .args([
+                "--grpc-addr",
+                &grpc_addr.to_string(),
+                "--http-addr",
+                &http_addr,
+            ])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("FLOODGATE_")) {
+            command.env_remove(name);
+        }
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut process = ServerProcess {
+            child: command.spawn().expect("spawn floodgate"),
+            grpc_addr,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(grpc_addr).await.is_err() {
+            if let Ok(Some(status)) = process.child.try_wait() {
+                panic!("floodgate exited early: {status}");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "floodgate did not start listening"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        process
+    }
+
+    /// A generated RLS client connected to it.
+    pub async fn client(&self) -> RateLimitServiceClient<Channel> {
+        RateLimitServiceClient::connect(format!("http://{}", self.grpc_addr))
+            .await
+            .expect("connect to server")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,7 +1,7 @@
 //! The algorithms through the whole decision path (rules → limiter →
 //! store), on both stores:
 //!
-//! - Two server instances sharing one Redis, with local clocks 3 minutes
+//! - Two `floodgate` processes sharing one Redis, with local clocks 3 minutes
 //!   apart, agree on token-bucket and GCRA decisions, because those scripts
 //!   take Redis's time; the fixed window, keyed by each instance's clock,
 //!   does not.
@@ -14,12 +14,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use floodgate_e2e::{RedisServer, TestServer, config_with_rules, rules_dir};
+use floodgate_e2e::{RedisServer, ServerProcess, rules_dir};
 use floodgate_proto::rate_limit_descriptor::Entry;
 use floodgate_proto::rate_limit_response::Code;
 use floodgate_proto::{RateLimitDescriptor, RateLimitRequest};
 use floodgate_server::clock::Clock;
-use floodgate_server::config::Config;
 use floodgate_server::grpc::{RateLimiter, ResponseOptions};
 use floodgate_server::limiter::{Limiter, LimiterOptions, RequestLimits};
 use floodgate_server::rules::{Rules, load_files};
@@ -63,16 +62,25 @@ descriptors:
 ";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn instances_with_skewed_clocks_agree_on_bucket_decisions() {
+async fn processes_with_skewed_clocks_agree_on_bucket_decisions() {
     let redis = RedisServer::start();
     let rules = rules_dir(&[("edge.yaml", SKEW_RULES)]);
-    let config = Config {
-        redis: Some(redis_settings(&redis)),
-        ..config_with_rules(rules.path())
-    };
-    // 90 s fast and 90 s slow: their minute windows never coincide.
-    let ahead = TestServer::start_with_clock(config.clone(), Clock::Offset(90_000)).await;
-    let behind = TestServer::start_with_clock(config, Clock::Offset(-90_000)).await;
+    let url = redis.url();
+    // Two `floodgate` processes, 90 s fast and 90 s slow (the clock_offset_ms
+    // test knob): their minute windows never coincide.
+    let args = ["--redis-url", url.as_str()];
+    let ahead = ServerProcess::start(
+        rules.path(),
+        &args,
+        &[("FLOODGATE_CLOCK_OFFSET_MS", "90000")],
+    )
+    .await;
+    let behind = ServerProcess::start(
+        rules.path(),
+        &args,
+        &[("FLOODGATE_CLOCK_OFFSET_MS", "-90000")],
+    )
+    .await;
     let mut clients = [ahead.client().await, behind.client().await];
 
     for key in ["bucket", "smooth", "window"] {
@@ -88,16 +96,14 @@ async fn instances_with_skewed_clocks_agree_on_bucket_decisions() {
         match key {
             "window" => assert_eq!(
                 admitted, 10,
-                "each instance counts its own fixed window: 5 + 5"
+                "each process counts its own fixed window: 5 + 5"
             ),
             _ => assert_eq!(
                 admitted, 5,
-                "{key}: both instances share one bucket on Redis's clock"
+                "{key}: both processes share one bucket on Redis's clock"
             ),
         }
     }
-    ahead.stop().await.unwrap();
-    behind.stop().await.unwrap();
 }
 
 const BOUNDARY_RULES: &str = "
