@@ -415,3 +415,51 @@ async fn redis_store_commits_all_or_nothing() {
     let store = RedisStore::connect(&redis_settings(&server)).await.unwrap();
     all_or_nothing(&store, "aon:").await;
 }
+
+/// At today's epoch `now + interval - now` is not `interval`; limits such as
+/// 6 per second with burst 1 once rejected forever. Real time, both stores.
+async fn rounding_at_the_epoch(store: &dyn CounterStore, prefix: &str) {
+    for algorithm in [Algorithm::Gcra, Algorithm::TokenBucket] {
+        for limit in [6u64, 7, 9, 11, 13, 200] {
+            let check = |key: &str, hits: u64, burst: u64| Check {
+                key: format!("{prefix}{key}_{}_{limit}", algorithm.name()),
+                hits,
+                algorithm,
+                rate: Rate {
+                    limit,
+                    period_ms: 1_000.0,
+                    burst,
+                },
+                reset_after: Duration::ZERO,
+            };
+            let first = store
+                .apply(&[check("one", 1, 1)], Commit::Each)
+                .await
+                .unwrap()[0];
+            assert!(
+                first.allowed,
+                "{algorithm:?} {limit}/s burst 1: the first hit"
+            );
+            let whole = store
+                .apply(&[check("burst", limit, limit)], Commit::Each)
+                .await
+                .unwrap()[0];
+            assert!(
+                whole.allowed,
+                "{algorithm:?} {limit}/s: a whole burst on an idle key"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn memory_store_decides_right_at_the_epochs_magnitude() {
+    rounding_at_the_epoch(&MemoryStore::new(1_000, Clock::System), "").await;
+}
+
+#[tokio::test]
+async fn redis_store_decides_right_at_the_epochs_magnitude() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&redis_settings(&server)).await.unwrap();
+    rounding_at_the_epoch(&store, "").await;
+}

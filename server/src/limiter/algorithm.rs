@@ -85,6 +85,13 @@ pub struct Outcome {
     pub reset_after: Duration,
 }
 
+/// Tokens (or hits) short by floating-point rounding alone still count.
+const SLACK: f64 = 1e-9;
+
+/// GCRA: a hit due within this many ms counts as due (1 µs; the stored TAT
+/// is rounded to about 0.2 µs at today's epoch).
+const TIME_SLACK_MS: f64 = 1e-3;
+
 fn millis(ms: f64) -> Duration {
     Duration::try_from_secs_f64(ms.max(0.0) / 1_000.0).unwrap_or(Duration::MAX)
 }
@@ -174,20 +181,25 @@ pub fn token_bucket(
         Some(b) => (b.tokens + (now_ms - b.at_ms).max(0.0) * per_ms).min(capacity),
     };
     let wanted = hits.max(1) as f64;
-    let allowed = tokens >= wanted;
+    // Refill rates rarely divide exactly (1 per hour is 1/3,600,000 per ms)
+    // and timestamps round at the epoch's magnitude: a token that is short by
+    // rounding alone (what 1 µs of refill brings) still counts.
+    let slack = SLACK.max(TIME_SLACK_MS * per_ms);
+    let allowed = tokens + slack >= wanted;
     let left = if allowed {
-        tokens - hits as f64
+        (tokens - hits as f64).max(0.0)
     } else {
         tokens
     };
     let reset_ms = if allowed {
         (capacity - left) / per_ms
     } else {
-        (wanted - tokens) / per_ms
+        // More hits than the bucket holds never fit: report when it is full.
+        (wanted.min(capacity) - tokens).max(0.0) / per_ms
     };
     let outcome = Outcome {
         allowed,
-        remaining: left.floor() as u64,
+        remaining: (left + SLACK).floor() as u64,
         reset_after: millis(reset_ms),
     };
     (
@@ -219,19 +231,26 @@ pub fn gcra(tat_ms: Option<f64>, rate: Rate, now_ms: f64, hits: u64) -> (Outcome
     }
     let interval = rate.period_ms / rate.limit as f64;
     let tolerance = interval * rate.burst as f64;
-    let tat = tat_ms.map_or(now_ms, |t| t.max(now_ms));
+    // Work in time ahead of now: `tat - now` is exact, while `tat + x - now`
+    // rounds at the epoch's magnitude (1.7e12 ms) and can flip a decision
+    // that sits exactly on its bound. TIME_SLACK absorbs the rounding of the
+    // stored TAT itself.
+    let ahead = tat_ms.map_or(0.0, |t| (t - now_ms).max(0.0));
     let wanted = hits.max(1) as f64;
-    let allowed = tat + wanted * interval - now_ms <= tolerance;
-    let new_tat = if allowed {
-        tat + hits as f64 * interval
+    let allowed = ahead + wanted * interval <= tolerance + TIME_SLACK_MS;
+    let new_ahead = if allowed {
+        ahead + hits as f64 * interval
     } else {
-        tat
+        ahead
     };
-    let remaining = ((now_ms + tolerance - new_tat) / interval).max(0.0).floor() as u64;
+    let remaining = ((tolerance - new_ahead) / interval + SLACK)
+        .max(0.0)
+        .floor() as u64;
     let reset_ms = if allowed {
-        new_tat - now_ms
+        new_ahead
     } else {
-        tat + wanted * interval - tolerance - now_ms
+        // More hits than the burst never fit: report when the meter is empty.
+        (ahead + wanted.min(rate.burst as f64) * interval - tolerance).max(0.0)
     };
     (
         Outcome {
@@ -239,7 +258,7 @@ pub fn gcra(tat_ms: Option<f64>, rate: Rate, now_ms: f64, hits: u64) -> (Outcome
             remaining,
             reset_after: millis(reset_ms),
         },
-        new_tat,
+        now_ms + new_ahead,
     )
 }
 
@@ -391,6 +410,65 @@ mod tests {
                 0.0
             ),
             Duration::from_secs(60)
+        );
+    }
+
+    /// At today's epoch, `now + interval - now` is not `interval`: these
+    /// limits used to reject forever (6 per second with burst 1, ...).
+    #[test]
+    fn gcra_and_token_bucket_decide_right_at_the_epochs_magnitude() {
+        let now = 1_763_900_000_123.0;
+        for limit in 1..=200u64 {
+            for period in [1_000.0, 60_000.0, 3_600_000.0] {
+                let r = Rate {
+                    limit,
+                    period_ms: period,
+                    burst: 1,
+                };
+                let (first, tat) = gcra(None, r, now, 1);
+                assert!(first.allowed, "gcra {limit} per {period} ms: the first hit");
+                assert!(
+                    !gcra(Some(tat), r, now, 1).0.allowed,
+                    "gcra {limit} per {period} ms: a second at once"
+                );
+                let later = now + period / limit as f64;
+                assert!(
+                    gcra(Some(tat), r, later, 1).0.allowed,
+                    "gcra {limit} per {period} ms: one interval later"
+                );
+                let (taken, bucket) = token_bucket(None, r, now, 1);
+                assert!(taken.allowed);
+                assert!(
+                    token_bucket(Some(bucket), r, later, 1).0.allowed,
+                    "bucket {limit} per {period} ms: one interval later"
+                );
+                let full = Rate { burst: limit, ..r };
+                assert!(
+                    gcra(None, full, now, limit).0.allowed,
+                    "gcra: a whole burst at once on an idle key"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn more_hits_than_the_bucket_holds_report_when_it_is_full() {
+        let r = rate(60, 5); // one per second, 5 at most
+        let (o, b) = token_bucket(None, r, 0.0, 3);
+        assert!(o.allowed);
+        let (o, _) = token_bucket(Some(b), r, 0.0, 9);
+        assert!(!o.allowed);
+        assert_eq!(
+            o.reset_after,
+            Duration::from_secs(3),
+            "full again in 3 s, though 9 never fit"
+        );
+        let (o, _) = gcra(None, r, 0.0, 9);
+        assert!(!o.allowed);
+        assert_eq!(
+            o.reset_after,
+            Duration::ZERO,
+            "an idle meter is already empty"
         );
     }
 }

@@ -14,18 +14,22 @@ local function gcra(key, now, hits, limit, period, burst, take)
   end
   local interval = period / limit
   local tolerance = interval * burst
-  local tat = now
+  -- Time ahead of now: `tat - now` is exact, `tat + x - now` rounds at the
+  -- epoch's magnitude; a hit due within 1 us (the TAT's own rounding) is due.
+  local ahead = 0
   local stored = tonumber(redis.call('GET', key))
   if stored ~= nil then
-    tat = math.max(stored, now)
+    ahead = math.max(stored - now, 0)
   end
   local wanted = math.max(hits, 1)
-  if tat + wanted * interval - now > tolerance then
-    return false, math.floor(math.max((now + tolerance - tat) / interval, 0)), tat + wanted * interval - tolerance - now
+  if ahead + wanted * interval > tolerance + 1e-3 then
+    -- More hits than the burst never fit: report when the meter is empty.
+    local reset = math.max(ahead + math.min(wanted, burst) * interval - tolerance, 0)
+    return false, math.floor(math.max((tolerance - ahead) / interval + 1e-9, 0)), reset
   end
-  local new_tat = tat + hits * interval
+  local new_ahead = ahead + hits * interval
   if take and hits > 0 then
-    redis.call('SET', key, string.format('%.17g', new_tat), 'PX', math.max(math.ceil(new_tat - now), 1))
+    redis.call('SET', key, string.format('%.17g', now + new_ahead), 'PX', math.max(math.ceil(new_ahead), 1))
   end
-  return true, math.floor(math.max((now + tolerance - new_tat) / interval, 0)), new_tat - now
+  return true, math.floor(math.max((tolerance - new_ahead) / interval + 1e-9, 0)), new_ahead
 end

@@ -19,14 +19,17 @@ local function token_bucket(key, now, hits, limit, period, burst, take)
     tokens = math.min(tonumber(state[1]) + math.max(now - tonumber(state[2]), 0) * per_ms, burst)
   end
   local wanted = math.max(hits, 1)
-  if tokens < wanted then
-    return false, math.floor(tokens), (wanted - tokens) / per_ms
+  -- A token short by rounding alone (what 1 us of refill brings) still counts.
+  local slack = math.max(1e-9, 1e-3 * per_ms)
+  if tokens + slack < wanted then
+    -- More hits than the bucket holds never fit: report when it is full.
+    return false, math.floor(tokens + 1e-9), math.max(math.min(wanted, burst) - tokens, 0) / per_ms
   end
-  local left = tokens - hits
+  local left = math.max(tokens - hits, 0)
   local reset = (burst - left) / per_ms
   if take and hits > 0 then
     redis.call('HSET', key, 't', string.format('%.17g', left), 'a', string.format('%.17g', now))
     redis.call('PEXPIRE', key, math.max(math.ceil(reset), 1))
   end
-  return true, math.floor(left), reset
+  return true, math.floor(left + 1e-9), reset
 end
