@@ -377,6 +377,7 @@ async fn counter_keys_use_the_reference_format_with_the_prefix() {
             burst: 0,
         },
         reset_after: Duration::from_secs(60),
+        veto: true,
     };
     assert_eq!(
         f.store.apply_one(&check).remaining,
@@ -646,5 +647,144 @@ async fn stop_increment_when_over_limit_leaves_the_other_descriptors_untouched()
         summary(&resp.statuses[0]),
         (Code::Ok, 1, Some(3)),
         "by default it is"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shadow_rule_over_its_limit_does_not_stop_the_others_counting() {
+    let on = fixture_with(
+        LimiterOptions {
+            stop_increment_when_over_limit: true,
+            ..LimiterOptions::default()
+        },
+        ResponseOptions::default(),
+    );
+    let r = request(vec![
+        descriptor(&[("trial", "t")]),
+        descriptor(&[("user", "mo")]),
+    ]);
+    call(&on, &r).await;
+    let resp = call(&on, &r).await;
+    assert_eq!(
+        resp.overall_code(),
+        Code::Ok,
+        "the trial rule is over, but in shadow mode"
+    );
+    assert_eq!(
+        resp.statuses[1].limit_remaining, 1,
+        "the user was counted both times"
+    );
+}
+
+const SEVERAL: &str = r#"
+domain: multi
+descriptors:
+  - key: api
+    rate_limits:
+      - {name: per_minute, unit: minute, requests_per_unit: 2}
+      - {name: per_hour, unit: hour, requests_per_unit: 3}
+  - key: vip
+    rate_limit: {name: vip, unit: hour, requests_per_unit: 100, replaces: [{name: per_minute}]}
+"#;
+
+fn several() -> (RateLimiter, Arc<MemoryStore>) {
+    let clock = Clock::anchored(Duration::from_secs(NOW));
+    let store = Arc::new(MemoryStore::new(100, clock.clone()));
+    let rules = Rules::new(load_files(&[("multi.yaml".into(), SEVERAL.into())], false).unwrap());
+    let limiter = Limiter::new(
+        rules,
+        store.clone(),
+        CacheKey::default(),
+        clock,
+        LimiterOptions::default(),
+    );
+    (
+        RateLimiter::new(
+            limiter,
+            RequestLimits::default(),
+            ResponseOptions::default(),
+        ),
+        store,
+    )
+}
+
+fn multi(descriptors: Vec<RateLimitDescriptor>) -> RateLimitRequest {
+    RateLimitRequest {
+        domain: "multi".into(),
+        descriptors,
+        hits_addend: 0,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn several_limits_all_apply_and_the_most_restrictive_one_speaks() {
+    let (service, _) = several();
+    let name = |resp: &RateLimitResponse| {
+        resp.statuses[0]
+            .current_limit
+            .as_ref()
+            .unwrap()
+            .name
+            .clone()
+    };
+    let r = multi(vec![descriptor(&[("api", "k")])]);
+    let first = service.should_rate_limit(&r).await.unwrap();
+    assert_eq!(
+        (first.statuses[0].limit_remaining, name(&first).as_str()),
+        (1, "per_minute")
+    );
+    let second = service.should_rate_limit(&r).await.unwrap();
+    assert_eq!(
+        (second.statuses[0].limit_remaining, name(&second).as_str()),
+        (0, "per_minute")
+    );
+    let third = service.should_rate_limit(&r).await.unwrap();
+    assert_eq!(
+        (third.overall_code(), name(&third).as_str()),
+        (Code::OverLimit, "per_minute")
+    );
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let fourth = service.should_rate_limit(&r).await.unwrap();
+    assert_eq!(
+        fourth.overall_code(),
+        Code::OverLimit,
+        "a new minute, but the hour is used up (3 of 3)"
+    );
+    assert_eq!(name(&fourth), "per_hour");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replaced_sibling_does_not_move_the_other_limits_key() {
+    let (service, store) = several();
+    // per_minute is replaced by vip: only per_hour counts, under its own key (index 1).
+    let r = multi(vec![
+        descriptor(&[("api", "k")]),
+        descriptor(&[("vip", "v")]),
+    ]);
+    for remaining in [2, 1, 0] {
+        let resp = service.should_rate_limit(&r).await.unwrap();
+        assert_eq!(resp.statuses[0].limit_remaining, remaining);
+        assert_eq!(
+            resp.statuses[0].current_limit.as_ref().unwrap().name,
+            "per_hour"
+        );
+    }
+    let hour_start = NOW / 3_600 * 3_600;
+    let check = floodgate_server::store::Check {
+        key: format!("multi_api_k_{hour_start}_1"),
+        hits: 0,
+        algorithm: floodgate_server::limiter::algorithm::Algorithm::FixedWindow,
+        rate: floodgate_server::limiter::algorithm::Rate {
+            limit: 3,
+            period_ms: 3_600_000.0,
+            burst: 0,
+        },
+        reset_after: Duration::from_secs(60),
+        veto: true,
+    };
+    assert_eq!(
+        store.apply_one(&check).remaining,
+        0,
+        "per_hour counted under the key of list index 1"
     );
 }

@@ -32,6 +32,7 @@ fn check(algorithm: Algorithm) -> Check {
             burst: 1 << 40,
         },
         reset_after: Duration::from_secs(30),
+        veto: true,
     }
 }
 

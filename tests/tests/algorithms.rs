@@ -209,6 +209,7 @@ impl Stores {
                 algorithm,
                 rate,
                 reset_after: Duration::from_millis(period - now % period),
+                veto: true,
             };
             let m: Outcome = memory.apply_one(&check);
             let r: Outcome = self

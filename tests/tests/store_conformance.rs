@@ -32,6 +32,7 @@ fn hit(key: &str, hits: u64) -> Check {
             burst: 0,
         },
         reset_after: Duration::from_secs(30),
+        veto: true,
     }
 }
 
@@ -431,6 +432,7 @@ async fn rounding_at_the_epoch(store: &dyn CounterStore, prefix: &str) {
                     burst,
                 },
                 reset_after: Duration::ZERO,
+                veto: true,
             };
             let first = store
                 .apply(&[check("one", 1, 1)], Commit::Each)

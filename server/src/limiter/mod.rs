@@ -114,9 +114,10 @@ pub struct Limiter {
 
 /// A descriptor's match in the rules, or the caller's override.
 struct Matched<'r> {
-    /// The limits to apply: (allowance, name, index in the rule's list).
-    /// Empty for an allow-list node.
-    limits: Vec<(Allowance, Option<Arc<str>>)>,
+    /// The limits to apply: (index in the rule's list, allowance, name).
+    /// The index names the limit's key, so it survives `replaces` dropping
+    /// a sibling. Empty for an allow-list node.
+    limits: Vec<(usize, Allowance, Option<Arc<str>>)>,
     /// The rules node, `None` for an override.
     node: Option<&'r Node>,
     /// Entries counted under their wildcard pattern (`share_threshold`).
@@ -196,7 +197,7 @@ impl Limiter {
                 };
                 match limits.first() {
                     None => return Plan::NoLimit(node),
-                    Some((Allowance::Unlimited, _)) => return Plan::Unlimited(node),
+                    Some((_, Allowance::Unlimited, _)) => return Plan::Unlimited(node),
                     Some(_) => {}
                 }
                 let entries = descriptor.pairs().enumerate().map(|(i, (k, v))| {
@@ -204,7 +205,7 @@ impl Limiter {
                     (k, shared.map_or(v, |(_, pattern)| *pattern))
                 });
                 let mut applied = Vec::with_capacity(limits.len());
-                for (index, (allowance, name)) in limits.into_iter().enumerate() {
+                for (index, allowance, name) in limits {
                     let Allowance::PerUnit {
                         requests_per_unit,
                         unit,
@@ -234,6 +235,10 @@ impl Limiter {
                             burst: u64::from(burst.unwrap_or(requests_per_unit)),
                         },
                         reset_after: Duration::from_secs(start + len - now),
+                        // Only a rejection that rejects the request may stop
+                        // the others from taking (stop_increment_when_over_limit).
+                        veto: !self.options.global_shadow_mode
+                            && !node.is_some_and(|n| n.shadow_mode || n.quota_mode),
                     });
                     applied.push((
                         AppliedLimit {
@@ -284,7 +289,7 @@ impl Limiter {
         }
         if let Some(o) = d.limit_override {
             // A caller's override wins over the rules, in a known domain.
-            let limits = vec![(Allowance::fixed(o.requests_per_unit, o.unit), None)];
+            let limits = vec![(0, Allowance::fixed(o.requests_per_unit, o.unit), None)];
             return Some(Matched {
                 limits,
                 node: None,
@@ -296,7 +301,8 @@ impl Limiter {
             .node
             .rate_limits
             .iter()
-            .map(|l| (l.allowance, l.name.clone()))
+            .enumerate()
+            .map(|(i, l)| (i, l.allowance, l.name.clone()))
             .collect();
         Some(Matched {
             limits,
@@ -394,7 +400,7 @@ fn drop_replaced(matched: &mut [Option<Matched<'_>>]) {
     for m in matched.iter_mut().flatten() {
         if m.node.is_some() {
             m.limits
-                .retain(|(_, name)| !name.as_ref().is_some_and(|n| replaced.contains(n)));
+                .retain(|(_, _, name)| !name.as_ref().is_some_and(|n| replaced.contains(n)));
         }
     }
 }

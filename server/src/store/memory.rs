@@ -209,7 +209,10 @@ impl MemoryStore {
             .iter()
             .map(|c| self.evaluate(&mut guards[at(c)], c, now, false).allowed)
             .collect();
-        let all = dry.iter().all(|allowed| *allowed);
+        let all = dry
+            .iter()
+            .zip(checks)
+            .all(|(allowed, c)| *allowed || !c.veto);
         checks
             .iter()
             .zip(dry)
@@ -320,6 +323,7 @@ mod tests {
                 burst: 0,
             },
             reset_after: Duration::from_secs(reset_after),
+            veto: true,
         }
     }
 

@@ -32,6 +32,10 @@ pub struct Check {
     pub rate: Rate,
     /// Fixed window only: time left in the window, by the limiter's clock.
     pub reset_after: Duration,
+    /// Under [`Commit::AllOrNothing`], whether this check's rejection stops
+    /// the others from taking: false for checks whose rejection does not
+    /// reject the request (shadow mode, quota mode).
+    pub veto: bool,
 }
 
 /// How the checks of one call commit.

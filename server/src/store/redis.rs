@@ -191,7 +191,8 @@ impl RedisStore {
                 .arg(check.rate.period_ms)
                 .arg(check.rate.burst)
                 .arg(self.ttl_secs(check))
-                .arg(check.reset_after.as_millis() as u64);
+                .arg(check.reset_after.as_millis() as u64)
+                .arg(if check.veto { "1" } else { "0" });
         }
         cmd
     }

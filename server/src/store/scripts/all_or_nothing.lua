@@ -1,5 +1,5 @@
--- all_or_nothing: a dry run of every check first. If all would be allowed,
--- all take their hits. Otherwise only the rejected ones are applied (a fixed
+-- all_or_nothing: a dry run of every check first. If none that vetoes
+-- (see common.lua) would be rejected, all take their hits. Otherwise only the rejected ones are applied (a fixed
 -- window still counts them, as the reference's
 -- STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT does); the others take nothing and
 -- report their state without these hits.
@@ -7,7 +7,7 @@ local dry, all = {}, true
 for i, key in ipairs(KEYS) do
   local allowed = run(i, key, false)
   dry[i] = allowed
-  all = all and allowed
+  all = all and (allowed or not vetoes(i))
 end
 local out = {}
 for i, key in ipairs(KEYS) do

@@ -1,7 +1,7 @@
 -- The part both drivers share: time, argument layout, dispatch.
 --
 -- ARGV[1]        now in ms, or empty for Redis's own TIME (production; tests pin it)
--- per key i, 7 arguments from ARGV[2 + 7(i-1)]:
+-- per key i, 8 arguments from ARGV[2 + 8(i-1)]:
 --   algorithm    'f' fixed window, 's' sliding window, 't' token bucket, 'g' GCRA
 --   hits         to take (0: check only)
 --   limit        hits per period
@@ -9,6 +9,7 @@
 --   burst        token bucket and GCRA
 --   ttl          fixed window: key TTL in seconds (window + jitter)
 --   reset_ms     fixed window: time until the window ends
+--   veto         all_or_nothing: '1' if this check's rejection stops the others
 -- returns        per key {allowed (1/0), remaining, microseconds until reset}
 --
 -- Every key a call touches is in KEYS, so on Redis Cluster one call's keys
@@ -20,7 +21,7 @@ if now == nil then
 end
 
 local function run(i, key, take, hits)
-  local b = 2 + 7 * (i - 1)
+  local b = 2 + 8 * (i - 1)
   local algorithm = ARGV[b]
   hits = hits or ARGV[b + 1]
   local limit, period, burst = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
@@ -34,6 +35,10 @@ local function run(i, key, take, hits)
     return gcra(key, now, tonumber(hits), limit, period, burst, take)
   end
   error('unknown algorithm ' .. tostring(algorithm))
+end
+
+local function vetoes(i)
+  return ARGV[2 + 8 * (i - 1) + 7] == '1'
 end
 
 local function reply(allowed, remaining, reset_ms)
