@@ -428,6 +428,16 @@ impl Cx<'_> {
             }
             Some(n) => n,
         };
+        if let Some(unit) = unit {
+            // 100 years: longer periods overflow nothing today, but mean nothing either.
+            if unit.window().as_secs() * u64::from(unit_multiplier) > 100 * 31_536_000 {
+                self.error(
+                    &join(path, "unit_multiplier"),
+                    "unit_multiplier makes the period longer than 100 years",
+                );
+                return None;
+            }
+        }
         let burst = self.whole(&fields, "burst", path);
         if burst.is_some() && !algorithm.has_burst() {
             self.error(&join(path, "burst"), format!(

@@ -233,6 +233,10 @@ fn algorithm_errors_follow_the_reference_style() {
             "rate_limits: [{unlimited: true}, {unit: day, requests_per_unit: 9}]",
             "unlimited cannot be combined with other limits in rate_limits",
         ),
+        (
+            "rate_limit: {unit: year, requests_per_unit: 1, unit_multiplier: 101}",
+            "unit_multiplier makes the period longer than 100 years",
+        ),
     ];
     for (limit, message) in cases {
         let yaml = format!("domain: d\ndescriptors:\n  - key: k\n    {limit}\n");

@@ -134,7 +134,8 @@ impl MemoryStore {
                     },
                 };
                 // The current window's count matters until the end of the next one.
-                let ttl = Duration::from_secs_f64((start_ms + 2.0 * period - now_ms) / 1_000.0);
+                let ttl = Duration::try_from_secs_f64((start_ms + 2.0 * period - now_ms) / 1_000.0)
+                    .unwrap_or(Duration::MAX);
                 (outcome, Some(next), ttl)
             }
             Algorithm::TokenBucket => {
@@ -157,7 +158,8 @@ impl MemoryStore {
                     _ => None,
                 };
                 let (outcome, next) = algorithm::gcra(tat, check.rate, now_ms, check.hits);
-                let ttl = Duration::from_secs_f64(((next - now_ms) / 1_000.0).max(0.001));
+                let ttl = Duration::try_from_secs_f64(((next - now_ms) / 1_000.0).max(0.001))
+                    .unwrap_or(Duration::MAX);
                 (
                     outcome,
                     (outcome.allowed && check.hits > 0).then_some(State::Tat(next)),
@@ -168,7 +170,7 @@ impl MemoryStore {
         if let (true, Some(state)) = (take, next) {
             let entry = Entry {
                 state,
-                expires_at: now + ttl,
+                expires_at: now.saturating_add(ttl),
             };
             if let Some(existing) = shard.get_mut(check.key.as_str()) {
                 *existing = entry;

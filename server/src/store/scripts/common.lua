@@ -14,6 +14,13 @@
 --
 -- Every key a call touches is in KEYS, so on Redis Cluster one call's keys
 -- must share a slot.
+-- Scripts that read TIME and then write must replicate their effects, not
+-- themselves: the default from Redis 7 on, and opted into here for 5 and 6.
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
+
+
 local now = tonumber(ARGV[1])
 if now == nil then
   local t = redis.call('TIME')

@@ -29,7 +29,7 @@ local function gcra(key, now, hits, limit, period, burst, take)
   end
   local new_ahead = ahead + hits * interval
   if take and hits > 0 then
-    redis.call('SET', key, string.format('%.17g', now + new_ahead), 'PX', math.max(math.ceil(new_ahead), 1))
+    redis.call('SET', key, string.format('%.17g', now + new_ahead), 'PX', math.min(math.max(math.ceil(new_ahead), 1), 1e15))
   end
   return true, math.floor(math.max((tolerance - new_ahead) / interval + 1e-9, 0)), new_ahead
 end

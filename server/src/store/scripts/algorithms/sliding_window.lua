@@ -25,7 +25,7 @@ local function sliding_window(key, now, hits, limit, period, take)
   end
   if take then
     redis.call('HSET', key, 's', string.format('%.17g', start), 'p', previous, 'c', current)
-    redis.call('PEXPIRE', key, math.ceil(start + 2 * period - now))
+    redis.call('PEXPIRE', key, math.min(math.ceil(start + 2 * period - now), 1e15))
   end
   return allowed, math.floor(math.max(limit - taken, 0)), start + period - now
 end

@@ -29,7 +29,7 @@ local function token_bucket(key, now, hits, limit, period, burst, take)
   local reset = (burst - left) / per_ms
   if take and hits > 0 then
     redis.call('HSET', key, 't', string.format('%.17g', left), 'a', string.format('%.17g', now))
-    redis.call('PEXPIRE', key, math.max(math.ceil(reset), 1))
+    redis.call('PEXPIRE', key, math.min(math.max(math.ceil(reset), 1), 1e15))
   end
   return true, math.floor(left + 1e-9), reset
 end
