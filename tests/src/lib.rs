@@ -206,15 +206,12 @@ impl TestServer {
             shutdown: Some(tx),
             task: Some(task),
         };
-        // Wait until gRPC accepts, or report why the server stopped.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(grpc_addr).await.is_err() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "server did not start listening"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let task = server.task.as_ref().expect("task just spawned");
+        wait_until_listening(grpc_addr, || {
+            task.is_finished()
+                .then(|| "the server task ended".to_owned())
+        })
+        .await;
         server
     }
 
@@ -325,17 +322,12 @@ impl ServerProcess {
             child: command.spawn().expect("spawn floodgate"),
             grpc_addr,
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(grpc_addr).await.is_err() {
-            if let Ok(Some(status)) = process.child.try_wait() {
-                panic!("floodgate exited early: {status}");
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "floodgate did not start listening"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let child = &mut process.child;
+        wait_until_listening(grpc_addr, || match child.try_wait() {
+            Ok(Some(status)) => Some(format!("floodgate exited: {status}")),
+            _ => None,
+        })
+        .await;
         process
     }
 
@@ -360,5 +352,21 @@ impl Drop for ServerProcess {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Polls `addr` until it accepts a connection (10 s at most); panics with
+/// the reason if `stopped` reports that the server ended first.
+async fn wait_until_listening(addr: SocketAddr, mut stopped: impl FnMut() -> Option<String>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if let Some(why) = stopped() {
+            panic!("{addr} never listened: {why}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addr} did not start listening within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

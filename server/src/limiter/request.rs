@@ -172,17 +172,15 @@ impl<'a> Request<'a> {
                 if e.key.is_empty() {
                     return Err(RequestError::EmptyKey { index, entry });
                 }
-                if e.key.len() > limits.max_value_bytes || e.value.len() > limits.max_value_bytes {
-                    let (part, s) = if e.key.len() > limits.max_value_bytes {
-                        ("key", &e.key)
-                    } else {
-                        ("value", &e.value)
-                    };
-                    check_len(
-                        &format!("descriptor {index} entry {entry} {part}"),
-                        s,
-                        limits,
-                    )?;
+                for (part, text) in [("key", &e.key), ("value", &e.value)] {
+                    if text.len() > limits.max_value_bytes {
+                        let what = format!("descriptor {index} entry {entry} {part}");
+                        return Err(RequestError::TooLong {
+                            what,
+                            len: text.len(),
+                            max: limits.max_value_bytes,
+                        });
+                    }
                 }
             }
             let hits = d.hits_addend.unwrap_or(request_hits);

@@ -100,7 +100,12 @@ impl RedisStore {
         &self.endpoint
     }
 
+    /// The fixed window's key TTL (the other algorithms set their own TTLs
+    /// in their scripts and ignore this argument, so it costs nothing there).
     fn ttl_secs(&self, check: &Check) -> u64 {
+        if check.algorithm != Algorithm::FixedWindow {
+            return 0;
+        }
         // A hash of the key is as good as a random number here and needs no
         // RNG: it spreads expiries evenly and is stable per key.
         let jitter = match self.jitter_max_secs {
