@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve ShouldRateLimit over gRPC, plus the HTTP endpoints.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate rules files; print every error; exit 1 if there is any.
     Check(CheckArgs),
 }
@@ -37,9 +37,17 @@ pub struct ServeArgs {
     /// Rules directory (every *.yaml / *.yml file in it) or file.
     #[arg(long, value_name = "DIR")]
     pub rules: Option<PathBuf>,
-    /// Redis URL (redis://[user:password@]host:port[/db]); without it, counters live in memory.
+    /// Redis URL (redis://[user:password@]host:port[/db], rediss:// for TLS);
+    /// comma-separated seed nodes (cluster) or sentinels (sentinel). Without
+    /// it, counters live in memory.
     #[arg(long, value_name = "URL")]
     pub redis_url: Option<String>,
+    /// Redis deployment: single, sentinel or cluster [default: single].
+    #[arg(long, value_name = "MODE")]
+    pub redis_mode: Option<String>,
+    /// Sentinel mode: the master's name.
+    #[arg(long, value_name = "NAME")]
+    pub redis_sentinel_master: Option<String>,
     /// gRPC listen address [default: 0.0.0.0:8081].
     #[arg(long, value_name = "ADDR")]
     pub grpc_addr: Option<String>,
@@ -76,7 +84,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check(args) => check(&args, &mut std::io::stdout(), &mut std::io::stderr()),
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
     }
 }
 
@@ -108,6 +116,8 @@ fn serve(args: ServeArgs) -> ExitCode {
     let overrides = [
         ("rules", args.rules.map(|p| p.display().to_string())),
         ("redis_url", args.redis_url),
+        ("redis_mode", args.redis_mode),
+        ("redis_sentinel_master", args.redis_sentinel_master),
         ("grpc_addr", args.grpc_addr),
         ("http_addr", args.http_addr),
         ("cache_key_prefix", args.cache_key_prefix),
@@ -152,7 +162,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let store = config.redis.as_ref().map_or_else(|| "memory".to_owned(), |r| format!("redis ({})", redact(&r.url)));
+        let store = config.redis.as_ref().map_or_else(|| "memory".to_owned(), |r| format!("redis {:?} ({})", r.mode, r.endpoints()));
         tracing::info!(grpc = %config.grpc_addr, http = %config.http_addr, rules = %config.rules.display(), %store, "floodgate serving");
         let clock = match config.clock_offset_ms {
             0 => crate::clock::Clock::System,
@@ -169,28 +179,4 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         }
     })
-}
-
-/// A Redis URL without its password, for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn redact_hides_credentials() {
-        assert_eq!(
-            redact("redis://user:secret@127.0.0.1:6379/0"),
-            "redis://***@127.0.0.1:6379/0"
-        );
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-    }
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::grpc::{HeaderNames, ResponseOptions};
 use crate::limiter::{LimiterOptions, RequestLimits};
-use crate::store::redis::RedisSettings;
+use crate::store::redis::{RedisMode, RedisSettings, Secret, TlsFiles};
 
 /// Prefix of the environment variables that set [`Settings`].
 pub const ENV_PREFIX: &str = "FLOODGATE";
@@ -33,6 +33,24 @@ pub struct Settings {
     pub http_addr: String,
     /// Redis URL; absent means the in-memory store.
     pub redis_url: Option<String>,
+    /// `single`, `sentinel` or `cluster`.
+    pub redis_mode: String,
+    /// Sentinel mode: the master's name in the sentinels' configuration.
+    pub redis_sentinel_master: Option<String>,
+    /// ACL user for the data nodes (overrides one in the URL).
+    pub redis_username: Option<String>,
+    /// Password for the data nodes (overrides one in the URL). Prefer
+    /// `FLOODGATE_REDIS_PASSWORD` or `redis_password_file`; never logged.
+    pub redis_password: Option<Secret>,
+    /// A file holding the password (trailing newline ignored), e.g. a
+    /// mounted Kubernetes secret.
+    pub redis_password_file: Option<PathBuf>,
+    /// CA certificate file (PEM) that signs the Redis server's certificate.
+    pub redis_tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM), for Redis with `tls-auth-clients yes`.
+    pub redis_tls_cert_file: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    pub redis_tls_key_file: Option<PathBuf>,
     /// Redis connect timeout.
     pub redis_connect_timeout: String,
     /// Redis command timeout.
@@ -88,6 +106,14 @@ impl Default for Settings {
             grpc_addr: "0.0.0.0:8081".into(),
             http_addr: "0.0.0.0:8080".into(),
             redis_url: None,
+            redis_mode: "single".into(),
+            redis_sentinel_master: None,
+            redis_username: None,
+            redis_password: None,
+            redis_password_file: None,
+            redis_tls_ca_file: None,
+            redis_tls_cert_file: None,
+            redis_tls_key_file: None,
             redis_connect_timeout: "2s".into(),
             redis_command_timeout: "1s".into(),
             cache_key_prefix: String::new(),
@@ -219,15 +245,16 @@ impl TryFrom<Settings> for Config {
     type Error = ConfigError;
 
     fn try_from(s: Settings) -> Result<Self, ConfigError> {
-        let redis = match s.redis_url.filter(|u| !u.is_empty()) {
-            None => None,
-            Some(url) => Some(RedisSettings {
-                url,
-                connect_timeout: nonzero("redis_connect_timeout", &s.redis_connect_timeout)?,
-                command_timeout: nonzero("redis_command_timeout", &s.redis_command_timeout)?,
-                expiration_jitter_max: duration("expiration_jitter_max", &s.expiration_jitter_max)?,
-            }),
-        };
+        let redis = redis_settings(&s)?;
+        if redis.as_ref().is_some_and(|r| r.mode == RedisMode::Cluster)
+            && s.cache_key_prefix.contains(['{', '}'])
+        {
+            return Err(invalid(
+                "cache_key_prefix",
+                &s.cache_key_prefix,
+                "must not contain { or } with Redis Cluster: a hash tag there would put every key on one shard",
+            ));
+        }
         let positive = |name: &'static str, v: usize| {
             if v == 0 {
                 Err(invalid(name, "0", "must be at least 1"))
@@ -284,6 +311,107 @@ impl TryFrom<Settings> for Config {
             clock_offset_ms: s.clock_offset_ms,
         })
     }
+}
+
+/// The Redis settings, if a URL is set.
+fn redis_settings(s: &Settings) -> Result<Option<RedisSettings>, ConfigError> {
+    let Some(url) = s.redis_url.as_deref().filter(|u| !u.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let mode = RedisMode::parse(&s.redis_mode).ok_or_else(|| {
+        invalid(
+            "redis_mode",
+            &s.redis_mode,
+            "must be single, sentinel or cluster",
+        )
+    })?;
+    let urls: Vec<String> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let shown = || urls.len().to_string();
+    if let Some(bad) = urls
+        .iter()
+        .find(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
+    {
+        return Err(invalid(
+            "redis_url",
+            bad.split('@').next_back().unwrap_or_default(),
+            "each URL must start with redis:// or rediss:// (TLS)",
+        ));
+    }
+    if mode == RedisMode::Single && urls.len() != 1 {
+        return Err(invalid(
+            "redis_url",
+            &shown(),
+            "single mode takes one URL; use redis_mode cluster or sentinel for several",
+        ));
+    }
+    let sentinel_master = s.redis_sentinel_master.clone().filter(|m| !m.is_empty());
+    if mode == RedisMode::Sentinel && sentinel_master.is_none() {
+        return Err(invalid(
+            "redis_sentinel_master",
+            "",
+            "sentinel mode needs the master's name (--redis-sentinel-master)",
+        ));
+    }
+    let password = match (&s.redis_password, &s.redis_password_file) {
+        (Some(_), Some(file)) => {
+            return Err(invalid(
+                "redis_password_file",
+                &file.display().to_string(),
+                "set redis_password or redis_password_file, not both",
+            ));
+        }
+        (Some(password), None) => Some(password.clone()),
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                invalid(
+                    "redis_password_file",
+                    &file.display().to_string(),
+                    &e.to_string(),
+                )
+            })?;
+            Some(Secret::new(text.trim_end_matches(['\r', '\n'])))
+        }
+        (None, None) => None,
+    };
+    let tls = TlsFiles {
+        ca: s.redis_tls_ca_file.clone(),
+        cert: s.redis_tls_cert_file.clone(),
+        key: s.redis_tls_key_file.clone(),
+    };
+    if tls.cert.is_some() != tls.key.is_some() {
+        return Err(invalid(
+            "redis_tls_cert_file",
+            "",
+            "redis_tls_cert_file and redis_tls_key_file go together",
+        ));
+    }
+    for (name, path) in [
+        ("redis_tls_ca_file", &tls.ca),
+        ("redis_tls_cert_file", &tls.cert),
+        ("redis_tls_key_file", &tls.key),
+    ] {
+        if let Some(path) = path
+            && !path.is_file()
+        {
+            return Err(invalid(name, &path.display().to_string(), "no such file"));
+        }
+    }
+    Ok(Some(RedisSettings {
+        mode,
+        urls,
+        sentinel_master,
+        username: s.redis_username.clone().filter(|u| !u.is_empty()),
+        password,
+        tls,
+        connect_timeout: nonzero("redis_connect_timeout", &s.redis_connect_timeout)?,
+        command_timeout: nonzero("redis_command_timeout", &s.redis_command_timeout)?,
+        expiration_jitter_max: duration("expiration_jitter_max", &s.expiration_jitter_max)?,
+    }))
 }
 
 fn invalid(name: &'static str, value: &str, reason: &str) -> ConfigError {

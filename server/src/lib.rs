@@ -34,6 +34,7 @@ pub mod store;
 pub mod telemetry;
 
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,9 +48,10 @@ use crate::config::Config;
 use crate::grpc::{RateLimitGrpc, RateLimiter};
 use crate::limiter::Limiter;
 use crate::rules::{LoadError, Rules};
+use crate::store::connecting::Connecting;
 use crate::store::key::CacheKey;
 use crate::store::memory::MemoryStore;
-use crate::store::redis::RedisStore;
+use crate::store::redis::{ConnectError, RedisMode, RedisSettings, RedisStore};
 use crate::store::{CounterStore, StoreError};
 
 /// gRPC health service names reported as serving (the reference reports
@@ -78,6 +80,9 @@ pub enum RunError {
     /// The counter store is unusable.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Redis refused the settings (bad URL, wrong password, untrusted certificate).
+    #[error("cannot use Redis: {0}")]
+    Redis(#[from] ConnectError),
     /// A part of the server could not be set up.
     #[error("cannot start: {0}")]
     Setup(String),
@@ -86,32 +91,60 @@ pub enum RunError {
     Server(String),
 }
 
+/// What keeps the store going, run by [`run`] beside the listeners.
+#[derive(Debug)]
+pub enum StoreTask {
+    /// The memory store: sweep ended windows.
+    SweepMemory(Arc<MemoryStore>),
+    /// Redis was not reachable at startup: keep trying, then hand over.
+    Connect(Arc<Connecting>, Box<RedisSettings>),
+    /// Nothing to run.
+    None,
+}
+
 /// Builds the decision path from `config`: loads the rules and connects the
-/// store. Returns the path and, for the memory store, the store itself (whose
-/// sweeper the caller runs).
-pub async fn build(
-    config: &Config,
-    clock: Clock,
-) -> Result<(RateLimiter, Option<Arc<MemoryStore>>), RunError> {
+/// store. Settings that Redis rejects (wrong password, untrusted certificate)
+/// are an error; a Redis that is not up yet is not: the path starts with a
+/// store that answers UNAVAILABLE, and [`StoreTask::Connect`] says what to
+/// run to connect it.
+pub async fn build(config: &Config, clock: Clock) -> Result<(RateLimiter, StoreTask), RunError> {
     let rules = rules::load_paths(std::slice::from_ref(&config.rules), config.merge_domains)
         .map_err(RunError::Rules)?;
-    let (store, memory): (Arc<dyn CounterStore>, _) = match &config.redis {
-        Some(redis) => (Arc::new(RedisStore::connect(redis).await?), None),
+    let (store, task): (Arc<dyn CounterStore>, _) = match &config.redis {
+        Some(redis) => match RedisStore::connect(redis).await {
+            Ok(connected) => {
+                tracing::info!(mode = ?redis.mode, endpoint = connected.endpoint(), "connected to Redis");
+                (Arc::new(connected), StoreTask::None)
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "Redis is not reachable yet; not serving until it is");
+                let connecting = Arc::new(Connecting::new("redis", e.to_string()));
+                (
+                    connecting.clone(),
+                    StoreTask::Connect(connecting, Box::new(redis.clone())),
+                )
+            }
+            Err(e) => return Err(e.into()),
+        },
         None => {
             let memory = Arc::new(MemoryStore::new(config.memory_max_entries, clock.clone()));
-            (memory.clone(), Some(memory))
+            (memory.clone(), StoreTask::SweepMemory(memory))
         }
     };
+    let cluster = config
+        .redis
+        .as_ref()
+        .is_some_and(|r| r.mode == RedisMode::Cluster);
     let limiter = Limiter::new(
         Rules::new(rules),
         store,
-        CacheKey::new(config.cache_key_prefix.clone()),
+        CacheKey::new(config.cache_key_prefix.clone()).with_hash_tag(cluster),
         clock,
         config.limiter.clone(),
     );
     Ok((
         RateLimiter::new(limiter, config.limits, config.response.clone()),
-        memory,
+        task,
     ))
 }
 
@@ -134,23 +167,32 @@ pub async fn run_with_clock(
     shutdown: impl Future<Output = ()>,
     clock: Clock,
 ) -> Result<(), RunError> {
-    let (service, memory) = build(&config, clock).await?;
+    let (service, task) = build(&config, clock).await?;
 
     let (drain_tx, drain_rx) = watch::channel(false);
-    let mut background = JoinSet::new();
-    if let Some(memory) = memory {
-        background.spawn(sweep_memory(
-            memory,
-            config.memory_sweep_interval,
-            drain_rx.clone(),
-        ));
-    }
-
     let (health, health_service) = tonic_health::server::health_reporter();
-    for name in HEALTH_SERVICES {
-        health
-            .set_service_status(*name, ServingStatus::Serving)
-            .await;
+    let ready = !matches!(task, StoreTask::Connect(..));
+    set_health(&health, ready).await;
+    let mut background = JoinSet::new();
+    // The connector, if any, can end the run: with settings Redis rejects.
+    let mut connector = JoinSet::new();
+    match task {
+        StoreTask::SweepMemory(memory) => {
+            background.spawn(sweep_memory(
+                memory,
+                config.memory_sweep_interval,
+                drain_rx.clone(),
+            ));
+        }
+        StoreTask::Connect(connecting, settings) => {
+            connector.spawn(connect_redis(
+                connecting,
+                *settings,
+                health.clone(),
+                drain_rx.clone(),
+            ));
+        }
+        StoreTask::None => {}
     }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(floodgate_proto::FILE_DESCRIPTOR_SET)
@@ -193,13 +235,10 @@ pub async fn run_with_clock(
             Ok(Err(e)) => e,
             Err(e) => format!("a listener task failed: {e}"),
         }),
+        Some(Ok(Err(e))) = connector.join_next() => Some(format!("cannot use Redis: {e}")),
     };
 
-    for name in HEALTH_SERVICES {
-        health
-            .set_service_status(*name, ServingStatus::NotServing)
-            .await;
-    }
+    set_health(&health, false).await;
     if failure.is_none() && !config.shutdown_delay.is_zero() {
         // Keep answering while load balancers notice the health change.
         tracing::info!(delay = ?config.shutdown_delay, "not serving; waiting before closing listeners");
@@ -222,13 +261,73 @@ pub async fn run_with_clock(
         servers.abort_all();
     }
     background.abort_all();
+    connector.abort_all();
     while background.join_next().await.is_some() {}
+    while connector.join_next().await.is_some() {}
     match failure {
         None => {
             tracing::info!("stopped");
             Ok(())
         }
         Some(e) => Err(RunError::Server(e)),
+    }
+}
+
+/// Sets every health service to SERVING or NOT_SERVING.
+async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    for name in HEALTH_SERVICES {
+        health.set_service_status(*name, status).await;
+    }
+}
+
+/// Connects to Redis in the background after a failed first attempt:
+/// retries with exponential backoff (100 ms doubling to 5 s, with jitter),
+/// then hands the store over and turns health to SERVING. Returns an error,
+/// which stops the server, only if Redis rejects the settings; stops
+/// quietly when draining starts.
+async fn connect_redis(
+    connecting: Arc<Connecting>,
+    settings: RedisSettings,
+    health: tonic_health::server::HealthReporter,
+    mut drain: watch::Receiver<bool>,
+) -> Result<(), ConnectError> {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+    let mut backoff = FIRST;
+    let mut attempts = 1u32;
+    let seed = std::hash::RandomState::new();
+    loop {
+        // Up to a quarter more (randomly seeded per process), so that many
+        // instances do not retry in step.
+        let jitter = backoff.mul_f64((seed.hash_one(attempts) % 1_000) as f64 / 4_000.0);
+        tokio::select! {
+            () = tokio::time::sleep(backoff + jitter) => {}
+            _ = drain.wait_for(|d| *d) => return Ok(()),
+        }
+        attempts += 1;
+        match RedisStore::connect(&settings).await {
+            Ok(store) => {
+                tracing::info!(
+                    attempts,
+                    endpoint = store.endpoint(),
+                    "connected to Redis; serving"
+                );
+                connecting.connected(Arc::new(store));
+                set_health(&health, true).await;
+                return Ok(());
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(attempts, error = %e, retry_in = ?backoff, "Redis still not reachable");
+                connecting.failed(e.to_string());
+                backoff = (backoff * 2).min(MAX);
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -44,10 +44,10 @@ fn algorithms(c: &mut Criterion) {
     let memory = MemoryStore::new(100_000, Clock::System);
     let redis_server = RedisServer::start();
     let settings = RedisSettings {
-        url: redis_server.url(),
         connect_timeout: Duration::from_secs(2),
         command_timeout: Duration::from_secs(2),
         expiration_jitter_max: Duration::from_secs(300),
+        ..RedisSettings::single(redis_server.url())
     };
     let redis = runtime
         .block_on(RedisStore::connect(&settings))

@@ -168,10 +168,10 @@ impl Stores {
             .unwrap();
         let redis_server = RedisServer::start();
         let settings = RedisSettings {
-            url: redis_server.url(),
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(5),
             expiration_jitter_max: Duration::ZERO,
+            ..RedisSettings::single(redis_server.url())
         };
         let redis = runtime.block_on(RedisStore::connect(&settings)).unwrap();
         Stores {

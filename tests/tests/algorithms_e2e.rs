@@ -43,10 +43,10 @@ fn request(key: &str, value: &str) -> RateLimitRequest {
 
 fn redis_settings(redis: &RedisServer) -> RedisSettings {
     RedisSettings {
-        url: redis.url(),
         connect_timeout: Duration::from_secs(2),
         command_timeout: Duration::from_secs(2),
         expiration_jitter_max: Duration::ZERO,
+        ..RedisSettings::single(redis.url())
     }
 }
 

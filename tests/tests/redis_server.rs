@@ -31,10 +31,10 @@ fn request(user: &str) -> RateLimitRequest {
 fn redis_config(rules: &std::path::Path, redis: &RedisServer, prefix: &str) -> Config {
     Config {
         redis: Some(RedisSettings {
-            url: redis.url(),
             connect_timeout: Duration::from_millis(500),
             command_timeout: Duration::from_millis(500),
             expiration_jitter_max: Duration::from_secs(300),
+            ..RedisSettings::single(redis.url())
         }),
         cache_key_prefix: prefix.into(),
         ..config_with_rules(rules)

@@ -138,10 +138,10 @@ async fn concurrent_increments_are_exact(store: Arc<dyn CounterStore>, key: Stri
 
 fn redis_settings(server: &RedisServer) -> RedisSettings {
     RedisSettings {
-        url: server.url(),
         connect_timeout: Duration::from_secs(2),
         command_timeout: Duration::from_secs(2),
         expiration_jitter_max: Duration::from_secs(300),
+        ..RedisSettings::single(server.url())
     }
 }
 

@@ -73,7 +73,7 @@ pub struct Rate {
 }
 
 /// What one check decided.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Outcome {
     /// The hits were allowed (and taken).
     pub allowed: bool,

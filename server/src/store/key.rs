@@ -12,6 +12,10 @@
 //! keep their state under the same prefix with a suffix instead of the window
 //! start: `edge_user_alice_tb0` (token bucket), `_gcra0`, `_sw0`, and
 //! `edge_user_alice_1700000040_1` for a second fixed window.
+//!
+//! On Redis Cluster the descriptor part is a hash tag, so that all keys of
+//! one descriptor share a slot (see `store::redis::cluster`):
+//! `fg:{edge_user_alice}_1700000040`, `fg:{edge_user_alice}_tb0`.
 
 use std::fmt::{self, Write};
 
@@ -51,6 +55,7 @@ impl fmt::Display for KeySuffix {
 #[derive(Clone, Debug, Default)]
 pub struct CacheKey {
     prefix: String,
+    hash_tag: bool,
 }
 
 impl CacheKey {
@@ -58,7 +63,14 @@ impl CacheKey {
     pub fn new(prefix: impl Into<String>) -> Self {
         CacheKey {
             prefix: prefix.into(),
+            hash_tag: false,
         }
+    }
+
+    /// Wraps the descriptor part in `{}` (Redis Cluster hash tag).
+    pub fn with_hash_tag(mut self, on: bool) -> Self {
+        self.hash_tag = on;
+        self
     }
 
     /// The key for `entries` of `domain`, ending with `suffix`.
@@ -76,16 +88,28 @@ impl CacheKey {
                 .clone()
                 .map(|(k, v)| k.len() + v.len() + 2)
                 .sum::<usize>()
-            + 24;
+            + 26;
         let mut key = String::with_capacity(len);
         key.push_str(&self.prefix);
-        key.push_str(domain);
-        key.push('_');
-        for (k, v) in entries {
-            key.push_str(k);
+        if self.hash_tag {
+            key.push('{');
+            key.push_str(domain);
+            for (k, v) in entries {
+                key.push('_');
+                key.push_str(k);
+                key.push('_');
+                key.push_str(v);
+            }
+            key.push_str("}_");
+        } else {
+            key.push_str(domain);
             key.push('_');
-            key.push_str(v);
-            key.push('_');
+            for (k, v) in entries {
+                key.push_str(k);
+                key.push('_');
+                key.push_str(v);
+                key.push('_');
+            }
         }
         // Writing to a String cannot fail.
         let _ = write!(key, "{suffix}");
@@ -116,5 +140,19 @@ mod tests {
             KeySuffix::Window(1234),
         );
         assert_eq!(key, "prefix:domain_key_value_1234");
+    }
+
+    #[test]
+    fn cluster_keys_tag_the_descriptor() {
+        let keys = CacheKey::new("fg:").with_hash_tag(true);
+        let entries = [("user", "alice"), ("path", "/a")];
+        let window = keys.build("edge", entries.into_iter(), KeySuffix::Window(60));
+        let bucket = keys.build(
+            "edge",
+            entries.into_iter(),
+            KeySuffix::Algorithm(crate::limiter::algorithm::Algorithm::TokenBucket, 1),
+        );
+        assert_eq!(window, "fg:{edge_user_alice_path_/a}_60");
+        assert_eq!(bucket, "fg:{edge_user_alice_path_/a}_tb1");
     }
 }

@@ -8,6 +8,7 @@
 //! instance. Counter keys follow the reference service's format ([`key`]),
 //! so an operator can move from envoyproxy/ratelimit on the same Redis.
 
+pub mod connecting;
 pub mod key;
 pub mod memory;
 pub mod redis;

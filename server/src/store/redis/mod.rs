@@ -1,0 +1,375 @@
+//! The Redis counter store: counters shared by every server instance.
+//!
+//! Each algorithm is one Lua function (`scripts/algorithms/*.lua`, each with
+//! its contract); three drivers built from them run checks in **one**
+//! `EVALSHA` (one round trip, one command, whatever the mix of algorithms):
+//! `apply.lua` applies each check, `all_or_nothing.lua` commits them as a
+//! group, `peek.lua` only looks. Scripts are loaded at connect (on every
+//! primary of a cluster) and reloaded on `NOSCRIPT`.
+//!
+//! [`connection`] reaches Redis in its three modes. On a single node or a
+//! Sentinel-managed master a request is one `EVALSHA` over all its keys; on
+//! Redis Cluster it is one `EVALSHA` per hash slot, sent concurrently
+//! ([`cluster`]).
+
+mod cluster;
+pub mod connection;
+mod sentinel;
+
+use std::hash::{BuildHasher, RandomState};
+use std::time::Duration;
+
+use futures_util::future::try_join_all;
+
+pub use self::connection::{ConnectError, RedisMode, RedisSettings, Secret, TlsFiles};
+use self::connection::{Connection, connect, install_crypto_provider};
+use super::{Check, Commit, CounterStore, StoreError, StoreFuture};
+use crate::clock::Clock;
+use crate::limiter::algorithm::{Algorithm, Outcome};
+
+/// Counters in Redis: one node, a Sentinel-managed master, or a cluster.
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: Connection,
+    scripts: Scripts,
+    jitter_max_secs: u64,
+    jitter: RandomState,
+    endpoint: String,
+    mode: RedisMode,
+    /// Where the bucket and sliding-window scripts take "now" from: Redis's
+    /// own TIME (`None`, always in production) or this clock (tests).
+    local_time: Option<Clock>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("mode", &self.mode)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to Redis and loads the scripts. The error says whether a
+    /// later attempt may succeed (Redis not up yet) or not (bad settings,
+    /// wrong password, untrusted certificate).
+    pub async fn connect(settings: &RedisSettings) -> Result<Self, ConnectError> {
+        install_crypto_provider();
+        let connection = connect(settings).await?;
+        let endpoint = settings.endpoints();
+        let store = RedisStore {
+            connection,
+            scripts: Scripts::default(),
+            jitter_max_secs: settings.expiration_jitter_max.as_secs(),
+            jitter: RandomState::new(),
+            endpoint,
+            mode: settings.mode,
+            local_time: None,
+        };
+        // Load the scripts up front so that the first burst of calls does
+        // not race into NOSCRIPT; after a Redis restart, NOSCRIPT reloads them.
+        store.load_scripts().await.map_err(|e| {
+            connection::classify(
+                &format!(
+                    "cannot load the counter scripts into Redis at {}",
+                    store.endpoint
+                ),
+                &e,
+            )
+        })?;
+        Ok(store)
+    }
+
+    /// A test knob: the scripts take "now" from `clock` instead of Redis's
+    /// TIME, so a test can pin and move time. Production never sets it:
+    /// Redis's clock is what lets instances with skewed clocks agree.
+    pub fn with_local_time(mut self, clock: Clock) -> Self {
+        self.local_time = Some(clock);
+        self
+    }
+
+    /// The Redis addresses, without credentials.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The fixed window's key TTL (the other algorithms set their own TTLs
+    /// in their scripts and ignore this argument, so it costs nothing there).
+    fn ttl_secs(&self, check: &Check) -> u64 {
+        if check.algorithm != Algorithm::FixedWindow {
+            return 0;
+        }
+        // A hash of the key is as good as a random number here and needs no
+        // RNG: it spreads expiries evenly and is stable per key.
+        let jitter = match self.jitter_max_secs {
+            0 => 0,
+            max => self.jitter.hash_one(check.key.as_str()) % max,
+        };
+        (check.rate.period_ms / 1_000.0).ceil().max(1.0) as u64 + jitter
+    }
+
+    /// Loads every driver (on every primary of a cluster: `SCRIPT LOAD` is
+    /// routed to all of them).
+    async fn load_scripts(&self) -> redis::RedisResult<()> {
+        for driver in self.scripts.all() {
+            let mut cmd = redis::cmd("SCRIPT");
+            cmd.arg("LOAD").arg(driver.code);
+            self.query::<redis::Value>(&cmd).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends `cmd` on this mode's connection.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        match &self.connection {
+            Connection::Single(manager) => cmd.query_async(&mut manager.clone()).await,
+            Connection::Sentinel(sentinel) => sentinel.query(cmd).await,
+            Connection::Cluster(cluster) => cmd.query_async(&mut cluster.clone()).await,
+        }
+    }
+
+    /// One EVALSHA of `driver` over `checks` (layout in `scripts/common.lua`).
+    fn command<'c>(
+        &self,
+        driver: &Driver,
+        checks: impl Iterator<Item = &'c Check> + Clone,
+    ) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&driver.hash).arg(checks.clone().count());
+        for check in checks.clone() {
+            cmd.arg(check.key.as_str());
+        }
+        match &self.local_time {
+            Some(clock) => cmd.arg((clock.now().as_secs_f64() * 1_000.0).to_string()),
+            None => cmd.arg(""),
+        };
+        for check in checks {
+            let code = match check.algorithm {
+                Algorithm::FixedWindow => "f",
+                Algorithm::SlidingWindow => "s",
+                Algorithm::TokenBucket => "t",
+                Algorithm::Gcra => "g",
+            };
+            cmd.arg(code)
+                .arg(check.hits)
+                .arg(check.rate.limit)
+                .arg(check.rate.period_ms)
+                .arg(check.rate.burst)
+                .arg(self.ttl_secs(check))
+                .arg(check.reset_after.as_millis() as u64)
+                .arg(if check.veto { "1" } else { "0" });
+        }
+        cmd
+    }
+
+    /// Runs `driver` over `checks` (which share a slot on a cluster), with
+    /// one reload and retry on NOSCRIPT.
+    async fn eval<'c>(
+        &self,
+        driver: &Driver,
+        checks: impl Iterator<Item = &'c Check> + Clone,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let expected = checks.clone().count();
+        let cmd = self.command(driver, checks);
+        let replies: Vec<(i64, i64, i64)> = match self.query(&cmd).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // Redis restarted, failed over or flushed its scripts.
+                self.load_scripts().await.map_err(store_error)?;
+                self.query(&cmd).await.map_err(store_error)?
+            }
+            other => other.map_err(store_error)?,
+        };
+        if replies.len() != expected {
+            return Err(StoreError::Protocol(format!(
+                "script returned {} results for {expected} keys",
+                replies.len()
+            )));
+        }
+        Ok(replies
+            .into_iter()
+            .map(|(allowed, remaining, reset_us)| Outcome {
+                allowed: allowed == 1,
+                remaining: remaining.max(0) as u64,
+                reset_after: Duration::from_micros(reset_us.max(0) as u64),
+            })
+            .collect())
+    }
+
+    /// Runs `driver` over each slot group at once and puts the outcomes back
+    /// in the checks' order.
+    async fn eval_groups(
+        &self,
+        driver: &Driver,
+        checks: &[Check],
+        groups: &[cluster::Group],
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let replies = try_join_all(
+            groups
+                .iter()
+                .map(|group| self.eval(driver, group.iter().map(|&i| &checks[i]))),
+        )
+        .await?;
+        let mut out = vec![Outcome::default(); checks.len()];
+        for (group, outcomes) in groups.iter().zip(replies) {
+            for (&i, outcome) in group.iter().zip(outcomes) {
+                out[i] = outcome;
+            }
+        }
+        Ok(out)
+    }
+
+    /// All-or-nothing over several slots: peek everywhere, then apply what
+    /// the group's verdict allows (see [`cluster`] for the trade-off).
+    async fn all_or_nothing_across_slots(
+        &self,
+        checks: &[Check],
+        groups: &[cluster::Group],
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let peeked = self.eval_groups(&self.scripts.peek, checks, groups).await?;
+        let all = checks
+            .iter()
+            .zip(&peeked)
+            .all(|(check, outcome)| outcome.allowed || !check.veto);
+        if all {
+            return self.eval_groups(&self.scripts.apply, checks, groups).await;
+        }
+        // Only the rejected checks take their hits; the others report their
+        // state without them, as all_or_nothing.lua does on one slot.
+        let adjusted: Vec<Check> = checks
+            .iter()
+            .zip(&peeked)
+            .map(|(check, outcome)| Check {
+                hits: if outcome.allowed { 0 } else { check.hits },
+                ..check.clone()
+            })
+            .collect();
+        let mut out = self
+            .eval_groups(&self.scripts.apply, &adjusted, groups)
+            .await?;
+        for (outcome, before) in out.iter_mut().zip(&peeked) {
+            if before.allowed {
+                outcome.allowed = true;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn store_error(e: redis::RedisError) -> StoreError {
+    use redis::ServerErrorKind as S;
+    let transient = e.is_timeout()
+        || e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_cluster_error()
+        || matches!(
+            e.kind(),
+            redis::ErrorKind::Server(S::ReadOnly | S::MasterDown | S::BusyLoading)
+                | redis::ErrorKind::ClusterConnectionNotFound
+                | redis::ErrorKind::MasterNameNotFoundBySentinel
+        );
+    if transient {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Protocol(e.to_string())
+    }
+}
+
+/// The algorithms, one Lua function each (`scripts/algorithms/*.lua`, with
+/// their contracts), and what the drivers share (`scripts/common.lua`).
+macro_rules! with_algorithms {
+    ($driver:literal) => {
+        concat!(
+            include_str!("scripts/algorithms/fixed_window.lua"),
+            include_str!("scripts/algorithms/sliding_window.lua"),
+            include_str!("scripts/algorithms/token_bucket.lua"),
+            include_str!("scripts/algorithms/gcra.lua"),
+            include_str!("scripts/common.lua"),
+            include_str!($driver),
+        )
+    };
+}
+
+/// One driver script: its source and SHA-1.
+#[derive(Clone, Debug)]
+struct Driver {
+    code: &'static str,
+    hash: String,
+}
+
+impl Driver {
+    fn new(code: &'static str) -> Self {
+        Driver {
+            code,
+            hash: redis::Script::new(code).get_hash().to_owned(),
+        }
+    }
+}
+
+/// The drivers: every check on its own, all or nothing, or only look.
+#[derive(Clone, Debug)]
+struct Scripts {
+    apply: Driver,
+    all_or_nothing: Driver,
+    peek: Driver,
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Scripts {
+            apply: Driver::new(with_algorithms!("scripts/apply.lua")),
+            all_or_nothing: Driver::new(with_algorithms!("scripts/all_or_nothing.lua")),
+            peek: Driver::new(with_algorithms!("scripts/peek.lua")),
+        }
+    }
+}
+
+impl Scripts {
+    fn get(&self, commit: Commit) -> &Driver {
+        match commit {
+            Commit::Each => &self.apply,
+            Commit::AllOrNothing => &self.all_or_nothing,
+        }
+    }
+
+    fn all(&self) -> [&Driver; 3] {
+        [&self.apply, &self.all_or_nothing, &self.peek]
+    }
+}
+
+impl CounterStore for RedisStore {
+    fn apply<'a>(&'a self, checks: &'a [Check], commit: Commit) -> StoreFuture<'a, Vec<Outcome>> {
+        Box::pin(async move {
+            if checks.is_empty() {
+                return Ok(Vec::new());
+            }
+            let driver = self.scripts.get(commit);
+            if !matches!(self.connection, Connection::Cluster(_)) {
+                return self.eval(driver, checks.iter()).await;
+            }
+            let groups = cluster::by_slot(checks);
+            match (groups.len(), commit) {
+                (1, _) => self.eval(driver, checks.iter()).await,
+                (_, Commit::Each) => self.eval_groups(driver, checks, &groups).await,
+                (_, Commit::AllOrNothing) => {
+                    self.all_or_nothing_across_slots(checks, &groups).await
+                }
+            }
+        })
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            // On a cluster, PING goes to every primary.
+            self.query::<redis::Value>(&redis::cmd("PING"))
+                .await
+                .map(drop)
+                .map_err(store_error)
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}

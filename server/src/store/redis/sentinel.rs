@@ -1,0 +1,187 @@
+//! Sentinel mode: one multiplexed connection to the master that the
+//! sentinels name, replaced when it stops being the master.
+//!
+//! redis-rs resolves a master through the sentinels (and checks its `ROLE`)
+//! but does not follow failovers on an open connection. So this wrapper does:
+//! when a command fails in a way that means "this is no longer the master"
+//! (connection refused or dropped, `READONLY`, `MASTERDOWN`), the next caller
+//! asks the sentinels again, once for everyone (single flight, keyed by a
+//! connection generation). A command is retried on the new master only when
+//! the failure proves it was not applied (refused, `READONLY`), so a retry
+//! never counts a hit twice.
+
+use std::sync::{Arc, PoisonError, RwLock};
+
+use redis::aio::MultiplexedConnection;
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, RedisError, TlsCertificates, TlsMode};
+
+use super::connection::{ConnectError, RedisSettings, address, classify};
+
+/// The current master connection, re-resolved through the sentinels on failover.
+#[derive(Clone)]
+pub(crate) struct SentinelConnection {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Asks the sentinels; the lock makes re-resolution single-flight.
+    client: tokio::sync::Mutex<SentinelClient>,
+    /// The generation and connection in use.
+    current: RwLock<Option<(u64, MultiplexedConnection)>>,
+    config: AsyncConnectionConfig,
+    context: String,
+}
+
+impl SentinelConnection {
+    /// Builds the sentinel client and connects to the current master.
+    pub(crate) async fn connect(
+        settings: &RedisSettings,
+        master: &str,
+        certs: Option<TlsCertificates>,
+    ) -> Result<Self, ConnectError> {
+        let mut sentinels = Vec::with_capacity(settings.urls.len());
+        let mut sentinel_auth = None;
+        for url in &settings.urls {
+            let (addr, info) = address(url)?;
+            let r = info.redis_settings();
+            if sentinel_auth.is_none() && r.password().is_some() {
+                sentinel_auth = Some((
+                    r.username().map(str::to_owned),
+                    r.password().map(str::to_owned),
+                ));
+            }
+            sentinels.push(addr);
+        }
+        let tls = settings
+            .urls
+            .iter()
+            .any(|u| u.starts_with("rediss://"))
+            .then_some(TlsMode::Secure);
+        let mut builder = SentinelClientBuilder::new(sentinels, master, SentinelServerType::Master)
+            .map_err(|e| classify("invalid sentinel settings", &e))?;
+        if let Some((user, password)) = sentinel_auth {
+            if let Some(user) = user {
+                builder = builder.set_client_to_sentinel_username(user);
+            }
+            if let Some(password) = password {
+                builder = builder.set_client_to_sentinel_password(password);
+            }
+        }
+        if let Some(user) = &settings.username {
+            builder = builder.set_client_to_redis_username(user);
+        }
+        if let Some(password) = &settings.password {
+            builder = builder.set_client_to_redis_password(password.expose());
+        }
+        if let Some(tls) = tls {
+            builder = builder
+                .set_client_to_redis_tls_mode(tls)
+                .set_client_to_sentinel_tls_mode(tls);
+        }
+        if let Some(certs) = certs {
+            builder = builder
+                .set_client_to_redis_certificates(certs.clone())
+                .set_client_to_sentinel_certificates(certs);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| classify("invalid sentinel settings", &e))?;
+        let connection = SentinelConnection {
+            inner: Arc::new(Inner {
+                client: tokio::sync::Mutex::new(client),
+                current: RwLock::new(None),
+                config: AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(settings.connect_timeout))
+                    .set_response_timeout(Some(settings.command_timeout)),
+                context: format!(
+                    "cannot reach master {master:?} through the sentinels at {}",
+                    settings.endpoints()
+                ),
+            }),
+        };
+        connection
+            .reconnect(None)
+            .await
+            .map_err(|e| classify(&connection.inner.context, &e))?;
+        Ok(connection)
+    }
+
+    /// Runs `cmd` on the master, following a failover if the master changed.
+    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisError> {
+        let (generation, mut connection) = match self.current() {
+            Some(current) => current,
+            None => self.reconnect(None).await?,
+        };
+        match cmd.query_async(&mut connection).await {
+            Err(e) if master_changed(&e) => {
+                tracing::warn!(error = %e, "Redis master lost; asking the sentinels for the new one");
+                let (_, mut connection) = self.reconnect(Some(generation)).await?;
+                if not_applied(&e) {
+                    cmd.query_async(&mut connection).await
+                } else {
+                    Err(e)
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn current(&self) -> Option<(u64, MultiplexedConnection)> {
+        self.inner
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Connects to the master the sentinels name now, unless another caller
+    /// already replaced generation `stale`.
+    async fn reconnect(
+        &self,
+        stale: Option<u64>,
+    ) -> Result<(u64, MultiplexedConnection), RedisError> {
+        let mut client = self.inner.client.lock().await;
+        if let Some((generation, connection)) = self.current()
+            && Some(generation) != stale
+        {
+            return Ok((generation, connection));
+        }
+        let connection = client
+            .get_async_connection_with_config(&self.inner.config)
+            .await?;
+        let mut current = self
+            .inner
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let generation = current.as_ref().map_or(0, |(g, _)| g + 1);
+        *current = Some((generation, connection.clone()));
+        if generation > 0 {
+            tracing::info!(generation, "connected to the new Redis master");
+        }
+        Ok((generation, connection))
+    }
+}
+
+/// The connection no longer leads to a writable master.
+fn master_changed(e: &RedisError) -> bool {
+    e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_io_error()
+        || matches!(
+            e.kind(),
+            redis::ErrorKind::Server(
+                redis::ServerErrorKind::ReadOnly | redis::ServerErrorKind::MasterDown
+            )
+        )
+}
+
+/// The command certainly did not run, so running it again counts nothing twice.
+fn not_applied(e: &RedisError) -> bool {
+    e.is_connection_refusal()
+        || matches!(
+            e.kind(),
+            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+        )
+}
