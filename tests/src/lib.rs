@@ -5,6 +5,9 @@
 //!   directory, killed on drop.
 //! - [`TestServer`]: Floodgate itself, in-process, on `127.0.0.1:0`, drained
 //!   on [`TestServer::stop`].
+//! - [`RedisCluster`], [`RedisSentinel`], [`TlsRedis`]: Redis topologies
+//!   (cluster, sentinel, TLS with ACLs) on free loopback ports; see
+//!   [`redis_topology`].
 //! - [`venv_bin`]: tools from the Python venv that the test command creates
 //!   (`envoy`, `python`), found without relying on `PATH`.
 //!
@@ -24,6 +27,10 @@ use floodgate_server::{Listeners, RunError};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
+
+pub mod redis_topology;
+
+pub use redis_topology::{Failover, RedisCluster, RedisSentinel, TlsRedis, key_slot};
 
 /// The repository root.
 pub fn workspace_root() -> PathBuf {
@@ -67,28 +74,47 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts `redis-server` and waits until it answers PING.
     pub fn start() -> RedisServer {
+        Self::start_with_args(&[])
+    }
+
+    /// [`RedisServer::start`] with `args` appended to the command line (e.g.
+    /// `["--requirepass", "pw"]`). Ready when it answers PING, or `NOAUTH`
+    /// if it requires a password.
+    pub fn start_with_args(args: &[&str]) -> RedisServer {
         for _ in 0..5 {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let port = free_port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("cannot run redis-server: install it (apt-get install -y redis-server) or run scripts/test");
-            let mut server = RedisServer {
-                child,
-                port,
-                _dir: dir,
-            };
-            if server.wait_ready(Duration::from_secs(10)) {
+            if let Some(server) = Self::try_start(free_port(), args) {
                 return server;
             }
             // Most likely another process took the port first: try another.
         }
         panic!("redis-server did not start on any of 5 ports");
+    }
+
+    /// [`RedisServer::start`] on exactly `port` (e.g. one that a client is
+    /// already trying); panics if it does not answer within 10 s.
+    pub fn start_on(port: u16) -> RedisServer {
+        Self::try_start(port, &[])
+            .unwrap_or_else(|| panic!("redis-server did not start on port {port}"))
+    }
+
+    fn try_start(port: u16, args: &[&str]) -> Option<RedisServer> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot run redis-server: install it (apt-get install -y redis-server) or run scripts/test");
+        let mut server = RedisServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        // On failure, dropping `server` kills the process.
+        server.wait_ready(Duration::from_secs(10)).then_some(server)
     }
 
     fn wait_ready(&mut self, within: Duration) -> bool {
@@ -97,7 +123,7 @@ impl RedisServer {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            if ping(self.port) {
+            if redis_topology::answers(self.port) {
                 return true;
             }
             std::thread::sleep(STEP);
@@ -141,7 +167,7 @@ impl Drop for RedisServer {
     }
 }
 
-fn ping(port: u16) -> bool {
+pub(crate) fn ping(port: u16) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };

@@ -355,7 +355,10 @@ fn tls_error(e: &RedisError) -> Option<String> {
         }
         source = err.source();
     }
-    None
+    // redis-rs may carry the rustls error as text only.
+    let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
+    (lower.contains("certificate") || lower.contains("handshake")).then_some(text)
 }
 
 /// Installs the process's TLS crypto provider (ring) once; redis-rs brings

@@ -1,0 +1,198 @@
+//! Floodgate on a real Redis Cluster (3 primaries, 3 replicas): exact counts
+//! with three `floodgate` processes hammering one key, and a primary killed
+//! under steady load.
+
+#![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
+
+mod load;
+
+use std::time::Duration;
+
+use floodgate_e2e::redis_topology::{RedisCluster, command, key_slot};
+use floodgate_e2e::{ServerProcess, TestServer, config_with_rules, rules_dir};
+use floodgate_proto::rate_limit_response::Code;
+use floodgate_server::config::Config;
+use floodgate_server::store::redis::{RedisMode, RedisSettings};
+use load::{descriptor, hammer, request, steady_load};
+
+const RULES: &str = "\
+domain: sale
+descriptors:
+  - key: sku
+    rate_limit: {unit: minute, requests_per_unit: 1000}
+  - key: user
+    rate_limit: {unit: minute, requests_per_unit: 1000}
+  - key: steady
+    rate_limit: {unit: hour, requests_per_unit: 100000000}
+";
+
+fn cluster_config(rules: &std::path::Path, cluster: &RedisCluster) -> Config {
+    Config {
+        redis: Some(RedisSettings {
+            mode: RedisMode::Cluster,
+            urls: cluster.seed_urls().split(',').map(str::to_owned).collect(),
+            connect_timeout: Duration::from_millis(500),
+            command_timeout: Duration::from_millis(500),
+            ..RedisSettings::single("")
+        }),
+        ..config_with_rules(rules)
+    }
+}
+
+/// The offset that puts a server's clock 0.5 s into a minute, so that a
+/// test of a per-minute limit runs inside one window.
+fn start_of_a_minute() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    (60_000 - now % 60_000 + 500).to_string()
+}
+
+/// Three floodgate processes on one cluster, 64 connections spread over them.
+async fn three_instances(cluster: &RedisCluster, rules: &std::path::Path) -> Vec<ServerProcess> {
+    let offset = start_of_a_minute();
+    let seeds = cluster.seed_urls();
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(
+            ServerProcess::start(
+                rules,
+                &["--redis-mode", "cluster", "--redis-url", &seeds],
+                &[("FLOODGATE_CLOCK_OFFSET_MS", &offset)],
+            )
+            .await,
+        );
+    }
+    servers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_count_one_key_exactly() {
+    let cluster = RedisCluster::start();
+    let rules = rules_dir(&[("sale.yaml", RULES)]);
+    let servers = three_instances(&cluster, rules.path()).await;
+    let addrs: Vec<_> = servers.iter().map(|s| s.grpc_addr).collect();
+
+    let tally = hammer(
+        &addrs,
+        64,
+        40,
+        request("sale", vec![descriptor("sku", "tv-55")]),
+    )
+    .await;
+
+    assert_eq!(tally.errors, Vec::<String>::new(), "no call may fail");
+    assert_eq!(tally.total(), 64 * 40);
+    assert_eq!(
+        tally.overall_ok, 1_000,
+        "exactly the limit is allowed: {tally:?}"
+    );
+    assert_eq!(tally.overall_over, 64 * 40 - 1_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_two_shards_counts_each_key_exactly() {
+    let cluster = RedisCluster::start();
+    let rules = rules_dir(&[("sale.yaml", RULES)]);
+    // Two descriptors whose keys (tagged by descriptor) hash to different primaries.
+    let sku = "tv-55";
+    let user = (0..)
+        .map(|i| format!("u{i}"))
+        .find(|u| {
+            cluster.primary_for_slot(key_slot(format!("{{sale_user_{u}}}").as_bytes()))
+                != cluster.primary_for_slot(key_slot(format!("{{sale_sku_{sku}}}").as_bytes()))
+        })
+        .unwrap();
+    let servers = three_instances(&cluster, rules.path()).await;
+    let addrs: Vec<_> = servers.iter().map(|s| s.grpc_addr).collect();
+
+    let tally = hammer(
+        &addrs,
+        64,
+        40,
+        request(
+            "sale",
+            vec![descriptor("sku", sku), descriptor("user", &user)],
+        ),
+    )
+    .await;
+
+    assert_eq!(tally.errors, Vec::<String>::new(), "no call may fail");
+    // Each key on its own shard allowed exactly its limit; the two shards
+    // may order the same requests differently, so a request is allowed
+    // overall only when both said yes: at most 1,000.
+    assert_eq!(tally.per_descriptor_ok, vec![1_000, 1_000], "{tally:?}");
+    assert!(
+        tally.overall_ok <= 1_000 && tally.overall_ok > 0,
+        "{tally:?}"
+    );
+    // Every hit was counted on both shards.
+    for key in [
+        format!("{{sale_sku_{sku}}}"),
+        format!("{{sale_user_{user}}}"),
+    ] {
+        let port = cluster.primary_for_slot(key_slot(key.as_bytes()));
+        let keys = command(port, &["KEYS", &format!("{key}_*")]).unwrap();
+        let keys = keys.as_array().unwrap();
+        assert_eq!(keys.len(), 1, "one window key for {key}");
+        let name = keys[0].as_text().unwrap();
+        let count = command(port, &["GET", &name]).unwrap().as_text().unwrap();
+        assert_eq!(count, (64 * 40).to_string(), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_primary_under_load_recovers_after_promotion() {
+    let cluster = RedisCluster::start();
+    let rules = rules_dir(&[("sale.yaml", RULES)]);
+    let server = TestServer::start(cluster_config(rules.path(), &cluster)).await;
+    // Keys on every shard; the victim is the primary of the first one.
+    let keys: Vec<String> = (0..12).map(|i| format!("k{i}")).collect();
+    let victim =
+        cluster.primary_for_slot(key_slot(format!("{{sale_steady_{}}}", keys[0]).as_bytes()));
+
+    let load = steady_load(vec![server.grpc_addr], 16, keys);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed_at = tokio::time::Instant::now();
+    cluster.kill_node(victim);
+    let promoted =
+        tokio::task::block_in_place(|| cluster.wait_for_failover(victim, Duration::from_secs(30)));
+    let promoted_at = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let report = load.stop().await;
+
+    report.print("cluster failover", killed_at, promoted_at);
+    assert_ne!(promoted, victim);
+    assert!(
+        report.ok_before(killed_at) > 100,
+        "load was flowing before the kill"
+    );
+    let late = report.errors_after(promoted_at + Duration::from_secs(10));
+    assert_eq!(late, 0, "errors more than 10 s after promotion: {report:?}");
+    assert!(
+        report.ok_after(promoted_at + Duration::from_secs(10)) > 100,
+        "the service answers after the failover"
+    );
+    assert_eq!(report.errors_before(killed_at), 0);
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_are_reloaded_on_every_primary_after_a_flush() {
+    let cluster = RedisCluster::start();
+    let rules = rules_dir(&[("sale.yaml", RULES)]);
+    let server = TestServer::start(cluster_config(rules.path(), &cluster)).await;
+    let mut client = server.client().await;
+    cluster.script_flush();
+    let descriptors = (0..6)
+        .map(|i| descriptor("user", &format!("u{i}")))
+        .collect();
+    let resp = client
+        .should_rate_limit(request("sale", descriptors))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.overall_code, Code::Ok as i32);
+    assert!(resp.statuses.iter().all(|s| s.limit_remaining == 999));
+}
