@@ -231,7 +231,7 @@ impl Settings {
         let env: std::collections::HashMap<String, String> = env.into_iter().collect();
         builder = builder.add_source(
             config::Environment::with_prefix(ENV_PREFIX)
-                .try_parsing(true)
+                .try_parsing(false)
                 .source(Some(env)),
         );
         for (name, value) in overrides {
@@ -549,5 +549,101 @@ mod tests {
                 .to_string()
                 .contains("log_format")
         );
+    }
+
+    fn redis(url: &str, extra: impl FnOnce(&mut Settings)) -> Result<Config, ConfigError> {
+        let mut s = Settings {
+            redis_url: Some(url.into()),
+            ..Settings::default()
+        };
+        extra(&mut s);
+        Config::try_from(s)
+    }
+
+    fn error(r: Result<Config, ConfigError>) -> String {
+        r.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn redis_modes_are_validated_once() {
+        let c = redis("redis://a:1,redis://b:2", |s| {
+            s.redis_mode = "cluster".into()
+        })
+        .unwrap();
+        let r = c.redis.unwrap();
+        assert_eq!(r.mode, RedisMode::Cluster);
+        assert_eq!(r.urls, vec!["redis://a:1", "redis://b:2"]);
+
+        let e = error(redis("redis://a:1,redis://b:2", |_| {}));
+        assert!(e.contains("single mode takes one URL"), "{e}");
+        let e = error(redis("redis://a:1", |s| s.redis_mode = "proxy".into()));
+        assert!(e.contains("single, sentinel or cluster"), "{e}");
+        let e = error(redis("redis://a:26379", |s| {
+            s.redis_mode = "sentinel".into()
+        }));
+        assert!(e.contains("redis_sentinel_master"), "{e}");
+        let e = error(redis("http://a:1", |_| {}));
+        assert!(e.contains("redis:// or rediss://"), "{e}");
+        let e = error(redis("redis://a:1", |s| {
+            s.redis_mode = "cluster".into();
+            s.cache_key_prefix = "{fg}:".into();
+        }));
+        assert!(e.contains("one shard"), "{e}");
+    }
+
+    #[test]
+    fn redis_password_from_a_file_or_the_setting_never_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let c = redis("redis://a:1", |s| {
+            s.redis_password_file = Some(file.clone())
+        })
+        .unwrap();
+        assert_eq!(c.redis.unwrap().password.unwrap().expose(), "from-file");
+        let e = error(redis("redis://a:1", |s| {
+            s.redis_password_file = Some(file.clone());
+            s.redis_password = Some(Secret::new("x"));
+        }));
+        assert!(e.contains("not both"), "{e}");
+        let e = error(redis("redis://a:1", |s| {
+            s.redis_password_file = Some(dir.path().join("missing"));
+        }));
+        assert!(e.contains("redis_password_file"), "{e}");
+        let e = error(redis("rediss://a:1", |s| {
+            s.redis_tls_cert_file = Some(file.clone());
+        }));
+        assert!(e.contains("go together"), "{e}");
+        let e = error(redis("rediss://a:1", |s| {
+            s.redis_tls_ca_file = Some(dir.path().join("no-ca.pem"));
+        }));
+        assert!(
+            e.contains("redis_tls_ca_file") && e.contains("no such file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_password_comes_from_the_environment_and_is_never_printed() {
+        let env = [("FLOODGATE_REDIS_PASSWORD".to_owned(), "hunter2".to_owned())];
+        let s = Settings::load(None, env, &[("redis_url", Some("redis://a:1".into()))]).unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let c = Config::try_from(s).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(c.redis.unwrap().password.unwrap().expose(), "hunter2");
+        // A numeric password stays a string (env values are not parsed
+        // as numbers first); numeric settings still read from text.
+        let env = [
+            ("FLOODGATE_REDIS_PASSWORD".to_owned(), "0123".to_owned()),
+            ("FLOODGATE_MAX_DESCRIPTORS".to_owned(), "7".to_owned()),
+            ("FLOODGATE_CLOCK_OFFSET_MS".to_owned(), "-5".to_owned()),
+            ("FLOODGATE_SHADOW_MODE".to_owned(), "true".to_owned()),
+        ];
+        let s = Settings::load(None, env, &[("redis_url", Some("redis://a:1".into()))]).unwrap();
+        let c = Config::try_from(s).unwrap();
+        assert_eq!(c.limits.max_descriptors, 7);
+        assert_eq!(c.clock_offset_ms, -5);
+        assert!(c.limiter.global_shadow_mode);
+        assert_eq!(c.redis.unwrap().password.unwrap().expose(), "0123");
     }
 }
