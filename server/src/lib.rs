@@ -215,7 +215,10 @@ pub async fn run_with_clock(
             RateLimitGrpc::new(service.clone()),
         ))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
+            // Our own listener, so tonic's builder setting does not reach
+            // the accepted sockets: without TCP_NODELAY, a response written
+            // in several frames waits ~40 ms for the client's delayed ACK.
+            tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
             until_draining(drain_rx.clone()),
         );
     servers.spawn(async move { grpc.await.map_err(|e| format!("gRPC server: {e}")) });
@@ -224,8 +227,14 @@ pub async fn run_with_clock(
         codec: Arc::new(codec),
         draining: drain_rx.clone(),
     });
-    let http = axum::serve(listeners.http, router)
-        .with_graceful_shutdown(until_draining(drain_rx.clone()));
+    let http_listener = axum::serve::ListenerExt::tap_io(listeners.http, |tcp| {
+        // As for gRPC: answers must not wait for the client's delayed ACK.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    let http =
+        axum::serve(http_listener, router).with_graceful_shutdown(until_draining(drain_rx.clone()));
     servers.spawn(async move { http.await.map_err(|e| format!("HTTP server: {e}")) });
 
     let failure = tokio::select! {
