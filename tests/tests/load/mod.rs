@@ -245,3 +245,41 @@ impl LoadReport {
         );
     }
 }
+
+/// Runs steady load over `addrs`, lets it flow for 2 s, calls `failover`
+/// (which kills a primary and waits for the promotion; it blocks), keeps the
+/// load on for 12 s after the promotion, and checks what the issue asks:
+/// no error before the kill, errors only in the failover window, zero
+/// errors from 10 s after the promotion on, and calls answered then.
+pub(crate) async fn through_failover(
+    what: &str,
+    addrs: Vec<SocketAddr>,
+    keys: Vec<String>,
+    failover: impl FnOnce() -> floodgate_e2e::Failover,
+) -> LoadReport {
+    let load = steady_load(addrs, 16, keys);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let failover = tokio::task::block_in_place(failover);
+    assert_ne!(failover.old_port, failover.new_port);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let report = load.stop().await;
+
+    let (killed, promoted) = (failover.killed_at, failover.promoted_at);
+    report.print(what, killed, promoted);
+    let settled = promoted + Duration::from_secs(10);
+    assert!(
+        report.ok_before(killed) > 100,
+        "load was flowing before the kill"
+    );
+    assert_eq!(report.errors_before(killed), 0, "no errors before the kill");
+    assert_eq!(
+        report.errors_after(settled),
+        0,
+        "errors more than 10 s after promotion"
+    );
+    assert!(
+        report.ok_after(settled) > 100,
+        "the service answers after the failover"
+    );
+    report
+}
