@@ -91,10 +91,15 @@ async fn healthcheck(State(state): State<HttpState>) -> (StatusCode, String) {
     let store = state.service.limiter().store();
     match tokio::time::timeout(HEALTH_TIMEOUT, store.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "OK\n".into()),
-        Ok(Err(e)) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{} store: {e}\n", store.kind()),
-        ),
+        Ok(Err(e)) => {
+            // The cause (which may name internal addresses) goes to the log,
+            // not to whoever asks.
+            tracing::debug!(error = %e, "health check: store unavailable");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{} store unavailable\n", store.kind()),
+            )
+        }
         Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!(

@@ -247,6 +247,10 @@ pub async fn run_with_clock(
         Some(Ok(Err(e))) = connector.join_next() => Some(format!("cannot use Redis: {e}")),
     };
 
+    // Stop the connector first, so that it cannot turn health back to
+    // SERVING during the shutdown delay.
+    connector.abort_all();
+    while connector.join_next().await.is_some() {}
     set_health(&health, false).await;
     if failure.is_none() && !config.shutdown_delay.is_zero() {
         // Keep answering while load balancers notice the health change.
@@ -270,9 +274,7 @@ pub async fn run_with_clock(
         servers.abort_all();
     }
     background.abort_all();
-    connector.abort_all();
     while background.join_next().await.is_some() {}
-    while connector.join_next().await.is_some() {}
     match failure {
         None => {
             tracing::info!("stopped");

@@ -24,6 +24,10 @@ descriptors:
     rate_limit: {unit: minute, requests_per_unit: 1000}
   - key: steady
     rate_limit: {unit: hour, requests_per_unit: 100000000}
+  - key: small
+    rate_limit: {unit: hour, requests_per_unit: 2}
+  - key: large
+    rate_limit: {unit: hour, requests_per_unit: 5}
 ";
 
 fn cluster_config(rules: &std::path::Path, cluster: &RedisCluster) -> Config {
@@ -178,4 +182,49 @@ async fn scripts_are_reloaded_on_every_primary_after_a_flush() {
         .into_inner();
     assert_eq!(resp.overall_code, Code::Ok as i32);
     assert!(resp.statuses.iter().all(|s| s.limit_remaining == 999));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_or_nothing_across_shards_charges_nothing_when_one_rejects() {
+    let cluster = RedisCluster::start();
+    let rules = rules_dir(&[("sale.yaml", RULES)]);
+    let mut config = cluster_config(rules.path(), &cluster);
+    config.limiter.stop_increment_when_over_limit = true;
+    let server = TestServer::start(config).await;
+    let mut client = server.client().await;
+    let shard = |key: &str, value: &str| {
+        cluster.primary_for_slot(key_slot(format!("{{sale_{key}_{value}}}").as_bytes()))
+    };
+    let large = (0..)
+        .map(|i| format!("l{i}"))
+        .find(|v| shard("large", v) != shard("small", "s"))
+        .unwrap();
+    let both = || {
+        request(
+            "sale",
+            vec![descriptor("small", "s"), descriptor("large", &large)],
+        )
+    };
+
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let resp = client.should_rate_limit(both()).await.unwrap().into_inner();
+        let remaining: Vec<u32> = resp.statuses.iter().map(|s| s.limit_remaining).collect();
+        answers.push((resp.overall_code, remaining));
+    }
+    let (ok, over) = (Code::Ok as i32, Code::OverLimit as i32);
+    assert_eq!(
+        answers,
+        vec![(ok, vec![1, 4]), (ok, vec![0, 3]), (over, vec![0, 3])],
+        "the third call is rejected by `small` and takes nothing from `large`"
+    );
+    let resp = client
+        .should_rate_limit(request("sale", vec![descriptor("large", &large)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        resp.statuses[0].limit_remaining, 2,
+        "large was charged twice, not three times"
+    );
 }

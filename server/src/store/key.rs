@@ -93,12 +93,12 @@ impl CacheKey {
         key.push_str(&self.prefix);
         if self.hash_tag {
             key.push('{');
-            key.push_str(domain);
+            push_in_tag(&mut key, domain);
             for (k, v) in entries {
                 key.push('_');
-                key.push_str(k);
+                push_in_tag(&mut key, k);
                 key.push('_');
-                key.push_str(v);
+                push_in_tag(&mut key, v);
             }
             key.push_str("}_");
         } else {
@@ -114,6 +114,23 @@ impl CacheKey {
         // Writing to a String cannot fail.
         let _ = write!(key, "{suffix}");
         key
+    }
+}
+
+/// Appends `text` inside a hash tag. A `}` from a client's value would end
+/// the tag early (and send every value that starts with one to one slot),
+/// so it becomes `\)`, and `\` becomes `\\` to keep keys distinct.
+fn push_in_tag(key: &mut String, text: &str) {
+    if !text.contains(['}', '\\']) {
+        key.push_str(text);
+        return;
+    }
+    for c in text.chars() {
+        match c {
+            '}' => key.push_str("\\)"),
+            '\\' => key.push_str("\\\\"),
+            c => key.push(c),
+        }
     }
 }
 
@@ -154,5 +171,9 @@ mod tests {
         );
         assert_eq!(window, "fg:{edge_user_alice_path_/a}_60");
         assert_eq!(bucket, "fg:{edge_user_alice_path_/a}_tb1");
+        // A client's `}` cannot end the tag early; escaping keeps keys apart.
+        let key = |v: &str| keys.build("edge", [("user", v)].into_iter(), KeySuffix::Window(60));
+        assert_eq!(key("}x"), "fg:{edge_user_\\)x}_60");
+        assert_ne!(key("\\)x"), key("}x"));
     }
 }

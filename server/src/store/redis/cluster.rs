@@ -20,6 +20,13 @@
 //! between the steps, so across slots the group is best effort: each counter
 //! is still exact, but a check that passed the peek can be rejected in the
 //! apply while the others take their hits.
+//!
+//! Failures: if one slot's call fails, the request fails (`UNAVAILABLE`),
+//! though the other slots may already have counted it. And redis-rs retries
+//! a command after a timeout or a dropped connection (while a primary fails
+//! over), so a hit can then be counted twice: counts are exact while the
+//! cluster is healthy and may over-count (never under-count) during a
+//! failover. `redis_command_timeout` bounds the whole call, retries included.
 
 use redis::cluster_routing::Slot;
 

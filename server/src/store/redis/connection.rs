@@ -85,8 +85,9 @@ pub struct TlsFiles {
     pub key: Option<PathBuf>,
 }
 
-/// Redis connection settings, validated by [`crate::config`].
-#[derive(Clone, Debug)]
+/// Redis connection settings, validated by [`crate::config`]. `Debug`
+/// shows the URLs without credentials.
+#[derive(Clone)]
 pub struct RedisSettings {
     /// Single, Sentinel or Cluster.
     pub mode: RedisMode,
@@ -141,6 +142,21 @@ impl RedisSettings {
 
     fn uses_tls(&self) -> bool {
         self.urls.iter().any(|u| u.starts_with("rediss://"))
+    }
+}
+
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("mode", &self.mode)
+            .field("urls", &self.endpoints())
+            .field("sentinel_master", &self.sentinel_master)
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("tls", &self.tls)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -222,6 +238,8 @@ pub(super) async fn connect(settings: &RedisSettings) -> Result<Connection, Conn
             let mut builder = ClusterClientBuilder::new(nodes)
                 .connection_timeout(settings.connect_timeout)
                 .response_timeout(settings.command_timeout)
+                // The whole call, redirects and retries included.
+                .overall_response_timeout(Some(settings.command_timeout))
                 // While a primary fails over, commands to its slots wait
                 // and retry: about 50 ms, 100 ms, ... up to 1 s between tries.
                 .retries(6)
@@ -323,10 +341,22 @@ pub(super) fn classify(context: &str, e: &RedisError) -> ConnectError {
             "{context}: TLS handshake failed: {tls} (check redis_tls_ca_file and the server's certificate)"
         ));
     }
-    let code = e.code().unwrap_or_default();
+    // redis-rs reports a rejected password differently per mode: a
+    // WRONGPASS reply (single), AuthenticationFailed, or an I/O error that
+    // wraps it ("Failed to create initial connections ... authentication
+    // failed", cluster). Look at the kind, the code and the text.
+    let text = format!("{e} {}", e.detail().unwrap_or_default()).to_ascii_lowercase();
     let auth = matches!(e.kind(), redis::ErrorKind::AuthenticationFailed)
-        || matches!(code, "WRONGPASS" | "NOAUTH" | "NOPERM")
-        || e.to_string().contains("WRONGPASS");
+        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
+        || [
+            "wrongpass",
+            "noauth",
+            "noperm",
+            "authentication failed",
+            "authentication required",
+        ]
+        .iter()
+        .any(|needle| text.contains(needle));
     if auth {
         return ConnectError::Rejected(format!(
             "{context}: authentication failed ({e}); check redis_username and redis_password"
@@ -355,10 +385,12 @@ fn tls_error(e: &RedisError) -> Option<String> {
         }
         source = err.source();
     }
-    // redis-rs may carry the rustls error as text only.
+    // redis-rs may carry the rustls error as text only. Only verdicts on
+    // certificates count: a connection closed mid-handshake ("tls handshake
+    // eof", a proxy without a backend yet) may well work on the next try.
     let text = e.to_string();
     let lower = text.to_ascii_lowercase();
-    (lower.contains("certificate") || lower.contains("handshake")).then_some(text)
+    (lower.contains("certificate") || lower.contains("fatal alert")).then_some(text)
 }
 
 /// Installs the process's TLS crypto provider (ring) once; redis-rs brings
@@ -382,9 +414,38 @@ mod tests {
         assert_eq!(format!("{:?}", Secret::new("hunter2")), "<redacted>");
         let mut s = RedisSettings::single("redis://a:b@h:1");
         s.password = Some(Secret::new("hunter2"));
+        s.urls = vec!["redis://a:pw-in-url@h:1".into()];
         let shown = format!("{s:?} {}", s.endpoints());
         assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("pw-in-url"), "{shown}");
+        s.urls = vec!["redis://a:b@h:1".into()];
         assert!(s.endpoints() == "redis://h:1");
+    }
+
+    #[test]
+    fn rejected_credentials_and_certificates_are_final_the_rest_is_retried() {
+        use redis::ErrorKind;
+        let final_ = |e: RedisError| !classify("ctx", &e).is_transient();
+        // Cluster mode wraps a wrong password in an I/O error.
+        assert!(final_(RedisError::from((
+            ErrorKind::Io,
+            "Failed to create initial connections",
+            "Io: Password authentication failed - AuthenticationFailed".to_owned(),
+        ))));
+        assert!(final_(RedisError::from((
+            ErrorKind::AuthenticationFailed,
+            "Password authentication failed"
+        ))));
+        let unknown_issuer = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        assert!(final_(RedisError::from(unknown_issuer)));
+        // Not up yet, or a proxy closing mid-handshake: try again.
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(!final_(RedisError::from(refused)));
+        let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "tls handshake eof");
+        assert!(!final_(RedisError::from(eof)));
     }
 
     #[test]

@@ -109,15 +109,39 @@ impl RedisStore {
         (check.rate.period_ms / 1_000.0).ceil().max(1.0) as u64 + jitter
     }
 
-    /// Loads every driver (on every primary of a cluster: `SCRIPT LOAD` is
-    /// routed to all of them).
+    /// Loads every driver: on the node, or on every primary of a cluster
+    /// (replicas get scripts through replication, and one that is down must
+    /// not block startup).
     async fn load_scripts(&self) -> redis::RedisResult<()> {
         for driver in self.scripts.all() {
-            let mut cmd = redis::cmd("SCRIPT");
-            cmd.arg("LOAD").arg(driver.code);
-            self.query::<redis::Value>(&cmd).await?;
+            self.load_on(driver, Primaries::All).await?;
         }
         Ok(())
+    }
+
+    /// Loads one driver where `on` says (only a cluster has a choice).
+    async fn load_on(&self, driver: &Driver, on: Primaries<'_>) -> redis::RedisResult<()> {
+        use redis::cluster_routing::{
+            MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo, SingleNodeRoutingInfo,
+            SlotAddr,
+        };
+        let mut cmd = redis::cmd("SCRIPT");
+        cmd.arg("LOAD").arg(driver.code);
+        match &self.connection {
+            Connection::Cluster(cluster) => {
+                let routing = match on {
+                    Primaries::All => RoutingInfo::MultiNode((
+                        MultipleNodeRoutingInfo::AllMasters,
+                        Some(ResponsePolicy::AllSucceeded),
+                    )),
+                    Primaries::OfKey(key) => RoutingInfo::SingleNode(
+                        SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master)),
+                    ),
+                };
+                cluster.clone().route_command(cmd, routing).await.map(drop)
+            }
+            _ => self.query::<redis::Value>(&cmd).await.map(drop),
+        }
     }
 
     /// Sends `cmd` on this mode's connection.
@@ -171,11 +195,19 @@ impl RedisStore {
         checks: impl Iterator<Item = &'c Check> + Clone,
     ) -> Result<Vec<Outcome>, StoreError> {
         let expected = checks.clone().count();
+        let first_key = checks
+            .clone()
+            .next()
+            .map(|c| c.key.clone())
+            .unwrap_or_default();
         let cmd = self.command(driver, checks);
         let replies: Vec<(i64, i64, i64)> = match self.query(&cmd).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                // Redis restarted, failed over or flushed its scripts.
-                self.load_scripts().await.map_err(store_error)?;
+                // Redis restarted, failed over or flushed its scripts: load
+                // this driver where the keys live, then run it again.
+                self.load_on(driver, Primaries::OfKey(first_key.as_bytes()))
+                    .await
+                    .map_err(store_error)?;
                 self.query(&cmd).await.map_err(store_error)?
             }
             other => other.map_err(store_error)?,
@@ -220,7 +252,10 @@ impl RedisStore {
     }
 
     /// All-or-nothing over several slots: peek everywhere, then apply what
-    /// the group's verdict allows (see [`cluster`] for the trade-off).
+    /// the group's verdict allows (see [`cluster`] for the trade-off). The
+    /// verdicts match `all_or_nothing.lua`: if any vetoing check would be
+    /// rejected, the rejected checks are rejected (a fixed window still
+    /// counts their hits) and the others take nothing and report allowed.
     async fn all_or_nothing_across_slots(
         &self,
         checks: &[Check],
@@ -234,13 +269,15 @@ impl RedisStore {
         if all {
             return self.eval_groups(&self.scripts.apply, checks, groups).await;
         }
-        // Only the rejected checks take their hits; the others report their
-        // state without them, as all_or_nothing.lua does on one slot.
         let adjusted: Vec<Check> = checks
             .iter()
             .zip(&peeked)
             .map(|(check, outcome)| Check {
-                hits: if outcome.allowed { 0 } else { check.hits },
+                hits: if !outcome.allowed && check.algorithm == Algorithm::FixedWindow {
+                    check.hits
+                } else {
+                    0
+                },
                 ..check.clone()
             })
             .collect();
@@ -248,12 +285,20 @@ impl RedisStore {
             .eval_groups(&self.scripts.apply, &adjusted, groups)
             .await?;
         for (outcome, before) in out.iter_mut().zip(&peeked) {
-            if before.allowed {
-                outcome.allowed = true;
-            }
+            // The peek's verdict stands, even if time moved on since.
+            outcome.allowed = before.allowed;
         }
         Ok(out)
     }
+}
+
+/// Where a cluster loads a script.
+#[derive(Clone, Copy)]
+enum Primaries<'k> {
+    /// Every primary (at connect).
+    All,
+    /// The primary that serves this key (on NOSCRIPT).
+    OfKey(&'k [u8]),
 }
 
 fn store_error(e: redis::RedisError) -> StoreError {

@@ -9,8 +9,19 @@
 //! connection generation). A command is retried on the new master only when
 //! the failure proves it was not applied (refused, `READONLY`), so a retry
 //! never counts a hit twice.
+//!
+//! While the sentinels still name a dead master, every attempt fails; the
+//! failure is shared for [`RETRY_AFTER`] so that callers fail fast instead
+//! of queueing one full attempt each, and no caller waits for the attempt
+//! in progress longer than the command timeout.
 
-use std::sync::{Arc, PoisonError, RwLock};
+/// How long a failed attempt to reach the master answers for everyone.
+const RETRY_AFTER: Duration = Duration::from_millis(100);
+
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use redis::aio::MultiplexedConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
@@ -31,6 +42,10 @@ struct Inner {
     current: RwLock<Option<(u64, MultiplexedConnection)>>,
     config: AsyncConnectionConfig,
     context: String,
+    /// The last failed attempt, shared for [`RETRY_AFTER`].
+    last_failure: Mutex<Option<(Instant, RedisError)>>,
+    /// Longest wait for another caller's attempt.
+    wait: Duration,
 }
 
 impl SentinelConnection {
@@ -94,6 +109,8 @@ impl SentinelConnection {
                 config: AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(settings.connect_timeout))
                     .set_response_timeout(Some(settings.command_timeout)),
+                last_failure: Mutex::new(None),
+                wait: settings.command_timeout,
                 context: format!(
                     "cannot reach master {master:?} through the sentinels at {}",
                     settings.endpoints()
@@ -127,6 +144,14 @@ impl SentinelConnection {
         }
     }
 
+    fn last_failure(&self) -> Option<(Instant, RedisError)> {
+        self.inner
+            .last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     fn current(&self) -> Option<(u64, MultiplexedConnection)> {
         self.inner
             .current
@@ -141,15 +166,37 @@ impl SentinelConnection {
         &self,
         stale: Option<u64>,
     ) -> Result<(u64, MultiplexedConnection), RedisError> {
-        let mut client = self.inner.client.lock().await;
+        let Ok(mut client) = tokio::time::timeout(self.inner.wait, self.inner.client.lock()).await
+        else {
+            return Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "timed out waiting for the sentinels to name the master",
+            )));
+        };
         if let Some((generation, connection)) = self.current()
             && Some(generation) != stale
         {
             return Ok((generation, connection));
         }
-        let connection = client
+        if let Some((at, e)) = self.last_failure()
+            && at.elapsed() < RETRY_AFTER
+        {
+            return Err(e);
+        }
+        let connection = match client
             .get_async_connection_with_config(&self.inner.config)
-            .await?;
+            .await
+        {
+            Ok(connection) => connection,
+            Err(e) => {
+                *self
+                    .inner
+                    .last_failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), e.clone()));
+                return Err(e);
+            }
+        };
         let mut current = self
             .inner
             .current
