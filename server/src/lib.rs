@@ -13,7 +13,9 @@
 //!    reference-compatible keys ([`store::key`]), all sent in one store call.
 //! 5. [`store`]: the [`store::CounterStore`] adds the hits atomically, in
 //!    memory ([`store::memory`]) or in Redis through one Lua script
-//!    ([`store::redis`]), and returns the counts.
+//!    ([`store::redis`]: one node, Sentinel, or Cluster with one script per
+//!    hash slot), and returns the counts. While Redis is not reachable at
+//!    startup, [`store::connecting`] stands in and answers UNAVAILABLE.
 //! 6. [`limiter`] turns counts into a [`limiter::Decision`]; [`grpc::response`]
 //!    encodes it (statuses, optional headers and dynamic metadata);
 //!    [`grpc::status`] is the one place errors become wire statuses.

@@ -5,7 +5,8 @@
 //!
 //! Two backends implement [`CounterStore`]: [`memory::MemoryStore`], the
 //! embedded default, and [`redis::RedisStore`], shared by every server
-//! instance. Counter keys follow the reference service's format ([`key`]),
+//! instance (single node, Sentinel or Cluster). [`connecting::Connecting`]
+//! stands in for Redis until it is first reached. Counter keys follow the reference service's format ([`key`]),
 //! so an operator can move from envoyproxy/ratelimit on the same Redis.
 
 pub mod connecting;
