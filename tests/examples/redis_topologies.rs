@@ -218,13 +218,6 @@ async fn main() {
             "| {descriptors} | {single_cmds:.2} | {single_latency:?} | {cluster_cmds:.2} | {cluster_latency:?} |"
         );
     }
-    if std::env::var_os("MEMORY_TOO").is_some() {
-        let memory = TestServer::start(config_with_rules(rules.path())).await;
-        for descriptors in [1, 3, 10] {
-            let (_, latency) = commands_per_request(&memory, &[single.port()], descriptors).await;
-            println!("memory {descriptors}: {latency:?}");
-        }
-    }
     single_server.stop().await.unwrap();
     cluster_server.stop().await.unwrap();
 }
