@@ -86,6 +86,7 @@ async fn three_instances_count_one_key_exactly() {
     )
     .await;
 
+    eprintln!("one key, 3 instances, 64 connections: {tally:?}");
     assert_eq!(tally.errors, Vec::<String>::new(), "no call may fail");
     assert_eq!(tally.total(), 64 * 40);
     assert_eq!(
@@ -122,6 +123,7 @@ async fn a_request_over_two_shards_counts_each_key_exactly() {
     )
     .await;
 
+    eprintln!("two shards, 3 instances, 64 connections: {tally:?}");
     assert_eq!(tally.errors, Vec::<String>::new(), "no call may fail");
     // Each key on its own shard allowed exactly its limit; the two shards
     // may order the same requests differently, so a request is allowed
