@@ -30,6 +30,7 @@ pub mod config;
 pub mod grpc;
 pub mod http;
 pub mod limiter;
+pub mod resilience;
 pub mod rules;
 pub mod shutdown;
 pub mod store;

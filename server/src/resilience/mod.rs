@@ -1,0 +1,9 @@
+//! Staying up when Redis is not: the pieces that sit between the limiter and
+//! the Redis store on the request path.
+//!
+//! - [`breaker`]: a circuit breaker, so that no call waits on a dead store.
+//! - [`retry`]: retries with exponential backoff and jitter, within the
+//!   request's deadline.
+
+pub mod breaker;
+pub mod retry;
