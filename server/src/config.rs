@@ -14,6 +14,9 @@ use serde::Deserialize;
 
 use crate::grpc::{HeaderNames, ResponseOptions};
 use crate::limiter::{LimiterOptions, RequestLimits};
+use crate::resilience::breaker::BreakerSettings;
+use crate::resilience::retry::RetrySettings;
+use crate::resilience::store::{FailurePolicy, ResilienceSettings};
 use crate::store::redis::{RedisMode, RedisSettings, Secret, TlsFiles};
 
 /// Prefix of the environment variables that set [`Settings`].
@@ -53,6 +56,36 @@ pub struct Settings {
     pub redis_tls_cert_file: Option<PathBuf>,
     /// The client certificate's key (PEM).
     pub redis_tls_key_file: Option<PathBuf>,
+    /// Without the store: `fallback` (count in memory), `allow` or `deny`.
+    pub on_store_failure: String,
+    /// The longest a decision waits for the store, retries included.
+    pub store_deadline: String,
+    /// Failures in a row that open the circuit breaker.
+    pub breaker_failure_threshold: u32,
+    /// How long the breaker stays open before trial calls.
+    pub breaker_reset_timeout: String,
+    /// Trial successes in a row that close the breaker.
+    pub breaker_success_threshold: u32,
+    /// Attempts per store call, the first included.
+    pub retry_max_attempts: u32,
+    /// First retry wait bound.
+    pub retry_initial_backoff: String,
+    /// Largest retry wait bound.
+    pub retry_max_backoff: String,
+    /// Growth of the retry wait bound.
+    pub retry_backoff_multiplier: f64,
+    /// Random retry waits up to the bound.
+    pub retry_use_jitter: bool,
+    /// How often the store is pinged.
+    pub health_check_interval: String,
+    /// How long a ping may take.
+    pub health_check_timeout: String,
+    /// Bound of the in-memory fallback store.
+    pub fallback_max_entries: usize,
+    /// How often the fallback store drops ended windows.
+    pub fallback_sweep_interval: String,
+    /// Header marking degraded answers (empty: none).
+    pub degraded_header: String,
     /// Redis connect timeout.
     pub redis_connect_timeout: String,
     /// Redis command timeout.
@@ -116,6 +149,21 @@ impl Default for Settings {
             redis_tls_ca_file: None,
             redis_tls_cert_file: None,
             redis_tls_key_file: None,
+            on_store_failure: "fallback".into(),
+            store_deadline: "50ms".into(),
+            breaker_failure_threshold: 3,
+            breaker_reset_timeout: "10s".into(),
+            breaker_success_threshold: 2,
+            retry_max_attempts: 3,
+            retry_initial_backoff: "100ms".into(),
+            retry_max_backoff: "1s".into(),
+            retry_backoff_multiplier: 2.0,
+            retry_use_jitter: true,
+            health_check_interval: "5s".into(),
+            health_check_timeout: "500ms".into(),
+            fallback_max_entries: 10_000,
+            fallback_sweep_interval: "60s".into(),
+            degraded_header: "x-floodgate-degraded".into(),
             redis_connect_timeout: "2s".into(),
             redis_command_timeout: "1s".into(),
             cache_key_prefix: String::new(),
@@ -181,6 +229,8 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Redis, if configured; otherwise the memory store.
     pub redis: Option<RedisSettings>,
+    /// Deadline, retries, breaker, health check and failure policy around Redis.
+    pub resilience: ResilienceSettings,
     /// Prefix of every counter key.
     pub cache_key_prefix: String,
     /// Most counters the memory store holds.
@@ -248,6 +298,7 @@ impl TryFrom<Settings> for Config {
 
     fn try_from(s: Settings) -> Result<Self, ConfigError> {
         let redis = redis_settings(&s)?;
+        let resilience = resilience_settings(&s)?;
         if redis.as_ref().is_some_and(|r| r.mode == RedisMode::Cluster)
             && s.cache_key_prefix.contains(['{', '}'])
         {
@@ -305,7 +356,9 @@ impl TryFrom<Settings> for Config {
                     reset: s.reset_header,
                 }),
                 dynamic_metadata: s.dynamic_metadata,
+                degraded_header: degraded_header(&s.degraded_header)?,
             },
+            resilience,
             shutdown_grace: duration("shutdown_grace", &s.shutdown_grace)?,
             shutdown_delay: duration("shutdown_delay", &s.shutdown_delay)?,
             log_format,
@@ -313,6 +366,75 @@ impl TryFrom<Settings> for Config {
             clock_offset_ms: s.clock_offset_ms,
         })
     }
+}
+
+/// The degraded-answer header name, if any.
+fn degraded_header(name: &str) -> Result<Option<String>, ConfigError> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(invalid(
+            "degraded_header",
+            name,
+            "is not a valid HTTP header name",
+        ));
+    }
+    Ok(Some(name.to_owned()))
+}
+
+/// Deadline, retries, breaker, health check and failure policy.
+fn resilience_settings(s: &Settings) -> Result<ResilienceSettings, ConfigError> {
+    let at_least_1 = |name: &'static str, v: u32| {
+        if v == 0 {
+            Err(invalid(name, "0", "must be at least 1"))
+        } else {
+            Ok(v)
+        }
+    };
+    if !(s.retry_backoff_multiplier >= 1.0 && s.retry_backoff_multiplier <= 100.0) {
+        return Err(invalid(
+            "retry_backoff_multiplier",
+            &s.retry_backoff_multiplier.to_string(),
+            "must be between 1 and 100",
+        ));
+    }
+    Ok(ResilienceSettings {
+        on_failure: FailurePolicy::parse(&s.on_store_failure).ok_or_else(|| {
+            invalid(
+                "on_store_failure",
+                &s.on_store_failure,
+                "must be fallback, allow or deny",
+            )
+        })?,
+        store_deadline: nonzero("store_deadline", &s.store_deadline)?,
+        breaker: BreakerSettings {
+            failure_threshold: at_least_1(
+                "breaker_failure_threshold",
+                s.breaker_failure_threshold,
+            )?,
+            reset_timeout: nonzero("breaker_reset_timeout", &s.breaker_reset_timeout)?,
+            success_threshold: at_least_1(
+                "breaker_success_threshold",
+                s.breaker_success_threshold,
+            )?,
+        },
+        retry: RetrySettings {
+            max_attempts: at_least_1("retry_max_attempts", s.retry_max_attempts)?,
+            initial_backoff: duration("retry_initial_backoff", &s.retry_initial_backoff)?,
+            max_backoff: duration("retry_max_backoff", &s.retry_max_backoff)?,
+            backoff_multiplier: s.retry_backoff_multiplier,
+            use_jitter: s.retry_use_jitter,
+        },
+        check_interval: nonzero("health_check_interval", &s.health_check_interval)?,
+        check_timeout: nonzero("health_check_timeout", &s.health_check_timeout)?,
+        fallback_max_entries: if s.fallback_max_entries == 0 {
+            return Err(invalid("fallback_max_entries", "0", "must be at least 1"));
+        } else {
+            s.fallback_max_entries
+        },
+        fallback_sweep_interval: nonzero("fallback_sweep_interval", &s.fallback_sweep_interval)?,
+    })
 }
 
 /// The Redis settings, if a URL is set.

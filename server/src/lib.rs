@@ -50,6 +50,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::grpc::{RateLimitGrpc, RateLimiter};
 use crate::limiter::Limiter;
+use crate::resilience::store::ResilientStore;
 use crate::rules::{LoadError, Rules};
 use crate::store::connecting::Connecting;
 use crate::store::key::CacheKey;
@@ -94,44 +95,63 @@ pub enum RunError {
     Server(String),
 }
 
+/// The gRPC health service name that reports the store itself (Redis);
+/// the service's own names stay SERVING while it answers in degraded mode.
+pub const STORE_HEALTH_SERVICE: &str = "floodgate.store";
+
 /// What keeps the store going, run by [`run`] beside the listeners.
-#[derive(Debug)]
-pub enum StoreTask {
-    /// The memory store: sweep ended windows.
-    SweepMemory(Arc<MemoryStore>),
+#[derive(Debug, Default)]
+pub struct StoreTasks {
+    /// Memory stores whose ended windows to sweep, and how often.
+    pub sweep: Vec<(Arc<MemoryStore>, Duration)>,
     /// Redis was not reachable at startup: keep trying, then hand over.
-    Connect(Arc<Connecting>, Box<RedisSettings>),
-    /// Nothing to run.
-    None,
+    pub connect: Option<(Arc<Connecting>, Box<RedisSettings>)>,
+    /// The resilient store whose health to check.
+    pub health: Option<Arc<ResilientStore>>,
 }
 
 /// Builds the decision path from `config`: loads the rules and connects the
 /// store. Settings that Redis rejects (wrong password, untrusted certificate)
-/// are an error; a Redis that is not up yet is not: the path starts with a
-/// store that answers UNAVAILABLE, and [`StoreTask::Connect`] says what to
-/// run to connect it.
-pub async fn build(config: &Config, clock: Clock) -> Result<(RateLimiter, StoreTask), RunError> {
+/// are an error; a Redis that is not up yet is not: the path starts in
+/// degraded mode (see [`resilience`]) and [`StoreTasks::connect`] says what
+/// to run to connect it.
+pub async fn build(config: &Config, clock: Clock) -> Result<(RateLimiter, StoreTasks), RunError> {
     let rules = rules::load_paths(std::slice::from_ref(&config.rules), config.merge_domains)
         .map_err(RunError::Rules)?;
-    let (store, task): (Arc<dyn CounterStore>, _) = match &config.redis {
-        Some(redis) => match RedisStore::connect(redis).await {
-            Ok(connected) => {
-                tracing::info!(mode = ?redis.mode, endpoint = connected.endpoint(), "connected to Redis");
-                (Arc::new(connected), StoreTask::None)
-            }
-            Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "Redis is not reachable yet; not serving until it is");
-                let connecting = Arc::new(Connecting::new("redis", e.to_string()));
-                (
-                    connecting.clone(),
-                    StoreTask::Connect(connecting, Box::new(redis.clone())),
-                )
-            }
-            Err(e) => return Err(e.into()),
-        },
+    let mut tasks = StoreTasks::default();
+    let store: Arc<dyn CounterStore> = match &config.redis {
+        Some(redis) => {
+            let primary: Arc<dyn CounterStore> = match RedisStore::connect(redis).await {
+                Ok(connected) => {
+                    tracing::info!(mode = ?redis.mode, endpoint = connected.endpoint(), "connected to Redis");
+                    Arc::new(connected)
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, "Redis is not reachable yet; answering in degraded mode until it is");
+                    let connecting = Arc::new(Connecting::new("redis", e.to_string()));
+                    tasks.connect = Some((connecting.clone(), Box::new(redis.clone())));
+                    connecting
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let resilience = &config.resilience;
+            let fallback = Arc::new(MemoryStore::new(
+                resilience.fallback_max_entries,
+                clock.clone(),
+            ));
+            tasks
+                .sweep
+                .push((fallback.clone(), resilience.fallback_sweep_interval));
+            let store = Arc::new(ResilientStore::new(primary, fallback, resilience.clone()));
+            tasks.health = Some(store.clone());
+            store
+        }
         None => {
             let memory = Arc::new(MemoryStore::new(config.memory_max_entries, clock.clone()));
-            (memory.clone(), StoreTask::SweepMemory(memory))
+            tasks
+                .sweep
+                .push((memory.clone(), config.memory_sweep_interval));
+            memory
         }
     };
     let cluster = config
@@ -147,7 +167,7 @@ pub async fn build(config: &Config, clock: Clock) -> Result<(RateLimiter, StoreT
     );
     Ok((
         RateLimiter::new(limiter, config.limits, config.response.clone()),
-        task,
+        tasks,
     ))
 }
 
@@ -170,32 +190,25 @@ pub async fn run_with_clock(
     shutdown: impl Future<Output = ()>,
     clock: Clock,
 ) -> Result<(), RunError> {
-    let (service, task) = build(&config, clock).await?;
+    let (service, tasks) = build(&config, clock).await?;
 
     let (drain_tx, drain_rx) = watch::channel(false);
     let (health, health_service) = tonic_health::server::health_reporter();
-    let ready = !matches!(task, StoreTask::Connect(..));
-    set_health(&health, ready).await;
+    set_health(&health, true).await;
     let mut background = JoinSet::new();
+    for (memory, every) in tasks.sweep {
+        background.spawn(sweep_memory(memory, every, drain_rx.clone()));
+    }
+    if let Some(store) = tasks.health {
+        let connected = tasks.connect.is_none();
+        let (status_tx, status_rx) = watch::channel(connected);
+        background.spawn(store.check_health(status_tx, drain_rx.clone()));
+        background.spawn(report_store_health(health.clone(), status_rx));
+    }
     // The connector, if any, can end the run: with settings Redis rejects.
     let mut connector = JoinSet::new();
-    match task {
-        StoreTask::SweepMemory(memory) => {
-            background.spawn(sweep_memory(
-                memory,
-                config.memory_sweep_interval,
-                drain_rx.clone(),
-            ));
-        }
-        StoreTask::Connect(connecting, settings) => {
-            connector.spawn(connect_redis(
-                connecting,
-                *settings,
-                health.clone(),
-                drain_rx.clone(),
-            ));
-        }
-        StoreTask::None => {}
+    if let Some((connecting, settings)) = tasks.connect {
+        connector.spawn(connect_redis(connecting, *settings, drain_rx.clone()));
     }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(floodgate_proto::FILE_DESCRIPTOR_SET)
@@ -301,13 +314,12 @@ async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool
 
 /// Connects to Redis in the background after a failed first attempt:
 /// retries with exponential backoff (100 ms doubling to 5 s, with jitter),
-/// then hands the store over and turns health to SERVING. Returns an error,
-/// which stops the server, only if Redis rejects the settings; stops
-/// quietly when draining starts.
+/// then hands the store over (the health check then routes calls to it).
+/// Returns an error, which stops the server, only if Redis rejects the
+/// settings; stops quietly when draining starts.
 async fn connect_redis(
     connecting: Arc<Connecting>,
     settings: RedisSettings,
-    health: tonic_health::server::HealthReporter,
     mut drain: watch::Receiver<bool>,
 ) -> Result<(), ConnectError> {
     const FIRST: Duration = Duration::from_millis(100);
@@ -332,7 +344,6 @@ async fn connect_redis(
                     "connected to Redis; serving"
                 );
                 connecting.connected(Arc::new(store));
-                set_health(&health, true).await;
                 return Ok(());
             }
             Err(e) if e.is_transient() => {
@@ -341,6 +352,28 @@ async fn connect_redis(
                 backoff = (backoff * 2).min(MAX);
             }
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Mirrors the store health check's verdicts into the gRPC health service
+/// [`STORE_HEALTH_SERVICE`].
+async fn report_store_health(
+    health: tonic_health::server::HealthReporter,
+    mut status: watch::Receiver<bool>,
+) {
+    loop {
+        let ok = *status.borrow_and_update();
+        let serving = if ok {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        health
+            .set_service_status(STORE_HEALTH_SERVICE, serving)
+            .await;
+        if status.changed().await.is_err() {
+            return;
         }
     }
 }

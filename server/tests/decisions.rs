@@ -393,6 +393,7 @@ async fn headers_describe_the_most_restrictive_limit_and_an_over_limit_one_wins(
         ResponseOptions {
             headers: Some(HeaderNames::default()),
             dynamic_metadata: false,
+            degraded_header: None,
         },
     );
     let header = |resp: &RateLimitResponse| -> Vec<(String, String)> {
@@ -438,6 +439,7 @@ async fn dynamic_metadata_lists_descriptors_and_merges_metadata_of_passing_ones(
         ResponseOptions {
             headers: None,
             dynamic_metadata: true,
+            degraded_header: None,
         },
     );
     let mut vip = descriptor(&[("user", "vip")]);
@@ -598,6 +600,7 @@ async fn metadata_of_allow_list_and_unlimited_rules_is_returned() {
         ResponseOptions {
             headers: None,
             dynamic_metadata: true,
+            degraded_header: None,
         },
     );
     let mut r = request(vec![

@@ -15,6 +15,7 @@ use floodgate_e2e::{
     RedisServer, TestServer, config_with_rules, floodgate_bin, free_port, rules_dir,
 };
 use floodgate_proto::rate_limit_response::Code;
+use floodgate_server::STORE_HEALTH_SERVICE;
 use floodgate_server::config::Config;
 use floodgate_server::store::redis::{RedisMode, RedisSettings, RedisStore, Secret, TlsFiles};
 use load::{descriptor, request, through_failover};
@@ -54,6 +55,10 @@ async fn three_then_over(server: &TestServer, user: &str) {
 }
 
 async fn health(server: &TestServer) -> ServingStatus {
+    health_of(server, "envoy.service.ratelimit.v3.RateLimitService").await
+}
+
+async fn health_of(server: &TestServer, service: &str) -> ServingStatus {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_addr))
         .unwrap()
         .connect()
@@ -62,7 +67,7 @@ async fn health(server: &TestServer) -> ServingStatus {
     let mut health = HealthClient::new(channel);
     let status = health
         .check(HealthCheckRequest {
-            service: "envoy.service.ratelimit.v3.RateLimitService".into(),
+            service: service.into(),
         })
         .await
         .unwrap()
@@ -255,31 +260,62 @@ fn the_binary_names_the_cause_and_exits_1() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn starts_before_redis_and_serves_once_it_is_up() {
+async fn starts_before_redis_in_degraded_mode_then_uses_redis() {
     let port = free_port();
     let rules = rules_dir(&[("sale.yaml", RULES)]);
     let settings = RedisSettings {
         connect_timeout: Duration::from_millis(300),
         ..RedisSettings::single(format!("redis://127.0.0.1:{port}"))
     };
-    let server = TestServer::start(with_redis(rules.path(), settings)).await;
-    assert_eq!(health(&server).await, ServingStatus::NotServing);
+    let mut config = with_redis(rules.path(), settings);
+    config.resilience.check_interval = Duration::from_millis(100);
+    let server = TestServer::start(config).await;
+    // Serving at once, counting locally, answers marked degraded.
+    assert_eq!(health(&server).await, ServingStatus::Serving);
+    assert_eq!(
+        health_of(&server, STORE_HEALTH_SERVICE).await,
+        ServingStatus::NotServing
+    );
     let mut client = server.client().await;
-    let err = client
+    let degraded = |resp: &floodgate_proto::RateLimitResponse| {
+        resp.response_headers_to_add
+            .iter()
+            .any(|h| h.key == "x-floodgate-degraded" && h.value == "true")
+    };
+    let resp = client
         .should_rate_limit(request("sale", vec![descriptor("user", "alice")]))
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unavailable);
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.overall_code, Code::Ok as i32);
+    assert!(degraded(&resp), "{resp:?}");
 
-    let _redis = tokio::task::block_in_place(|| RedisServer::start_on(port));
+    let redis = tokio::task::block_in_place(|| RedisServer::start_on(port));
     let mut waited = Duration::ZERO;
-    while health(&server).await != ServingStatus::Serving {
+    while health_of(&server, STORE_HEALTH_SERVICE).await != ServingStatus::Serving {
         assert!(
             waited < Duration::from_secs(10),
-            "not serving 10 s after Redis came up"
+            "Redis not in use 10 s after it came up"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
         waited += Duration::from_millis(50);
     }
-    three_then_over(&server, "alice").await;
+    let resp = client
+        .should_rate_limit(request("sale", vec![descriptor("user", "bob")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!degraded(&resp), "{resp:?}");
+    three_then_over(&server, "carol").await;
+    let mut redis_client = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("sale_user_*")
+        .query_async(&mut redis_client)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2, "bob and carol counted in Redis: {keys:?}");
 }

@@ -156,39 +156,81 @@ async fn health_and_reflection_are_served() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_going_away_is_unavailable_quickly_and_health_says_so() {
-    let redis = RedisServer::start();
-    let rules = rules_dir(&[("edge.yaml", user_rules(3).as_str())]);
-    let server = TestServer::start(redis_config(rules.path(), &redis, "")).await;
-    let mut client = server.client().await;
-    let health = format!("http://{}/healthcheck", server.http_addr);
-    assert_eq!(http_get(&health).await.0, 200);
-    client
-        .should_rate_limit(request("bob"))
-        .await
-        .expect("Redis is up");
+async fn redis_going_away_is_answered_by_the_failure_policy_and_health_says_so() {
+    use floodgate_server::resilience::store::FailurePolicy;
+    for (policy, code) in [
+        (FailurePolicy::Fallback, Code::Ok),
+        (FailurePolicy::Allow, Code::Ok),
+        (FailurePolicy::Deny, Code::OverLimit),
+    ] {
+        let redis = RedisServer::start();
+        let rules = rules_dir(&[("edge.yaml", user_rules(3).as_str())]);
+        let mut config = redis_config(rules.path(), &redis, "");
+        config.resilience.on_failure = policy;
+        config.resilience.check_interval = Duration::from_millis(100);
+        let server = TestServer::start(config).await;
+        let mut client = server.client().await;
+        let health = format!("http://{}/healthcheck", server.http_addr);
+        let resp = client
+            .should_rate_limit(request("bob"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            resp.response_headers_to_add.is_empty(),
+            "Redis is up: not degraded"
+        );
 
-    drop(redis);
-    let started = tokio::time::Instant::now();
-    let status = client
-        .should_rate_limit(request("bob"))
-        .await
-        .expect_err("Redis is gone");
-    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-    assert_eq!(status.message(), "rate limit store unavailable");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        started.elapsed()
-    );
-    let (code, body) = http_get(&health).await;
-    assert_eq!(code, 500, "{body}");
-    assert_eq!(body, "redis store unavailable\n");
-
-    server
-        .stop()
-        .await
-        .expect("the server still drains cleanly");
+        drop(redis);
+        for _ in 0..3 {
+            let started = tokio::time::Instant::now();
+            let resp = client
+                .should_rate_limit(request("bob"))
+                .await
+                .expect("answered without Redis")
+                .into_inner();
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "took {:?}",
+                started.elapsed()
+            );
+            assert_eq!(resp.overall_code(), code, "{policy:?}");
+            assert_eq!(resp.response_headers_to_add[0].key, "x-floodgate-degraded");
+        }
+        // The service answers, so it is healthy; the store's own health says
+        // what is wrong.
+        assert_eq!(http_get(&health).await.0, 200);
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_addr))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+        let mut grpc_health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let mut status = 0;
+        for _ in 0..100 {
+            status = grpc_health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: floodgate_server::STORE_HEALTH_SERVICE.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status;
+            if status == tonic_health::pb::health_check_response::ServingStatus::NotServing as i32 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+        );
+        server
+            .stop()
+            .await
+            .expect("the server still drains cleanly");
+    }
 }
 
 /// A minimal HTTP/1.1 GET over loopback: (status, body).
@@ -219,6 +261,7 @@ async fn a_drain_lets_calls_in_flight_finish_and_refuses_new_connections() {
     let rules = rules_dir(&[("edge.yaml", user_rules(3).as_str())]);
     let mut config = redis_config(rules.path(), &redis, "");
     config.redis.as_mut().unwrap().command_timeout = Duration::from_secs(10);
+    config.resilience.store_deadline = Duration::from_secs(10);
     let server = TestServer::start(config).await;
     let grpc_addr = server.grpc_addr;
     let mut client = server.client().await;

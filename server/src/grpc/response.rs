@@ -41,6 +41,9 @@ pub struct ResponseOptions {
     pub headers: Option<HeaderNames>,
     /// Fill `dynamic_metadata`.
     pub dynamic_metadata: bool,
+    /// Header added (value `true`) to answers given without the real store;
+    /// `None` adds none.
+    pub degraded_header: Option<String>,
 }
 
 /// Encodes `decision` for `request`.
@@ -50,10 +53,21 @@ pub fn encode(
     options: &ResponseOptions,
 ) -> RateLimitResponse {
     let statuses = decision.statuses.iter().map(descriptor_status).collect();
-    let response_headers_to_add = match &options.headers {
+    let mut response_headers_to_add = match &options.headers {
         Some(names) => headers(decision, names),
         None => Vec::new(),
     };
+    if let Some(name) = options
+        .degraded_header
+        .as_ref()
+        .filter(|_| decision.degraded)
+    {
+        response_headers_to_add.push(HeaderValue {
+            key: name.clone(),
+            value: "true".into(),
+            ..HeaderValue::default()
+        });
+    }
     let dynamic_metadata = options
         .dynamic_metadata
         .then(|| metadata(request, decision));

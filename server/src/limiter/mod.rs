@@ -21,7 +21,7 @@ use crate::clock::Clock;
 use crate::rules::{Allowance, Domain, Node, Rules, Unit};
 use crate::store::key::CacheKey;
 use crate::store::key::KeySuffix;
-use crate::store::{Check, Commit, CounterStore, StoreError};
+use crate::store::{Applied, Check, Commit, CounterStore, StoreError};
 use algorithm::{Algorithm, Outcome, Rate};
 
 /// A decision code.
@@ -82,6 +82,8 @@ pub struct Decision {
     pub overall: Code,
     /// One status per descriptor, in request order.
     pub statuses: Vec<Status>,
+    /// Decided without the real store (see [`crate::resilience`]).
+    pub degraded: bool,
 }
 
 /// Why no decision could be made.
@@ -256,10 +258,12 @@ impl Limiter {
             })
             .collect();
 
-        let outcomes = if checks.is_empty() {
-            Vec::new()
+        let Applied { outcomes, degraded } = if checks.is_empty() {
+            Applied::default()
         } else {
-            self.store.apply(&checks, self.commit(checks.len())).await?
+            self.store
+                .apply_marked(&checks, self.commit(checks.len()))
+                .await?
         };
         if outcomes.len() != checks.len() {
             return Err(StoreError::Protocol(format!(
@@ -269,7 +273,9 @@ impl Limiter {
             ))
             .into());
         }
-        Ok(self.conclude(plans, &outcomes))
+        let mut decision = self.conclude(plans, &outcomes);
+        decision.degraded = degraded;
+        Ok(decision)
     }
 
     /// How a request's checks commit.
@@ -377,7 +383,11 @@ impl Limiter {
         } else {
             Code::Ok
         };
-        Decision { overall, statuses }
+        Decision {
+            overall,
+            statuses,
+            degraded: false,
+        }
     }
 }
 

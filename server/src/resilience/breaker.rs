@@ -132,6 +132,14 @@ impl CircuitBreaker {
         }
     }
 
+    /// Lets trial calls through now (the health check saw the store answer).
+    pub fn half_open_now(&self) {
+        let mut inner = self.lock();
+        if inner.state == BreakerState::Open {
+            self.set(&mut inner, BreakerState::HalfOpen);
+        }
+    }
+
     fn timed_out(&self, inner: &Inner) -> bool {
         inner
             .opened_at

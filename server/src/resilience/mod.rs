@@ -4,6 +4,9 @@
 //! - [`breaker`]: a circuit breaker, so that no call waits on a dead store.
 //! - [`retry`]: retries with exponential backoff and jitter, within the
 //!   request's deadline.
+//! - [`store`]: [`store::ResilientStore`] puts them together with a health
+//!   check and a failure policy (count locally, allow or deny).
 
 pub mod breaker;
 pub mod retry;
+pub mod store;

@@ -74,6 +74,15 @@ impl StoreError {
     }
 }
 
+/// Outcomes, and whether they came from a stand-in for the real store.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Applied {
+    /// One outcome per check, in order.
+    pub outcomes: Vec<Outcome>,
+    /// Decided without the real store (fallback, fail open or fail closed).
+    pub degraded: bool,
+}
+
 /// The future a store returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -83,6 +92,18 @@ pub trait CounterStore: Send + Sync + std::fmt::Debug {
     /// check, in order. All checks of one call travel together (one round
     /// trip, one script call for Redis).
     fn apply<'a>(&'a self, checks: &'a [Check], commit: Commit) -> StoreFuture<'a, Vec<Outcome>>;
+
+    /// [`CounterStore::apply`], also saying whether the answer is degraded
+    /// (not from the real store; see [`crate::resilience`]).
+    fn apply_marked<'a>(&'a self, checks: &'a [Check], commit: Commit) -> StoreFuture<'a, Applied> {
+        let applied = self.apply(checks, commit);
+        Box::pin(async move {
+            Ok(Applied {
+                outcomes: applied.await?,
+                degraded: false,
+            })
+        })
+    }
 
     /// Checks that the store answers.
     fn ping(&self) -> StoreFuture<'_, ()>;

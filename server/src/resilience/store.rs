@@ -1,0 +1,470 @@
+//! [`ResilientStore`]: the Redis store behind a deadline, retries, a circuit
+//! breaker and a health check, with a failure policy for when none of that
+//! gets an answer.
+//!
+//! On the request path it sits where the store sits: the limiter calls it
+//! like any [`CounterStore`]. A call goes to Redis only if the breaker
+//! allows it and the health check has not marked Redis down; it gets the
+//! store deadline (default 50 ms) for all attempts together. When Redis
+//! does not answer in time, or is skipped, the policy decides:
+//! `fallback` counts in a bounded in-memory store, `allow` answers OK,
+//! `deny` answers OVER_LIMIT. Such answers are marked degraded.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::breaker::{BreakerSettings, BreakerState, CircuitBreaker};
+use super::retry::{Retry, RetrySettings};
+use crate::limiter::algorithm::Outcome;
+use crate::store::memory::MemoryStore;
+use crate::store::{Applied, Check, Commit, CounterStore, StoreError, StoreFuture};
+
+/// What to answer when the store cannot be used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Count in a local in-memory store (per server instance).
+    #[default]
+    Fallback,
+    /// Fail open: allow.
+    Allow,
+    /// Fail closed: reject.
+    Deny,
+}
+
+impl FailurePolicy {
+    /// Parses `fallback`, `allow` or `deny`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "fallback" => Some(FailurePolicy::Fallback),
+            "allow" => Some(FailurePolicy::Allow),
+            "deny" => Some(FailurePolicy::Deny),
+            _ => None,
+        }
+    }
+}
+
+/// Resilience settings, validated by [`crate::config`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResilienceSettings {
+    /// What to answer without the store.
+    pub on_failure: FailurePolicy,
+    /// The longest a decision waits for the store, retries included.
+    pub store_deadline: Duration,
+    /// The circuit breaker.
+    pub breaker: BreakerSettings,
+    /// Retries of transient failures.
+    pub retry: RetrySettings,
+    /// How often the health check pings the store.
+    pub check_interval: Duration,
+    /// How long a ping may take.
+    pub check_timeout: Duration,
+    /// Bound of the fallback store.
+    pub fallback_max_entries: usize,
+    /// How often the fallback store drops ended windows.
+    pub fallback_sweep_interval: Duration,
+}
+
+impl Default for ResilienceSettings {
+    fn default() -> Self {
+        ResilienceSettings {
+            on_failure: FailurePolicy::Fallback,
+            store_deadline: Duration::from_millis(50),
+            breaker: BreakerSettings::default(),
+            retry: RetrySettings::default(),
+            check_interval: Duration::from_secs(5),
+            check_timeout: Duration::from_millis(500),
+            fallback_max_entries: 10_000,
+            fallback_sweep_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The store with its safety net.
+#[derive(Debug)]
+pub struct ResilientStore {
+    primary: Arc<dyn CounterStore>,
+    fallback: Arc<MemoryStore>,
+    breaker: CircuitBreaker,
+    retry: Retry,
+    healthy: AtomicBool,
+    degraded: AtomicBool,
+    settings: ResilienceSettings,
+}
+
+impl ResilientStore {
+    /// Wraps `primary`; `fallback` counts when the policy says so.
+    pub fn new(
+        primary: Arc<dyn CounterStore>,
+        fallback: Arc<MemoryStore>,
+        settings: ResilienceSettings,
+    ) -> Self {
+        ResilientStore {
+            primary,
+            fallback,
+            breaker: CircuitBreaker::new("redis", settings.breaker),
+            retry: Retry::new(settings.retry),
+            healthy: AtomicBool::new(true),
+            degraded: AtomicBool::new(false),
+            settings,
+        }
+    }
+
+    /// The circuit breaker in front of the store.
+    pub fn circuit_breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    /// The last health check's verdict (true until the first one fails).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// The fallback store.
+    pub fn fallback(&self) -> &Arc<MemoryStore> {
+        &self.fallback
+    }
+
+    /// Would a call go to the store now?
+    fn use_primary(&self) -> bool {
+        self.is_healthy() && self.breaker.allow()
+    }
+
+    /// Records whether answers are degraded; logs each change once.
+    fn set_degraded(&self, degraded: bool, why: &str) {
+        if self.degraded.swap(degraded, Ordering::Relaxed) != degraded {
+            if degraded {
+                tracing::warn!(policy = ?self.settings.on_failure, why, "store unavailable: answering in degraded mode");
+            } else {
+                tracing::info!("store answering again: degraded mode over");
+            }
+        }
+    }
+
+    async fn degraded(&self, checks: &[Check], commit: Commit) -> Result<Applied, StoreError> {
+        let outcomes = match self.settings.on_failure {
+            FailurePolicy::Fallback => self.fallback.apply(checks, commit).await?,
+            FailurePolicy::Allow | FailurePolicy::Deny => {
+                let allowed = self.settings.on_failure == FailurePolicy::Allow;
+                checks
+                    .iter()
+                    .map(|check| Outcome {
+                        allowed,
+                        remaining: if allowed { check.rate.limit } else { 0 },
+                        reset_after: Duration::from_secs_f64(check.rate.period_ms / 1_000.0),
+                    })
+                    .collect()
+            }
+        };
+        Ok(Applied {
+            outcomes,
+            degraded: true,
+        })
+    }
+
+    async fn apply_resilient(
+        &self,
+        checks: &[Check],
+        commit: Commit,
+    ) -> Result<Applied, StoreError> {
+        if !self.use_primary() {
+            self.set_degraded(true, "circuit open or health check failing");
+            return self.degraded(checks, commit).await;
+        }
+        let deadline = Instant::now() + self.settings.store_deadline;
+        let attempt = self.retry.run(deadline, StoreError::is_transient, || {
+            self.primary.apply(checks, commit)
+        });
+        match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(Ok(outcomes)) => {
+                self.breaker.success();
+                self.set_degraded(false, "");
+                Ok(Applied {
+                    outcomes,
+                    degraded: false,
+                })
+            }
+            // The store answered, with something we cannot use: not an outage.
+            Ok(Err(e)) if !e.is_transient() => Err(e),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "store call failed");
+                self.breaker.failure();
+                self.set_degraded(true, "store call failed");
+                self.degraded(checks, commit).await
+            }
+            Err(_) => {
+                self.breaker.failure();
+                self.set_degraded(true, "store deadline passed");
+                self.degraded(checks, commit).await
+            }
+        }
+    }
+
+    /// The health check: pings the store every `check_interval` until
+    /// `drain` turns true. A failed ping routes calls away from the store;
+    /// a good one while the breaker is open lets trial calls through at
+    /// once. `status` carries the verdict to the gRPC health service.
+    pub async fn check_health(
+        self: Arc<Self>,
+        status: watch::Sender<bool>,
+        mut drain: watch::Receiver<bool>,
+    ) {
+        let mut ticker = tokio::time::interval(self.settings.check_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = drain.wait_for(|d| *d) => return,
+            }
+            let ok = matches!(
+                tokio::time::timeout(self.settings.check_timeout, self.primary.ping()).await,
+                Ok(Ok(()))
+            );
+            if self.healthy.swap(ok, Ordering::Relaxed) != ok {
+                if ok {
+                    tracing::info!("store health check passes again");
+                } else {
+                    tracing::warn!("store health check fails: routing calls away from it");
+                }
+            }
+            if ok && self.breaker.state() == BreakerState::Open {
+                self.breaker.half_open_now();
+            }
+            status.send_replace(ok);
+        }
+    }
+}
+
+impl CounterStore for ResilientStore {
+    fn apply<'a>(&'a self, checks: &'a [Check], commit: Commit) -> StoreFuture<'a, Vec<Outcome>> {
+        Box::pin(async move { Ok(self.apply_resilient(checks, commit).await?.outcomes) })
+    }
+
+    fn apply_marked<'a>(&'a self, checks: &'a [Check], commit: Commit) -> StoreFuture<'a, Applied> {
+        Box::pin(self.apply_resilient(checks, commit))
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        // The service answers whatever the store does (the policy decides);
+        // the store's own health is reported apart (see `check_health`).
+        Box::pin(async { Ok(()) })
+    }
+
+    fn kind(&self) -> &'static str {
+        self.primary.kind()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::limiter::algorithm::{Algorithm, Rate};
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Mode {
+        Up,
+        Down,
+        Hang,
+        Broken,
+    }
+
+    /// A store whose behaviour the test sets; counts the calls it gets.
+    #[derive(Debug)]
+    struct Fake {
+        mode: Mutex<Mode>,
+        calls: AtomicUsize,
+        inner: MemoryStore,
+    }
+
+    impl Fake {
+        fn new() -> Arc<Self> {
+            Arc::new(Fake {
+                mode: Mutex::new(Mode::Up),
+                calls: AtomicUsize::new(0),
+                inner: MemoryStore::new(100, Clock::System),
+            })
+        }
+        fn set(&self, mode: Mode) {
+            *self.mode.lock().unwrap() = mode;
+        }
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::Relaxed)
+        }
+        async fn act(&self) -> Result<(), StoreError> {
+            let mode = *self.mode.lock().unwrap();
+            match mode {
+                Mode::Up => Ok(()),
+                Mode::Down => Err(StoreError::Unavailable("refused".into())),
+                Mode::Hang => std::future::pending().await,
+                Mode::Broken => Err(StoreError::Protocol("bad reply".into())),
+            }
+        }
+    }
+
+    impl CounterStore for Fake {
+        fn apply<'a>(
+            &'a self,
+            checks: &'a [Check],
+            commit: Commit,
+        ) -> StoreFuture<'a, Vec<Outcome>> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            Box::pin(async move {
+                self.act().await?;
+                self.inner.apply(checks, commit).await
+            })
+        }
+        fn ping(&self) -> StoreFuture<'_, ()> {
+            Box::pin(self.act())
+        }
+        fn kind(&self) -> &'static str {
+            "fake"
+        }
+    }
+
+    fn check() -> Vec<Check> {
+        vec![Check {
+            key: "k".into(),
+            hits: 1,
+            algorithm: Algorithm::FixedWindow,
+            rate: Rate {
+                limit: 10,
+                period_ms: 60_000.0,
+                burst: 10,
+            },
+            reset_after: Duration::from_secs(60),
+            veto: true,
+        }]
+    }
+
+    fn store(fake: &Arc<Fake>, policy: FailurePolicy) -> Arc<ResilientStore> {
+        let settings = ResilienceSettings {
+            on_failure: policy,
+            retry: RetrySettings {
+                use_jitter: false,
+                initial_backoff: Duration::from_millis(10),
+                ..RetrySettings::default()
+            },
+            ..ResilienceSettings::default()
+        };
+        let fallback = Arc::new(MemoryStore::new(100, Clock::System));
+        Arc::new(ResilientStore::new(fake.clone(), fallback, settings))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_down_store_is_retried_then_falls_back_and_the_breaker_opens() {
+        let fake = Fake::new();
+        let store = store(&fake, FailurePolicy::Fallback);
+        let applied = store.apply_marked(&check(), Commit::Each).await.unwrap();
+        assert!(!applied.degraded);
+        assert_eq!(applied.outcomes[0].remaining, 9);
+
+        fake.set(Mode::Down);
+        let start = Instant::now();
+        let applied = store.apply_marked(&check(), Commit::Each).await.unwrap();
+        assert!(applied.degraded);
+        assert_eq!(
+            applied.outcomes[0].remaining, 9,
+            "counted in the fallback store"
+        );
+        assert_eq!(fake.calls(), 1 + 3, "three attempts: 10 ms and 20 ms apart");
+        assert_eq!(start.elapsed(), Duration::from_millis(30));
+        for _ in 0..2 {
+            store.apply_marked(&check(), Commit::Each).await.unwrap();
+        }
+        assert_eq!(store.circuit_breaker().state(), BreakerState::Open);
+        let before = fake.calls();
+        let applied = store.apply_marked(&check(), Commit::Each).await.unwrap();
+        assert!(applied.degraded);
+        assert_eq!(
+            fake.calls(),
+            before,
+            "an open breaker sends nothing to the store"
+        );
+        assert_eq!(applied.outcomes[0].remaining, 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_that_never_answers_costs_one_deadline() {
+        let fake = Fake::new();
+        fake.set(Mode::Hang);
+        let store = store(&fake, FailurePolicy::Fallback);
+        let start = Instant::now();
+        let applied = store.apply_marked(&check(), Commit::Each).await.unwrap();
+        assert!(applied.degraded);
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(50),
+            "the store deadline"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn allow_and_deny_answer_without_counting() {
+        let fake = Fake::new();
+        fake.set(Mode::Down);
+        let allow = store(&fake, FailurePolicy::Allow);
+        let deny = store(&fake, FailurePolicy::Deny);
+        for _ in 0..20 {
+            let a = allow.apply_marked(&check(), Commit::Each).await.unwrap();
+            assert!(a.degraded && a.outcomes[0].allowed);
+            let d = deny.apply_marked(&check(), Commit::Each).await.unwrap();
+            assert!(d.degraded && !d.outcomes[0].allowed);
+        }
+        assert!(allow.fallback().is_empty(), "allow counts nothing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_that_is_an_error_is_not_an_outage() {
+        let fake = Fake::new();
+        fake.set(Mode::Broken);
+        let store = store(&fake, FailurePolicy::Fallback);
+        assert!(store.apply_marked(&check(), Commit::Each).await.is_err());
+        assert_eq!(fake.calls(), 1, "not retried");
+        assert_eq!(store.circuit_breaker().state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_health_check_routes_away_and_back() {
+        let fake = Fake::new();
+        let store = store(&fake, FailurePolicy::Fallback);
+        let (status_tx, mut status) = watch::channel(true);
+        let (drain_tx, drain) = watch::channel(false);
+        let checker = tokio::spawn(store.clone().check_health(status_tx, drain));
+
+        fake.set(Mode::Down);
+        status.wait_for(|ok| !ok).await.unwrap();
+        assert!(!store.is_healthy());
+        for _ in 0..3 {
+            store.apply_marked(&check(), Commit::Each).await.unwrap();
+        }
+        let calls = fake.calls();
+        assert!(
+            store
+                .apply_marked(&check(), Commit::Each)
+                .await
+                .unwrap()
+                .degraded
+        );
+        assert_eq!(fake.calls(), calls, "unhealthy: calls skip the store");
+
+        fake.set(Mode::Up);
+        let start = Instant::now();
+        status.wait_for(|ok| *ok).await.unwrap();
+        assert!(
+            start.elapsed() <= Duration::from_secs(5),
+            "within one check_interval"
+        );
+        let applied = store.apply_marked(&check(), Commit::Each).await.unwrap();
+        assert!(!applied.degraded, "back on the store");
+
+        drain_tx.send_replace(true);
+        checker.await.unwrap();
+    }
+}
