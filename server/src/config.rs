@@ -104,6 +104,8 @@ pub struct Settings {
     pub max_entries: usize,
     /// Longest domain, key or value in bytes.
     pub max_value_bytes: usize,
+    /// Calls decided at once; more are shed with RESOURCE_EXHAUSTED.
+    pub max_in_flight: usize,
     /// Answer every request OK, whatever the statuses say.
     pub shadow_mode: bool,
     /// When one limit of a request rejects, the others take nothing.
@@ -173,6 +175,7 @@ impl Default for Settings {
             max_descriptors: limits.max_descriptors,
             max_entries: limits.max_entries,
             max_value_bytes: limits.max_value_bytes,
+            max_in_flight: crate::grpc::DEFAULT_MAX_IN_FLIGHT,
             shadow_mode: false,
             stop_increment_when_over_limit: false,
             response_headers: false,
@@ -231,6 +234,8 @@ pub struct Config {
     pub redis: Option<RedisSettings>,
     /// Deadline, retries, breaker, health check and failure policy around Redis.
     pub resilience: ResilienceSettings,
+    /// Calls decided at once; more are shed.
+    pub max_in_flight: usize,
     /// Prefix of every counter key.
     pub cache_key_prefix: String,
     /// Most counters the memory store holds.
@@ -359,6 +364,7 @@ impl TryFrom<Settings> for Config {
                 degraded_header: degraded_header(&s.degraded_header)?,
             },
             resilience,
+            max_in_flight: positive("max_in_flight", s.max_in_flight)?,
             shutdown_grace: duration("shutdown_grace", &s.shutdown_grace)?,
             shutdown_delay: duration("shutdown_delay", &s.shutdown_delay)?,
             log_format,

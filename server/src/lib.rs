@@ -166,7 +166,8 @@ pub async fn build(config: &Config, clock: Clock) -> Result<(RateLimiter, StoreT
         config.limiter.clone(),
     );
     Ok((
-        RateLimiter::new(limiter, config.limits, config.response.clone()),
+        RateLimiter::new(limiter, config.limits, config.response.clone())
+            .with_max_in_flight(config.max_in_flight),
         tasks,
     ))
 }

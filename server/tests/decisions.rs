@@ -791,3 +791,63 @@ async fn a_replaced_sibling_does_not_move_the_other_limits_key() {
         "per_hour counted under the key of list index 1"
     );
 }
+
+/// A store that never answers (a frozen Redis without resilience).
+#[derive(Debug)]
+struct Frozen;
+
+impl floodgate_server::store::CounterStore for Frozen {
+    fn apply<'a>(
+        &'a self,
+        _: &'a [floodgate_server::store::Check],
+        _: floodgate_server::store::Commit,
+    ) -> floodgate_server::store::StoreFuture<'a, Vec<floodgate_server::limiter::algorithm::Outcome>>
+    {
+        Box::pin(std::future::pending())
+    }
+    fn ping(&self) -> floodgate_server::store::StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+    fn kind(&self) -> &'static str {
+        "frozen"
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_past_the_in_flight_bound_are_shed_at_once() {
+    let clock = Clock::anchored(Duration::from_secs(NOW));
+    let rules = Rules::new(load_files(&[("edge.yaml".into(), RULES.into())], false).unwrap());
+    let limiter = Limiter::new(
+        rules,
+        Arc::new(Frozen),
+        CacheKey::new("fg:"),
+        clock,
+        LimiterOptions::default(),
+    );
+    let service = RateLimiter::new(
+        limiter,
+        RequestLimits::default(),
+        ResponseOptions::default(),
+    )
+    .with_max_in_flight(2);
+    let req = request(vec![descriptor(&[("user", "alice")])]);
+    let stuck: Vec<_> = (0..2)
+        .map(|_| {
+            let (service, req) = (service.clone(), req.clone());
+            tokio::spawn(async move { service.should_rate_limit(&req).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    let shed = service.should_rate_limit(&req).await.unwrap_err();
+    let status = tonic::Status::from(shed);
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        status.message().contains("overloaded"),
+        "{}",
+        status.message()
+    );
+    for task in stuck {
+        assert!(!task.is_finished());
+        task.abort();
+    }
+}

@@ -303,3 +303,32 @@ async fn a_drain_lets_calls_in_flight_finish_and_refuses_new_connections() {
     );
     stopping.await.unwrap().expect("clean drain");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_still_gets_answers_within_the_callers_deadline() {
+    let redis = RedisServer::start();
+    let rules = rules_dir(&[("edge.yaml", user_rules(3).as_str())]);
+    let mut config = redis_config(rules.path(), &redis, "");
+    // Without the caller's deadline, a store call could wait this long.
+    config.resilience.store_deadline = Duration::from_secs(30);
+    config.redis.as_mut().unwrap().command_timeout = Duration::from_secs(30);
+    let server = TestServer::start(config).await;
+    let mut client = server.client().await;
+    client.should_rate_limit(request("dora")).await.unwrap();
+
+    redis.pause();
+    for i in 0..10 {
+        // grpc-timeout: 200 ms. Past it the client itself fails the call
+        // with DEADLINE_EXCEEDED, so an answer means the deadline was met.
+        let mut call = tonic::Request::new(request("dora"));
+        call.set_timeout(Duration::from_millis(200));
+        let resp = client
+            .should_rate_limit(call)
+            .await
+            .unwrap_or_else(|e| panic!("call {i}: {e:?}"))
+            .into_inner();
+        assert_eq!(resp.response_headers_to_add[0].key, "x-floodgate-degraded");
+    }
+    redis.resume();
+    server.stop().await.unwrap();
+}

@@ -10,9 +10,14 @@
 pub mod response;
 pub mod status;
 
+use std::sync::Arc;
+
 use floodgate_proto::{RateLimitRequest, RateLimitResponse, RateLimitService};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use crate::limiter::{Limiter, Request, RequestLimits};
+use crate::resilience::deadline;
 pub use response::{HeaderNames, ResponseOptions};
 pub use status::ServiceError;
 
@@ -22,7 +27,12 @@ pub struct RateLimiter {
     limiter: Limiter,
     limits: RequestLimits,
     response: ResponseOptions,
+    /// Calls being decided; past the bound, calls are shed, not queued.
+    in_flight: Arc<Semaphore>,
 }
+
+/// The default bound on calls decided at once ([`RateLimiter::with_max_in_flight`]).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
 
 impl RateLimiter {
     /// Wraps a limiter with request bounds and response options.
@@ -31,7 +41,15 @@ impl RateLimiter {
             limiter,
             limits,
             response,
+            in_flight: Arc::new(Semaphore::new(DEFAULT_MAX_IN_FLIGHT)),
         }
+    }
+
+    /// Bounds the calls decided at once: one more gets `RESOURCE_EXHAUSTED`
+    /// at once rather than a place in a queue (load shedding).
+    pub fn with_max_in_flight(mut self, max: usize) -> Self {
+        self.in_flight = Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS)));
+        self
     }
 
     /// The limiter.
@@ -44,11 +62,24 @@ impl RateLimiter {
         &self,
         proto: &RateLimitRequest,
     ) -> Result<RateLimitResponse, ServiceError> {
-        let result = async {
+        self.should_rate_limit_by(proto, None).await
+    }
+
+    /// Answers one call whose caller gives up at `caller_deadline`.
+    pub async fn should_rate_limit_by(
+        &self,
+        proto: &RateLimitRequest,
+        caller_deadline: Option<Instant>,
+    ) -> Result<RateLimitResponse, ServiceError> {
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            tracing::debug!(domain = %proto.domain, "overloaded: call shed");
+            return Err(ServiceError::Overloaded);
+        };
+        let result = deadline::with_deadline(caller_deadline, async {
             let request = Request::parse(proto, &self.limits)?;
             let decision = self.limiter.decide(&request).await?;
             Ok(response::encode(proto, &decision, &self.response))
-        }
+        })
         .await;
         if let Err(e) = &result {
             match e {
@@ -59,6 +90,7 @@ impl RateLimiter {
                 ServiceError::Limiter(e) => {
                     tracing::warn!(domain = %proto.domain, error = %e, "no decision")
                 }
+                ServiceError::Overloaded => {}
             }
         }
         result
@@ -85,7 +117,16 @@ impl RateLimitService for RateLimitGrpc {
         &self,
         request: tonic::Request<RateLimitRequest>,
     ) -> Result<tonic::Response<RateLimitResponse>, tonic::Status> {
-        match self.inner.should_rate_limit(request.get_ref()).await {
+        let caller_deadline = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(deadline::from_grpc_timeout);
+        match self
+            .inner
+            .should_rate_limit_by(request.get_ref(), caller_deadline)
+            .await
+        {
             Ok(response) => Ok(tonic::Response::new(response)),
             Err(e) => Err(e.into()),
         }

@@ -4,7 +4,8 @@
 //! wrong; it is the caller's problem and is logged at debug level only. A
 //! store failure is `UNAVAILABLE` (HTTP 503), not `UNKNOWN`: Envoy's ratelimit
 //! filter then applies its own `failure_mode_deny` setting, and clients know
-//! a retry may help. Store details stay in the server's logs (written by
+//! a retry may help. A call shed under overload is `RESOURCE_EXHAUSTED`
+//! (HTTP 503). Store details stay in the server's logs (written by
 //! [`RateLimiter::should_rate_limit`](super::RateLimiter::should_rate_limit),
 //! for every transport).
 
@@ -19,6 +20,9 @@ pub enum ServiceError {
     /// No decision could be made.
     #[error(transparent)]
     Limiter(#[from] LimiterError),
+    /// Too many calls in flight: shed rather than queued.
+    #[error("too many calls in flight")]
+    Overloaded,
 }
 
 impl ServiceError {
@@ -26,7 +30,9 @@ impl ServiceError {
     pub fn http_status(&self) -> http::StatusCode {
         match self {
             ServiceError::Request(_) => http::StatusCode::BAD_REQUEST,
-            ServiceError::Limiter(_) => http::StatusCode::SERVICE_UNAVAILABLE,
+            ServiceError::Limiter(_) | ServiceError::Overloaded => {
+                http::StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -37,6 +43,7 @@ impl ServiceError {
             ServiceError::Limiter(LimiterError::Store(_)) => {
                 "rate limit store unavailable".to_owned()
             }
+            ServiceError::Overloaded => "rate limit service overloaded: call shed".to_owned(),
         }
     }
 }
@@ -46,6 +53,7 @@ impl From<ServiceError> for tonic::Status {
         match &e {
             ServiceError::Request(_) => tonic::Status::invalid_argument(e.public_message()),
             ServiceError::Limiter(_) => tonic::Status::unavailable(e.public_message()),
+            ServiceError::Overloaded => tonic::Status::resource_exhausted(e.public_message()),
         }
     }
 }

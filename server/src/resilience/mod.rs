@@ -2,11 +2,13 @@
 //! the Redis store on the request path.
 //!
 //! - [`breaker`]: a circuit breaker, so that no call waits on a dead store.
+//! - [`deadline`]: the caller's `grpc-timeout`, carried to the store.
 //! - [`retry`]: retries with exponential backoff and jitter, within the
 //!   request's deadline.
 //! - [`store`]: [`store::ResilientStore`] puts them together with a health
 //!   check and a failure policy (count locally, allow or deny).
 
 pub mod breaker;
+pub mod deadline;
 pub mod retry;
 pub mod store;

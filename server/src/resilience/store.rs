@@ -4,8 +4,9 @@
 //!
 //! On the request path it sits where the store sits: the limiter calls it
 //! like any [`CounterStore`]. A call goes to Redis only if the breaker
-//! allows it and the health check has not marked Redis down; it gets the
-//! store deadline (default 50 ms) for all attempts together. When Redis
+//! allows it and the health check has not marked Redis down; all attempts
+//! together get the caller's deadline (90% of its `grpc-timeout`, see
+//! [`super::deadline`]) or, without one, the store deadline (default 50 ms). When Redis
 //! does not answer in time, or is skipped, the policy decides:
 //! `fallback` counts in a bounded in-memory store, `allow` answers OK,
 //! `deny` answers OVER_LIMIT. Such answers are marked degraded.
@@ -174,7 +175,9 @@ impl ResilientStore {
             self.set_degraded(true, "circuit open or health check failing");
             return self.degraded(checks, commit).await;
         }
-        let deadline = Instant::now() + self.settings.store_deadline;
+        // The caller's own deadline if it sent one, else the store deadline.
+        let deadline = super::deadline::current()
+            .unwrap_or_else(|| Instant::now() + self.settings.store_deadline);
         let attempt = self.retry.run(deadline, StoreError::is_transient, || {
             self.primary.apply(checks, commit)
         });
