@@ -48,6 +48,9 @@ pub struct ServeArgs {
     /// Sentinel mode: the master's name.
     #[arg(long, value_name = "NAME")]
     pub redis_sentinel_master: Option<String>,
+    /// Without Redis: fallback (count in memory), allow or deny [default: fallback].
+    #[arg(long, value_name = "POLICY")]
+    pub on_store_failure: Option<String>,
     /// gRPC listen address [default: 0.0.0.0:8081].
     #[arg(long, value_name = "ADDR")]
     pub grpc_addr: Option<String>,
@@ -118,6 +121,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         ("redis_url", args.redis_url),
         ("redis_mode", args.redis_mode),
         ("redis_sentinel_master", args.redis_sentinel_master),
+        ("on_store_failure", args.on_store_failure),
         ("grpc_addr", args.grpc_addr),
         ("http_addr", args.http_addr),
         ("cache_key_prefix", args.cache_key_prefix),
