@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::breaker::{BreakerSettings, BreakerState, CircuitBreaker};
 use super::retry::{Retry, RetrySettings};
-use crate::limiter::algorithm::Outcome;
+use crate::limiter::algorithm::{Algorithm, Outcome, Rate};
 use crate::store::memory::MemoryStore;
 use crate::store::{Applied, Check, Commit, CounterStore, StoreError, StoreFuture};
 
@@ -237,9 +237,65 @@ impl ResilientStore {
                 self.breaker.half_open_now();
             }
             status.send_replace(ok);
+            if ok && self.settings.on_failure == FailurePolicy::Fallback {
+                self.hand_back().await;
+            }
         }
     }
 }
+
+impl ResilientStore {
+    /// Adds the fixed-window counts taken locally, for windows still open,
+    /// to the store, so that a short outage does not hand every client a
+    /// fresh budget. Best effort: what fails to reach the store is logged
+    /// and dropped. Other algorithms' local state is dropped (it cannot be
+    /// added up); those limits resume from the store's own state.
+    async fn hand_back(&self) {
+        let taken = self.fallback.take_windows();
+        if taken.is_empty() {
+            return;
+        }
+        let keys = taken.len();
+        let checks: Vec<Check> = taken
+            .into_iter()
+            .map(|(key, count, left)| Check {
+                key,
+                hits: count,
+                algorithm: Algorithm::FixedWindow,
+                // Only the count matters here: the hits were decided already.
+                rate: Rate {
+                    limit: u64::from(u32::MAX),
+                    period_ms: left.as_secs_f64() * 1_000.0,
+                    burst: u64::from(u32::MAX),
+                },
+                reset_after: left,
+                veto: false,
+            })
+            .collect();
+        let mut handed = 0;
+        for batch in checks.chunks(HAND_BACK_BATCH) {
+            let call = self.primary.apply(batch, Commit::Each);
+            match tokio::time::timeout(self.settings.check_timeout, call).await {
+                Ok(Ok(_)) => handed += batch.len(),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, keys = batch.len(), "local counts not handed back")
+                }
+                Err(_) => tracing::warn!(
+                    keys = batch.len(),
+                    "local counts not handed back: timed out"
+                ),
+            }
+        }
+        tracing::info!(
+            keys,
+            handed,
+            "counts taken during the outage handed back to the store"
+        );
+    }
+}
+
+/// Keys per hand-back call (one script call's arguments).
+const HAND_BACK_BATCH: usize = 256;
 
 impl CounterStore for ResilientStore {
     fn apply<'a>(&'a self, checks: &'a [Check], commit: Commit) -> StoreFuture<'a, Vec<Outcome>> {
@@ -268,7 +324,6 @@ mod tests {
 
     use super::*;
     use crate::clock::Clock;
-    use crate::limiter::algorithm::{Algorithm, Rate};
 
     #[derive(Clone, Copy, Debug, PartialEq)]
     enum Mode {
@@ -466,6 +521,40 @@ mod tests {
         );
         let applied = store.apply_marked(&check(), Commit::Each).await.unwrap();
         assert!(!applied.degraded, "back on the store");
+
+        drain_tx.send_replace(true);
+        checker.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counts_taken_during_an_outage_are_handed_back() {
+        let fake = Fake::new();
+        let store = store(&fake, FailurePolicy::Fallback);
+        let (status_tx, mut status) = watch::channel(true);
+        let (drain_tx, drain) = watch::channel(false);
+        let checker = tokio::spawn(store.clone().check_health(status_tx, drain));
+        fake.set(Mode::Down);
+        status.wait_for(|ok| !ok).await.unwrap();
+        for _ in 0..4 {
+            assert!(
+                store
+                    .apply_marked(&check(), Commit::Each)
+                    .await
+                    .unwrap()
+                    .degraded
+            );
+        }
+        assert!(!store.fallback().is_empty());
+
+        fake.set(Mode::Up);
+        status.wait_for(|ok| *ok).await.unwrap();
+        // The hand-back runs right after the verdict; let it finish.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(store.fallback().is_empty(), "handed back, not kept");
+        let mut peek = check();
+        peek[0].hits = 0;
+        let outcome = fake.inner.apply(&peek, Commit::Each).await.unwrap()[0];
+        assert_eq!(outcome.remaining, 6, "the 4 local hits reached the store");
 
         drain_tx.send_replace(true);
         checker.await.unwrap();

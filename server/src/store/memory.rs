@@ -263,6 +263,26 @@ impl MemoryStore {
         removed
     }
 
+    /// Removes every fixed-window counter whose window is still open and
+    /// returns it as (key, count, time left in the window); drops the rest.
+    /// Used to hand counts taken during an outage back to Redis.
+    pub fn take_windows(&self) -> Vec<(String, u64, Duration)> {
+        let now = self.clock.now();
+        let mut taken = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for (key, entry) in shard.drain() {
+                if let State::Count(count) = entry.state
+                    && count > 0
+                    && entry.expires_at > now
+                {
+                    taken.push((key, count, entry.expires_at - now));
+                }
+            }
+        }
+        taken
+    }
+
     /// Entries held now (live or not yet swept).
     pub fn len(&self) -> usize {
         self.shards

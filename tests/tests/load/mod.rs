@@ -191,6 +191,12 @@ pub(crate) struct LoadReport {
 }
 
 impl LoadReport {
+    /// Every call and the failed ones.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let errors = self.calls.iter().filter(|(_, r)| r.is_err()).count();
+        (self.calls.len(), errors)
+    }
+
     /// Successful calls that ended before `t`.
     pub(crate) fn ok_before(&self, t: Instant) -> usize {
         self.calls
