@@ -85,12 +85,10 @@ async fn redis_killed_and_restarted_under_load() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let report = load.stop().await;
-    report.print("redis killed and restarted", back, back);
-    assert_eq!(
-        report.errors_after(back - Duration::from_secs(60)),
-        0,
-        "no call failed"
-    );
+    let (calls, errors) = report.counts();
+    eprintln!("Redis killed and restarted under load: {calls} calls, {errors} errors");
+    assert!(calls > 100);
+    assert_eq!(errors, 0, "no call failed");
 
     // The restarted Redis is empty but for what was handed back: eve's two
     // local hits (the first, before the outage, died with the old Redis).
