@@ -86,6 +86,8 @@ pub struct Settings {
     pub fallback_sweep_interval: String,
     /// Header marking degraded answers (empty: none).
     pub degraded_header: String,
+    /// Bound of the local over-limit cache (0: off).
+    pub over_limit_cache_entries: usize,
     /// Redis connect timeout.
     pub redis_connect_timeout: String,
     /// Redis command timeout.
@@ -166,6 +168,7 @@ impl Default for Settings {
             fallback_max_entries: 10_000,
             fallback_sweep_interval: "60s".into(),
             degraded_header: "x-floodgate-degraded".into(),
+            over_limit_cache_entries: ResilienceSettings::default().over_limit_cache_entries,
             redis_connect_timeout: "2s".into(),
             redis_command_timeout: "1s".into(),
             cache_key_prefix: String::new(),
@@ -440,6 +443,7 @@ fn resilience_settings(s: &Settings) -> Result<ResilienceSettings, ConfigError> 
             s.fallback_max_entries
         },
         fallback_sweep_interval: nonzero("fallback_sweep_interval", &s.fallback_sweep_interval)?,
+        over_limit_cache_entries: s.over_limit_cache_entries,
     })
 }
 

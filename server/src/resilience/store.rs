@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::breaker::{BreakerSettings, BreakerState, CircuitBreaker};
+use super::overlimit::OverLimitCache;
 use super::retry::{Retry, RetrySettings};
 use crate::limiter::algorithm::{Algorithm, Outcome, Rate};
 use crate::store::memory::MemoryStore;
@@ -67,6 +68,8 @@ pub struct ResilienceSettings {
     pub fallback_max_entries: usize,
     /// How often the fallback store drops ended windows.
     pub fallback_sweep_interval: Duration,
+    /// Bound of the local over-limit cache; 0 turns it off.
+    pub over_limit_cache_entries: usize,
 }
 
 impl Default for ResilienceSettings {
@@ -80,6 +83,10 @@ impl Default for ResilienceSettings {
             check_timeout: Duration::from_millis(500),
             fallback_max_entries: 10_000,
             fallback_sweep_interval: Duration::from_secs(60),
+            // One entry per abusive key per window, about 100 bytes each:
+            // 100,000 keys (~10 MB at most) absorb a bot flood over many
+            // keys, and a full cache only means more calls go to Redis.
+            over_limit_cache_entries: 100_000,
         }
     }
 }
@@ -93,6 +100,7 @@ pub struct ResilientStore {
     retry: Retry,
     healthy: AtomicBool,
     degraded: AtomicBool,
+    over_limit: Option<OverLimitCache>,
     settings: ResilienceSettings,
 }
 
@@ -110,6 +118,8 @@ impl ResilientStore {
             retry: Retry::new(settings.retry),
             healthy: AtomicBool::new(true),
             degraded: AtomicBool::new(false),
+            over_limit: (settings.over_limit_cache_entries > 0)
+                .then(|| OverLimitCache::new(settings.over_limit_cache_entries)),
             settings,
         }
     }
@@ -166,7 +176,70 @@ impl ResilientStore {
         })
     }
 
+    /// [`Self::apply_uncached`], with hits on keys known to be over their
+    /// limit answered from the over-limit cache (per-check calls only: an
+    /// all-or-nothing group always goes to the store as a whole).
     async fn apply_resilient(
+        &self,
+        checks: &[Check],
+        commit: Commit,
+    ) -> Result<Applied, StoreError> {
+        let Some(cache) = self.over_limit.as_ref().filter(|_| commit == Commit::Each) else {
+            return self.apply_uncached(checks, commit).await;
+        };
+        let cached: Vec<Option<Duration>> = checks
+            .iter()
+            .map(|c| {
+                (c.algorithm == Algorithm::FixedWindow && c.hits > 0)
+                    .then(|| cache.over(&c.key))
+                    .flatten()
+            })
+            .collect();
+        let applied = if cached.iter().all(Option::is_none) {
+            self.apply_uncached(checks, commit).await?
+        } else {
+            let rest: Vec<Check> = checks
+                .iter()
+                .zip(&cached)
+                .filter(|(_, c)| c.is_none())
+                .map(|(check, _)| check.clone())
+                .collect();
+            let mut applied = if rest.is_empty() {
+                Applied::default()
+            } else {
+                self.apply_uncached(&rest, commit).await?
+            };
+            let mut from_store = std::mem::take(&mut applied.outcomes).into_iter();
+            for left in &cached {
+                let outcome = match left {
+                    Some(left) => Outcome {
+                        allowed: false,
+                        remaining: 0,
+                        reset_after: *left,
+                    },
+                    None => from_store.next().ok_or_else(|| {
+                        StoreError::Protocol("the store returned too few outcomes".into())
+                    })?,
+                };
+                applied.outcomes.push(outcome);
+            }
+            applied
+        };
+        if !applied.degraded {
+            for ((check, outcome), was_cached) in checks.iter().zip(&applied.outcomes).zip(&cached)
+            {
+                if check.algorithm == Algorithm::FixedWindow
+                    && !outcome.allowed
+                    && was_cached.is_none()
+                {
+                    cache.insert(&check.key, outcome.reset_after);
+                }
+            }
+        }
+        Ok(applied)
+    }
+
+    async fn apply_uncached(
         &self,
         checks: &[Check],
         commit: Commit,
@@ -236,10 +309,12 @@ impl ResilientStore {
             if ok && self.breaker.state() == BreakerState::Open {
                 self.breaker.half_open_now();
             }
-            status.send_replace(ok);
             if ok && self.settings.on_failure == FailurePolicy::Fallback {
                 self.hand_back().await;
             }
+            // Published after the hand-back: SERVING means the outage's
+            // counts are in the store.
+            status.send_replace(ok);
         }
     }
 }
@@ -524,6 +599,44 @@ mod tests {
 
         drain_tx.send_replace(true);
         checker.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_over_their_limit_are_answered_without_the_store() {
+        let fake = Fake::new();
+        let store = store(&fake, FailurePolicy::Fallback);
+        for _ in 0..10 {
+            assert!(
+                store
+                    .apply_marked(&check(), Commit::Each)
+                    .await
+                    .unwrap()
+                    .outcomes[0]
+                    .allowed
+            );
+        }
+        let over = store.apply_marked(&check(), Commit::Each).await.unwrap();
+        assert!(!over.outcomes[0].allowed);
+        let calls = fake.calls();
+        for _ in 0..100 {
+            let a = store.apply_marked(&check(), Commit::Each).await.unwrap();
+            assert!(!a.degraded && !a.outcomes[0].allowed);
+            assert_eq!(a.outcomes[0].reset_after, Duration::from_secs(60));
+        }
+        assert_eq!(fake.calls(), calls, "no store call while the key is over");
+        // A request mixing a cached key and another goes to the store for the other only.
+        let mut two = check();
+        two.push(Check {
+            key: "other".into(),
+            ..two[0].clone()
+        });
+        let a = store.apply_marked(&two, Commit::Each).await.unwrap();
+        assert_eq!(fake.calls(), calls + 1);
+        assert_eq!(
+            (a.outcomes[0].allowed, a.outcomes[1].allowed),
+            (false, true)
+        );
+        assert_eq!(a.outcomes[1].remaining, 9);
     }
 
     #[tokio::test(start_paused = true)]

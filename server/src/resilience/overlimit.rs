@@ -1,0 +1,121 @@
+//! The local over-limit cache (the reference's `LOCAL_CACHE_SIZE_IN_BYTES`):
+//! fixed-window keys known to be over their limit, until their window ends.
+//! A hit on one is answered OVER_LIMIT here, without a Redis round trip, so
+//! an abusive client hammering one key costs Redis one call per window per
+//! server instance instead of one per request.
+//!
+//! Only fixed windows are cached: their key carries the window, so "over
+//! until the window ends" is exact. (A sliding window or bucket may allow
+//! again earlier, as hits age out or tokens refill.)
+//!
+//! Bounded: 64 shards, each with an equal share of `max_entries`. A full
+//! shard first drops its ended entries; if still full, the new key is not
+//! cached (that key keeps going to Redis, which stays correct).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+const SHARDS: usize = 64;
+
+/// Keys over their limit, with when their window ends.
+#[derive(Debug)]
+pub struct OverLimitCache {
+    shards: Box<[Mutex<HashMap<String, Instant>>]>,
+    per_shard: usize,
+    hasher: RandomState,
+}
+
+impl OverLimitCache {
+    /// A cache of at most `max_entries` keys.
+    pub fn new(max_entries: usize) -> Self {
+        OverLimitCache {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            per_shard: max_entries.div_ceil(SHARDS).max(1),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        let i = (self.hasher.hash_one(key) as usize) % SHARDS;
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Time left in the window if `key` is known to be over its limit.
+    pub fn over(&self, key: &str) -> Option<Duration> {
+        let now = Instant::now();
+        let mut shard = self.shard(key);
+        match shard.get(key) {
+            Some(&until) if until > now => Some(until - now),
+            Some(_) => {
+                shard.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Records that `key` is over its limit for `left`.
+    pub fn insert(&self, key: &str, left: Duration) {
+        if left.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut shard = self.shard(key);
+        if shard.len() >= self.per_shard && !shard.contains_key(key) {
+            shard.retain(|_, until| *until > now);
+            if shard.len() >= self.per_shard {
+                return;
+            }
+        }
+        shard.insert(key.to_owned(), now + left);
+    }
+
+    /// Keys held (live or not yet dropped).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+
+    /// True when no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_is_over_until_its_window_ends() {
+        let cache = OverLimitCache::new(100);
+        assert_eq!(cache.over("k"), None);
+        cache.insert("k", Duration::from_secs(10));
+        assert_eq!(cache.over("k"), Some(Duration::from_secs(10)));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(cache.over("k"), Some(Duration::from_secs(6)));
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(cache.over("k"), None);
+        assert!(cache.is_empty(), "an ended entry is dropped when seen");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn it_is_bounded_and_makes_room_from_ended_entries() {
+        let cache = OverLimitCache::new(SHARDS); // one key per shard
+        for i in 0..1_000 {
+            cache.insert(&format!("k{i}"), Duration::from_secs(1));
+        }
+        assert!(cache.len() <= SHARDS, "{}", cache.len());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        cache.insert("fresh", Duration::from_secs(1));
+        assert!(cache.over("fresh").is_some(), "ended entries make room");
+    }
+}
