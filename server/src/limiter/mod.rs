@@ -261,8 +261,11 @@ impl Limiter {
         let Applied { outcomes, degraded } = if checks.is_empty() {
             Applied::default()
         } else {
+            let on_failure = rules
+                .domain(request.domain)
+                .and_then(|d| d.on_store_failure());
             self.store
-                .apply_marked(&checks, self.commit(checks.len()))
+                .apply_marked(&checks, self.commit(checks.len()), on_failure)
                 .await?
         };
         if outcomes.len() != checks.len() {

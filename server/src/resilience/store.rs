@@ -22,32 +22,9 @@ use super::breaker::{BreakerSettings, BreakerState, CircuitBreaker};
 use super::overlimit::OverLimitCache;
 use super::retry::{Retry, RetrySettings};
 use crate::limiter::algorithm::{Algorithm, Outcome, Rate};
+pub use crate::store::FailurePolicy;
 use crate::store::memory::MemoryStore;
 use crate::store::{Applied, Check, Commit, CounterStore, StoreError, StoreFuture};
-
-/// What to answer when the store cannot be used.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum FailurePolicy {
-    /// Count in a local in-memory store (per server instance).
-    #[default]
-    Fallback,
-    /// Fail open: allow.
-    Allow,
-    /// Fail closed: reject.
-    Deny,
-}
-
-impl FailurePolicy {
-    /// Parses `fallback`, `allow` or `deny`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "fallback" => Some(FailurePolicy::Fallback),
-            "allow" => Some(FailurePolicy::Allow),
-            "deny" => Some(FailurePolicy::Deny),
-            _ => None,
-        }
-    }
-}
 
 /// Resilience settings, validated by [`crate::config`].
 #[derive(Clone, Debug, PartialEq)]
@@ -155,11 +132,16 @@ impl ResilientStore {
         }
     }
 
-    async fn degraded(&self, checks: &[Check], commit: Commit) -> Result<Applied, StoreError> {
-        let outcomes = match self.settings.on_failure {
+    async fn degraded(
+        &self,
+        checks: &[Check],
+        commit: Commit,
+        policy: FailurePolicy,
+    ) -> Result<Applied, StoreError> {
+        let outcomes = match policy {
             FailurePolicy::Fallback => self.fallback.apply(checks, commit).await?,
             FailurePolicy::Allow | FailurePolicy::Deny => {
-                let allowed = self.settings.on_failure == FailurePolicy::Allow;
+                let allowed = policy == FailurePolicy::Allow;
                 checks
                     .iter()
                     .map(|check| Outcome {
@@ -183,9 +165,10 @@ impl ResilientStore {
         &self,
         checks: &[Check],
         commit: Commit,
+        policy: FailurePolicy,
     ) -> Result<Applied, StoreError> {
         let Some(cache) = self.over_limit.as_ref().filter(|_| commit == Commit::Each) else {
-            return self.apply_uncached(checks, commit).await;
+            return self.apply_uncached(checks, commit, policy).await;
         };
         let cached: Vec<Option<Duration>> = checks
             .iter()
@@ -196,7 +179,7 @@ impl ResilientStore {
             })
             .collect();
         let applied = if cached.iter().all(Option::is_none) {
-            self.apply_uncached(checks, commit).await?
+            self.apply_uncached(checks, commit, policy).await?
         } else {
             let rest: Vec<Check> = checks
                 .iter()
@@ -207,7 +190,7 @@ impl ResilientStore {
             let mut applied = if rest.is_empty() {
                 Applied::default()
             } else {
-                self.apply_uncached(&rest, commit).await?
+                self.apply_uncached(&rest, commit, policy).await?
             };
             let mut from_store = std::mem::take(&mut applied.outcomes).into_iter();
             for left in &cached {
@@ -243,10 +226,11 @@ impl ResilientStore {
         &self,
         checks: &[Check],
         commit: Commit,
+        policy: FailurePolicy,
     ) -> Result<Applied, StoreError> {
         if !self.use_primary() {
             self.set_degraded(true, "circuit open or health check failing");
-            return self.degraded(checks, commit).await;
+            return self.degraded(checks, commit, policy).await;
         }
         // The caller's own deadline if it sent one, else the store deadline.
         let deadline = super::deadline::current()
@@ -269,12 +253,12 @@ impl ResilientStore {
                 tracing::debug!(error = %e, "store call failed");
                 self.breaker.failure();
                 self.set_degraded(true, "store call failed");
-                self.degraded(checks, commit).await
+                self.degraded(checks, commit, policy).await
             }
             Err(_) => {
                 self.breaker.failure();
                 self.set_degraded(true, "store deadline passed");
-                self.degraded(checks, commit).await
+                self.degraded(checks, commit, policy).await
             }
         }
     }
@@ -309,7 +293,7 @@ impl ResilientStore {
             if ok && self.breaker.state() == BreakerState::Open {
                 self.breaker.half_open_now();
             }
-            if ok && self.settings.on_failure == FailurePolicy::Fallback {
+            if ok {
                 self.hand_back().await;
             }
             // Published after the hand-back: SERVING means the outage's
@@ -374,11 +358,18 @@ const HAND_BACK_BATCH: usize = 256;
 
 impl CounterStore for ResilientStore {
     fn apply<'a>(&'a self, checks: &'a [Check], commit: Commit) -> StoreFuture<'a, Vec<Outcome>> {
-        Box::pin(async move { Ok(self.apply_resilient(checks, commit).await?.outcomes) })
+        let policy = self.settings.on_failure;
+        Box::pin(async move { Ok(self.apply_resilient(checks, commit, policy).await?.outcomes) })
     }
 
-    fn apply_marked<'a>(&'a self, checks: &'a [Check], commit: Commit) -> StoreFuture<'a, Applied> {
-        Box::pin(self.apply_resilient(checks, commit))
+    fn apply_marked<'a>(
+        &'a self,
+        checks: &'a [Check],
+        commit: Commit,
+        on_failure: Option<FailurePolicy>,
+    ) -> StoreFuture<'a, Applied> {
+        let policy = on_failure.unwrap_or(self.settings.on_failure);
+        Box::pin(self.apply_resilient(checks, commit, policy))
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {
@@ -494,13 +485,19 @@ mod tests {
     async fn a_down_store_is_retried_then_falls_back_and_the_breaker_opens() {
         let fake = Fake::new();
         let store = store(&fake, FailurePolicy::Fallback);
-        let applied = store.apply_marked(&check(), Commit::Each).await.unwrap();
+        let applied = store
+            .apply_marked(&check(), Commit::Each, None)
+            .await
+            .unwrap();
         assert!(!applied.degraded);
         assert_eq!(applied.outcomes[0].remaining, 9);
 
         fake.set(Mode::Down);
         let start = Instant::now();
-        let applied = store.apply_marked(&check(), Commit::Each).await.unwrap();
+        let applied = store
+            .apply_marked(&check(), Commit::Each, None)
+            .await
+            .unwrap();
         assert!(applied.degraded);
         assert_eq!(
             applied.outcomes[0].remaining, 9,
@@ -509,11 +506,17 @@ mod tests {
         assert_eq!(fake.calls(), 1 + 3, "three attempts: 10 ms and 20 ms apart");
         assert_eq!(start.elapsed(), Duration::from_millis(30));
         for _ in 0..2 {
-            store.apply_marked(&check(), Commit::Each).await.unwrap();
+            store
+                .apply_marked(&check(), Commit::Each, None)
+                .await
+                .unwrap();
         }
         assert_eq!(store.circuit_breaker().state(), BreakerState::Open);
         let before = fake.calls();
-        let applied = store.apply_marked(&check(), Commit::Each).await.unwrap();
+        let applied = store
+            .apply_marked(&check(), Commit::Each, None)
+            .await
+            .unwrap();
         assert!(applied.degraded);
         assert_eq!(
             fake.calls(),
@@ -529,7 +532,10 @@ mod tests {
         fake.set(Mode::Hang);
         let store = store(&fake, FailurePolicy::Fallback);
         let start = Instant::now();
-        let applied = store.apply_marked(&check(), Commit::Each).await.unwrap();
+        let applied = store
+            .apply_marked(&check(), Commit::Each, None)
+            .await
+            .unwrap();
         assert!(applied.degraded);
         assert_eq!(
             start.elapsed(),
@@ -545,12 +551,39 @@ mod tests {
         let allow = store(&fake, FailurePolicy::Allow);
         let deny = store(&fake, FailurePolicy::Deny);
         for _ in 0..20 {
-            let a = allow.apply_marked(&check(), Commit::Each).await.unwrap();
+            let a = allow
+                .apply_marked(&check(), Commit::Each, None)
+                .await
+                .unwrap();
             assert!(a.degraded && a.outcomes[0].allowed);
-            let d = deny.apply_marked(&check(), Commit::Each).await.unwrap();
+            let d = deny
+                .apply_marked(&check(), Commit::Each, None)
+                .await
+                .unwrap();
             assert!(d.degraded && !d.outcomes[0].allowed);
         }
         assert!(allow.fallback().is_empty(), "allow counts nothing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_domain_policy_overrides_the_configured_one() {
+        let fake = Fake::new();
+        fake.set(Mode::Down);
+        let store = store(&fake, FailurePolicy::Fallback);
+        let denied = store
+            .apply_marked(&check(), Commit::Each, Some(FailurePolicy::Deny))
+            .await
+            .unwrap();
+        assert!(denied.degraded && !denied.outcomes[0].allowed);
+        let counted = store
+            .apply_marked(&check(), Commit::Each, None)
+            .await
+            .unwrap();
+        assert!(counted.degraded && counted.outcomes[0].allowed);
+        assert_eq!(
+            counted.outcomes[0].remaining, 9,
+            "only the fallback call counted"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -558,7 +591,12 @@ mod tests {
         let fake = Fake::new();
         fake.set(Mode::Broken);
         let store = store(&fake, FailurePolicy::Fallback);
-        assert!(store.apply_marked(&check(), Commit::Each).await.is_err());
+        assert!(
+            store
+                .apply_marked(&check(), Commit::Each, None)
+                .await
+                .is_err()
+        );
         assert_eq!(fake.calls(), 1, "not retried");
         assert_eq!(store.circuit_breaker().state(), BreakerState::Closed);
     }
@@ -575,12 +613,15 @@ mod tests {
         status.wait_for(|ok| !ok).await.unwrap();
         assert!(!store.is_healthy());
         for _ in 0..3 {
-            store.apply_marked(&check(), Commit::Each).await.unwrap();
+            store
+                .apply_marked(&check(), Commit::Each, None)
+                .await
+                .unwrap();
         }
         let calls = fake.calls();
         assert!(
             store
-                .apply_marked(&check(), Commit::Each)
+                .apply_marked(&check(), Commit::Each, None)
                 .await
                 .unwrap()
                 .degraded
@@ -594,7 +635,10 @@ mod tests {
             start.elapsed() <= Duration::from_secs(5),
             "within one check_interval"
         );
-        let applied = store.apply_marked(&check(), Commit::Each).await.unwrap();
+        let applied = store
+            .apply_marked(&check(), Commit::Each, None)
+            .await
+            .unwrap();
         assert!(!applied.degraded, "back on the store");
 
         drain_tx.send_replace(true);
@@ -608,18 +652,24 @@ mod tests {
         for _ in 0..10 {
             assert!(
                 store
-                    .apply_marked(&check(), Commit::Each)
+                    .apply_marked(&check(), Commit::Each, None)
                     .await
                     .unwrap()
                     .outcomes[0]
                     .allowed
             );
         }
-        let over = store.apply_marked(&check(), Commit::Each).await.unwrap();
+        let over = store
+            .apply_marked(&check(), Commit::Each, None)
+            .await
+            .unwrap();
         assert!(!over.outcomes[0].allowed);
         let calls = fake.calls();
         for _ in 0..100 {
-            let a = store.apply_marked(&check(), Commit::Each).await.unwrap();
+            let a = store
+                .apply_marked(&check(), Commit::Each, None)
+                .await
+                .unwrap();
             assert!(!a.degraded && !a.outcomes[0].allowed);
             assert_eq!(a.outcomes[0].reset_after, Duration::from_secs(60));
         }
@@ -630,7 +680,7 @@ mod tests {
             key: "other".into(),
             ..two[0].clone()
         });
-        let a = store.apply_marked(&two, Commit::Each).await.unwrap();
+        let a = store.apply_marked(&two, Commit::Each, None).await.unwrap();
         assert_eq!(fake.calls(), calls + 1);
         assert_eq!(
             (a.outcomes[0].allowed, a.outcomes[1].allowed),
@@ -651,7 +701,7 @@ mod tests {
         for _ in 0..4 {
             assert!(
                 store
-                    .apply_marked(&check(), Commit::Each)
+                    .apply_marked(&check(), Commit::Each, None)
                     .await
                     .unwrap()
                     .degraded

@@ -3,6 +3,7 @@
 //! messages (`<file>: <message>`), plus the YAML path of the offending node.
 //! A file is checked completely, so one run reports every error it has.
 
+use crate::store::FailurePolicy;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -98,7 +99,7 @@ pub fn load_files(
             file,
             errors: &mut errors,
         };
-        let Some((domain, descriptors)) = cx.file(text) else {
+        let Some((domain, descriptors, on_store_failure)) = cx.file(text) else {
             continue;
         };
         let name: Arc<str> = domain.into();
@@ -112,7 +113,17 @@ pub fn load_files(
         let entry = domains.entry(name.clone()).or_insert_with(|| Domain {
             name: name.clone(),
             root: Level::default(),
+            on_store_failure: None,
         });
+        if let Some(policy) = on_store_failure {
+            match entry.on_store_failure {
+                Some(other) if other != policy => cx.error(
+                    "on_store_failure",
+                    format!("domain '{name}' has another on_store_failure in another file"),
+                ),
+                _ => entry.on_store_failure = Some(policy),
+            }
+        }
         cx.insert_all(&mut entry.root, descriptors, &format!("{name}."), &name);
     }
     if errors.is_empty() {
@@ -144,7 +155,7 @@ struct Raw {
 /// The keys each kind of map may hold. Unlike the reference (one flat set),
 /// a key in the wrong place, such as `unit` directly on a descriptor, is
 /// reported instead of silently ignored.
-const ROOT_KEYS: &[&str] = &["domain", "descriptors"];
+const ROOT_KEYS: &[&str] = &["domain", "descriptors", "on_store_failure"];
 const DESCRIPTOR_KEYS: &[&str] = &[
     "key",
     "value",
@@ -304,8 +315,8 @@ impl Cx<'_> {
         }
     }
 
-    /// The file's domain and its top-level descriptors.
-    fn file(&mut self, text: &str) -> Option<(String, Vec<Raw>)> {
+    /// The file's domain, its top-level descriptors and its failure policy.
+    fn file(&mut self, text: &str) -> Option<(String, Vec<Raw>, Option<FailurePolicy>)> {
         let root = match Yaml::parse(text) {
             Ok(root) => root,
             Err(e) => {
@@ -320,11 +331,25 @@ impl Cx<'_> {
             .into_iter()
             .filter_map(|(path, node)| self.descriptor(node, path))
             .collect();
+        let policy = self.string(&fields, "on_store_failure", "");
+        let on_store_failure = match policy.as_str() {
+            "" => None,
+            p => match FailurePolicy::parse(p) {
+                Some(policy) => Some(policy),
+                None => {
+                    self.error(
+                        "on_store_failure",
+                        format!("on_store_failure must be fallback, allow or deny, not '{p}'"),
+                    );
+                    None
+                }
+            },
+        };
         if domain.is_empty() {
             self.error("domain", "config file cannot have empty domain");
             return None;
         }
-        Some((domain, descriptors))
+        Some((domain, descriptors, on_store_failure))
     }
 
     fn descriptor(&mut self, node: &Yaml, path: String) -> Option<Raw> {

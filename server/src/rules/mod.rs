@@ -15,6 +15,7 @@ mod load;
 mod wildcard;
 mod yaml;
 
+use crate::store::FailurePolicy;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
@@ -192,6 +193,7 @@ impl KeyRules {
 pub struct Domain {
     name: Arc<str>,
     root: Level,
+    on_store_failure: Option<FailurePolicy>,
 }
 
 /// The result of matching one request descriptor.
@@ -205,6 +207,11 @@ pub struct Match<'r> {
 }
 
 impl Domain {
+    /// The domain's own `on_store_failure`, if its file sets one.
+    pub fn on_store_failure(&self) -> Option<FailurePolicy> {
+        self.on_store_failure
+    }
+
     /// The domain name.
     pub fn name(&self) -> &Arc<str> {
         &self.name

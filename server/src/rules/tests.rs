@@ -245,3 +245,51 @@ fn algorithm_errors_follow_the_reference_style() {
         assert_eq!(messages, [format!("algo.yaml: {message}")], "{limit}");
     }
 }
+
+#[test]
+fn a_domain_may_set_its_own_failure_policy() {
+    use crate::store::FailurePolicy;
+    let rules = set("domain: payments\non_store_failure: deny\ndescriptors: []\n");
+    let domain = rules.domain("payments").unwrap();
+    assert_eq!(domain.on_store_failure(), Some(FailurePolicy::Deny));
+    let rules = set("domain: edge\ndescriptors: []\n");
+    assert_eq!(rules.domain("edge").unwrap().on_store_failure(), None);
+
+    let errors = load_files(
+        &[(
+            "bad.yaml".into(),
+            "domain: x\non_store_failure: panic\n".into(),
+        )],
+        false,
+    )
+    .unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].file, "bad.yaml");
+    assert!(
+        errors[0]
+            .to_string()
+            .contains("on_store_failure must be fallback, allow or deny, not 'panic'"),
+        "{}",
+        errors[0]
+    );
+
+    let errors = load_files(
+        &[
+            (
+                "a.yaml".into(),
+                "domain: x\non_store_failure: allow\n".into(),
+            ),
+            (
+                "b.yaml".into(),
+                "domain: x\non_store_failure: deny\n".into(),
+            ),
+        ],
+        true,
+    )
+    .unwrap_err();
+    assert!(
+        errors[0].to_string().contains("another on_store_failure"),
+        "{}",
+        errors[0]
+    );
+}

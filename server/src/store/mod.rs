@@ -74,6 +74,30 @@ impl StoreError {
     }
 }
 
+/// What to answer when the store cannot be used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Count in a local in-memory store (per server instance).
+    #[default]
+    Fallback,
+    /// Fail open: allow.
+    Allow,
+    /// Fail closed: reject.
+    Deny,
+}
+
+impl FailurePolicy {
+    /// Parses `fallback`, `allow` or `deny`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "fallback" => Some(FailurePolicy::Fallback),
+            "allow" => Some(FailurePolicy::Allow),
+            "deny" => Some(FailurePolicy::Deny),
+            _ => None,
+        }
+    }
+}
+
 /// Outcomes, and whether they came from a stand-in for the real store.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Applied {
@@ -94,8 +118,16 @@ pub trait CounterStore: Send + Sync + std::fmt::Debug {
     fn apply<'a>(&'a self, checks: &'a [Check], commit: Commit) -> StoreFuture<'a, Vec<Outcome>>;
 
     /// [`CounterStore::apply`], also saying whether the answer is degraded
-    /// (not from the real store; see [`crate::resilience`]).
-    fn apply_marked<'a>(&'a self, checks: &'a [Check], commit: Commit) -> StoreFuture<'a, Applied> {
+    /// (not from the real store; see [`crate::resilience`]). `on_failure`
+    /// overrides the configured failure policy for this call (a domain's
+    /// `on_store_failure`); stores without one ignore it.
+    fn apply_marked<'a>(
+        &'a self,
+        checks: &'a [Check],
+        commit: Commit,
+        on_failure: Option<FailurePolicy>,
+    ) -> StoreFuture<'a, Applied> {
+        let _ = on_failure;
         let applied = self.apply(checks, commit);
         Box::pin(async move {
             Ok(Applied {
