@@ -14,6 +14,7 @@ use floodgate_e2e::{RedisServer, TestServer, config_with_rules, rules_dir};
 use floodgate_proto::rate_limit_descriptor::Entry;
 use floodgate_proto::{RateLimitDescriptor, RateLimitRequest, RateLimitServiceClient};
 use floodgate_server::config::Config;
+use floodgate_server::store::FailurePolicy;
 use floodgate_server::store::redis::RedisSettings;
 use tokio::time::Instant;
 use tonic::transport::Endpoint;
@@ -32,6 +33,7 @@ struct Call {
     latency: Duration,
     ok: bool,
     degraded: bool,
+    over: bool,
 }
 
 fn request(n: usize) -> RateLimitRequest {
@@ -70,11 +72,13 @@ async fn load(server: &TestServer, stop: Arc<AtomicBool>) -> tokio::task::JoinSe
                     let degraded = result
                         .as_ref()
                         .is_ok_and(|r| !r.get_ref().response_headers_to_add.is_empty());
+                    let over = result.as_ref().is_ok_and(|r| r.get_ref().overall_code != 1);
                     calls.push(Call {
                         at: Instant::now(),
                         latency,
                         ok: result.is_ok(),
                         degraded,
+                        over,
                     });
                 }
                 calls
@@ -94,7 +98,7 @@ fn row(phase: &str, calls: &[&Call], seconds: f64) {
             .unwrap_or_default()
     };
     println!(
-        "| {phase} | {} | {:.0} | {:?} | {:?} | {:?} | {} | {} |",
+        "| {phase} | {} | {:.0} | {:?} | {:?} | {:?} | {} | {} | {} |",
         calls.len(),
         calls.len() as f64 / seconds,
         pct(0.5),
@@ -102,17 +106,19 @@ fn row(phase: &str, calls: &[&Call], seconds: f64) {
         latencies.last().copied().unwrap_or_default(),
         calls.iter().filter(|c| !c.ok).count(),
         calls.iter().filter(|c| c.degraded).count(),
+        calls.iter().filter(|c| c.over).count(),
     );
 }
 
-async fn scenario(name: &str, phase: Duration, frozen: bool) {
+async fn scenario(name: &str, phase: Duration, frozen: bool, policy: FailurePolicy) {
     let mut redis = Some(RedisServer::start());
     let port = redis.as_ref().unwrap().port();
     let rules = rules_dir(&[("bench.yaml", RULES)]);
-    let config = Config {
+    let mut config = Config {
         redis: Some(RedisSettings::single(format!("redis://127.0.0.1:{port}"))),
         ..config_with_rules(rules.path())
     };
+    config.resilience.on_failure = policy;
     let server = TestServer::start(config).await;
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = load(&server, stop.clone()).await;
@@ -146,11 +152,11 @@ async fn scenario(name: &str, phase: Duration, frozen: bool) {
         .min();
     println!();
     println!(
-        "{name}: Redis back on traffic {:?} after it returned",
+        "{name}, on_store_failure {policy:?}: Redis back on traffic {:?} after it returned",
         back.map(|b| b - up)
     );
-    println!("| phase | calls | calls/s | p50 | p99 | max | errors | degraded |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| phase | calls | calls/s | p50 | p99 | max | errors | degraded | OVER_LIMIT |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let between = |a: Instant, b: Instant| -> Vec<&Call> {
         calls.iter().filter(|c| c.at >= a && c.at < b).collect()
     };
@@ -174,6 +180,15 @@ async fn main() {
     println!(
         "closed loop, {CONNECTIONS} connections x {STREAMS} streams, no grpc-timeout (store_deadline 50 ms), default resilience settings"
     );
-    scenario("Redis killed, then restarted", phase, false).await;
-    scenario("Redis frozen (SIGSTOP), then thawed", phase, true).await;
+    let killed = "Redis killed, then restarted";
+    scenario(killed, phase, false, FailurePolicy::Fallback).await;
+    scenario(
+        "Redis frozen (SIGSTOP), then thawed",
+        phase,
+        true,
+        FailurePolicy::Fallback,
+    )
+    .await;
+    scenario(killed, phase, false, FailurePolicy::Allow).await;
+    scenario(killed, phase, false, FailurePolicy::Deny).await;
 }
