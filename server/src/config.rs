@@ -389,7 +389,7 @@ fn degraded_header(name: &str) -> Result<Option<String>, ConfigError> {
             "is not a valid HTTP header name",
         ));
     }
-    Ok(Some(name.to_owned()))
+    Ok(Some(name.to_ascii_lowercase()))
 }
 
 /// Deadline, retries, breaker, health check and failure policy.
@@ -406,6 +406,24 @@ fn resilience_settings(s: &Settings) -> Result<ResilienceSettings, ConfigError> 
             "retry_backoff_multiplier",
             &s.retry_backoff_multiplier.to_string(),
             "must be between 1 and 100",
+        ));
+    }
+    let initial = duration("retry_initial_backoff", &s.retry_initial_backoff)?;
+    let max_backoff = duration("retry_max_backoff", &s.retry_max_backoff)?;
+    if max_backoff < initial {
+        return Err(invalid(
+            "retry_max_backoff",
+            &s.retry_max_backoff,
+            "must not be below retry_initial_backoff",
+        ));
+    }
+    let interval = nonzero("health_check_interval", &s.health_check_interval)?;
+    let check_timeout = nonzero("health_check_timeout", &s.health_check_timeout)?;
+    if check_timeout > interval {
+        return Err(invalid(
+            "health_check_timeout",
+            &s.health_check_timeout,
+            "must not exceed health_check_interval",
         ));
     }
     Ok(ResilienceSettings {
@@ -430,13 +448,13 @@ fn resilience_settings(s: &Settings) -> Result<ResilienceSettings, ConfigError> 
         },
         retry: RetrySettings {
             max_attempts: at_least_1("retry_max_attempts", s.retry_max_attempts)?,
-            initial_backoff: duration("retry_initial_backoff", &s.retry_initial_backoff)?,
-            max_backoff: duration("retry_max_backoff", &s.retry_max_backoff)?,
+            initial_backoff: initial,
+            max_backoff,
             backoff_multiplier: s.retry_backoff_multiplier,
             use_jitter: s.retry_use_jitter,
         },
-        check_interval: nonzero("health_check_interval", &s.health_check_interval)?,
-        check_timeout: nonzero("health_check_timeout", &s.health_check_timeout)?,
+        check_interval: interval,
+        check_timeout,
         fallback_max_entries: if s.fallback_max_entries == 0 {
             return Err(invalid("fallback_max_entries", "0", "must be at least 1"));
         } else {

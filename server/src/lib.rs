@@ -339,11 +339,7 @@ async fn connect_redis(
         attempts += 1;
         match RedisStore::connect(&settings).await {
             Ok(store) => {
-                tracing::info!(
-                    attempts,
-                    endpoint = store.endpoint(),
-                    "connected to Redis; serving"
-                );
+                tracing::info!(attempts, endpoint = store.endpoint(), "connected to Redis");
                 connecting.connected(Arc::new(store));
                 return Ok(());
             }

@@ -4,8 +4,10 @@
 //! - **Closed**: calls go through; `failure_threshold` failures in a row open it.
 //! - **Open**: calls are refused at once (no waiting on a dead store) until
 //!   `reset_timeout` has passed; then the next call makes it half-open.
-//! - **Half-open**: trial calls go through; `success_threshold` successes
-//!   in a row close it, one failure opens it again.
+//! - **Half-open**: at most `success_threshold` trial calls at a time go
+//!   through (the rest are refused, so a store that is still frozen holds
+//!   few calls); `success_threshold` successes in a row close it, one
+//!   failure opens it again.
 //!
 //! Time comes from `tokio::time`, so tests drive it with a paused clock.
 //! Transitions are logged once each, never per call.
@@ -52,6 +54,8 @@ struct Inner {
     state: BreakerState,
     /// Failures in a row (closed) or successes in a row (half-open).
     streak: u32,
+    /// Half-open: trial calls in flight.
+    trials: u32,
     opened_at: Option<Instant>,
 }
 
@@ -71,6 +75,7 @@ impl CircuitBreaker {
             inner: Mutex::new(Inner {
                 state: BreakerState::Closed,
                 streak: 0,
+                trials: 0,
                 opened_at: None,
             }),
             name,
@@ -90,13 +95,16 @@ impl CircuitBreaker {
     /// turns half-open and says yes.
     pub fn allow(&self) -> bool {
         let mut inner = self.lock();
+        if inner.state == BreakerState::Open && self.timed_out(&inner) {
+            self.set(&mut inner, BreakerState::HalfOpen);
+        }
         match inner.state {
-            BreakerState::Closed | BreakerState::HalfOpen => true,
-            BreakerState::Open if self.timed_out(&inner) => {
-                self.set(&mut inner, BreakerState::HalfOpen);
+            BreakerState::Closed => true,
+            BreakerState::HalfOpen if inner.trials < self.settings.success_threshold => {
+                inner.trials += 1;
                 true
             }
-            BreakerState::Open => false,
+            BreakerState::HalfOpen | BreakerState::Open => false,
         }
     }
 
@@ -107,6 +115,7 @@ impl CircuitBreaker {
             BreakerState::Closed => inner.streak = 0,
             BreakerState::HalfOpen => {
                 inner.streak += 1;
+                inner.trials = inner.trials.saturating_sub(1);
                 if inner.streak >= self.settings.success_threshold {
                     self.set(&mut inner, BreakerState::Closed);
                 }
@@ -129,6 +138,15 @@ impl CircuitBreaker {
             }
             BreakerState::HalfOpen => self.set(&mut inner, BreakerState::Open),
             BreakerState::Open => {}
+        }
+    }
+
+    /// A call let through ended with no verdict on the store (its caller's
+    /// deadline ran out first): frees its trial slot.
+    pub fn abandon(&self) {
+        let mut inner = self.lock();
+        if inner.state == BreakerState::HalfOpen {
+            inner.trials = inner.trials.saturating_sub(1);
         }
     }
 
@@ -171,6 +189,7 @@ impl CircuitBreaker {
         }
         inner.state = state;
         inner.streak = 0;
+        inner.trials = 0;
         inner.opened_at = (state == BreakerState::Open).then(Instant::now);
     }
 
@@ -217,6 +236,23 @@ mod tests {
         assert_eq!(b.state(), BreakerState::HalfOpen);
         b.success();
         assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_open_lets_only_a_few_trials_through_at_a_time() {
+        let b = breaker();
+        for _ in 0..3 {
+            b.failure();
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(b.allow());
+        assert!(b.allow());
+        assert!(!b.allow(), "two trials in flight: the rest get the policy");
+        b.success();
+        assert!(b.allow(), "one trial done: room for another");
+        b.success();
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert!(b.allow());
     }
 
     #[tokio::test(start_paused = true)]

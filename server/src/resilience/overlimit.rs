@@ -21,10 +21,15 @@ use tokio::time::Instant;
 
 const SHARDS: usize = 64;
 
-/// Keys over their limit, with when their window ends.
+/// One shard: key → (end of its window, the limit it was over).
+type Shard = HashMap<String, (Instant, u64)>;
+
+/// Keys over their limit: when their window ends, and the limit they were
+/// over (a call with a higher limit for the same key, such as a request's
+/// own `limit` override, is not answered from the cache).
 #[derive(Debug)]
 pub struct OverLimitCache {
-    shards: Box<[Mutex<HashMap<String, Instant>>]>,
+    shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
     hasher: RandomState,
 }
@@ -39,19 +44,19 @@ impl OverLimitCache {
         }
     }
 
-    fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+    fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, Shard> {
         let i = (self.hasher.hash_one(key) as usize) % SHARDS;
         self.shards[i]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Time left in the window if `key` is known to be over its limit.
-    pub fn over(&self, key: &str) -> Option<Duration> {
+    /// Time left in the window if `key` is known to be over `limit`.
+    pub fn over(&self, key: &str, limit: u64) -> Option<Duration> {
         let now = Instant::now();
         let mut shard = self.shard(key);
         match shard.get(key) {
-            Some(&until) if until > now => Some(until - now),
+            Some(&(until, over)) if until > now => (limit <= over).then(|| until - now),
             Some(_) => {
                 shard.remove(key);
                 None
@@ -60,20 +65,20 @@ impl OverLimitCache {
         }
     }
 
-    /// Records that `key` is over its limit for `left`.
-    pub fn insert(&self, key: &str, left: Duration) {
+    /// Records that `key` is over `limit` for `left`.
+    pub fn insert(&self, key: &str, limit: u64, left: Duration) {
         if left.is_zero() {
             return;
         }
         let now = Instant::now();
         let mut shard = self.shard(key);
         if shard.len() >= self.per_shard && !shard.contains_key(key) {
-            shard.retain(|_, until| *until > now);
+            shard.retain(|_, (until, _)| *until > now);
             if shard.len() >= self.per_shard {
                 return;
             }
         }
-        shard.insert(key.to_owned(), now + left);
+        shard.insert(key.to_owned(), (now + left, limit));
     }
 
     /// Keys held (live or not yet dropped).
@@ -97,13 +102,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_key_is_over_until_its_window_ends() {
         let cache = OverLimitCache::new(100);
-        assert_eq!(cache.over("k"), None);
-        cache.insert("k", Duration::from_secs(10));
-        assert_eq!(cache.over("k"), Some(Duration::from_secs(10)));
+        assert_eq!(cache.over("k", 5), None);
+        cache.insert("k", 5, Duration::from_secs(10));
+        assert_eq!(cache.over("k", 6), None, "a higher limit is not over");
+        assert_eq!(cache.over("k", 5), Some(Duration::from_secs(10)));
         tokio::time::advance(Duration::from_secs(4)).await;
-        assert_eq!(cache.over("k"), Some(Duration::from_secs(6)));
+        assert_eq!(cache.over("k", 5), Some(Duration::from_secs(6)));
         tokio::time::advance(Duration::from_secs(6)).await;
-        assert_eq!(cache.over("k"), None);
+        assert_eq!(cache.over("k", 5), None);
         assert!(cache.is_empty(), "an ended entry is dropped when seen");
     }
 
@@ -111,11 +117,11 @@ mod tests {
     async fn it_is_bounded_and_makes_room_from_ended_entries() {
         let cache = OverLimitCache::new(SHARDS); // one key per shard
         for i in 0..1_000 {
-            cache.insert(&format!("k{i}"), Duration::from_secs(1));
+            cache.insert(&format!("k{i}"), 5, Duration::from_secs(1));
         }
         assert!(cache.len() <= SHARDS, "{}", cache.len());
         tokio::time::advance(Duration::from_secs(2)).await;
-        cache.insert("fresh", Duration::from_secs(1));
-        assert!(cache.over("fresh").is_some(), "ended entries make room");
+        cache.insert("fresh", 5, Duration::from_secs(1));
+        assert!(cache.over("fresh", 5).is_some(), "ended entries make room");
     }
 }

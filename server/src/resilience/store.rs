@@ -147,7 +147,11 @@ impl ResilientStore {
                     .map(|check| Outcome {
                         allowed,
                         remaining: if allowed { check.rate.limit } else { 0 },
-                        reset_after: Duration::from_secs_f64(check.rate.period_ms / 1_000.0),
+                        reset_after: match check.algorithm {
+                            Algorithm::FixedWindow => check.reset_after,
+                            _ => Duration::try_from_secs_f64(check.rate.period_ms / 1_000.0)
+                                .unwrap_or(Duration::MAX),
+                        },
                     })
                     .collect()
             }
@@ -174,7 +178,7 @@ impl ResilientStore {
             .iter()
             .map(|c| {
                 (c.algorithm == Algorithm::FixedWindow && c.hits > 0)
-                    .then(|| cache.over(&c.key))
+                    .then(|| cache.over(&c.key, c.rate.limit))
                     .flatten()
             })
             .collect();
@@ -215,7 +219,7 @@ impl ResilientStore {
                     && !outcome.allowed
                     && was_cached.is_none()
                 {
-                    cache.insert(&check.key, outcome.reset_after);
+                    cache.insert(&check.key, check.rate.limit, outcome.reset_after);
                 }
             }
         }
@@ -232,32 +236,43 @@ impl ResilientStore {
             self.set_degraded(true, "circuit open or health check failing");
             return self.degraded(checks, commit, policy).await;
         }
-        // The caller's own deadline if it sent one, else the store deadline.
-        let deadline = super::deadline::current()
-            .unwrap_or_else(|| Instant::now() + self.settings.store_deadline);
-        let attempt = self.retry.run(deadline, StoreError::is_transient, || {
+        // The store deadline, or the caller's if that comes first.
+        let own = Instant::now() + self.settings.store_deadline;
+        let caller = super::deadline::current().filter(|c| *c < own);
+        let deadline = caller.unwrap_or(own);
+        // Only failures that prove the call never ran are retried, so a
+        // retry never counts a hit twice.
+        let attempt = self.retry.run(deadline, StoreError::is_retryable, || {
             self.primary.apply(checks, commit)
         });
         match tokio::time::timeout_at(deadline, attempt).await {
             Ok(Ok(outcomes)) => {
                 self.breaker.success();
-                self.set_degraded(false, "");
+                if self.breaker.state() == BreakerState::Closed {
+                    self.set_degraded(false, "");
+                }
                 Ok(Applied {
                     outcomes,
                     degraded: false,
                 })
             }
-            // The store answered, with something we cannot use: not an outage.
-            Ok(Err(e)) if !e.is_transient() => Err(e),
             Ok(Err(e)) => {
+                // Unreachable, or an error reply (OOM, BUSY, a script
+                // error): either way this call gets the policy's answer.
                 tracing::debug!(error = %e, "store call failed");
                 self.breaker.failure();
-                self.set_degraded(true, "store call failed");
+                self.degraded(checks, commit, policy).await
+            }
+            Err(_) if caller.is_some() => {
+                // The caller's short deadline ran out, not the store's: no
+                // verdict on the store (one impatient client must not open
+                // the breaker for everyone).
+                self.breaker.abandon();
                 self.degraded(checks, commit, policy).await
             }
             Err(_) => {
+                tracing::debug!("store deadline passed");
                 self.breaker.failure();
-                self.set_degraded(true, "store deadline passed");
                 self.degraded(checks, commit, policy).await
             }
         }
@@ -293,8 +308,20 @@ impl ResilientStore {
             if ok && self.breaker.state() == BreakerState::Open {
                 self.breaker.half_open_now();
             }
-            if ok {
-                self.hand_back().await;
+            // Hand back only once Redis is in use again (breaker closed after
+            // real calls succeeded), not merely answering pings: otherwise a
+            // slow Redis would empty the fallback every interval and hand
+            // every key a fresh local budget.
+            if ok
+                && self.breaker.state() == BreakerState::Closed
+                && !self.degraded.load(Ordering::Relaxed)
+            {
+                let limit = self.settings.check_interval;
+                if tokio::time::timeout(limit, self.hand_back()).await.is_err() {
+                    tracing::warn!(
+                        "handing local counts back took longer than health_check_interval; the rest stay local"
+                    );
+                }
             }
             // Published after the hand-back: SERVING means the outage's
             // counts are in the store.
@@ -425,7 +452,7 @@ mod tests {
             let mode = *self.mode.lock().unwrap();
             match mode {
                 Mode::Up => Ok(()),
-                Mode::Down => Err(StoreError::Unavailable("refused".into())),
+                Mode::Down => Err(StoreError::NotSent("refused".into())),
                 Mode::Hang => std::future::pending().await,
                 Mode::Broken => Err(StoreError::Protocol("bad reply".into())),
             }
@@ -587,18 +614,44 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_answer_that_is_an_error_is_not_an_outage() {
+    async fn an_error_reply_gets_the_policy_and_is_not_retried() {
         let fake = Fake::new();
         fake.set(Mode::Broken);
         let store = store(&fake, FailurePolicy::Fallback);
-        assert!(
-            store
-                .apply_marked(&check(), Commit::Each, None)
-                .await
-                .is_err()
-        );
-        assert_eq!(fake.calls(), 1, "not retried");
+        let applied = store
+            .apply_marked(&check(), Commit::Each, None)
+            .await
+            .unwrap();
+        assert!(applied.degraded);
+        assert_eq!(fake.calls(), 1, "an error reply may have run: not retried");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_callers_short_deadline_is_no_verdict_on_the_store() {
+        let fake = Fake::new();
+        fake.set(Mode::Hang);
+        let store = store(&fake, FailurePolicy::Fallback);
+        for _ in 0..10 {
+            let deadline = Some(Instant::now() + Duration::from_millis(1));
+            let applied = super::super::deadline::with_deadline(
+                deadline,
+                store.apply_marked(&check(), Commit::Each, None),
+            )
+            .await
+            .unwrap();
+            assert!(applied.degraded);
+        }
         assert_eq!(store.circuit_breaker().state(), BreakerState::Closed);
+        // A long caller deadline is capped by the store deadline.
+        let start = Instant::now();
+        let far = Some(Instant::now() + Duration::from_secs(30));
+        super::super::deadline::with_deadline(
+            far,
+            store.apply_marked(&check(), Commit::Each, None),
+        )
+        .await
+        .unwrap();
+        assert_eq!(start.elapsed(), Duration::from_millis(50));
     }
 
     #[tokio::test(start_paused = true)]
@@ -711,8 +764,21 @@ mod tests {
 
         fake.set(Mode::Up);
         status.wait_for(|ok| *ok).await.unwrap();
-        // The hand-back runs right after the verdict; let it finish.
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(
+            !store.fallback().is_empty(),
+            "pings alone hand nothing back"
+        );
+        // A real call succeeds: Redis is in use again; the next check hands back.
+        let mut other = check();
+        other[0].key = "other".into();
+        assert!(
+            !store
+                .apply_marked(&other, Commit::Each, None)
+                .await
+                .unwrap()
+                .degraded
+        );
+        status.changed().await.unwrap();
         assert!(store.fallback().is_empty(), "handed back, not kept");
         let mut peek = check();
         peek[0].hits = 0;

@@ -1,7 +1,8 @@
-//! A store that is still connecting: what the limiter holds while Redis is
-//! not up yet at startup. Every call fails fast with `UNAVAILABLE` (and the
-//! health services say NOT_SERVING) until the connector in [`crate::run`]
-//! hands over the connected store; from then on calls go straight to it.
+//! A store that is still connecting: what the resilient store wraps while
+//! Redis is not up yet at startup. Every call fails fast (so the failure
+//! policy answers, and `floodgate.store` health says NOT_SERVING) until the
+//! connector in [`crate::run`] hands over the connected store; from then on
+//! calls go straight to it.
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
@@ -51,7 +52,7 @@ impl Connecting {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        StoreError::Unavailable(format!("not connected yet: {last}"))
+        StoreError::NotSent(format!("not connected yet: {last}"))
     }
 }
 

@@ -64,13 +64,22 @@ pub enum StoreError {
     /// The store answered with something we did not expect.
     #[error("counter store error: {0}")]
     Protocol(String),
+    /// The call was never sent (connection refused, not connected yet, a
+    /// replica that refuses writes): retrying cannot count twice.
+    #[error("counter store unavailable: {0}")]
+    NotSent(String),
 }
 
 impl StoreError {
     /// True for failures that may go away by themselves (timeouts, dropped
     /// connections); false for answers that will not change on retry.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(self, StoreError::Unavailable(_) | StoreError::NotSent(_))
+    }
+
+    /// True when the call certainly did not run, so it may be retried.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::NotSent(_))
     }
 }
 

@@ -19,8 +19,6 @@ mod sentinel;
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
-use futures_util::future::try_join_all;
-
 pub use self::connection::{ConnectError, RedisMode, RedisSettings, Secret, TlsFiles};
 use self::connection::{Connection, connect, install_crypto_provider};
 use super::{Check, Commit, CounterStore, StoreError, StoreFuture};
@@ -236,12 +234,26 @@ impl RedisStore {
         checks: &[Check],
         groups: &[cluster::Group],
     ) -> Result<Vec<Outcome>, StoreError> {
-        let replies = try_join_all(
+        let replies = futures_util::future::join_all(
             groups
                 .iter()
                 .map(|group| self.eval(driver, group.iter().map(|&i| &checks[i]))),
         )
-        .await?;
+        .await;
+        let sent = replies.iter().filter(|r| r.is_ok()).count();
+        let mut replies_ok = Vec::with_capacity(replies.len());
+        for reply in replies {
+            match reply {
+                Ok(outcomes) => replies_ok.push(outcomes),
+                // Other slots counted this request: running it again would
+                // count them twice, so this is no longer "not sent".
+                Err(StoreError::NotSent(e)) if sent > 0 => {
+                    return Err(StoreError::Unavailable(e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let replies = replies_ok;
         let mut out = vec![Outcome::default(); checks.len()];
         for (group, outcomes) in groups.iter().zip(replies) {
             for (&i, outcome) in group.iter().zip(outcomes) {
@@ -314,7 +326,16 @@ fn store_error(e: redis::RedisError) -> StoreError {
                 | redis::ErrorKind::ClusterConnectionNotFound
                 | redis::ErrorKind::MasterNameNotFoundBySentinel
         );
-    if transient {
+    let not_sent = e.is_connection_refusal()
+        || matches!(
+            e.kind(),
+            redis::ErrorKind::Server(S::ReadOnly | S::MasterDown | S::BusyLoading)
+                | redis::ErrorKind::ClusterConnectionNotFound
+                | redis::ErrorKind::MasterNameNotFoundBySentinel
+        );
+    if not_sent {
+        StoreError::NotSent(e.to_string())
+    } else if transient {
         StoreError::Unavailable(e.to_string())
     } else {
         StoreError::Protocol(e.to_string())
