@@ -654,13 +654,25 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_millis(50));
     }
 
+    /// Runs the store's health check: its verdicts, the drain switch, the task.
+    fn checking(
+        store: &Arc<ResilientStore>,
+    ) -> (
+        watch::Receiver<bool>,
+        watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (status_tx, status) = watch::channel(true);
+        let (drain_tx, drain) = watch::channel(false);
+        let checker = tokio::spawn(store.clone().check_health(status_tx, drain));
+        (status, drain_tx, checker)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_health_check_routes_away_and_back() {
         let fake = Fake::new();
         let store = store(&fake, FailurePolicy::Fallback);
-        let (status_tx, mut status) = watch::channel(true);
-        let (drain_tx, drain) = watch::channel(false);
-        let checker = tokio::spawn(store.clone().check_health(status_tx, drain));
+        let (mut status, drain_tx, checker) = checking(&store);
 
         fake.set(Mode::Down);
         status.wait_for(|ok| !ok).await.unwrap();
@@ -746,9 +758,7 @@ mod tests {
     async fn counts_taken_during_an_outage_are_handed_back() {
         let fake = Fake::new();
         let store = store(&fake, FailurePolicy::Fallback);
-        let (status_tx, mut status) = watch::channel(true);
-        let (drain_tx, drain) = watch::channel(false);
-        let checker = tokio::spawn(store.clone().check_health(status_tx, drain));
+        let (mut status, drain_tx, checker) = checking(&store);
         fake.set(Mode::Down);
         status.wait_for(|ok| !ok).await.unwrap();
         for _ in 0..4 {
