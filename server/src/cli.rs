@@ -25,6 +25,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Validate rules files; print every error; exit 1 if there is any.
     Check(CheckArgs),
+    /// Load any Envoy RLS server and report calls/s and latency percentiles.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// `floodgate serve`. Each flag overrides the config file and `FLOODGATE_*`
@@ -88,6 +90,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => check(&args, &mut std::io::stdout(), &mut std::io::stderr()),
         Command::Serve(args) => serve(*args),
+        Command::Bench(args) => bench(&args),
     }
 }
 
@@ -110,6 +113,40 @@ pub fn check(
                 }
             }
             let _ = writeln!(err, "{} error(s)", errors.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `floodgate bench`: runs the load and prints the summary (text or JSON).
+fn bench(args: &crate::bench::BenchArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("floodgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::bench::run(args)) {
+        Ok(summary) if args.json => match serde_json::to_string_pretty(&summary) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("floodgate bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(summary) => {
+            print!("{}", crate::bench::render(&summary));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("floodgate bench: {e}");
             ExitCode::FAILURE
         }
     }

@@ -24,6 +24,7 @@
 //! background tasks, graceful drain), [`shutdown`] (signals), [`cli`] (the
 //! `floodgate` binary), [`clock`] (injectable time).
 
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -1,0 +1,479 @@
+//! `floodgate bench`: a load generator for any server of Envoy's
+//! `RateLimitService` (it speaks only the Envoy API), off the request path.
+//!
+//! Closed loop (each of `connections × streams` callers sends its next call
+//! when the last one returns) or open loop (`--rate`: calls start on a fixed
+//! schedule, latency counted from the scheduled start, so a stalled server
+//! is not hidden by callers that stopped sending). Always bounded: by
+//! `--duration` and optionally `--requests`. Latency goes into an HDR
+//! histogram (1 µs to 60 s, 3 significant digits).
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use clap::Args;
+use floodgate_proto::rate_limit_descriptor::Entry;
+use floodgate_proto::rate_limit_response::Code;
+use floodgate_proto::{RateLimitDescriptor, RateLimitRequest, RateLimitServiceClient};
+use hdrhistogram::Histogram;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tonic::transport::Endpoint;
+
+/// `floodgate bench` settings.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// The RLS server, e.g. http://127.0.0.1:8081.
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    pub target: String,
+    /// HTTP/2 connections.
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// Concurrent streams (callers) per connection.
+    #[arg(long, default_value_t = 16)]
+    pub streams: usize,
+    /// How long to run, e.g. 10s.
+    #[arg(long, default_value = "10s")]
+    pub duration: String,
+    /// Stop after this many calls (and at the duration, whichever is first).
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Open loop: start this many calls per second (default: closed loop).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// The request's domain.
+    #[arg(long, default_value = "bench")]
+    pub domain: String,
+    /// The descriptor entry's key (its value comes from --keys).
+    #[arg(long, default_value = "user")]
+    pub key: String,
+    /// Values: `hot` (one value), `uniform:N`, `zipf:N:S` (exponent S), or
+    /// `abuse:N:P` (N well-behaved users and one abusive user sending P% of calls).
+    #[arg(long, default_value = "uniform:10000")]
+    pub keys: String,
+    /// Hits per call (`hits_addend`).
+    #[arg(long, default_value_t = 1)]
+    pub hits: u32,
+    /// Print a JSON summary instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Which values the calls use.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Keys {
+    /// One value for every call.
+    Hot,
+    /// Uniform over N values.
+    Uniform(u64),
+    /// Zipf over N values with exponent S (a few values take most calls).
+    Zipf {
+        /// How many values.
+        n: u64,
+        /// The exponent.
+        s: f64,
+    },
+    /// N well-behaved users, plus one abusive user sending `share` of calls.
+    Abuse {
+        /// Well-behaved users.
+        n: u64,
+        /// The abusive user's share of calls, 0 to 1.
+        share: f64,
+    },
+}
+
+impl Keys {
+    /// Parses `hot`, `uniform:N`, `zipf:N:S` or `abuse:N:P`.
+    pub fn parse(text: &str) -> Result<Keys, String> {
+        let parts: Vec<&str> = text.split(':').collect();
+        let n = |i: usize| -> Result<u64, String> {
+            parts
+                .get(i)
+                .and_then(|p| p.parse().ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("--keys {text}: expected a count above 0"))
+        };
+        let f = |i: usize| -> Result<f64, String> {
+            parts
+                .get(i)
+                .and_then(|p| p.parse().ok())
+                .filter(|x: &f64| x.is_finite() && *x > 0.0)
+                .ok_or_else(|| format!("--keys {text}: expected a positive number"))
+        };
+        match parts[0] {
+            "hot" if parts.len() == 1 => Ok(Keys::Hot),
+            "uniform" if parts.len() == 2 => Ok(Keys::Uniform(n(1)?)),
+            "zipf" if parts.len() == 3 => Ok(Keys::Zipf { n: n(1)?, s: f(2)? }),
+            "abuse" if parts.len() == 3 => {
+                let share = f(2)? / 100.0;
+                if share > 1.0 {
+                    return Err(format!(
+                        "--keys {text}: the share is a percentage, at most 100"
+                    ));
+                }
+                Ok(Keys::Abuse { n: n(1)?, share })
+            }
+            _ => Err(format!(
+                "--keys {text}: expected hot, uniform:N, zipf:N:S or abuse:N:P"
+            )),
+        }
+    }
+}
+
+/// Draws values by [`Keys`]; one per caller (no shared state on the hot path).
+struct Sampler {
+    keys: Keys,
+    /// Zipf: cumulative weights.
+    cdf: Arc<[f64]>,
+    state: u64,
+}
+
+impl Sampler {
+    fn new(keys: &Keys, cdf: Arc<[f64]>, seed: u64) -> Self {
+        Sampler {
+            keys: keys.clone(),
+            cdf,
+            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+        }
+    }
+
+    /// xorshift64*: fast and good enough to pick keys.
+    fn next(&mut self) -> u64 {
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        self.state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn value(&mut self) -> String {
+        match self.keys {
+            Keys::Hot => "hot".to_owned(),
+            Keys::Uniform(n) => format!("u{}", self.next() % n),
+            Keys::Zipf { .. } => {
+                let x = self.unit();
+                let i = self.cdf.partition_point(|c| *c < x);
+                format!("u{i}")
+            }
+            Keys::Abuse { n, share } => {
+                if self.unit() < share {
+                    "abuser".to_owned()
+                } else {
+                    format!("u{}", self.next() % n)
+                }
+            }
+        }
+    }
+}
+
+/// Zipf's cumulative distribution over `n` values with exponent `s`.
+fn zipf_cdf(n: u64, s: f64) -> Arc<[f64]> {
+    let weights: Vec<f64> = (1..=n).map(|k| 1.0 / (k as f64).powf(s)).collect();
+    let total: f64 = weights.iter().sum();
+    let mut acc = 0.0;
+    weights
+        .iter()
+        .map(|w| {
+            acc += w / total;
+            acc
+        })
+        .collect()
+}
+
+/// What a run measured.
+#[derive(Debug, serde::Serialize)]
+pub struct Summary {
+    /// Calls answered or failed.
+    pub calls: u64,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// Calls per second.
+    pub calls_per_second: f64,
+    /// OK answers.
+    pub ok: u64,
+    /// OVER_LIMIT answers.
+    pub over_limit: u64,
+    /// Failed calls by gRPC status code name.
+    pub errors: std::collections::BTreeMap<String, u64>,
+    /// Latency percentiles, microseconds.
+    pub latency_us: Latency,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, serde::Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+/// One caller's tally.
+struct Tally {
+    latency: Histogram<u64>,
+    ok: u64,
+    over: u64,
+    errors: std::collections::BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn new() -> Result<Self, String> {
+        Ok(Tally {
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3)
+                .map_err(|e| format!("histogram: {e}"))?,
+            ok: 0,
+            over: 0,
+            errors: Default::default(),
+        })
+    }
+
+    fn record(
+        &mut self,
+        latency: Duration,
+        result: Result<tonic::Response<floodgate_proto::RateLimitResponse>, tonic::Status>,
+    ) {
+        let us = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .clamp(1, 60_000_000);
+        // Within bounds by the clamp above.
+        let _ = self.latency.record(us);
+        match result {
+            Ok(resp) if resp.get_ref().overall_code == Code::OverLimit as i32 => self.over += 1,
+            Ok(_) => self.ok += 1,
+            Err(status) => {
+                *self
+                    .errors
+                    .entry(format!("{:?}", status.code()))
+                    .or_default() += 1
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        // Same bounds: cannot fail.
+        let _ = self.latency.add(&other.latency);
+        self.ok += other.ok;
+        self.over += other.over;
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+    }
+}
+
+/// Runs the load described by `args` and returns what it measured.
+pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
+    let duration =
+        crate::config::duration("duration", &args.duration).map_err(|e| e.to_string())?;
+    let keys = Keys::parse(&args.keys)?;
+    if args.connections == 0 || args.streams == 0 {
+        return Err("--connections and --streams must be at least 1".into());
+    }
+    let cdf = match keys {
+        Keys::Zipf { n, s } => zipf_cdf(n.min(10_000_000), s),
+        _ => Arc::from(Vec::new()),
+    };
+    let mut channels = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        // One Endpoint per connection: tonic multiplexes streams on it.
+        let channel = Endpoint::from_shared(args.target.clone())
+            .map_err(|e| format!("--target {}: {e}", args.target))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", args.target))?;
+        channels.push(channel);
+    }
+    let budget = Arc::new(AtomicU64::new(args.requests.unwrap_or(u64::MAX)));
+    let done = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let end = start + duration;
+    let callers = args.connections * args.streams;
+    // Open loop: each caller takes every `callers`-th slot of the schedule.
+    let interval = args
+        .rate
+        .filter(|r| *r > 0)
+        .map(|r| Duration::from_secs_f64(callers as f64 / r as f64));
+    let mut tasks = JoinSet::new();
+    for i in 0..callers {
+        let mut client = RateLimitServiceClient::new(channels[i % args.connections].clone());
+        let mut sampler = Sampler::new(&keys, cdf.clone(), i as u64 + 1);
+        let (budget, done, sent) = (budget.clone(), done.clone(), sent.clone());
+        let (domain, key, hits) = (args.domain.clone(), args.key.clone(), args.hits);
+        let first = interval.map(|every| start + every.mul_f64(i as f64 / callers as f64));
+        tasks.spawn(async move {
+            let mut tally = Tally::new()?;
+            let mut next = first;
+            while !done.load(Ordering::Relaxed) {
+                if budget
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
+                    .is_err()
+                {
+                    break;
+                }
+                let scheduled = match next {
+                    Some(at) => {
+                        if at >= end {
+                            break;
+                        }
+                        tokio::time::sleep_until(at).await;
+                        next = interval.map(|every| at + every);
+                        at
+                    }
+                    None => Instant::now(),
+                };
+                if scheduled >= end {
+                    break;
+                }
+                let request = make_request(&domain, &key, sampler.value(), hits);
+                let result = client.should_rate_limit(request).await;
+                tally.record(scheduled.elapsed(), result);
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, String>(tally)
+        });
+    }
+    let progress = std::io::stderr().is_terminal() && !args.json;
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(end) => break,
+            _ = ticker.tick() => {
+                if progress {
+                    let n = sent.load(Ordering::Relaxed);
+                    eprintln!("{:>4.0}s  {n} calls  {:.0} calls/s", start.elapsed().as_secs_f64(), n as f64 / start.elapsed().as_secs_f64());
+                }
+                if tasks.is_empty() || budget.load(Ordering::Relaxed) == 0 && sent.load(Ordering::Relaxed) >= args.requests.unwrap_or(u64::MAX) {
+                    break;
+                }
+            }
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    let mut total = Tally::new()?;
+    while let Some(joined) = tasks.join_next().await {
+        let tally = joined.map_err(|e| format!("a caller failed: {e}"))??;
+        total.merge(tally);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let calls = total.ok + total.over + total.errors.values().sum::<u64>();
+    let h = &total.latency;
+    Ok(Summary {
+        calls,
+        seconds,
+        calls_per_second: calls as f64 / seconds,
+        ok: total.ok,
+        over_limit: total.over,
+        errors: total.errors,
+        latency_us: Latency {
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        },
+    })
+}
+
+fn make_request(domain: &str, key: &str, value: String, hits: u32) -> RateLimitRequest {
+    RateLimitRequest {
+        domain: domain.to_owned(),
+        descriptors: vec![RateLimitDescriptor {
+            entries: vec![Entry {
+                key: key.to_owned(),
+                value,
+            }],
+            ..Default::default()
+        }],
+        hits_addend: hits,
+    }
+}
+
+/// The summary as text.
+pub fn render(s: &Summary) -> String {
+    let l = &s.latency_us;
+    let errors: u64 = s.errors.values().sum();
+    let mut out = format!(
+        "calls: {} in {:.1}s = {:.0} calls/s\nOK: {}  OVER_LIMIT: {}  errors: {}\nlatency: p50 {} us  p90 {} us  p99 {} us  p99.9 {} us  max {} us\n",
+        s.calls,
+        s.seconds,
+        s.calls_per_second,
+        s.ok,
+        s.over_limit,
+        errors,
+        l.p50,
+        l.p90,
+        l.p99,
+        l.p999,
+        l.max
+    );
+    for (code, n) in &s.errors {
+        out.push_str(&format!("  {code}: {n}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_distributions_parse_and_reject_nonsense() {
+        assert_eq!(Keys::parse("hot"), Ok(Keys::Hot));
+        assert_eq!(Keys::parse("uniform:100"), Ok(Keys::Uniform(100)));
+        assert_eq!(
+            Keys::parse("zipf:1000:1.1"),
+            Ok(Keys::Zipf { n: 1000, s: 1.1 })
+        );
+        assert_eq!(
+            Keys::parse("abuse:50:30"),
+            Ok(Keys::Abuse { n: 50, share: 0.3 })
+        );
+        for bad in [
+            "",
+            "cold",
+            "uniform",
+            "uniform:0",
+            "zipf:10",
+            "abuse:10:150",
+            "hot:1",
+        ] {
+            assert!(Keys::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn samplers_follow_their_distribution() {
+        let draw = |keys: Keys, n: usize| {
+            let cdf = match keys {
+                Keys::Zipf { n, s } => zipf_cdf(n, s),
+                _ => Arc::from(Vec::new()),
+            };
+            let mut s = Sampler::new(&keys, cdf, 7);
+            (0..n).map(|_| s.value()).collect::<Vec<_>>()
+        };
+        assert!(draw(Keys::Hot, 10).iter().all(|v| v == "hot"));
+        let abuse = draw(Keys::Abuse { n: 100, share: 0.5 }, 10_000);
+        let abusive = abuse.iter().filter(|v| *v == "abuser").count();
+        assert!((4_500..5_500).contains(&abusive), "{abusive}");
+        let zipf = draw(Keys::Zipf { n: 1000, s: 1.0 }, 10_000);
+        let top = zipf.iter().filter(|v| *v == "u0").count();
+        // The top value of Zipf(1000, 1) takes 1/H(1000) = 13.4% of draws.
+        assert!((1_100..1_600).contains(&top), "{top}");
+        let uniform = draw(Keys::Uniform(10), 10_000);
+        let zero = uniform.iter().filter(|v| *v == "u0").count();
+        assert!((800..1_200).contains(&zero), "{zero}");
+    }
+}
