@@ -198,6 +198,9 @@ pub struct Summary {
     pub ok: u64,
     /// OVER_LIMIT answers.
     pub over_limit: u64,
+    /// Answers marked degraded (Floodgate's `x-floodgate-degraded` header:
+    /// decided without Redis).
+    pub degraded: u64,
     /// Failed calls by gRPC status code name.
     pub errors: std::collections::BTreeMap<String, u64>,
     /// Latency percentiles, microseconds.
@@ -224,6 +227,7 @@ struct Tally {
     latency: Histogram<u64>,
     ok: u64,
     over: u64,
+    degraded: u64,
     errors: std::collections::BTreeMap<String, u64>,
 }
 
@@ -234,6 +238,7 @@ impl Tally {
                 .map_err(|e| format!("histogram: {e}"))?,
             ok: 0,
             over: 0,
+            degraded: 0,
             errors: Default::default(),
         })
     }
@@ -248,6 +253,15 @@ impl Tally {
             .clamp(1, 60_000_000);
         // Within bounds by the clamp above.
         let _ = self.latency.record(us);
+        if let Ok(resp) = &result
+            && resp
+                .get_ref()
+                .response_headers_to_add
+                .iter()
+                .any(|h| h.key == "x-floodgate-degraded")
+        {
+            self.degraded += 1;
+        }
         match result {
             Ok(resp) if resp.get_ref().overall_code == Code::OverLimit as i32 => self.over += 1,
             Ok(_) => self.ok += 1,
@@ -265,6 +279,7 @@ impl Tally {
         let _ = self.latency.add(&other.latency);
         self.ok += other.ok;
         self.over += other.over;
+        self.degraded += other.degraded;
         for (k, v) in other.errors {
             *self.errors.entry(k).or_default() += v;
         }
@@ -376,6 +391,7 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
         calls_per_second: calls as f64 / seconds,
         ok: total.ok,
         over_limit: total.over,
+        degraded: total.degraded,
         errors: total.errors,
         latency_us: Latency {
             p50: h.value_at_quantile(0.5),
@@ -406,13 +422,14 @@ pub fn render(s: &Summary) -> String {
     let l = &s.latency_us;
     let errors: u64 = s.errors.values().sum();
     let mut out = format!(
-        "calls: {} in {:.1}s = {:.0} calls/s\nOK: {}  OVER_LIMIT: {}  errors: {}\nlatency: p50 {} us  p90 {} us  p99 {} us  p99.9 {} us  max {} us\n",
+        "calls: {} in {:.1}s = {:.0} calls/s\nOK: {}  OVER_LIMIT: {}  errors: {}  degraded: {}\nlatency: p50 {} us  p90 {} us  p99 {} us  p99.9 {} us  max {} us\n",
         s.calls,
         s.seconds,
         s.calls_per_second,
         s.ok,
         s.over_limit,
         errors,
+        s.degraded,
         l.p50,
         l.p90,
         l.p99,

@@ -383,7 +383,7 @@ impl Drop for ServerProcess {
 
 /// Polls `addr` until it accepts a connection (10 s at most); panics with
 /// the reason if `stopped` reports that the server ended first.
-async fn wait_until_listening(addr: SocketAddr, mut stopped: impl FnMut() -> Option<String>) {
+pub async fn wait_until_listening(addr: SocketAddr, mut stopped: impl FnMut() -> Option<String>) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::net::TcpStream::connect(addr).await.is_err() {
         if let Some(why) = stopped() {
