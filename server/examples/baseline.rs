@@ -5,25 +5,8 @@
 //!
 //! `cargo run --release -p floodgate-server --example baseline -- 127.0.0.1:9081`
 
-use floodgate_proto::rate_limit_response::Code;
-use floodgate_proto::{
-    RateLimitRequest, RateLimitResponse, RateLimitService, RateLimitServiceServer,
-};
-
-struct AlwaysOk;
-
-#[tonic::async_trait]
-impl RateLimitService for AlwaysOk {
-    async fn should_rate_limit(
-        &self,
-        _: tonic::Request<RateLimitRequest>,
-    ) -> Result<tonic::Response<RateLimitResponse>, tonic::Status> {
-        Ok(tonic::Response::new(RateLimitResponse {
-            overall_code: Code::Ok as i32,
-            ..Default::default()
-        }))
-    }
-}
+use floodgate_proto::RateLimitServiceServer;
+use floodgate_server::bench::AlwaysOk;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

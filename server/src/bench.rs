@@ -286,6 +286,25 @@ impl Tally {
     }
 }
 
+/// The "no work at all" baseline: an RLS service that answers OK at once.
+/// Benchmarks state every figure as a ratio to it (`server/examples/baseline.rs`
+/// serves it).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AlwaysOk;
+
+#[tonic::async_trait]
+impl floodgate_proto::RateLimitService for AlwaysOk {
+    async fn should_rate_limit(
+        &self,
+        _: tonic::Request<RateLimitRequest>,
+    ) -> Result<tonic::Response<floodgate_proto::RateLimitResponse>, tonic::Status> {
+        Ok(tonic::Response::new(floodgate_proto::RateLimitResponse {
+            overall_code: Code::Ok as i32,
+            ..Default::default()
+        }))
+    }
+}
+
 /// Runs the load described by `args` and returns what it measured.
 pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
     let duration =

@@ -118,17 +118,24 @@ pub fn check(
     }
 }
 
-/// `floodgate bench`: runs the load and prints the summary (text or JSON).
-fn bench(args: &crate::bench::BenchArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+/// The multi-threaded runtime, or `None` after saying why not.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime,
+        Ok(runtime) => Some(runtime),
         Err(e) => {
             eprintln!("floodgate: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            None
         }
+    }
+}
+
+/// `floodgate bench`: runs the load and prints the summary (text or JSON).
+fn bench(args: &crate::bench::BenchArgs) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(crate::bench::run(args)) {
         Ok(summary) if args.json => match serde_json::to_string_pretty(&summary) {
@@ -182,15 +189,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("floodgate: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("floodgate: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
         let bind = |addr| async move {

@@ -1,30 +1,12 @@
-//! `floodgate bench` against Floodgate and against another RLS server (a
-//! constant-OK tonic server written here): it speaks only the Envoy API.
+//! `floodgate bench` against Floodgate and against another RLS server (the
+//! constant-OK baseline, which shares no code with Floodgate's service): it
+//! speaks only the Envoy API.
 
 #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
 
 use floodgate_e2e::{TestServer, config_with_rules, rules_dir, user_rules};
-use floodgate_proto::rate_limit_response::Code;
-use floodgate_proto::{
-    RateLimitRequest, RateLimitResponse, RateLimitService, RateLimitServiceServer,
-};
-use floodgate_server::bench::{BenchArgs, run};
-
-/// Another RLS server: answers OK to everything.
-struct AlwaysOk;
-
-#[tonic::async_trait]
-impl RateLimitService for AlwaysOk {
-    async fn should_rate_limit(
-        &self,
-        _: tonic::Request<RateLimitRequest>,
-    ) -> Result<tonic::Response<RateLimitResponse>, tonic::Status> {
-        Ok(tonic::Response::new(RateLimitResponse {
-            overall_code: Code::Ok as i32,
-            ..Default::default()
-        }))
-    }
-}
+use floodgate_proto::RateLimitServiceServer;
+use floodgate_server::bench::{AlwaysOk, BenchArgs, run};
 
 fn args(target: String) -> BenchArgs {
     BenchArgs {
