@@ -169,7 +169,8 @@ impl Limiter {
     /// Decides a validated request.
     pub async fn decide(&self, request: &Request<'_>) -> Result<Decision, LimiterError> {
         let rules = self.rules.current();
-        let mut matched: Vec<Option<Matched<'_>>> = match rules.domain(request.domain) {
+        let domain = rules.domain(request.domain);
+        let mut matched: Vec<Option<Matched<'_>>> = match domain {
             None => request.descriptors.iter().map(|_| None).collect(),
             Some(domain) => request
                 .descriptors
@@ -261,9 +262,7 @@ impl Limiter {
         let Applied { outcomes, degraded } = if checks.is_empty() {
             Applied::default()
         } else {
-            let on_failure = rules
-                .domain(request.domain)
-                .and_then(|d| d.on_store_failure());
+            let on_failure = domain.and_then(|d| d.on_store_failure());
             self.store
                 .apply_marked(&checks, self.commit(checks.len()), on_failure)
                 .await?

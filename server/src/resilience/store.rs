@@ -174,15 +174,18 @@ impl ResilientStore {
         let Some(cache) = self.over_limit.as_ref().filter(|_| commit == Commit::Each) else {
             return self.apply_uncached(checks, commit, policy).await;
         };
-        let cached: Vec<Option<Duration>> = checks
-            .iter()
-            .map(|c| {
-                (c.algorithm == Algorithm::FixedWindow && c.hits > 0)
-                    .then(|| cache.over(&c.key, c.rate.limit))
-                    .flatten()
-            })
-            .collect();
-        let applied = if cached.iter().all(Option::is_none) {
+        let over = |c: &Check| {
+            (c.algorithm == Algorithm::FixedWindow && c.hits > 0)
+                .then(|| cache.over(&c.key, c.rate.limit))
+                .flatten()
+        };
+        // The common case, no key known to be over: nothing allocated here.
+        let cached: Vec<Option<Duration>> = if checks.iter().any(|c| over(c).is_some()) {
+            checks.iter().map(over).collect()
+        } else {
+            Vec::new()
+        };
+        let applied = if cached.is_empty() {
             self.apply_uncached(checks, commit, policy).await?
         } else {
             let rest: Vec<Check> = checks
@@ -213,12 +216,9 @@ impl ResilientStore {
             applied
         };
         if !applied.degraded {
-            for ((check, outcome), was_cached) in checks.iter().zip(&applied.outcomes).zip(&cached)
-            {
-                if check.algorithm == Algorithm::FixedWindow
-                    && !outcome.allowed
-                    && was_cached.is_none()
-                {
+            for (i, (check, outcome)) in checks.iter().zip(&applied.outcomes).enumerate() {
+                let was_cached = cached.get(i).is_some_and(Option::is_some);
+                if check.algorithm == Algorithm::FixedWindow && !outcome.allowed && !was_cached {
                     cache.insert(&check.key, check.rate.limit, outcome.reset_after);
                 }
             }

@@ -193,17 +193,14 @@ impl RedisStore {
         checks: impl Iterator<Item = &'c Check> + Clone,
     ) -> Result<Vec<Outcome>, StoreError> {
         let expected = checks.clone().count();
-        let first_key = checks
-            .clone()
-            .next()
-            .map(|c| c.key.clone())
-            .unwrap_or_default();
+        let first = checks.clone().next();
         let cmd = self.command(driver, checks);
         let replies: Vec<(i64, i64, i64)> = match self.query(&cmd).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 // Redis restarted, failed over or flushed its scripts: load
                 // this driver where the keys live, then run it again.
-                self.load_on(driver, Primaries::OfKey(first_key.as_bytes()))
+                let key = first.map_or(&[][..], |c| c.key.as_bytes());
+                self.load_on(driver, Primaries::OfKey(key))
                     .await
                     .map_err(store_error)?;
                 self.query(&cmd).await.map_err(store_error)?
