@@ -13,7 +13,7 @@ use floodgate_e2e::{ServerProcess, TestServer, config_with_rules, rules_dir};
 use floodgate_proto::rate_limit_response::Code;
 use floodgate_server::config::Config;
 use floodgate_server::store::redis::{RedisMode, RedisSettings};
-use load::{descriptor, hammer, request, through_failover};
+use load::{degraded, descriptor, hammer, request, through_failover};
 
 const RULES: &str = "\
 domain: sale
@@ -190,6 +190,10 @@ async fn scripts_are_reloaded_on_every_primary_after_a_flush() {
         .await
         .unwrap()
         .into_inner();
+    assert!(
+        !degraded(&resp),
+        "answered by Redis after the reload: {resp:?}"
+    );
     assert_eq!(resp.overall_code, Code::Ok as i32);
     assert!(resp.statuses.iter().all(|s| s.limit_remaining == 999));
 }
@@ -219,6 +223,7 @@ async fn all_or_nothing_across_shards_charges_nothing_when_one_rejects() {
     let mut answers = Vec::new();
     for _ in 0..3 {
         let resp = client.should_rate_limit(both()).await.unwrap().into_inner();
+        assert!(!degraded(&resp), "answered by the cluster: {resp:?}");
         let remaining: Vec<u32> = resp.statuses.iter().map(|s| s.limit_remaining).collect();
         answers.push((resp.overall_code, remaining));
     }

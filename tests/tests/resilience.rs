@@ -12,7 +12,7 @@ use floodgate_e2e::{RedisServer, TestServer, config_with_rules, rules_dir};
 use floodgate_proto::rate_limit_response::Code;
 use floodgate_server::config::Config;
 use floodgate_server::store::redis::RedisSettings;
-use load::{descriptor, request, steady_load};
+use load::{degraded, descriptor, request, steady_load};
 use redis::AsyncCommands;
 
 const RULES: &str = "\
@@ -35,12 +35,6 @@ fn config(rules: &std::path::Path, redis: &RedisServer) -> Config {
     };
     config.resilience.check_interval = Duration::from_millis(500);
     config
-}
-
-fn degraded(resp: &floodgate_proto::RateLimitResponse) -> bool {
-    resp.response_headers_to_add
-        .iter()
-        .any(|h| h.key == "x-floodgate-degraded")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,9 +79,15 @@ async fn redis_killed_and_restarted_under_load() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let report = load.stop().await;
-    let (calls, errors) = report.counts();
-    eprintln!("Redis killed and restarted under load: {calls} calls, {errors} errors");
+    let (calls, answered_locally, errors) = report.counts();
+    eprintln!(
+        "Redis killed and restarted under load: {calls} calls, {answered_locally} degraded, {errors} errors"
+    );
     assert!(calls > 100);
+    assert!(
+        answered_locally > 0,
+        "the outage was answered without Redis"
+    );
     assert_eq!(errors, 0, "no call failed");
 
     // The restarted Redis is empty but for what was handed back: eve's two
