@@ -146,7 +146,14 @@ impl RedisStore {
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
         match &self.connection {
             Connection::Single(manager) => cmd.query_async(&mut manager.clone()).await,
-            Connection::Sentinel(sentinel) => sentinel.query(cmd).await,
+            Connection::Sentinel(sentinel) => {
+                // PING and SCRIPT LOAD may simply run again on a new master.
+                let idempotent = matches!(
+                    cmd.args_iter().next(),
+                    Some(redis::Arg::Simple(b"PING" | b"SCRIPT"))
+                );
+                sentinel.query(cmd, idempotent).await
+            }
             Connection::Cluster(cluster) => cmd.query_async(&mut cluster.clone()).await,
         }
     }

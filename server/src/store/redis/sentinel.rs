@@ -125,7 +125,13 @@ impl SentinelConnection {
     }
 
     /// Runs `cmd` on the master, following a failover if the master changed.
-    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisError> {
+    /// `idempotent` commands (PING, SCRIPT LOAD) are always run again on the
+    /// new master; others only when the failure proves they did not run.
+    pub(crate) async fn query<T: FromRedisValue>(
+        &self,
+        cmd: &Cmd,
+        idempotent: bool,
+    ) -> Result<T, RedisError> {
         let (generation, mut connection) = match self.current() {
             Some(current) => current,
             None => self.reconnect(None).await?,
@@ -134,7 +140,7 @@ impl SentinelConnection {
             Err(e) if master_changed(&e) => {
                 tracing::warn!(error = %e, "Redis master lost; asking the sentinels for the new one");
                 let (_, mut connection) = self.reconnect(Some(generation)).await?;
-                if not_applied(&e) {
+                if idempotent || not_applied(&e) {
                     cmd.query_async(&mut connection).await
                 } else {
                     Err(e)
