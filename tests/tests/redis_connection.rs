@@ -92,7 +92,10 @@ async fn sentinel_mode_follows_a_failover() {
         connect_timeout: Duration::from_millis(500),
         ..RedisSettings::single("")
     };
-    let server = TestServer::start(with_redis(rules.path(), settings)).await;
+    let mut config = with_redis(rules.path(), settings);
+    // About the failover, not latency: see the cluster failover test.
+    config.resilience.store_deadline = Duration::from_millis(500);
+    let server = TestServer::start(config).await;
     three_then_over(&server, "alice").await;
 
     let keys = (0..8).map(|i| format!("k{i}")).collect();
