@@ -118,12 +118,19 @@ pub fn check(
     }
 }
 
-/// The multi-threaded runtime, or `None` after saying why not.
-fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+/// The runtime (multi-threaded, or one thread when `threads` is 1), or
+/// `None` after saying why not.
+fn runtime(threads: Option<usize>) -> Option<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n.max(1));
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    match builder.enable_all().build() {
         Ok(runtime) => Some(runtime),
         Err(e) => {
             eprintln!("floodgate: cannot start the async runtime: {e}");
@@ -134,7 +141,7 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 
 /// `floodgate bench`: runs the load and prints the summary (text or JSON).
 fn bench(args: &crate::bench::BenchArgs) -> ExitCode {
-    let Some(runtime) = runtime() else {
+    let Some(runtime) = runtime(Some(args.threads)) else {
         return ExitCode::FAILURE;
     };
     match runtime.block_on(crate::bench::run(args)) {
@@ -189,7 +196,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("floodgate: {e}");
         return ExitCode::from(2);
     }
-    let Some(runtime) = runtime() else {
+    let Some(runtime) = runtime(None) else {
         return ExitCode::FAILURE;
     };
     runtime.block_on(async move {

@@ -363,6 +363,11 @@ impl ServerProcess {
             .await
             .expect("connect to server")
     }
+
+    /// The process id (to read its memory use from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for ServerProcess {

@@ -13,6 +13,7 @@ fn args(target: String) -> BenchArgs {
         target,
         connections: 4,
         streams: 4,
+        threads: 1,
         duration: "20s".into(),
         requests: Some(500),
         rate: None,

@@ -7,6 +7,15 @@
 //! is not hidden by callers that stopped sending). Always bounded: by
 //! `--duration` and optionally `--requests`. Latency goes into an HDR
 //! histogram (1 µs to 60 s, 3 significant digits).
+//!
+//! - `keys`: which descriptor values the calls carry;
+//! - `wire`: the gRPC client, written on `h2` to stay cheaper than the
+//!   servers it measures.
+
+mod keys;
+mod wire;
+
+pub use keys::Keys;
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -16,11 +25,12 @@ use std::time::Duration;
 use clap::Args;
 use floodgate_proto::rate_limit_descriptor::Entry;
 use floodgate_proto::rate_limit_response::Code;
-use floodgate_proto::{RateLimitDescriptor, RateLimitRequest, RateLimitServiceClient};
+use floodgate_proto::{RateLimitDescriptor, RateLimitRequest, RateLimitResponse};
 use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tonic::transport::Endpoint;
+
+use keys::{Sampler, zipf_cdf};
 
 /// `floodgate bench` settings.
 #[derive(Debug, Clone, Args)]
@@ -34,6 +44,11 @@ pub struct BenchArgs {
     /// Concurrent streams (callers) per connection.
     #[arg(long, default_value_t = 16)]
     pub streams: usize,
+    /// The generator's threads. One (like h2load's `-t 1`) leaves the
+    /// other cores to the server under test; raise it when the generator
+    /// runs on a machine of its own.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
     /// How long to run, e.g. 10s.
     #[arg(long, default_value = "10s")]
     pub duration: String,
@@ -49,7 +64,8 @@ pub struct BenchArgs {
     /// The descriptor entry's key (its value comes from --keys).
     #[arg(long, default_value = "user")]
     pub key: String,
-    /// Values: `hot` (one value), `uniform:N`, `zipf:N:S` (exponent S), or
+    /// Values: `hot` (one value), `unique` (a new value every call: a key
+    /// flood), `uniform:N`, `zipf:N:S` (exponent S), or
     /// `abuse:N:P` (N well-behaved users and one abusive user sending P% of calls).
     #[arg(long, default_value = "uniform:10000")]
     pub keys: String,
@@ -59,130 +75,6 @@ pub struct BenchArgs {
     /// Print a JSON summary instead of text.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Which values the calls use.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Keys {
-    /// One value for every call.
-    Hot,
-    /// Uniform over N values.
-    Uniform(u64),
-    /// Zipf over N values with exponent S (a few values take most calls).
-    Zipf {
-        /// How many values.
-        n: u64,
-        /// The exponent.
-        s: f64,
-    },
-    /// N well-behaved users, plus one abusive user sending `share` of calls.
-    Abuse {
-        /// Well-behaved users.
-        n: u64,
-        /// The abusive user's share of calls, 0 to 1.
-        share: f64,
-    },
-}
-
-impl Keys {
-    /// Parses `hot`, `uniform:N`, `zipf:N:S` or `abuse:N:P`.
-    pub fn parse(text: &str) -> Result<Keys, String> {
-        let parts: Vec<&str> = text.split(':').collect();
-        let n = |i: usize| -> Result<u64, String> {
-            parts
-                .get(i)
-                .and_then(|p| p.parse().ok())
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("--keys {text}: expected a count above 0"))
-        };
-        let f = |i: usize| -> Result<f64, String> {
-            parts
-                .get(i)
-                .and_then(|p| p.parse().ok())
-                .filter(|x: &f64| x.is_finite() && *x > 0.0)
-                .ok_or_else(|| format!("--keys {text}: expected a positive number"))
-        };
-        match parts[0] {
-            "hot" if parts.len() == 1 => Ok(Keys::Hot),
-            "uniform" if parts.len() == 2 => Ok(Keys::Uniform(n(1)?)),
-            "zipf" if parts.len() == 3 => Ok(Keys::Zipf { n: n(1)?, s: f(2)? }),
-            "abuse" if parts.len() == 3 => {
-                let share = f(2)? / 100.0;
-                if share > 1.0 {
-                    return Err(format!(
-                        "--keys {text}: the share is a percentage, at most 100"
-                    ));
-                }
-                Ok(Keys::Abuse { n: n(1)?, share })
-            }
-            _ => Err(format!(
-                "--keys {text}: expected hot, uniform:N, zipf:N:S or abuse:N:P"
-            )),
-        }
-    }
-}
-
-/// Draws values by [`Keys`]; one per caller (no shared state on the hot path).
-struct Sampler {
-    keys: Keys,
-    /// Zipf: cumulative weights.
-    cdf: Arc<[f64]>,
-    state: u64,
-}
-
-impl Sampler {
-    fn new(keys: &Keys, cdf: Arc<[f64]>, seed: u64) -> Self {
-        Sampler {
-            keys: keys.clone(),
-            cdf,
-            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
-        }
-    }
-
-    /// xorshift64*: fast and good enough to pick keys.
-    fn next(&mut self) -> u64 {
-        self.state ^= self.state >> 12;
-        self.state ^= self.state << 25;
-        self.state ^= self.state >> 27;
-        self.state.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn value(&mut self) -> String {
-        match self.keys {
-            Keys::Hot => "hot".to_owned(),
-            Keys::Uniform(n) => format!("u{}", self.next() % n),
-            Keys::Zipf { .. } => {
-                let x = self.unit();
-                let i = self.cdf.partition_point(|c| *c < x);
-                format!("u{i}")
-            }
-            Keys::Abuse { n, share } => {
-                if self.unit() < share {
-                    "abuser".to_owned()
-                } else {
-                    format!("u{}", self.next() % n)
-                }
-            }
-        }
-    }
-}
-
-/// Zipf's cumulative distribution over `n` values with exponent `s`.
-fn zipf_cdf(n: u64, s: f64) -> Arc<[f64]> {
-    let weights: Vec<f64> = (1..=n).map(|k| 1.0 / (k as f64).powf(s)).collect();
-    let total: f64 = weights.iter().sum();
-    let mut acc = 0.0;
-    weights
-        .iter()
-        .map(|w| {
-            acc += w / total;
-            acc
-        })
-        .collect()
 }
 
 /// What a run measured.
@@ -243,11 +135,7 @@ impl Tally {
         })
     }
 
-    fn record(
-        &mut self,
-        latency: Duration,
-        result: Result<tonic::Response<floodgate_proto::RateLimitResponse>, tonic::Status>,
-    ) {
+    fn record(&mut self, latency: Duration, result: Result<RateLimitResponse, wire::CallError>) {
         let us = u64::try_from(latency.as_micros())
             .unwrap_or(u64::MAX)
             .clamp(1, 60_000_000);
@@ -255,7 +143,6 @@ impl Tally {
         let _ = self.latency.record(us);
         if let Ok(resp) = &result
             && resp
-                .get_ref()
                 .response_headers_to_add
                 .iter()
                 .any(|h| h.key == "x-floodgate-degraded")
@@ -263,14 +150,9 @@ impl Tally {
             self.degraded += 1;
         }
         match result {
-            Ok(resp) if resp.get_ref().overall_code == Code::OverLimit as i32 => self.over += 1,
+            Ok(resp) if resp.overall_code == Code::OverLimit as i32 => self.over += 1,
             Ok(_) => self.ok += 1,
-            Err(status) => {
-                *self
-                    .errors
-                    .entry(format!("{:?}", status.code()))
-                    .or_default() += 1
-            }
+            Err(kind) => *self.errors.entry(kind).or_default() += 1,
         }
     }
 
@@ -317,16 +199,14 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
         Keys::Zipf { n, s } => zipf_cdf(n.min(10_000_000), s),
         _ => Arc::from(Vec::new()),
     };
-    let mut channels = Vec::with_capacity(args.connections);
+    let target = wire::Target::parse(&args.target)?;
+    // The connections' drivers: aborted when the run ends (dropped).
+    let mut drivers = JoinSet::new();
+    let mut connections = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
-        // One Endpoint per connection: tonic multiplexes streams on it.
-        let channel = Endpoint::from_shared(args.target.clone())
-            .map_err(|e| format!("--target {}: {e}", args.target))?
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| format!("cannot connect to {}: {e}", args.target))?;
-        channels.push(channel);
+        let (send, driver) = wire::connect(&target).await?;
+        drivers.spawn(driver);
+        connections.push(send);
     }
     let budget = Arc::new(AtomicU64::new(args.requests.unwrap_or(u64::MAX)));
     let done = Arc::new(AtomicBool::new(false));
@@ -341,7 +221,8 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
         .map(|r| Duration::from_secs_f64(callers as f64 / r as f64));
     let mut tasks = JoinSet::new();
     for i in 0..callers {
-        let mut client = RateLimitServiceClient::new(channels[i % args.connections].clone());
+        let mut send = connections[i % args.connections].clone();
+        let target = target.clone();
         let mut sampler = Sampler::new(&keys, cdf.clone(), i as u64 + 1);
         let (budget, done, sent) = (budget.clone(), done.clone(), sent.clone());
         let (domain, key, hits) = (args.domain.clone(), args.key.clone(), args.hits);
@@ -370,8 +251,8 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
                 if scheduled >= end {
                     break;
                 }
-                let request = make_request(&domain, &key, sampler.value(), hits);
-                let result = client.should_rate_limit(request).await;
+                let body = wire::frame(&make_request(&domain, &key, sampler.value(), hits));
+                let result = wire::call(&mut send, &target, body).await;
                 tally.record(scheduled.elapsed(), result);
                 sent.fetch_add(1, Ordering::Relaxed);
             }
@@ -401,6 +282,7 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
         let tally = joined.map_err(|e| format!("a caller failed: {e}"))??;
         total.merge(tally);
     }
+    drivers.abort_all();
     let seconds = start.elapsed().as_secs_f64();
     let calls = total.ok + total.over + total.errors.values().sum::<u64>();
     let h = &total.latency;
@@ -459,57 +341,4 @@ pub fn render(s: &Summary) -> String {
         out.push_str(&format!("  {code}: {n}\n"));
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_distributions_parse_and_reject_nonsense() {
-        assert_eq!(Keys::parse("hot"), Ok(Keys::Hot));
-        assert_eq!(Keys::parse("uniform:100"), Ok(Keys::Uniform(100)));
-        assert_eq!(
-            Keys::parse("zipf:1000:1.1"),
-            Ok(Keys::Zipf { n: 1000, s: 1.1 })
-        );
-        assert_eq!(
-            Keys::parse("abuse:50:30"),
-            Ok(Keys::Abuse { n: 50, share: 0.3 })
-        );
-        for bad in [
-            "",
-            "cold",
-            "uniform",
-            "uniform:0",
-            "zipf:10",
-            "abuse:10:150",
-            "hot:1",
-        ] {
-            assert!(Keys::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn samplers_follow_their_distribution() {
-        let draw = |keys: Keys, n: usize| {
-            let cdf = match keys {
-                Keys::Zipf { n, s } => zipf_cdf(n, s),
-                _ => Arc::from(Vec::new()),
-            };
-            let mut s = Sampler::new(&keys, cdf, 7);
-            (0..n).map(|_| s.value()).collect::<Vec<_>>()
-        };
-        assert!(draw(Keys::Hot, 10).iter().all(|v| v == "hot"));
-        let abuse = draw(Keys::Abuse { n: 100, share: 0.5 }, 10_000);
-        let abusive = abuse.iter().filter(|v| *v == "abuser").count();
-        assert!((4_500..5_500).contains(&abusive), "{abusive}");
-        let zipf = draw(Keys::Zipf { n: 1000, s: 1.0 }, 10_000);
-        let top = zipf.iter().filter(|v| *v == "u0").count();
-        // The top value of Zipf(1000, 1) takes 1/H(1000) = 13.4% of draws.
-        assert!((1_100..1_600).contains(&top), "{top}");
-        let uniform = draw(Keys::Uniform(10), 10_000);
-        let zero = uniform.iter().filter(|v| *v == "u0").count();
-        assert!((800..1_200).contains(&zero), "{zero}");
-    }
 }
