@@ -2,6 +2,9 @@
 //!
 //! - `match/*`: descriptor matching in a 1,000-rule domain (exact value, the
 //!   last of 100 wildcards, the key-only default, a 3-level nested rule).
+//! - `match_wildcards/*`: a wildcard-heavy domain (1,000 prefix patterns
+//!   and 10 suffix patterns): the last prefix pattern, a suffix pattern,
+//!   and a value no pattern matches (the default answers).
 //! - `should_rate_limit/memory`: one call through validate → match → count
 //!   (memory store) → decide → encode.
 //! - `should_rate_limit/memory_wire`: the same from request bytes to
@@ -74,6 +77,48 @@ fn matching(c: &mut Criterion) {
     group.finish();
 }
 
+/// 1,000 `tenant-<i>-*` patterns, 10 `*.<tld>` patterns, and a default.
+fn wildcard_heavy() -> RuleSet {
+    let mut yaml = String::from("domain: wild\ndescriptors:\n");
+    for i in 0..1000 {
+        yaml.push_str(&format!("  - key: host\n    value: \"tenant-{i}-*\"\n    rate_limit: {{unit: minute, requests_per_unit: {i}}}\n"));
+    }
+    for tld in [
+        "com", "org", "net", "io", "dev", "app", "eu", "de", "fr", "uk",
+    ] {
+        yaml.push_str(&format!("  - key: host\n    value: \"*.{tld}\"\n    rate_limit: {{unit: minute, requests_per_unit: 7}}\n"));
+    }
+    yaml.push_str("  - key: host\n    rate_limit: {unit: minute, requests_per_unit: 1}\n");
+    load_files(&[("wild.yaml".into(), yaml)], false).expect("valid rules")
+}
+
+fn matching_wildcards(c: &mut Criterion) {
+    let set = wildcard_heavy();
+    let domain = set.domain("wild").expect("domain");
+    let mut group = c.benchmark_group("match_wildcards");
+    let cases: [(&str, &str, u32); 3] = [
+        ("last_prefix_pattern", "tenant-999-eu-west", 999),
+        ("suffix_pattern", "shop.example.uk", 7),
+        ("no_pattern_default", "localhost", 1),
+    ];
+    for (name, value, limit) in cases {
+        let found = domain.find([("host", value)]).expect("a match");
+        assert_eq!(
+            found.node.rate_limits[0].allowance,
+            floodgate_server::rules::Allowance::fixed(limit, floodgate_server::rules::Unit::Minute),
+            "{name}"
+        );
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                domain
+                    .find([("host", std::hint::black_box(value))])
+                    .map(|m| m.node as *const _)
+            })
+        });
+    }
+    group.finish();
+}
+
 fn service() -> RateLimiter {
     let rules = load_files(
         &[("edge.yaml".into(), "domain: edge\ndescriptors:\n  - key: user\n    rate_limit: {unit: minute, requests_per_unit: 4000000000}\n".into())],
@@ -129,5 +174,5 @@ fn should_rate_limit(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, matching, should_rate_limit);
+criterion_group!(benches, matching, matching_wildcards, should_rate_limit);
 criterion_main!(benches);

@@ -607,7 +607,7 @@ impl Cx<'_> {
         node.full_key = full_key.into();
         match wildcard {
             _ if value.is_empty() => rules.default = Some(node),
-            Some(w) => rules.wildcards.push((w, node)),
+            Some(w) => rules.wildcards.push(w, node),
             None => {
                 rules.exact.insert(value.into(), node);
             }

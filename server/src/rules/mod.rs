@@ -170,7 +170,7 @@ struct Level {
 #[derive(Debug, Default)]
 struct KeyRules {
     exact: HashMap<Box<str>, Node>,
-    wildcards: Vec<(Wildcard, Node)>,
+    wildcards: wildcard::WildcardSet<Node>,
     default: Option<Node>,
 }
 
@@ -178,12 +178,7 @@ impl KeyRules {
     fn find(&self, value: &str) -> Option<&Node> {
         self.exact
             .get(value)
-            .or_else(|| {
-                self.wildcards
-                    .iter()
-                    .find(|(w, _)| w.matches(value))
-                    .map(|(_, n)| n)
-            })
+            .or_else(|| self.wildcards.find(value))
             .or(self.default.as_ref())
     }
 }
