@@ -3,16 +3,34 @@
 //! memory store, a single Redis and a 3-primary Redis Cluster, every server
 //! a separate process on loopback, all started and stopped here, one run.
 //!
+//! What it prints:
+//! 1. closed loop, in rounds (every server once per round, in turn, so that
+//!    the machine's noise falls on all of them): median calls/s, the median
+//!    of each round's ratio to the baseline, p50 and p99;
+//! 2. open loop at half of each server's median throughput: latency;
+//! 3. Redis single: EVALSHA commands per call and client connections
+//!    (concurrent calls pipelined on one connection);
+//! 4. memory: idle RSS, and RSS after floods of distinct keys past the
+//!    memory store's bound;
+//! 5. h2load against the baseline, when h2load is installed: how close the
+//!    load generator comes to a C one.
+//!
 //! Run it through `bench/run`, which builds what it needs in release mode.
-//! `bench/run [seconds] [connections] [streams]`
+//! `bench/run [--quick] [seconds] [rounds] [connections] [streams]`;
+//! `--quick` (CI: keeps it compiling and working) runs 1 s, one round, and a
+//! small flood, and its figures mean nothing.
 
 #![allow(clippy::unwrap_used)] // A measurement script: a failure should stop it loudly.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use floodgate_e2e::redis_topology::RedisCluster;
+use floodgate_e2e::redis_topology::{RedisCluster, command};
 use floodgate_e2e::{RedisServer, ServerProcess, free_port, rules_dir, wait_until_listening};
+use floodgate_proto::rate_limit_descriptor::Entry;
+use floodgate_proto::{RateLimitDescriptor, RateLimitRequest};
+use prost::Message;
+use serde_json::Value;
 
 const RULES: &str = "\
 domain: bench
@@ -21,24 +39,65 @@ descriptors:
     rate_limit: {unit: hour, requests_per_unit: 1000000000}
 ";
 
-fn release_dir() -> PathBuf {
+/// What one run measures.
+struct Plan {
+    seconds: u64,
+    rounds: usize,
+    connections: usize,
+    streams: usize,
+    /// Distinct keys per flood, and the memory store's bound for it.
+    flood: u64,
+}
+
+impl Plan {
+    fn from_args() -> Plan {
+        let mut args: Vec<String> = std::env::args().skip(1).collect();
+        let quick = args.first().is_some_and(|a| a == "--quick");
+        if quick {
+            args.remove(0);
+        }
+        let mut next = |default: u64| {
+            if args.is_empty() {
+                default
+            } else {
+                args.remove(0).parse().unwrap()
+            }
+        };
+        if quick {
+            Plan {
+                seconds: next(1),
+                rounds: next(1) as usize,
+                connections: next(4) as usize,
+                streams: next(4) as usize,
+                flood: 2_000,
+            }
+        } else {
+            Plan {
+                seconds: next(10),
+                rounds: next(3) as usize,
+                connections: next(16) as usize,
+                streams: next(16) as usize,
+                flood: 1_000_000,
+            }
+        }
+    }
+}
+
+/// The directory of the binaries: `target/<profile>`.
+fn build_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    // target/release/examples/bench_table → target/release
+    // target/<profile>/examples/bench_table → target/<profile>
     exe.parent().and_then(Path::parent).unwrap().to_path_buf()
 }
 
-/// Runs `floodgate bench --json` against `target` and returns its summary.
-fn bench(target: &str, seconds: u64, connections: usize, streams: usize) -> serde_json::Value {
-    let out = Command::new(release_dir().join("floodgate"))
+/// Runs `floodgate bench --json` with `extra` and returns its summary.
+fn bench(target: &str, plan: &Plan, seconds: u64, extra: &[&str]) -> Value {
+    let out = Command::new(build_dir().join("floodgate"))
         .args(["bench", "--json", "--target", target, "--domain", "bench"])
-        .args([
-            "--keys",
-            "uniform:10000",
-            "--duration",
-            &format!("{seconds}s"),
-        ])
-        .args(["--connections", &connections.to_string()])
-        .args(["--streams", &streams.to_string()])
+        .args(["--duration", &format!("{seconds}s")])
+        .args(["--connections", &plan.connections.to_string()])
+        .args(["--streams", &plan.streams.to_string()])
+        .args(extra)
         .output()
         .unwrap();
     assert!(
@@ -47,6 +106,47 @@ fn bench(target: &str, seconds: u64, connections: usize, streams: usize) -> serd
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn errors(s: &Value) -> u64 {
+    s["errors"]
+        .as_object()
+        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// Resident memory of a process, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A field of Redis's `INFO` (e.g. `connected_clients`), or of a line of
+/// it (`cmdstat_evalsha` → `calls`).
+fn info(port: u16, section: &str, line: &str, field: Option<&str>) -> u64 {
+    let text = command(port, &["INFO", section])
+        .unwrap()
+        .as_text()
+        .unwrap();
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{line}:")))
+        .unwrap_or("0");
+    match field {
+        None => value.trim().parse().unwrap(),
+        Some(f) => value
+            .split(',')
+            .find_map(|kv| kv.strip_prefix(&format!("{f}=")))
+            .map_or(0, |v| v.parse().unwrap()),
+    }
 }
 
 struct Baseline(Child);
@@ -58,20 +158,28 @@ impl Drop for Baseline {
     }
 }
 
+/// One server's closed-loop rounds.
+#[derive(Default)]
+struct Closed {
+    rates: Vec<f64>,
+    ratios: Vec<f64>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    errors: u64,
+    degraded: u64,
+    calls: u64,
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let mut args = std::env::args().skip(1);
-    let seconds: u64 = args.next().map_or(10, |s| s.parse().unwrap());
-    let connections: usize = args.next().map_or(16, |s| s.parse().unwrap());
-    let streams: usize = args.next().map_or(16, |s| s.parse().unwrap());
-
+    let plan = Plan::from_args();
     let port = free_port();
     let baseline = Baseline(
-        Command::new(release_dir().join("examples").join("baseline"))
+        Command::new(build_dir().join("examples").join("baseline"))
             .arg(format!("127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .spawn()
-            .expect("build it first: cargo build --release -p floodgate-server --example baseline"),
+            .expect("build it first: cargo build -p floodgate-server --example baseline"),
     );
     let baseline_addr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_until_listening(baseline_addr, || None).await;
@@ -88,13 +196,6 @@ async fn main() {
         &[],
     )
     .await;
-
-    println!(
-        "floodgate bench: closed loop, {connections} connections x {streams} streams, {seconds} s each, \
-         1 descriptor, uniform over 10,000 users; servers and load generator are separate processes"
-    );
-    println!("| server | calls/s | ratio to baseline | p50 | p99 | max | errors | degraded |");
-    println!("|---|---|---|---|---|---|---|---|");
     let targets = [
         ("constant-OK baseline", format!("http://{baseline_addr}")),
         (
@@ -110,23 +211,211 @@ async fn main() {
             format!("http://{}", clustered.grpc_addr),
         ),
     ];
-    let mut base = None;
-    for (name, target) in &targets {
-        let s = bench(target, seconds, connections, streams);
-        let rate = s["calls_per_second"].as_f64().unwrap();
-        let base_rate = *base.get_or_insert(rate);
-        let errors: u64 = s["errors"].as_object().map_or(0, |m| {
-            m.values().filter_map(serde_json::Value::as_u64).sum()
-        });
-        let l = &s["latency_us"];
+
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    println!(
+        "{} cores ({cpu}); every server and the load generator share them",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "load: floodgate bench, 1 thread, closed loop, {} connections x {} streams, 1 descriptor, \
+         uniform over 10,000 users; {} round(s) of {} s per server",
+        plan.connections, plan.streams, plan.rounds, plan.seconds
+    );
+
+    // 1. Closed loop, in rounds.
+    let evalsha_before = info(
+        redis.port(),
+        "commandstats",
+        "cmdstat_evalsha",
+        Some("calls"),
+    );
+    let mut closed: Vec<Closed> = targets.iter().map(|_| Closed::default()).collect();
+    let mut max_clients = 0;
+    for _ in 0..plan.rounds {
+        let mut base = 0.0;
+        for (i, (_, target)) in targets.iter().enumerate() {
+            let s = bench(target, &plan, plan.seconds, &["--keys", "uniform:10000"]);
+            if i == 2 {
+                // Less the connection INFO itself arrives on.
+                let clients = info(redis.port(), "clients", "connected_clients", None);
+                max_clients = max_clients.max(clients.saturating_sub(1));
+            }
+            let rate = s["calls_per_second"].as_f64().unwrap();
+            if i == 0 {
+                base = rate;
+            }
+            let c = &mut closed[i];
+            c.rates.push(rate);
+            c.ratios.push(rate / base);
+            c.p50.push(s["latency_us"]["p50"].as_f64().unwrap());
+            c.p99.push(s["latency_us"]["p99"].as_f64().unwrap());
+            c.errors += errors(&s);
+            c.degraded += s["degraded"].as_u64().unwrap();
+            c.calls += s["calls"].as_u64().unwrap();
+        }
+    }
+    let evalsha = info(
+        redis.port(),
+        "commandstats",
+        "cmdstat_evalsha",
+        Some("calls"),
+    ) - evalsha_before;
+    println!();
+    println!(
+        "| server | calls/s (median) | ratio to baseline (median of rounds) | p50 | p99 | errors | degraded |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for ((name, _), c) in targets.iter().zip(&closed) {
         println!(
-            "| {name} | {rate:.0} | {:.2} | {} us | {} us | {} us | {errors} | {} |",
-            rate / base_rate,
-            l["p50"],
-            l["p99"],
-            l["max"],
+            "| {name} | {:.0} | {:.2} | {:.2} ms | {:.2} ms | {} | {} |",
+            median(c.rates.clone()),
+            median(c.ratios.clone()),
+            median(c.p50.clone()) / 1000.0,
+            median(c.p99.clone()) / 1000.0,
+            c.errors,
+            c.degraded,
+        );
+    }
+
+    // 2. Open loop at half of each server's median throughput.
+    println!();
+    println!(
+        "open loop at half of each server's median closed-loop throughput, {} s:",
+        plan.seconds
+    );
+    println!("| server | calls/s offered | p50 | p99 | p99.9 | max | errors | degraded |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for ((name, target), c) in targets.iter().zip(&closed) {
+        let rate = (median(c.rates.clone()) / 2.0).max(1.0) as u64;
+        let s = bench(
+            target,
+            &plan,
+            plan.seconds,
+            &["--keys", "uniform:10000", "--rate", &rate.to_string()],
+        );
+        let l = &s["latency_us"];
+        let ms = |v: &Value| v.as_f64().unwrap() / 1000.0;
+        println!(
+            "| {name} | {rate} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {} | {} |",
+            ms(&l["p50"]),
+            ms(&l["p99"]),
+            ms(&l["p999"]),
+            ms(&l["max"]),
+            errors(&s),
             s["degraded"],
         );
     }
-    drop((memory, single, clustered, baseline));
+
+    // 3. Redis single: commands per call, connections.
+    println!();
+    println!(
+        "Redis single: {evalsha} EVALSHA for {} calls = {:.3} per call (one descriptor each); \
+         Floodgate held {max_clients} connection(s) to it under the load ({} concurrent calls)",
+        closed[2].calls,
+        evalsha as f64 / closed[2].calls.max(1) as f64,
+        plan.connections * plan.streams,
+    );
+
+    // 4. Memory.
+    drop((memory, single, clustered));
+    let bound = plan.flood.to_string();
+    let flooded = ServerProcess::start(
+        rules.path(),
+        &[],
+        &[("FLOODGATE_MEMORY_MAX_ENTRIES", &bound)],
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let idle = rss_kib(flooded.pid());
+    let target = format!("http://{}", flooded.grpc_addr);
+    let flood = |plan: &Plan| {
+        let s = bench(
+            &target,
+            plan,
+            3_600,
+            &["--keys", "unique", "--requests", &plan.flood.to_string()],
+        );
+        assert_eq!(
+            s["calls"].as_u64(),
+            Some(plan.flood),
+            "every flood call answered"
+        );
+        assert_eq!(errors(&s), 0);
+        rss_kib(flooded.pid())
+    };
+    let first = flood(&plan);
+    let second = flood(&plan);
+    println!();
+    println!(
+        "memory store (bound memory_max_entries = {bound}): idle RSS {:.1} MiB; after {bound} distinct keys \
+         {:.1} MiB ({:.0} bytes per key); after {bound} more (evicting) {:.1} MiB",
+        idle as f64 / 1024.0,
+        first as f64 / 1024.0,
+        (first.saturating_sub(idle) * 1024) as f64 / plan.flood as f64,
+        second as f64 / 1024.0,
+    );
+    drop(flooded);
+
+    // 5. h2load against the baseline: the generator's headroom.
+    if Command::new("h2load").arg("--version").output().is_ok() {
+        let body = h2load_body();
+        let out = Command::new("h2load")
+            .args(["-D", &plan.seconds.to_string(), "-t", "1"])
+            .args(["-c", &plan.connections.to_string()])
+            .args(["-m", &plan.streams.to_string()])
+            .arg("-d")
+            .arg(body.path())
+            .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+            .arg(format!(
+                "http://{baseline_addr}/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
+            ))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let h2load = text
+            .lines()
+            .find_map(|l| l.strip_prefix("finished in "))
+            .and_then(|l| l.split(", ").nth(1))
+            .and_then(|r| r.trim_end_matches(" req/s").parse::<f64>().ok())
+            .unwrap_or(0.0);
+        let ours = bench(&targets[0].1, &plan, plan.seconds, &["--keys", "hot"]);
+        let ours = ours["calls_per_second"].as_f64().unwrap();
+        println!();
+        println!(
+            "the generator against the baseline, hot key: h2load -t 1 {h2load:.0} calls/s, \
+             floodgate bench {ours:.0} calls/s ({:.2}x h2load)",
+            ours / h2load.max(1.0)
+        );
+    }
+    drop(baseline);
+}
+
+/// The gRPC-framed request h2load sends (one hot key).
+fn h2load_body() -> tempfile::NamedTempFile {
+    let request = RateLimitRequest {
+        domain: "bench".into(),
+        descriptors: vec![RateLimitDescriptor {
+            entries: vec![Entry {
+                key: "user".into(),
+                value: "hot".into(),
+            }],
+            ..Default::default()
+        }],
+        hits_addend: 1,
+    };
+    let message = request.encode_to_vec();
+    let mut body = vec![0];
+    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    body.extend_from_slice(&message);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), body).unwrap();
+    file
 }

@@ -3,8 +3,9 @@
 //!
 //! Closed loop (each of `connections × streams` callers sends its next call
 //! when the last one returns) or open loop (`--rate`: calls start on a fixed
-//! schedule, latency counted from the scheduled start, so a stalled server
-//! is not hidden by callers that stopped sending). Always bounded: by
+//! schedule; a call that starts late because the caller's last call was
+//! still running is timed from its scheduled start, so a stalled server is
+//! not hidden by callers that stopped sending). Always bounded: by
 //! `--duration` and optionally `--requests`. Latency goes into an HDR
 //! histogram (1 µs to 60 s, 3 significant digits).
 //!
@@ -242,9 +243,18 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
                         if at >= end {
                             break;
                         }
-                        tokio::time::sleep_until(at).await;
                         next = interval.map(|every| at + every);
-                        at
+                        if Instant::now() < at {
+                            // Idle until the slot: count from when the
+                            // timer (1 ms resolution) actually woke us, so
+                            // its lateness is not charged to the server.
+                            tokio::time::sleep_until(at).await;
+                            Instant::now()
+                        } else {
+                            // Late because the last call took too long:
+                            // that wait is the server's, count it.
+                            at
+                        }
                     }
                     None => Instant::now(),
                 };
