@@ -92,11 +92,21 @@ fn build_dir() -> PathBuf {
 
 /// Runs `floodgate bench --json` with `extra` and returns its summary.
 fn bench(target: &str, plan: &Plan, seconds: u64, extra: &[&str]) -> Value {
+    bench_on(target, (plan.connections, plan.streams), seconds, extra)
+}
+
+/// [`bench`] over `connections × streams` callers.
+fn bench_on(
+    target: &str,
+    (connections, streams): (usize, usize),
+    seconds: u64,
+    extra: &[&str],
+) -> Value {
     let out = Command::new(build_dir().join("floodgate"))
         .args(["bench", "--json", "--target", target, "--domain", "bench"])
         .args(["--duration", &format!("{seconds}s")])
-        .args(["--connections", &plan.connections.to_string()])
-        .args(["--streams", &plan.streams.to_string()])
+        .args(["--connections", &connections.to_string()])
+        .args(["--streams", &streams.to_string()])
         .args(extra)
         .output()
         .unwrap();
@@ -162,6 +172,8 @@ impl Drop for Baseline {
 #[derive(Default)]
 struct Closed {
     rates: Vec<f64>,
+    /// Calls/s answered by the server's store (not degraded).
+    store_rates: Vec<f64>,
     ratios: Vec<f64>,
     p50: Vec<f64>,
     p99: Vec<f64>,
@@ -254,6 +266,9 @@ async fn main() {
             }
             let c = &mut closed[i];
             c.rates.push(rate);
+            let calls = s["calls"].as_f64().unwrap().max(1.0);
+            let degraded = s["degraded"].as_f64().unwrap();
+            c.store_rates.push(rate * (1.0 - degraded / calls));
             c.ratios.push(rate / base);
             c.p50.push(s["latency_us"]["p50"].as_f64().unwrap());
             c.p99.push(s["latency_us"]["p99"].as_f64().unwrap());
@@ -273,6 +288,8 @@ async fn main() {
         "| server | calls/s (median) | ratio to baseline (median of rounds) | p50 | p99 | errors | degraded |"
     );
     println!("|---|---|---|---|---|---|---|");
+    // A row with degraded answers counts calls the store did not decide:
+    // its calls/s is not the store's (see the half-load table's rate).
     for ((name, _), c) in targets.iter().zip(&closed) {
         println!(
             "| {name} | {:.0} | {:.2} | {:.2} ms | {:.2} ms | {} | {} |",
@@ -285,19 +302,25 @@ async fn main() {
         );
     }
 
-    // 2. Open loop at half of each server's median throughput.
+    // 2. Open loop at half of each server's median throughput. Fewer
+    // callers than the closed loop: an open loop needs only rate x latency
+    // calls in flight, and 256 callers' work on 2 shared cores measures the
+    // OS scheduler (the baseline's own p99 goes past 20 ms).
+    let callers = (4, 16);
     println!();
     println!(
-        "open loop at half of each server's median closed-loop throughput, {} s:",
-        plan.seconds
+        "open loop at half of each server's median closed-loop throughput (less degraded answers), {} connections x {} streams, {} s:",
+        callers.0, callers.1, plan.seconds
     );
     println!("| server | calls/s offered | p50 | p99 | p99.9 | max | errors | degraded |");
     println!("|---|---|---|---|---|---|---|---|");
     for ((name, target), c) in targets.iter().zip(&closed) {
-        let rate = (median(c.rates.clone()) / 2.0).max(1.0) as u64;
-        let s = bench(
+        // Half of what the store answered: answers the fallback gave when
+        // the store fell behind (degraded) are not the store's throughput.
+        let rate = (median(c.store_rates.clone()) / 2.0).max(1.0) as u64;
+        let s = bench_on(
             target,
-            &plan,
+            callers,
             plan.seconds,
             &["--keys", "uniform:10000", "--rate", &rate.to_string()],
         );
