@@ -92,6 +92,8 @@ pub struct Settings {
     pub redis_connect_timeout: String,
     /// Redis command timeout.
     pub redis_command_timeout: String,
+    /// Most checks one coalesced EVALSHA carries (1: every call on its own).
+    pub redis_batch_max: usize,
     /// Prefix of every counter key.
     pub cache_key_prefix: String,
     /// Upper bound of the random extra TTL on Redis keys.
@@ -173,6 +175,7 @@ impl Default for Settings {
             redis_command_timeout: "1s".into(),
             cache_key_prefix: String::new(),
             expiration_jitter_max: "300s".into(),
+            redis_batch_max: 64,
             memory_max_entries: 1_000_000,
             memory_sweep_interval: "10s".into(),
             max_descriptors: limits.max_descriptors,
@@ -563,6 +566,10 @@ fn redis_settings(s: &Settings) -> Result<Option<RedisSettings>, ConfigError> {
         connect_timeout: nonzero("redis_connect_timeout", &s.redis_connect_timeout)?,
         command_timeout: nonzero("redis_command_timeout", &s.redis_command_timeout)?,
         expiration_jitter_max: duration("expiration_jitter_max", &s.expiration_jitter_max)?,
+        batch_max: match s.redis_batch_max {
+            0 => return Err(invalid("redis_batch_max", "0", "must be at least 1")),
+            n => n,
+        },
     }))
 }
 

@@ -201,6 +201,13 @@ async fn main() {
     let cluster = RedisCluster::start();
     let memory = ServerProcess::start(rules.path(), &[], &[]).await;
     let single = ServerProcess::start(rules.path(), &["--redis-url", &redis.url()], &[]).await;
+    // The same without coalescing: one EVALSHA per call.
+    let uncoalesced = ServerProcess::start(
+        rules.path(),
+        &["--redis-url", &redis.url()],
+        &[("FLOODGATE_REDIS_BATCH_MAX", "1")],
+    )
+    .await;
     let seeds = cluster.seed_urls();
     let clustered = ServerProcess::start(
         rules.path(),
@@ -217,6 +224,10 @@ async fn main() {
         (
             "Floodgate, Redis single",
             format!("http://{}", single.grpc_addr),
+        ),
+        (
+            "Floodgate, Redis single, no coalescing (redis_batch_max 1)",
+            format!("http://{}", uncoalesced.grpc_addr),
         ),
         (
             "Floodgate, Redis Cluster (3 primaries)",
@@ -242,23 +253,32 @@ async fn main() {
         plan.connections, plan.streams, plan.rounds, plan.seconds
     );
 
-    // 1. Closed loop, in rounds.
-    let evalsha_before = info(
-        redis.port(),
-        "commandstats",
-        "cmdstat_evalsha",
-        Some("calls"),
-    );
+    // 1. Closed loop, in rounds. Targets 2 and 3 use the single Redis:
+    // its EVALSHA count is read around each of their runs.
+    let evalsha_calls = || {
+        info(
+            redis.port(),
+            "commandstats",
+            "cmdstat_evalsha",
+            Some("calls"),
+        )
+    };
+    let mut evalsha = [0u64; 2];
     let mut closed: Vec<Closed> = targets.iter().map(|_| Closed::default()).collect();
     let mut max_clients = 0;
     for _ in 0..plan.rounds {
         let mut base = 0.0;
         for (i, (_, target)) in targets.iter().enumerate() {
+            let before = evalsha_calls();
             let s = bench(target, &plan, plan.seconds, &["--keys", "uniform:10000"]);
+            if i == 2 || i == 3 {
+                evalsha[i - 2] += evalsha_calls() - before;
+            }
             if i == 2 {
-                // Less the connection INFO itself arrives on.
+                // Both servers hold a connection; less theirs of the other
+                // and the one INFO itself arrives on.
                 let clients = info(redis.port(), "clients", "connected_clients", None);
-                max_clients = max_clients.max(clients.saturating_sub(1));
+                max_clients = max_clients.max(clients.saturating_sub(2));
             }
             let rate = s["calls_per_second"].as_f64().unwrap();
             if i == 0 {
@@ -277,12 +297,6 @@ async fn main() {
             c.calls += s["calls"].as_u64().unwrap();
         }
     }
-    let evalsha = info(
-        redis.port(),
-        "commandstats",
-        "cmdstat_evalsha",
-        Some("calls"),
-    ) - evalsha_before;
     println!();
     println!(
         "| server | calls/s (median) | ratio to baseline (median of rounds) | p50 | p99 | errors | degraded |"
@@ -340,15 +354,20 @@ async fn main() {
     // 3. Redis single: commands per call, connections.
     println!();
     println!(
-        "Redis single: {evalsha} EVALSHA for {} calls = {:.3} per call (one descriptor each); \
+        "Redis single: {} EVALSHA for {} calls = {:.3} per call (one descriptor each; coalesced); \
+         without coalescing {} EVALSHA for {} calls = {:.3} per call; \
          Floodgate held {max_clients} connection(s) to it under the load ({} concurrent calls)",
+        evalsha[0],
         closed[2].calls,
-        evalsha as f64 / closed[2].calls.max(1) as f64,
+        evalsha[0] as f64 / closed[2].calls.max(1) as f64,
+        evalsha[1],
+        closed[3].calls,
+        evalsha[1] as f64 / closed[3].calls.max(1) as f64,
         plan.connections * plan.streams,
     );
 
     // 4. Memory.
-    drop((memory, single, clustered));
+    drop((memory, single, uncoalesced, clustered));
     let bound = plan.flood.to_string();
     let flooded = ServerProcess::start(
         rules.path(),

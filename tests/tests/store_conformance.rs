@@ -175,10 +175,16 @@ async fn memory_store_counts_exactly_under_concurrency() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_store_counts_exactly_under_concurrency_on_one_connection() {
+/// 1,000 calls from 50 concurrent callers on one key, with `batch_max`;
+/// checks they count exactly on one multiplexed connection, without
+/// NOSCRIPT round trips and with one EXPIRE, and returns the EVALSHA count.
+async fn concurrent_calls_on_one_connection(batch_max: usize) -> u64 {
     let server = RedisServer::start();
-    let store = Arc::new(RedisStore::connect(&redis_settings(&server)).await.unwrap());
+    let settings = RedisSettings {
+        batch_max,
+        ..redis_settings(&server)
+    };
+    let store = Arc::new(RedisStore::connect(&settings).await.unwrap());
     concurrent_increments_are_exact(store.clone(), "hot".into()).await;
     // 1,000 concurrent calls shared one multiplexed connection (plus this
     // test's own): they were pipelined, not spread over a pool.
@@ -205,16 +211,95 @@ async fn redis_store_counts_exactly_under_concurrency_on_one_connection() {
             .unwrap_or_default()
     };
     assert!(
-        stat("evalsha").starts_with("cmdstat_evalsha:calls=1000,"),
-        "exactly one EVALSHA per call:\n{calls}"
-    );
-    assert!(
         stat("evalsha").ends_with("failed_calls=0"),
         "no NOSCRIPT round trips:\n{calls}"
     );
     assert!(
         stat("expire").starts_with("cmdstat_expire:calls=1,"),
         "the TTL is set once, when the key is created:\n{calls}"
+    );
+    stat("evalsha")
+        .strip_prefix("cmdstat_evalsha:calls=")
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_coalescing_every_call_is_one_evalsha() {
+    assert_eq!(concurrent_calls_on_one_connection(1).await, 1_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_are_coalesced_into_fewer_evalsha_and_count_exactly() {
+    // 50 callers, at most 4 batches on the wire: the rest queue and go
+    // together. Exact counts are checked inside.
+    let evalsha = concurrent_calls_on_one_connection(64).await;
+    eprintln!("1,000 concurrent calls in {evalsha} EVALSHA");
+    assert!(
+        (16..=500).contains(&evalsha),
+        "1,000 calls in {evalsha} EVALSHA: at least 2 calls each on average, at most 64"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_holding_something_else_fails_only_its_own_call_when_coalesced() {
+    let server = RedisServer::start();
+    let store = Arc::new(RedisStore::connect(&redis_settings(&server)).await.unwrap());
+    raw(&server)
+        .await
+        .set::<_, _, ()>("text", "hello")
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                // Caller 0 hits the poisoned key; the others their own.
+                let key = if i == 0 {
+                    "text".to_owned()
+                } else {
+                    format!("k{i}")
+                };
+                let mut results = Vec::new();
+                for _ in 0..25 {
+                    results.push(store.increment(&[hit(&key, 1)]).await);
+                }
+                (i, results)
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (i, results) = t.await.unwrap();
+        if i == 0 {
+            assert!(
+                results.iter().all(|r| {
+                    r.as_ref().is_err_and(|e| {
+                        e.to_string().contains("counter text: ")
+                            && e.to_string().contains("not an integer")
+                    })
+                }),
+                "{results:?}"
+            );
+        } else {
+            let counts: Vec<u64> = results.into_iter().map(|r| r.unwrap()[0]).collect();
+            assert_eq!(counts, (1..=25).collect::<Vec<u64>>(), "caller {i}");
+        }
+    }
+    let calls: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut raw(&server).await)
+        .await
+        .unwrap();
+    let evalsha: u64 = calls
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(
+        evalsha < 1_000,
+        "the calls were coalesced: {evalsha} EVALSHA"
     );
 }
 

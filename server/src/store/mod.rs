@@ -56,7 +56,7 @@ pub enum Commit {
 
 /// A store failure. Every variant says whether retrying may help, which is
 /// what degraded-mode handling keys on.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store could not be reached or did not answer in time.
     #[error("counter store unavailable: {0}")]

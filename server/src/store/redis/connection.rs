@@ -112,6 +112,9 @@ pub struct RedisSettings {
     /// A key's TTL is its window plus a random jitter below this, so that
     /// keys of one window do not all expire at the same instant.
     pub expiration_jitter_max: Duration,
+    /// Most checks one coalesced EVALSHA carries; 1 sends every call on its
+    /// own (single node and Sentinel; see `store/redis/batch.rs`).
+    pub batch_max: usize,
 }
 
 impl RedisSettings {
@@ -128,6 +131,7 @@ impl RedisSettings {
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(1),
             expiration_jitter_max: Duration::ZERO,
+            batch_max: 64,
         }
     }
 

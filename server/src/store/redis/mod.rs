@@ -12,11 +12,13 @@
 //! Redis Cluster it is one `EVALSHA` per hash slot, sent concurrently
 //! ([`cluster`]).
 
+mod batch;
 mod cluster;
 pub mod connection;
 mod sentinel;
 
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use self::connection::{ConnectError, RedisMode, RedisSettings, Secret, TlsFiles};
@@ -37,6 +39,10 @@ pub struct RedisStore {
     /// Where the bucket and sliding-window scripts take "now" from: Redis's
     /// own TIME (`None`, always in production) or this clock (tests).
     local_time: Option<Clock>,
+    /// Most checks one coalesced EVALSHA carries (1: no coalescing).
+    batch_max: usize,
+    /// The coalescing task's handle (single node and Sentinel only).
+    batch: Option<Arc<batch::Batcher>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -56,7 +62,7 @@ impl RedisStore {
         install_crypto_provider();
         let connection = connect(settings).await?;
         let endpoint = settings.endpoints();
-        let store = RedisStore {
+        let mut store = RedisStore {
             connection,
             scripts: Scripts::default(),
             jitter_max_secs: settings.expiration_jitter_max.as_secs(),
@@ -64,6 +70,8 @@ impl RedisStore {
             endpoint,
             mode: settings.mode,
             local_time: None,
+            batch_max: settings.batch_max,
+            batch: None,
         };
         // Load the scripts up front so that the first burst of calls does
         // not race into NOSCRIPT; after a Redis restart, NOSCRIPT reloads them.
@@ -76,7 +84,18 @@ impl RedisStore {
                 &e,
             )
         })?;
+        store.start_batching();
         Ok(store)
+    }
+
+    /// Starts the coalescing task (single node and Sentinel; a cluster
+    /// already groups by slot), over a copy of this store that sends each
+    /// batch itself.
+    fn start_batching(&mut self) {
+        self.batch = None;
+        if self.batch_max > 1 && self.mode != RedisMode::Cluster {
+            self.batch = Some(batch::Batcher::start(self.clone(), self.batch_max));
+        }
     }
 
     /// A test knob: the scripts take "now" from `clock` instead of Redis's
@@ -84,6 +103,7 @@ impl RedisStore {
     /// Redis's clock is what lets instances with skewed clocks agree.
     pub fn with_local_time(mut self, clock: Clock) -> Self {
         self.local_time = Some(clock);
+        self.start_batching();
         self
     }
 
@@ -193,16 +213,31 @@ impl RedisStore {
     }
 
     /// Runs `driver` over `checks` (which share a slot on a cluster), with
-    /// one reload and retry on NOSCRIPT.
+    /// one reload and retry on NOSCRIPT. A check the script could not run
+    /// (its key holds something else) fails the call.
     async fn eval<'c>(
         &self,
         driver: &Driver,
         checks: impl Iterator<Item = &'c Check> + Clone,
     ) -> Result<Vec<Outcome>, StoreError> {
+        self.eval_each(driver, checks)
+            .await?
+            .into_iter()
+            .map(|o| o.map_err(StoreError::Protocol))
+            .collect()
+    }
+
+    /// [`Self::eval`], with each check's own result: `apply.lua` answers a
+    /// check it could not run with `{-1, message}` and runs the others.
+    async fn eval_each<'c>(
+        &self,
+        driver: &Driver,
+        checks: impl Iterator<Item = &'c Check> + Clone,
+    ) -> Result<Vec<Result<Outcome, String>>, StoreError> {
         let expected = checks.clone().count();
         let first = checks.clone().next();
-        let cmd = self.command(driver, checks);
-        let replies: Vec<(i64, i64, i64)> = match self.query(&cmd).await {
+        let cmd = self.command(driver, checks.clone());
+        let replies: Vec<Vec<redis::Value>> = match self.query(&cmd).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 // Redis restarted, failed over or flushed its scripts: load
                 // this driver where the keys live, then run it again.
@@ -220,14 +255,13 @@ impl RedisStore {
                 replies.len()
             )));
         }
-        Ok(replies
+        replies
             .into_iter()
-            .map(|(allowed, remaining, reset_us)| Outcome {
-                allowed: allowed == 1,
-                remaining: remaining.max(0) as u64,
-                reset_after: Duration::from_micros(reset_us.max(0) as u64),
+            .zip(checks)
+            .map(|(reply, check)| {
+                Ok(outcome(reply)?.map_err(|e| format!("counter {}: {e}", check.key.as_str())))
             })
-            .collect())
+            .collect()
     }
 
     /// Runs `driver` over each slot group at once and puts the outcomes back
@@ -361,6 +395,36 @@ macro_rules! with_algorithms {
     };
 }
 
+/// One check's reply: `{allowed, remaining, microseconds until reset}`, or
+/// `{-1, message}` for a check the script could not run (the outer error is
+/// a reply that is neither: the call fails).
+fn outcome(reply: Vec<redis::Value>) -> Result<Result<Outcome, String>, StoreError> {
+    let int = |v: &redis::Value| match v {
+        redis::Value::Int(n) => Some(*n),
+        _ => None,
+    };
+    match reply.as_slice() {
+        [allowed, remaining, reset_us] => match (int(allowed), int(remaining), int(reset_us)) {
+            (Some(allowed), Some(remaining), Some(reset_us)) => Ok(Ok(Outcome {
+                allowed: allowed == 1,
+                remaining: remaining.max(0) as u64,
+                reset_after: Duration::from_micros(reset_us.max(0) as u64),
+            })),
+            _ => Err(StoreError::Protocol(format!(
+                "unexpected script reply {reply:?}"
+            ))),
+        },
+        [code, message] if int(code) == Some(-1) => Ok(Err(match message {
+            redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            redis::Value::SimpleString(s) => s.clone(),
+            other => format!("{other:?}"),
+        })),
+        _ => Err(StoreError::Protocol(format!(
+            "unexpected script reply {reply:?}"
+        ))),
+    }
+}
+
 /// One driver script: its source and SHA-1.
 #[derive(Clone, Debug)]
 struct Driver {
@@ -416,7 +480,10 @@ impl CounterStore for RedisStore {
             }
             let driver = self.scripts.get(commit);
             if !matches!(self.connection, Connection::Cluster(_)) {
-                return self.eval(driver, checks.iter()).await;
+                return match (&self.batch, commit) {
+                    (Some(batch), Commit::Each) => batch.apply(checks).await,
+                    _ => self.eval(driver, checks.iter()).await,
+                };
             }
             let groups = cluster::by_slot(checks);
             match (groups.len(), commit) {

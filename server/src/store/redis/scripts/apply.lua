@@ -1,6 +1,15 @@
 -- apply: every check takes its hits (when its algorithm allows them).
+-- A check whose key holds something else (a string, a hash) is answered
+-- {-1, message} and the others go on: calls coalesced into one script
+-- (batch.rs) must not fail each other.
 local out = {}
 for i, key in ipairs(KEYS) do
-  out[i] = reply(run(i, key, true))
+  local ok, allowed, remaining, reset_ms = pcall(run, i, key, true)
+  if ok then
+    out[i] = reply(allowed, remaining, reset_ms)
+  else
+    local e = allowed
+    out[i] = {-1, type(e) == 'table' and (e.err or 'error') or tostring(e)}
+  end
 end
 return out
