@@ -326,28 +326,40 @@ async fn main() {
         "open loop at half of each server's median closed-loop throughput (less degraded answers), {} connections x {} streams, {} s:",
         callers.0, callers.1, plan.seconds
     );
-    println!("| server | calls/s offered | p50 | p99 | p99.9 | max | errors | degraded |");
+    println!(
+        "| server | calls/s offered | p50 | p99 | p99.9 | max | errors | degraded |  (medians of {} round(s))",
+        plan.rounds
+    );
     println!("|---|---|---|---|---|---|---|---|");
-    for ((name, target), c) in targets.iter().zip(&closed) {
-        // Half of what the store answered: answers the fallback gave when
-        // the store fell behind (degraded) are not the store's throughput.
-        let rate = (median(c.store_rates.clone()) / 2.0).max(1.0) as u64;
-        let s = bench_on(
-            target,
-            callers,
-            plan.seconds,
-            &["--keys", "uniform:10000", "--rate", &rate.to_string()],
-        );
-        let l = &s["latency_us"];
-        let ms = |v: &Value| v.as_f64().unwrap() / 1000.0;
+    // Half of what the store answered: answers the fallback gave when the
+    // store fell behind (degraded) are not the store's throughput.
+    let rates: Vec<u64> = closed
+        .iter()
+        .map(|c| (median(c.store_rates.clone()) / 2.0).max(1.0) as u64)
+        .collect();
+    // Per server: p50, p99, p99.9, max (ms) of each round; errors; degraded.
+    let mut open: Vec<([Vec<f64>; 4], u64, u64)> =
+        targets.iter().map(|_| Default::default()).collect();
+    for _ in 0..plan.rounds {
+        for (i, (_, target)) in targets.iter().enumerate() {
+            let s = bench_on(
+                target,
+                callers,
+                plan.seconds,
+                &["--keys", "uniform:10000", "--rate", &rates[i].to_string()],
+            );
+            let l = &s["latency_us"];
+            for (q, name) in ["p50", "p99", "p999", "max"].iter().enumerate() {
+                open[i].0[q].push(l[name].as_f64().unwrap() / 1000.0);
+            }
+            open[i].1 += errors(&s);
+            open[i].2 += s["degraded"].as_u64().unwrap();
+        }
+    }
+    for (((name, _), rate), (latency, errors, degraded)) in targets.iter().zip(&rates).zip(open) {
+        let [p50, p99, p999, max] = latency.map(median);
         println!(
-            "| {name} | {rate} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {} | {} |",
-            ms(&l["p50"]),
-            ms(&l["p99"]),
-            ms(&l["p999"]),
-            ms(&l["max"]),
-            errors(&s),
-            s["degraded"],
+            "| {name} | {rate} | {p50:.2} ms | {p99:.2} ms | {p999:.2} ms | {max:.2} ms | {errors} | {degraded} |"
         );
     }
 
