@@ -14,7 +14,8 @@
 //! 5. [`store`]: the [`store::CounterStore`] adds the hits atomically, in
 //!    memory ([`store::memory`]) or in Redis through one Lua script
 //!    ([`store::redis`]: one node, Sentinel, or Cluster with one script per
-//!    hash slot), and returns the counts. While Redis is not reachable at
+//!    hash slot; under load, concurrent calls share one script run), and
+//!    returns the counts. While Redis is not reachable at
 //!    startup, [`store::connecting`] stands in and answers UNAVAILABLE.
 //! 6. [`limiter`] turns counts into a [`limiter::Decision`]; [`grpc::response`]
 //!    encodes it (statuses, optional headers and dynamic metadata);

@@ -10,7 +10,8 @@
 //! [`connection`] reaches Redis in its three modes. On a single node or a
 //! Sentinel-managed master a request is one `EVALSHA` over all its keys; on
 //! Redis Cluster it is one `EVALSHA` per hash slot, sent concurrently
-//! ([`cluster`]).
+//! ([`cluster`]). Under load, on a single node or Sentinel, concurrent
+//! calls share one `EVALSHA` ([`batch`]: nothing waits to fill a batch).
 
 mod batch;
 mod cluster;
@@ -18,7 +19,7 @@ pub mod connection;
 mod sentinel;
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub use self::connection::{ConnectError, RedisMode, RedisSettings, Secret, TlsFiles};
@@ -41,8 +42,9 @@ pub struct RedisStore {
     local_time: Option<Clock>,
     /// Most checks one coalesced EVALSHA carries (1: no coalescing).
     batch_max: usize,
-    /// The coalescing task's handle (single node and Sentinel only).
-    batch: Option<Arc<batch::Batcher>>,
+    /// The coalescing task's handle, started by the first call (inside the
+    /// runtime) and shared by the store's clones.
+    batch: Arc<OnceLock<Arc<batch::Batcher>>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -62,7 +64,7 @@ impl RedisStore {
         install_crypto_provider();
         let connection = connect(settings).await?;
         let endpoint = settings.endpoints();
-        let mut store = RedisStore {
+        let store = RedisStore {
             connection,
             scripts: Scripts::default(),
             jitter_max_secs: settings.expiration_jitter_max.as_secs(),
@@ -71,7 +73,7 @@ impl RedisStore {
             mode: settings.mode,
             local_time: None,
             batch_max: settings.batch_max,
-            batch: None,
+            batch: Arc::default(),
         };
         // Load the scripts up front so that the first burst of calls does
         // not race into NOSCRIPT; after a Redis restart, NOSCRIPT reloads them.
@@ -84,18 +86,25 @@ impl RedisStore {
                 &e,
             )
         })?;
-        store.start_batching();
         Ok(store)
     }
 
-    /// Starts the coalescing task (single node and Sentinel; a cluster
-    /// already groups by slot), over a copy of this store that sends each
-    /// batch itself.
-    fn start_batching(&mut self) {
-        self.batch = None;
-        if self.batch_max > 1 && self.mode != RedisMode::Cluster {
-            self.batch = Some(batch::Batcher::start(self.clone(), self.batch_max));
+    /// The coalescing task (single node and Sentinel; a cluster already
+    /// groups by slot), started on first use over a copy of this store
+    /// that sends each batch itself. Called from a call, so always inside
+    /// the runtime.
+    fn batcher(&self) -> Option<&Arc<batch::Batcher>> {
+        if self.batch_max <= 1 || self.mode == RedisMode::Cluster {
+            return None;
         }
+        Some(self.batch.get_or_init(|| {
+            let sender = RedisStore {
+                batch_max: 1,
+                batch: Arc::default(),
+                ..self.clone()
+            };
+            batch::Batcher::start(sender, self.batch_max)
+        }))
     }
 
     /// A test knob: the scripts take "now" from `clock` instead of Redis's
@@ -103,7 +112,8 @@ impl RedisStore {
     /// Redis's clock is what lets instances with skewed clocks agree.
     pub fn with_local_time(mut self, clock: Clock) -> Self {
         self.local_time = Some(clock);
-        self.start_batching();
+        // A batcher started before holds a copy without this clock.
+        self.batch = Arc::default();
         self
     }
 
@@ -480,7 +490,7 @@ impl CounterStore for RedisStore {
             }
             let driver = self.scripts.get(commit);
             if !matches!(self.connection, Connection::Cluster(_)) {
-                return match (&self.batch, commit) {
+                return match (self.batcher(), commit) {
                     (Some(batch), Commit::Each) => batch.apply(checks).await,
                     _ => self.eval(driver, checks.iter()).await,
                 };
