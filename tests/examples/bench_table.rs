@@ -25,19 +25,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use floodgate_e2e::redis_topology::{RedisCluster, command};
-use floodgate_e2e::{RedisServer, ServerProcess, free_port, rules_dir, wait_until_listening};
+use floodgate_e2e::redis_topology::{RedisCluster, info_number};
+use floodgate_e2e::{
+    BENCH_RULES, RedisServer, ServerProcess, free_port, rules_dir, wait_until_listening,
+};
 use floodgate_proto::rate_limit_descriptor::Entry;
 use floodgate_proto::{RateLimitDescriptor, RateLimitRequest};
 use prost::Message;
 use serde_json::Value;
-
-const RULES: &str = "\
-domain: bench
-descriptors:
-  - key: user
-    rate_limit: {unit: hour, requests_per_unit: 1000000000}
-";
 
 /// What one run measures.
 struct Plan {
@@ -139,26 +134,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-/// A field of Redis's `INFO` (e.g. `connected_clients`), or of a line of
-/// it (`cmdstat_evalsha` → `calls`).
-fn info(port: u16, section: &str, line: &str, field: Option<&str>) -> u64 {
-    let text = command(port, &["INFO", section])
-        .unwrap()
-        .as_text()
-        .unwrap();
-    let value = text
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{line}:")))
-        .unwrap_or("0");
-    match field {
-        None => value.trim().parse().unwrap(),
-        Some(f) => value
-            .split(',')
-            .find_map(|kv| kv.strip_prefix(&format!("{f}=")))
-            .map_or(0, |v| v.parse().unwrap()),
-    }
-}
-
 struct Baseline(Child);
 
 impl Drop for Baseline {
@@ -196,7 +171,7 @@ async fn main() {
     let baseline_addr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_until_listening(baseline_addr, || None).await;
 
-    let rules = rules_dir(&[("bench.yaml", RULES)]);
+    let rules = rules_dir(&[("bench.yaml", BENCH_RULES)]);
     let redis = RedisServer::start();
     let cluster = RedisCluster::start();
     let memory = ServerProcess::start(rules.path(), &[], &[]).await;
@@ -256,7 +231,7 @@ async fn main() {
     // 1. Closed loop, in rounds. Targets 2 and 3 use the single Redis:
     // its EVALSHA count is read around each of their runs.
     let evalsha_calls = || {
-        info(
+        info_number(
             redis.port(),
             "commandstats",
             "cmdstat_evalsha",
@@ -277,7 +252,7 @@ async fn main() {
             if i == 2 {
                 // Both servers hold a connection; less theirs of the other
                 // and the one INFO itself arrives on.
-                let clients = info(redis.port(), "clients", "connected_clients", None);
+                let clients = info_number(redis.port(), "clients", "connected_clients", None);
                 max_clients = max_clients.max(clients.saturating_sub(2));
             }
             let rate = s["calls_per_second"].as_f64().unwrap();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use floodgate_e2e::{RedisServer, TestServer, config_with_rules, rules_dir};
+use floodgate_e2e::{BENCH_RULES, RedisServer, TestServer, config_with_rules, rules_dir};
 use floodgate_proto::rate_limit_descriptor::Entry;
 use floodgate_proto::{RateLimitDescriptor, RateLimitRequest, RateLimitServiceClient};
 use floodgate_server::config::Config;
@@ -19,12 +19,6 @@ use floodgate_server::store::redis::RedisSettings;
 use tokio::time::Instant;
 use tonic::transport::Endpoint;
 
-const RULES: &str = "\
-domain: bench
-descriptors:
-  - key: user
-    rate_limit: {unit: hour, requests_per_unit: 1000000000}
-";
 const CONNECTIONS: usize = 8;
 const STREAMS: usize = 4;
 
@@ -113,7 +107,7 @@ fn row(phase: &str, calls: &[&Call], seconds: f64) {
 async fn scenario(name: &str, phase: Duration, frozen: bool, policy: FailurePolicy) {
     let mut redis = Some(RedisServer::start());
     let port = redis.as_ref().unwrap().port();
-    let rules = rules_dir(&[("bench.yaml", RULES)]);
+    let rules = rules_dir(&[("bench.yaml", BENCH_RULES)]);
     let mut config = Config {
         redis: Some(RedisSettings::single(format!("redis://127.0.0.1:{port}"))),
         ..config_with_rules(rules.path())

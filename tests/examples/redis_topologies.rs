@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use floodgate_e2e::redis_topology::{RedisCluster, command};
-use floodgate_e2e::{RedisServer, TestServer, config_with_rules, rules_dir};
+use floodgate_e2e::redis_topology::{RedisCluster, command, info_number};
+use floodgate_e2e::{BENCH_RULES, RedisServer, TestServer, config_with_rules, rules_dir};
 use floodgate_proto::rate_limit_descriptor::Entry;
 use floodgate_proto::{RateLimitDescriptor, RateLimitRequest, RateLimitServiceClient};
 use floodgate_server::config::Config;
@@ -19,12 +19,6 @@ use floodgate_server::store::redis::{RedisMode, RedisSettings};
 use tokio::time::Instant;
 use tonic::transport::Endpoint;
 
-const RULES: &str = "\
-domain: bench
-descriptors:
-  - key: user
-    rate_limit: {unit: hour, requests_per_unit: 1000000000}
-";
 const CONNECTIONS: usize = 16;
 const STREAMS_PER_CONNECTION: usize = 4;
 const USERS: usize = 10_000;
@@ -116,16 +110,7 @@ async fn closed_loop(server: &TestServer, seconds: u64, descriptors: usize) -> L
 fn evalsha_calls(ports: &[u16]) -> u64 {
     ports
         .iter()
-        .map(|&p| {
-            let info = command(p, &["INFO", "commandstats"])
-                .unwrap()
-                .as_text()
-                .unwrap();
-            info.lines()
-                .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
-                .and_then(|rest| rest.split(',').next())
-                .map_or(0, |n| n.parse().unwrap())
-        })
+        .map(|&p| info_number(p, "commandstats", "cmdstat_evalsha", Some("calls")))
         .sum()
 }
 
@@ -165,7 +150,7 @@ fn config(rules: &std::path::Path, redis: RedisSettings) -> Config {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let seconds: u64 = std::env::args().nth(1).map_or(5, |s| s.parse().unwrap());
-    let rules = rules_dir(&[("bench.yaml", RULES)]);
+    let rules = rules_dir(&[("bench.yaml", BENCH_RULES)]);
     let single = RedisServer::start();
     let cluster = RedisCluster::start();
 

@@ -284,6 +284,15 @@ pub fn user_rules(per_hour: u32) -> String {
     )
 }
 
+/// Rules for load runs and benchmarks: domain `bench`, each `user` value a
+/// billion calls an hour, so every call is a full decision and none is over.
+pub const BENCH_RULES: &str = "\
+domain: bench
+descriptors:
+  - key: user
+    rate_limit: {unit: hour, requests_per_unit: 1000000000}
+";
+
 /// The `floodgate` binary of this build: next to the test executables'
 /// `deps/` directory. `cargo test --workspace` (the README's test command)
 /// builds it; after `cargo test -p floodgate-e2e` alone, build it first.

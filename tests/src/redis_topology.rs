@@ -164,6 +164,31 @@ pub fn command(port: u16, args: &[&str]) -> io::Result<Reply> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no reply"))
 }
 
+/// A number from `INFO section`: the value of `name` (`connected_clients`),
+/// or one field of it (`cmdstat_evalsha`, `calls`). A command Redis has not
+/// run yet has no line: 0.
+pub fn info_number(port: u16, section: &str, name: &str, field: Option<&str>) -> u64 {
+    let text = command(port, &["INFO", section])
+        .ok()
+        .and_then(|r| r.as_text())
+        .unwrap_or_else(|| panic!("INFO {section} from port {port}"));
+    let Some(value) = text
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+    else {
+        return 0;
+    };
+    let value = match field {
+        None => Some(value.trim()),
+        Some(f) => value
+            .split(',')
+            .find_map(|kv| kv.strip_prefix(f)?.strip_prefix('=')),
+    };
+    value
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("INFO {section}: {name} {field:?} in {text}"))
+}
+
 /// Sends `commands` on one new connection (e.g. `AUTH` then the command) and
 /// reads one reply per command, in order.
 pub fn pipeline(port: u16, commands: &[&[&str]]) -> io::Result<Vec<Reply>> {

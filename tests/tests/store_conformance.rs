@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use floodgate_e2e::RedisServer;
+use floodgate_e2e::redis_topology::info_number;
 use floodgate_server::clock::Clock;
 use floodgate_server::limiter::algorithm::{Algorithm, Rate};
 use floodgate_server::store::memory::MemoryStore;
@@ -186,43 +187,30 @@ async fn concurrent_calls_on_one_connection(batch_max: usize) -> u64 {
     };
     let store = Arc::new(RedisStore::connect(&settings).await.unwrap());
     concurrent_increments_are_exact(store.clone(), "hot".into()).await;
-    // 1,000 concurrent calls shared one multiplexed connection (plus this
-    // test's own): they were pipelined, not spread over a pool.
-    let info: String = redis::cmd("INFO")
-        .arg("clients")
-        .query_async(&mut raw(&server).await)
-        .await
-        .unwrap();
-    let clients: u32 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("connected_clients:"))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap();
-    assert_eq!(clients, 2, "{info}");
-    let calls: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut raw(&server).await)
-        .await
-        .unwrap();
-    let stat = |name: &str| {
-        calls
-            .lines()
-            .find(|l| l.starts_with(&format!("cmdstat_{name}:")))
-            .unwrap_or_default()
+    let port = server.port();
+    // 1,000 concurrent calls shared one multiplexed connection (plus the
+    // one INFO arrives on): they were pipelined, not spread over a pool.
+    let clients = info_number(port, "clients", "connected_clients", None);
+    assert_eq!(clients, 2, "connections");
+    let stat = |name: &str, field: &str| {
+        info_number(
+            port,
+            "commandstats",
+            &format!("cmdstat_{name}"),
+            Some(field),
+        )
     };
-    assert!(
-        stat("evalsha").ends_with("failed_calls=0"),
-        "no NOSCRIPT round trips:\n{calls}"
+    assert_eq!(
+        stat("evalsha", "failed_calls"),
+        0,
+        "no NOSCRIPT round trips"
     );
-    assert!(
-        stat("expire").starts_with("cmdstat_expire:calls=1,"),
-        "the TTL is set once, when the key is created:\n{calls}"
+    assert_eq!(
+        stat("expire", "calls"),
+        1,
+        "the TTL is set once, when the key is created"
     );
-    stat("evalsha")
-        .strip_prefix("cmdstat_evalsha:calls=")
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap()
+    stat("evalsha", "calls")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,17 +274,12 @@ async fn a_key_holding_something_else_fails_only_its_own_call_when_coalesced() {
             assert_eq!(counts, (1..=25).collect::<Vec<u64>>(), "caller {i}");
         }
     }
-    let calls: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut raw(&server).await)
-        .await
-        .unwrap();
-    let evalsha: u64 = calls
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap();
+    let evalsha = info_number(
+        server.port(),
+        "commandstats",
+        "cmdstat_evalsha",
+        Some("calls"),
+    );
     assert!(
         evalsha < 1_000,
         "the calls were coalesced: {evalsha} EVALSHA"
