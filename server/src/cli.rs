@@ -125,7 +125,7 @@ fn runtime(threads: Option<usize>) -> Option<tokio::runtime::Runtime> {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
         Some(n) => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(n.max(1));
+            builder.worker_threads(n);
             builder
         }
         None => tokio::runtime::Builder::new_multi_thread(),
@@ -141,6 +141,10 @@ fn runtime(threads: Option<usize>) -> Option<tokio::runtime::Runtime> {
 
 /// `floodgate bench`: runs the load and prints the summary (text or JSON).
 fn bench(args: &crate::bench::BenchArgs) -> ExitCode {
+    if args.threads == 0 {
+        eprintln!("floodgate bench: --threads must be at least 1");
+        return ExitCode::FAILURE;
+    }
     let Some(runtime) = runtime(Some(args.threads)) else {
         return ExitCode::FAILURE;
     };

@@ -490,10 +490,12 @@ impl CounterStore for RedisStore {
             }
             let driver = self.scripts.get(commit);
             if !matches!(self.connection, Connection::Cluster(_)) {
-                return match (self.batcher(), commit) {
-                    (Some(batch), Commit::Each) => batch.apply(checks).await,
-                    _ => self.eval(driver, checks.iter()).await,
-                };
+                if commit == Commit::Each
+                    && let Some(batch) = self.batcher()
+                {
+                    return batch.apply(checks).await;
+                }
+                return self.eval(driver, checks.iter()).await;
             }
             let groups = cluster::by_slot(checks);
             match (groups.len(), commit) {
