@@ -24,7 +24,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !any {
         descriptor = descriptor.entry("user", "alice");
     }
-    let mut client = Client::connect(endpoint).await?;
+    let client = Client::connect(endpoint).await?;
     let decision = client.should_rate_limit(&domain, [descriptor]).await?;
     let s = &decision.statuses[0];
     let verdict = if decision.allowed { "OK" } else { "OVER_LIMIT" };

@@ -1,15 +1,36 @@
 //! A Rust client for Floodgate, or for any service that speaks Envoy's Rate
-//! Limit Service v3 (`envoy.service.ratelimit.v3.RateLimitService`).
+//! Limit Service v3 (`envoy.service.ratelimit.v3.RateLimitService`), with
+//! what a client needs during a flood: retries with jitter, client-side
+//! adaptive throttling, an over-limit memo, a failure policy, and a tower
+//! layer that puts all of it in front of an HTTP service.
 //!
-//! This is the typed core: one multiplexed HTTP/2 channel, descriptors built
-//! with a small builder, and a typed [`Decision`]. Retries, adaptive
-//! throttling and the tower layer come on top of it.
+//! The path of one [`Client::should_rate_limit`] call:
+//!
+//! 1. [`memo`]: a descriptor the service said is over its limit until a reset
+//!    still to come is answered locally, without a call;
+//! 2. [`throttle`]: the request's own adaptive throttle may drop it locally,
+//!    when the service has been rejecting most of that key's requests; the
+//!    service's throttle may skip the call when calls have been failing;
+//! 3. [`retry`]: the call, over one multiplexed HTTP/2 connection per
+//!    endpoint ([`balance`] spreads calls over several, or over a DNS name's
+//!    addresses), retried with backoff and full jitter on transient errors,
+//!    within the call's deadline;
+//! 4. [`decision`]: the typed answer, or the [`FailurePolicy`]'s when the
+//!    service cannot be reached.
+//!
+//! [`layer`] wraps it as HTTP middleware answering 429 with `RateLimit-*`
+//! and `Retry-After` headers.
 //!
 //! ```no_run
-//! use floodgate_client::{Client, Descriptor};
+//! use std::time::Duration;
+//!
+//! use floodgate_client::{Client, Descriptor, FailurePolicy, Source};
 //!
 //! # async fn example() -> Result<(), floodgate_client::Error> {
-//! let mut client = Client::connect("http://127.0.0.1:8081").await?;
+//! let client = Client::builder(["http://127.0.0.1:8081"])
+//!     .deadline(Duration::from_millis(100))
+//!     .failure_policy(FailurePolicy::Allow)
+//!     .build()?;
 //! let decision = client
 //!     .should_rate_limit("edge", [Descriptor::new().entry("user", "alice")])
 //!     .await?;
@@ -18,153 +39,47 @@
 //! } else {
 //!     println!("over the limit, retry in {:?}", decision.retry_after());
 //! }
+//! if let Source::FailurePolicy { cause } = &decision.source {
+//!     println!("the service could not be reached: {cause}");
+//! }
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Behind an axum router:
+//!
+//! ```no_run
+//! use floodgate_client::{Client, Descriptor, RateLimitLayer};
+//!
+//! # fn example(router: axum::Router) -> Result<axum::Router, floodgate_client::Error> {
+//! let client = Client::builder(["http://127.0.0.1:8081"]).build()?;
+//! let router = router.layer(RateLimitLayer::new(client, "edge", |head: &http::request::Parts| {
+//!     match head.headers.get("x-user").and_then(|v| v.to_str().ok()) {
+//!         Some(user) => vec![Descriptor::new().entry("user", user)],
+//!         None => Vec::new(), // not limited
+//!     }
+//! }));
+//! # Ok(router)
+//! # }
+//! ```
 
-use std::time::Duration;
+pub mod balance;
+pub mod client;
+pub mod decision;
+pub mod descriptor;
+pub mod layer;
+pub mod memo;
+pub mod retry;
+pub mod throttle;
 
-use floodgate_proto::rate_limit_descriptor::Entry;
-use floodgate_proto::rate_limit_response::Code;
-use floodgate_proto::{RateLimitDescriptor, RateLimitRequest, RateLimitServiceClient};
-use tonic::transport::Channel;
+pub use client::{Client, ClientBuilder, Error, FailurePolicy, Stats};
+pub use decision::{Decision, DescriptorDecision, Source};
+pub use descriptor::Descriptor;
+pub use layer::{RateLimit, RateLimitLayer};
+pub use retry::RetryPolicy;
+pub use throttle::{AdaptiveThrottle, ThrottleSettings};
+/// TLS settings for [`ClientBuilder::tls`].
+pub use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 /// The generated wire types, for anything the typed API does not cover.
 pub use floodgate_proto as proto;
-
-/// Why a call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The endpoint is invalid or cannot be reached.
-    #[error("cannot connect: {0}")]
-    Connect(#[from] tonic::transport::Error),
-    /// The service answered with an error status (e.g. `INVALID_ARGUMENT`).
-    #[error("rate limit service error: {0}")]
-    Status(#[from] tonic::Status),
-}
-
-/// One descriptor: ordered key/value entries, optionally with its own hit count.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Descriptor {
-    entries: Vec<(String, String)>,
-    hits: Option<u64>,
-}
-
-impl Descriptor {
-    /// An empty descriptor; add entries with [`Descriptor::entry`].
-    pub fn new() -> Self {
-        Descriptor::default()
-    }
-
-    /// Appends an entry (from the most general to the most specific).
-    pub fn entry(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.entries.push((key.into(), value.into()));
-        self
-    }
-
-    /// Counts `hits` for this descriptor (0 checks without consuming).
-    pub fn hits(mut self, hits: u64) -> Self {
-        self.hits = Some(hits);
-        self
-    }
-
-    fn into_proto(self) -> RateLimitDescriptor {
-        RateLimitDescriptor {
-            entries: self
-                .entries
-                .into_iter()
-                .map(|(key, value)| Entry { key, value })
-                .collect(),
-            hits_addend: self.hits,
-            ..RateLimitDescriptor::default()
-        }
-    }
-}
-
-/// The decision for one descriptor.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DescriptorDecision {
-    /// False when this descriptor is over its limit.
-    pub allowed: bool,
-    /// Requests per unit of the limit that applied, if any.
-    pub limit: Option<u32>,
-    /// Hits left in the current window.
-    pub remaining: u32,
-    /// Time until the window resets, if a limit applied.
-    pub reset_after: Option<Duration>,
-}
-
-/// The decision for a whole request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Decision {
-    /// False when the request is over a limit.
-    pub allowed: bool,
-    /// One entry per descriptor, in request order.
-    pub statuses: Vec<DescriptorDecision>,
-}
-
-impl Decision {
-    /// When to try again after a rejection: the longest reset among the
-    /// descriptors that are over their limit.
-    pub fn retry_after(&self) -> Option<Duration> {
-        self.statuses
-            .iter()
-            .filter(|s| !s.allowed)
-            .filter_map(|s| s.reset_after)
-            .max()
-    }
-}
-
-/// A client over one multiplexed HTTP/2 channel. Cloning is cheap and
-/// shares the channel.
-#[derive(Clone, Debug)]
-pub struct Client {
-    inner: RateLimitServiceClient<Channel>,
-}
-
-impl Client {
-    /// Connects to `endpoint`, e.g. `http://127.0.0.1:8081`.
-    pub async fn connect(endpoint: impl Into<String>) -> Result<Self, Error> {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.into())?
-            .connect()
-            .await?;
-        Ok(Client {
-            inner: RateLimitServiceClient::new(channel),
-        })
-    }
-
-    /// Asks whether a request described by `descriptors` in `domain` is
-    /// within its limits, counting one hit per descriptor (unless a
-    /// descriptor says otherwise).
-    pub async fn should_rate_limit(
-        &mut self,
-        domain: &str,
-        descriptors: impl IntoIterator<Item = Descriptor>,
-    ) -> Result<Decision, Error> {
-        let request = RateLimitRequest {
-            domain: domain.to_owned(),
-            descriptors: descriptors
-                .into_iter()
-                .map(Descriptor::into_proto)
-                .collect(),
-            hits_addend: 0,
-        };
-        let response = self.inner.should_rate_limit(request).await?.into_inner();
-        let statuses = response
-            .statuses
-            .iter()
-            .map(|s| DescriptorDecision {
-                allowed: s.code() != Code::OverLimit,
-                limit: s.current_limit.as_ref().map(|l| l.requests_per_unit),
-                remaining: s.limit_remaining,
-                reset_after: s
-                    .duration_until_reset
-                    .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)),
-            })
-            .collect();
-        Ok(Decision {
-            allowed: response.overall_code() != Code::OverLimit,
-            statuses,
-        })
-    }
-}

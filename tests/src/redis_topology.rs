@@ -1290,7 +1290,7 @@ fn sentinel_master_port(sentinel: u16) -> Result<u16, String> {
 /// signed by the CA), `client.pem`/`client.key` (signed by the CA),
 /// `other-ca.pem` (an unrelated CA) and `untrusted-client.pem`/`.key`
 /// (signed by the unrelated CA).
-fn write_test_pki(dir: &Path) -> Result<(), rcgen::Error> {
+pub fn write_test_pki(dir: &Path) -> Result<(), rcgen::Error> {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose,
