@@ -1,0 +1,244 @@
+//! One well-behaved user and one abusive user hit an axum service that sits
+//! behind [`floodgate_client::RateLimitLayer`]; a live bar chart per user
+//! shows their 200s and 429s, then a summary.
+//!
+//! ```sh
+//! cargo run -p floodgate-client --example demo               # 6 s, Floodgate embedded
+//! cargo run -p floodgate-client --example demo -- 10 http://127.0.0.1:8081
+//! ```
+//!
+//! Arguments: seconds (default 6), and a Floodgate endpoint; without one the
+//! demo runs Floodgate in-process on the memory store with the rule below.
+//! The rule: each `user` may make 10 requests a second (domain `demo`).
+//! alice sends 5 a second; mallory sends 200 a second.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use floodgate_client::{Client, Descriptor, RateLimitLayer};
+use http_body_util::Empty;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::TokioExecutor;
+use tokio::task::JoinSet;
+
+const RULES: &str = "\
+domain: demo
+descriptors:
+  - key: user
+    rate_limit: {unit: second, requests_per_unit: 10}
+";
+
+/// A user of the demo: name, requests per second, counts of answers.
+struct User {
+    name: &'static str,
+    per_second: u32,
+    ok: AtomicU64,
+    limited: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl User {
+    fn new(name: &'static str, per_second: u32) -> Arc<Self> {
+        Arc::new(User {
+            name,
+            per_second,
+            ok: AtomicU64::new(0),
+            limited: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let seconds: u64 = match args.next() {
+        Some(s) => s
+            .parse()
+            .map_err(|_| format!("seconds: expected a number, got {s:?}"))?,
+        None => 6,
+    };
+    let (endpoint, embedded) = match args.next() {
+        Some(endpoint) => (endpoint, None),
+        None => {
+            let (endpoint, server) = embedded_floodgate().await?;
+            (endpoint, Some(server))
+        }
+    };
+
+    // The service: one route, behind the rate-limit layer, keyed by x-user.
+    let client = Client::builder([endpoint.as_str()]).build()?;
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "hello\n" }))
+        .layer(RateLimitLayer::new(
+            client.clone(),
+            "demo",
+            |head: &http::request::Parts| match head.headers.get("x-user") {
+                Some(user) => vec![Descriptor::new().entry("user", user.to_str().unwrap_or("?"))],
+                None => Vec::new(),
+            },
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+
+    println!(
+        "Floodgate at {endpoint}; the service at {url}; {seconds} s; limit: 10 requests/s per user"
+    );
+    let users = [User::new("alice", 5), User::new("mallory", 200)];
+    let http = HttpClient::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+    let mut load = JoinSet::new();
+    for user in &users {
+        load.spawn(drive(
+            http.clone(),
+            url.clone(),
+            user.clone(),
+            Duration::from_secs(seconds),
+        ));
+    }
+
+    // The live chart, until the load ends.
+    let terminal = std::io::stdout().is_terminal();
+    let mut tick = tokio::time::interval(Duration::from_millis(if terminal { 200 } else { 1_000 }));
+    let mut drawn = false;
+    while !load.is_empty() {
+        tokio::select! {
+            _ = tick.tick() => {
+                draw(&users, terminal, drawn);
+                drawn = true;
+            }
+            Some(done) = load.join_next() => done?,
+        }
+    }
+    draw(&users, terminal, drawn);
+
+    let stats = client.stats();
+    println!();
+    println!("summary after {seconds} s:");
+    for u in &users {
+        println!(
+            "  {:<8} sent {:>5}/s: {:>5} answered 200, {:>5} answered 429, {} failed",
+            u.name,
+            u.per_second,
+            u.ok.load(Ordering::Relaxed),
+            u.limited.load(Ordering::Relaxed),
+            u.failed.load(Ordering::Relaxed),
+        );
+    }
+    println!(
+        "  the client: {} calls reached Floodgate; {} answered by the over-limit memo, {} by adaptive throttling, {} by the failure policy",
+        stats.service_calls, stats.memo_answers, stats.throttled, stats.failure_policy
+    );
+    let _ = stop_tx.send(());
+    service.await??;
+    if let Some((stop, server)) = embedded {
+        let _ = stop.send(());
+        server.await??;
+    }
+    Ok(())
+}
+
+/// Sends `user.per_second` requests a second for `duration`, each in its own
+/// task (an open loop: a slow answer does not slow the user down).
+async fn drive(
+    http: HttpClient<hyper_util::client::legacy::connect::HttpConnector, Empty<bytes::Bytes>>,
+    url: String,
+    user: Arc<User>,
+    duration: Duration,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(1) / user.per_second);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let end = tokio::time::Instant::now() + duration;
+    let mut requests = JoinSet::new();
+    while every.tick().await < end {
+        let (http, url, user) = (http.clone(), url.clone(), user.clone());
+        requests.spawn(async move {
+            let request = http::Request::get(url)
+                .header("x-user", user.name)
+                .body(Empty::new());
+            let counter = match request {
+                Ok(request) => match http.request(request).await {
+                    Ok(r) if r.status() == http::StatusCode::OK => &user.ok,
+                    Ok(r) if r.status() == http::StatusCode::TOO_MANY_REQUESTS => &user.limited,
+                    _ => &user.failed,
+                },
+                Err(_) => &user.failed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        // Reap finished requests as we go: the set stays small.
+        while requests.try_join_next().is_some() {}
+    }
+    while requests.join_next().await.is_some() {}
+}
+
+/// One line per user: a bar of 200s (#) and 429s (x), scaled to 50 columns.
+/// On a terminal each chart replaces the last; elsewhere they follow.
+fn draw(users: &[Arc<User>], terminal: bool, drawn: bool) {
+    let mut out = std::io::stdout().lock();
+    let clear = if terminal { "\x1b[2K" } else { "" };
+    if terminal && drawn {
+        // Back up over the previous chart.
+        let _ = write!(out, "\x1b[{}A", users.len());
+    }
+    let total = users
+        .iter()
+        .map(|u| u.ok.load(Ordering::Relaxed) + u.limited.load(Ordering::Relaxed))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    for u in users {
+        let (ok, limited) = (
+            u.ok.load(Ordering::Relaxed),
+            u.limited.load(Ordering::Relaxed),
+        );
+        let bar = |n: u64| ((n * 50).div_ceil(total)) as usize;
+        let _ = writeln!(
+            out,
+            "{clear}{:<8} 200 {:>5} 429 {:>5} |{}{}",
+            u.name,
+            ok,
+            limited,
+            "#".repeat(bar(ok)),
+            "x".repeat(bar(limited)),
+        );
+    }
+    let _ = out.flush();
+}
+
+type Embedded = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), floodgate_server::RunError>>,
+);
+
+/// Floodgate in-process on loopback, memory store, the demo's rule.
+async fn embedded_floodgate() -> Result<(String, Embedded), Box<dyn std::error::Error>> {
+    let rules = tempfile::tempdir()?;
+    std::fs::write(rules.path().join("demo.yaml"), RULES)?;
+    let config = floodgate_server::config::Config {
+        rules: rules.path().to_path_buf(),
+        ..floodgate_server::config::Config::default()
+    };
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}", grpc.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        // The rules are read at startup; the directory lives until then.
+        let _rules = rules;
+        floodgate_server::run(config, floodgate_server::Listeners { grpc, http }, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    Ok((endpoint, (stop, server)))
+}
