@@ -26,7 +26,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let client = Client::connect(endpoint).await?;
     let decision = client.should_rate_limit(&domain, [descriptor]).await?;
-    let s = &decision.statuses[0];
+    let Some(s) = decision.statuses.first() else {
+        println!("{:?}: no statuses in the answer", decision.source);
+        return Ok(());
+    };
     let verdict = if decision.allowed { "OK" } else { "OVER_LIMIT" };
     match (s.limit, s.reset_after) {
         (Some(limit), Some(reset)) => {

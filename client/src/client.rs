@@ -73,6 +73,9 @@ struct Counters {
     failure_policy: AtomicU64,
 }
 
+/// The longest deadline a call can have (longer ones are cut to this).
+const MAX_DEADLINE: Duration = Duration::from_secs(86_400);
+
 /// Settings of a [`Client`]; start with [`Client::builder`].
 #[derive(Clone, Debug)]
 pub struct ClientBuilder {
@@ -109,7 +112,9 @@ impl ClientBuilder {
     /// Re-resolves each endpoint's host name this often and balances calls
     /// over every address it resolves to (e.g. a Kubernetes headless
     /// service). Without it, several endpoints are balanced as given and one
-    /// endpoint is one connection.
+    /// endpoint is one connection. With it, TLS names the server by the
+    /// endpoint's host (a `domain_name` set in [`ClientBuilder::tls`] is
+    /// replaced).
     pub fn resolve_every(mut self, every: Duration) -> Self {
         self.resolve_every = Some(every.max(Duration::from_millis(100)));
         self
@@ -336,9 +341,12 @@ impl Client {
     /// within its limits, counting one hit per descriptor (unless a
     /// descriptor says otherwise), within the client's deadline.
     ///
-    /// Returns `Err` only when the service rejects the call itself (e.g. an
-    /// empty domain: `INVALID_ARGUMENT`); when it cannot be reached, the
-    /// failure policy answers and says so in [`Decision::source`].
+    /// Returns `Err` only when the service refuses the call itself (e.g. an
+    /// empty domain: `INVALID_ARGUMENT`; or `UNIMPLEMENTED`,
+    /// `PERMISSION_DENIED`, `UNAUTHENTICATED`: a misconfigured client); when
+    /// it cannot be reached or fails (`UNAVAILABLE`, `INTERNAL`, a deadline
+    /// passed...), the failure policy answers and says so in
+    /// [`Decision::source`].
     pub async fn should_rate_limit(
         &self,
         domain: &str,
@@ -359,9 +367,9 @@ impl Client {
         let counters = &inner.counters;
         let descriptors: Vec<Descriptor> = descriptors.into_iter().collect();
         let now = Instant::now();
-        let deadline = now + deadline;
+        let deadline = now + deadline.min(MAX_DEADLINE);
 
-        // 1. The memo: a descriptor the service said is over its limit.
+        // 1. The memo: a descriptor the service said is exhausted.
         let keys: Vec<String> = if inner.memo.is_some() || inner.keyed.is_some() {
             descriptors.iter().map(|d| d.memo_key(domain)).collect()
         } else {
@@ -375,21 +383,25 @@ impl Client {
         }
 
         // 2. This request's throttle: its key has been over the limit a lot.
+        // Throttles count a request once its outcome is known, so a call
+        // the caller cancels counts for nothing either way.
         let throttle = inner
             .keyed
             .as_ref()
             .and_then(|keyed| keyed.get(&request_key(&keys)));
         if let Some(t) = &throttle
-            && !t.admit()
+            && t.would_drop()
         {
+            t.record(false);
             counters.throttled.fetch_add(1, Ordering::Relaxed);
             return Ok(Decision::local(descriptors.len(), false, Source::Throttled));
         }
 
         // 3. The service's throttle: it has been failing a lot.
         if let Some(service) = &inner.service
-            && !service.admit()
+            && service.would_drop()
         {
+            service.record(false);
             return Ok(self.policy_answer(
                 descriptors.len(),
                 "not called: most recent calls to the service failed".to_owned(),
@@ -410,35 +422,34 @@ impl Client {
             async move { rpc.should_rate_limit(call).await }
         })
         .await;
-        let response = match result {
-            Ok(response) => response.into_inner(),
-            Err(status) if retry::is_transient(status.code()) => {
-                return Ok(self.policy_answer(descriptors.len(), status.to_string()));
-            }
-            Err(status) => {
-                // The service answered: it is up, even if the call was wrong.
-                if let Some(service) = &inner.service {
-                    service.accepted();
-                }
-                return Err(Error::Status(status));
-            }
+        let answered = match &result {
+            Ok(_) => true,
+            Err(status) => is_callers_mistake(status.code()),
         };
         if let Some(service) = &inner.service {
-            service.accepted();
+            service.record(answered);
         }
+        let response = match result {
+            Ok(response) => response.into_inner(),
+            // The service answered, but no answer can come of this call.
+            Err(status) if answered => return Err(Error::Status(status)),
+            // The service failed: the key's throttle counts nothing.
+            Err(status) => return Ok(self.policy_answer(descriptors.len(), status.to_string())),
+        };
         let decision = Decision::from_response(&response, inner.degraded_header.as_deref());
-        if decision.allowed
-            && let Some(t) = &throttle
-        {
-            t.accepted();
+        if let Some(t) = &throttle {
+            t.record(decision.allowed);
         }
         if let Some(memo) = &inner.memo {
-            let now = Instant::now();
             for ((d, status), key) in descriptors.iter().zip(&decision.statuses).zip(keys) {
-                if let (false, Some(reset)) = (status.allowed, status.reset_after)
+                // Exhausted: nothing left for any hit before the reset. The
+                // reset is counted from before the call, to end no later
+                // than the service's.
+                if let (false, 0, Some(reset)) =
+                    (status.allowed, status.remaining, status.reset_after)
                     && !d.is_check_only()
                 {
-                    memo.insert(key, now, reset, status.limit);
+                    memo.insert(key, now, reset, status.limit, d.hits_or_one());
                 }
             }
         }
@@ -450,7 +461,8 @@ impl Client {
         self.inner.failure_policy
     }
 
-    fn policy_answer(&self, descriptors: usize, cause: String) -> Decision {
+    /// The failure policy's answer for a request of `descriptors`, counted.
+    pub(crate) fn policy_answer(&self, descriptors: usize, cause: String) -> Decision {
         self.inner
             .counters
             .failure_policy
@@ -458,6 +470,23 @@ impl Client {
         let allowed = self.inner.failure_policy == FailurePolicy::Allow;
         Decision::local(descriptors, allowed, Source::FailurePolicy { cause })
     }
+}
+
+/// A call the service refused as such: retrying or another instance cannot
+/// help, and the service is up. Anything else is the service failing.
+fn is_callers_mistake(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        InvalidArgument
+            | NotFound
+            | AlreadyExists
+            | PermissionDenied
+            | Unauthenticated
+            | FailedPrecondition
+            | OutOfRange
+            | Unimplemented
+    )
 }
 
 /// The key of a whole request for its throttle: its descriptors' keys,
@@ -482,7 +511,11 @@ fn memo_answer(
     let found: Vec<_> = descriptors
         .iter()
         .zip(keys)
-        .map(|(d, key)| (!d.is_check_only()).then(|| memo.get(key, now)).flatten())
+        .map(|(d, key)| {
+            (!d.is_check_only())
+                .then(|| memo.get(key, d.hits_or_one(), now))
+                .flatten()
+        })
         .collect();
     if found.iter().all(Option::is_none) {
         return None;

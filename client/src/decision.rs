@@ -70,12 +70,14 @@ impl Decision {
     }
 
     /// The descriptor whose numbers a caller should show (the `RateLimit-*`
-    /// headers do): the first over its limit, else the limited one with the
-    /// fewest hits left. `None` when no limit applied.
+    /// headers do): among those over their limit, the one that resets last
+    /// (so its reset is [`Decision::retry_after`]); else the limited one with
+    /// the fewest hits left. `None` when no limit applied.
     pub fn most_restrictive(&self) -> Option<&DescriptorDecision> {
         let limited = || self.statuses.iter().filter(|s| s.limit.is_some());
         limited()
-            .find(|s| !s.allowed)
+            .filter(|s| !s.allowed)
+            .max_by_key(|s| s.reset_after)
             .or_else(|| limited().min_by_key(|s| s.remaining))
     }
 

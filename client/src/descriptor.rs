@@ -49,6 +49,11 @@ impl Descriptor {
         self.hits
     }
 
+    /// The hits this descriptor asks for (one unless set).
+    pub(crate) fn hits_or_one(&self) -> u64 {
+        self.hits.unwrap_or(1)
+    }
+
     /// A zero-hit check consumes nothing: the memo never answers it.
     pub(crate) fn is_check_only(&self) -> bool {
         self.hits == Some(0)

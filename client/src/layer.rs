@@ -10,6 +10,11 @@
 //! - allowed: the request is passed on, and the `RateLimit-*` headers are
 //!   added to its answer.
 //!
+//! A gRPC request (`content-type: application/grpc...`, e.g. through a tonic
+//! server's layer) is rejected the gRPC way instead: HTTP 200 with
+//! `grpc-status: 8` (`RESOURCE_EXHAUSTED`) and the same four headers as
+//! metadata, so gRPC clients see a status rather than a transport error.
+//!
 //! The numbers are those of the most restrictive descriptor
 //! ([`Decision::most_restrictive`]), as Floodgate's own headers. A request
 //! dropped by the client's adaptive throttle has no numbers from the service:
@@ -28,8 +33,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::client::{Client, FailurePolicy};
-use crate::decision::{Decision, Source};
+use crate::client::Client;
+use crate::decision::Decision;
 use crate::descriptor::Descriptor;
 
 /// `RateLimit-Limit`.
@@ -99,43 +104,53 @@ where
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    /// Always ready: the inner service is made ready only for requests
+    /// that pass, so a rejected one never holds its capacity (a
+    /// concurrency-limit permit, say) while the rate limiter is asked.
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (head, body) = request.into_parts();
         let descriptors = (self.descriptors)(&head);
+        let grpc = head
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         let request = Request::from_parts(head, body);
-        // The clone that was made ready is the one to call; leave a fresh
-        // clone behind for the next request.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = self.inner.clone();
         if descriptors.is_empty() {
-            return Box::pin(inner.call(request));
+            return Box::pin(async move {
+                std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+                inner.call(request).await
+            });
         }
         let client = self.client.clone();
         let domain = self.domain.clone();
         Box::pin(async move {
             let decision = match client.should_rate_limit(&domain, descriptors).await {
                 Ok(decision) => decision,
-                Err(e) => {
-                    let allowed = client.failure_policy() == FailurePolicy::Allow;
-                    Decision::local(
-                        0,
-                        allowed,
-                        Source::FailurePolicy {
-                            cause: e.to_string(),
-                        },
-                    )
-                }
+                Err(e) => client.policy_answer(0, e.to_string()),
             };
             if !decision.allowed {
                 let mut response = Response::new(ResBody::default());
-                *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
                 rejected_headers(response.headers_mut(), &decision);
+                if grpc {
+                    // A Trailers-Only gRPC answer: the status in the headers.
+                    let headers = response.headers_mut();
+                    headers.insert(
+                        http::header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/grpc"),
+                    );
+                    headers.insert("grpc-status", HeaderValue::from_static("8"));
+                    headers.insert("grpc-message", HeaderValue::from_static("rate limited"));
+                } else {
+                    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                }
                 return Ok(response);
             }
+            std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
             let mut response = inner.call(request).await?;
             limit_headers(response.headers_mut(), &decision);
             Ok(response)
@@ -158,10 +173,9 @@ pub fn limit_headers(headers: &mut HeaderMap, decision: &Decision) {
     };
     headers.insert(RATELIMIT_LIMIT, HeaderValue::from(limit));
     headers.insert(RATELIMIT_REMAINING, HeaderValue::from(status.remaining));
-    headers.insert(
-        RATELIMIT_RESET,
-        HeaderValue::from(status.reset_after.map_or(0, seconds_up)),
-    );
+    if let Some(reset) = status.reset_after {
+        headers.insert(RATELIMIT_RESET, HeaderValue::from(seconds_up(reset)));
+    }
 }
 
 /// The headers of a 429: the `RateLimit-*` headers and `Retry-After`.
@@ -174,7 +188,7 @@ pub fn rejected_headers(headers: &mut HeaderMap, decision: &Decision) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decision::DescriptorDecision;
+    use crate::decision::{DescriptorDecision, Source};
 
     fn decision(allowed: bool, statuses: Vec<DescriptorDecision>) -> Decision {
         Decision {
@@ -239,6 +253,38 @@ mod tests {
         assert_eq!(h[RATELIMIT_LIMIT], "10");
         assert_eq!(h[RATELIMIT_REMAINING], "3");
         assert_eq!(h[RATELIMIT_RESET], "5");
+    }
+
+    #[test]
+    fn with_several_over_their_limit_the_headers_agree_on_the_last_reset() {
+        let d = decision(
+            false,
+            vec![
+                status(false, 10, 0, 1_000),
+                status(false, 100, 0, 3_000_000),
+            ],
+        );
+        let mut h = HeaderMap::new();
+        rejected_headers(&mut h, &d);
+        assert_eq!(h[RATELIMIT_LIMIT], "100");
+        assert_eq!(h[RATELIMIT_RESET], "3000");
+        assert_eq!(h[http::header::RETRY_AFTER], "3000");
+    }
+
+    #[test]
+    fn an_unknown_reset_is_left_out() {
+        let d = decision(
+            true,
+            vec![DescriptorDecision {
+                allowed: true,
+                limit: Some(5),
+                remaining: 4,
+                reset_after: None,
+            }],
+        );
+        let mut h = HeaderMap::new();
+        limit_headers(&mut h, &d);
+        assert_eq!(names(&h), ["ratelimit-limit", "ratelimit-remaining"]);
     }
 
     #[test]

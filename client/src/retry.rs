@@ -100,7 +100,10 @@ where
             return Err(status);
         }
         let backoff = policy.backoff(retry - 1, fastrand::f64());
-        if Instant::now() + backoff >= deadline {
+        if Instant::now()
+            .checked_add(backoff)
+            .is_none_or(|wake| wake >= deadline)
+        {
             return Err(status);
         }
         tokio::time::sleep(backoff).await;

@@ -14,9 +14,12 @@
 //!
 //! [`AdaptiveThrottle`] is lock-free (one atomic read-modify-write per count)
 //! and knows nothing of Floodgate: wrap any backend call in
-//! [`AdaptiveThrottle::admit`] and [`AdaptiveThrottle::accepted`]. The
-//! [`crate::Client`] keeps one per limited key (OVER_LIMIT answers are its
-//! rejections) and one for the service itself (errors are its rejections).
+//! [`AdaptiveThrottle::admit`] and [`AdaptiveThrottle::accepted`], or, to
+//! count only calls that finished (a cancelled call then counts for
+//! nothing), [`AdaptiveThrottle::would_drop`] and
+//! [`AdaptiveThrottle::record`]. The [`crate::Client`] keeps one per limited
+//! key (OVER_LIMIT answers are its rejections) and one for the service
+//! itself (errors are its rejections); a retry is not a new request.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,6 +68,7 @@ struct Slice {
 }
 
 const COUNT_MASK: u64 = u32::MAX as u64;
+const MIN_SLICE_MS: u64 = 100;
 
 fn bump(counter: &AtomicU64, tag: u64) {
     let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
@@ -108,7 +112,8 @@ impl AdaptiveThrottle {
     /// be created and used inside a tokio runtime.
     pub fn new(settings: ThrottleSettings) -> Self {
         let buckets = settings.buckets.max(1);
-        let slice_ms = (settings.window.as_millis() as u64 / buckets as u64).max(1);
+        // At least 100 ms a slice: the 32-bit slice tag then lasts 13 years.
+        let slice_ms = (settings.window.as_millis() as u64 / buckets as u64).max(MIN_SLICE_MS);
         AdaptiveThrottle {
             settings,
             start: Instant::now(),
@@ -167,7 +172,8 @@ impl AdaptiveThrottle {
     /// [`AdaptiveThrottle::admit`] with the random draw given (in `[0, 1)`).
     pub(crate) fn admit_with(&self, draw: f64) -> bool {
         let p = self.rejection_probability();
-        bump(&self.slice(self.tag()).requests, self.tag());
+        let tag = self.tag();
+        bump(&self.slice(tag).requests, tag);
         draw >= p
     }
 
@@ -177,16 +183,37 @@ impl AdaptiveThrottle {
         let tag = self.tag();
         bump(&self.slice(tag).accepts, tag);
     }
+
+    /// Decides whether to drop the next request, without counting it: count
+    /// it with [`AdaptiveThrottle::record`] once its outcome is known (also
+    /// when it was dropped: `record(false)`).
+    pub fn would_drop(&self) -> bool {
+        fastrand::f64() < self.rejection_probability()
+    }
+
+    /// Counts one finished request, accepted by the backend or not.
+    pub fn record(&self, accepted: bool) {
+        let tag = self.tag();
+        let slice = self.slice(tag);
+        bump(&slice.requests, tag);
+        if accepted {
+            bump(&slice.accepts, tag);
+        }
+    }
 }
 
+type Throttles = HashMap<String, Arc<AdaptiveThrottle>>;
+
 /// One throttle per key (the client's limited descriptors), bounded: a key
-/// idle for a whole window is forgotten when room is needed, and past the
-/// bound new keys go unthrottled rather than growing the map.
+/// idle for a whole window is forgotten when room is needed (looked for at
+/// most once a slice, so a flood of new keys costs no scan per call), and
+/// past the bound new keys go unthrottled rather than growing the map.
 #[derive(Debug)]
 pub(crate) struct KeyedThrottles {
     settings: ThrottleSettings,
     max_keys: usize,
-    map: Mutex<HashMap<String, Arc<AdaptiveThrottle>>>,
+    /// The throttles, and when idle ones were last swept.
+    map: Mutex<(Throttles, Option<Instant>)>,
 }
 
 impl KeyedThrottles {
@@ -194,7 +221,7 @@ impl KeyedThrottles {
         KeyedThrottles {
             settings,
             max_keys,
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new((HashMap::new(), None)),
         }
     }
 
@@ -202,11 +229,18 @@ impl KeyedThrottles {
     pub(crate) fn get(&self, key: &str) -> Option<Arc<AdaptiveThrottle>> {
         // Every update under this lock is a single insert or removal, so a
         // poisoned map is still consistent.
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, last_sweep) = &mut *guard;
         if let Some(t) = map.get(key) {
             return Some(t.clone());
         }
         if map.len() >= self.max_keys {
+            let now = Instant::now();
+            let slice = self.settings.window / self.settings.buckets.max(1) as u32;
+            if last_sweep.is_some_and(|at| now.duration_since(at) < slice) {
+                return None;
+            }
+            *last_sweep = Some(now);
             map.retain(|_, t| t.counts().0 > 0);
             if map.len() >= self.max_keys {
                 return None;
@@ -219,7 +253,7 @@ impl KeyedThrottles {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.map.lock().map(|m| m.len()).unwrap_or_default()
+        self.map.lock().map(|m| m.0.len()).unwrap_or_default()
     }
 }
 
@@ -350,5 +384,40 @@ mod tests {
         tokio::time::advance(Duration::from_secs(121)).await;
         assert!(keyed.get("c").is_some());
         assert_eq!(keyed.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_map_is_swept_at_most_once_a_slice() {
+        // A 1.2 s window: 100 ms slices.
+        let short = ThrottleSettings {
+            window: Duration::from_millis(1_200),
+            ..settings()
+        };
+        let keyed = KeyedThrottles::new(short, 1);
+        keyed.get("a").unwrap().admit();
+        tokio::time::advance(Duration::from_millis(1_150)).await;
+        assert!(keyed.get("b").is_none(), "full, and a is still active");
+        // 50 ms later a has left the window, but the last sweep was less
+        // than a slice ago: no new sweep, no room.
+        tokio::time::advance(Duration::from_millis(50)).await;
+        assert_eq!(keyed.get("a").unwrap().counts(), (0, 0));
+        assert!(keyed.get("b").is_none());
+        // A slice after the sweep: swept, room made.
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(keyed.get("b").is_some());
+        assert_eq!(keyed.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recorded_outcomes_count_like_admitted_ones() {
+        let t = AdaptiveThrottle::new(settings());
+        for i in 0..30 {
+            t.record(i < 5);
+        }
+        assert_eq!(t.counts(), (30, 5));
+        assert_eq!(t.rejection_probability(), 20.0 / 31.0);
+        // would_drop counts nothing.
+        let _ = t.would_drop();
+        assert_eq!(t.counts(), (30, 5));
     }
 }
