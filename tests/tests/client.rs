@@ -287,6 +287,38 @@ async fn a_failing_service_never_throttles_a_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_calls_count_for_nothing() {
+    // Callers that give up (an HTTP client disconnecting behind the layer)
+    // must not teach the throttle that the service is failing.
+    let (calls, addr) = fake(Behaviour::Hang).await;
+    let client = Client::builder([format!("http://{addr}")])
+        .deadline(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    for _ in 0..100 {
+        let call = client.should_rate_limit("edge", [user("a")]);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), call)
+                .await
+                .is_err()
+        );
+    }
+    let sent = calls.load(Ordering::SeqCst);
+    let d = client
+        .should_rate_limit_within("edge", [user("a")], Duration::from_millis(100))
+        .await
+        .unwrap();
+    // Called (not skipped by the service's throttle), then cut at the deadline.
+    assert!(
+        matches!(&d.source, Source::FailurePolicy { cause } if cause.contains("deadline")),
+        "{d:?}"
+    );
+    assert_eq!(client.stats().failure_policy, 1);
+    assert_eq!(client.stats().throttled, 0);
+    assert!(calls.load(Ordering::SeqCst) <= sent + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_service_is_cut_at_the_deadline() {
     let (calls, addr) = fake(Behaviour::Hang).await;
     let client = Client::builder([format!("http://{addr}")])
