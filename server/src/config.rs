@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::grpc::{HeaderNames, ResponseOptions};
 use crate::limiter::{LimiterOptions, RequestLimits};
+use crate::metrics::MetricsSettings;
 use crate::resilience::breaker::BreakerSettings;
 use crate::resilience::retry::RetrySettings;
 use crate::resilience::store::{FailurePolicy, ResilienceSettings};
@@ -135,6 +136,22 @@ pub struct Settings {
     pub clock_offset_ms: i64,
     /// A tracing filter, e.g. `info` or `floodgate_server=debug`.
     pub log_level: String,
+    /// `near_limit` counts hits above `floor(limit × ratio)` (the
+    /// reference's `NEAR_LIMIT_RATIO`).
+    pub near_limit_ratio: f64,
+    /// Rule series per domain in `/metrics` before `__overflow__`.
+    pub metrics_max_series_per_domain: usize,
+    /// How often the rules directory is checked for changes (`0s`: never;
+    /// `SIGHUP` still reloads).
+    pub rules_reload_interval: String,
+    /// Admin listener (counter state and reset), loopback by default; empty
+    /// turns it off.
+    pub admin_addr: String,
+    /// Bearer token the admin endpoints require (empty: none).
+    pub admin_token: String,
+    /// Share of traces sampled when exporting over OTLP (0 to 1; a caller's
+    /// sampled trace context is always followed).
+    pub trace_sampling_ratio: f64,
 }
 
 impl Default for Settings {
@@ -194,6 +211,12 @@ impl Default for Settings {
             log_format: "text".into(),
             clock_offset_ms: 0,
             log_level: "info".into(),
+            near_limit_ratio: 0.8,
+            metrics_max_series_per_domain: 1_000,
+            rules_reload_interval: "1s".into(),
+            admin_addr: "127.0.0.1:6070".into(),
+            admin_token: String::new(),
+            trace_sampling_ratio: 1.0,
         }
     }
 }
@@ -265,6 +288,16 @@ pub struct Config {
     pub clock_offset_ms: i64,
     /// Log filter.
     pub log_level: String,
+    /// `/metrics` settings.
+    pub metrics: MetricsSettings,
+    /// How often the rules are checked for changes; `None`: only on SIGHUP.
+    pub rules_reload_interval: Option<Duration>,
+    /// The admin listener's address; `None`: no admin listener.
+    pub admin_addr: Option<SocketAddr>,
+    /// The bearer token admin calls must carry, if any.
+    pub admin_token: Option<Secret>,
+    /// Share of new traces sampled (OTLP export).
+    pub trace_sampling_ratio: f64,
 }
 
 impl Default for Config {
@@ -376,7 +409,35 @@ impl TryFrom<Settings> for Config {
             log_format,
             log_level: s.log_level,
             clock_offset_ms: s.clock_offset_ms,
+            metrics: MetricsSettings {
+                near_limit_ratio: ratio("near_limit_ratio", s.near_limit_ratio)?,
+                max_series_per_domain: positive(
+                    "metrics_max_series_per_domain",
+                    s.metrics_max_series_per_domain,
+                )?,
+            },
+            rules_reload_interval: Some(duration(
+                "rules_reload_interval",
+                &s.rules_reload_interval,
+            )?)
+            .filter(|d| !d.is_zero()),
+            admin_addr: if s.admin_addr.is_empty() {
+                None
+            } else {
+                Some(address("admin_addr", &s.admin_addr)?)
+            },
+            admin_token: (!s.admin_token.is_empty()).then(|| Secret::new(s.admin_token)),
+            trace_sampling_ratio: ratio("trace_sampling_ratio", s.trace_sampling_ratio)?,
         })
+    }
+}
+
+/// A ratio setting: between 0 and 1.
+fn ratio(name: &'static str, v: f64) -> Result<f64, ConfigError> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(invalid(name, &v.to_string(), "must be between 0 and 1"))
     }
 }
 

@@ -1,5 +1,6 @@
 //! The HTTP listener: `GET /healthcheck`, `POST /json` (the same decision as
-//! gRPC, in proto3 JSON) and `GET /rlconfig` (the limits in force).
+//! gRPC, in proto3 JSON), `GET /rlconfig` (the limits in force) and
+//! `GET /metrics` (Prometheus text, [`crate::metrics`]).
 //!
 //! `/json` maps JSON to protobuf through the descriptor set compiled from
 //! `proto/` (prost-reflect), so it follows the proto3 JSON mapping exactly
@@ -81,6 +82,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthcheck", get(healthcheck))
         .route("/json", post(json))
         .route("/rlconfig", get(rlconfig))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -140,6 +142,27 @@ async fn json(State(state): State<HttpState>, body: Bytes) -> Response {
     }
 }
 
-async fn rlconfig(State(state): State<HttpState>) -> String {
-    state.service.limiter().rules().current().describe()
+/// `GET /rlconfig`: one line per limit in the reference's format, after a
+/// `# version <hash>` comment line; the version is also the
+/// `x-floodgate-rules-version` header.
+async fn rlconfig(State(state): State<HttpState>) -> Response {
+    let rules = state.service.limiter().rules().current();
+    let version = rules.version().to_owned();
+    (
+        [("x-floodgate-rules-version", version.clone())],
+        format!("# version {version}\n{}", rules.describe()),
+    )
+        .into_response()
+}
+
+/// `GET /metrics`: every metric, in the Prometheus text format.
+async fn metrics(State(state): State<HttpState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.service.limiter().metrics().render(),
+    )
+        .into_response()
 }

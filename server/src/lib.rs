@@ -32,6 +32,7 @@ pub mod config;
 pub mod grpc;
 pub mod http;
 pub mod limiter;
+pub mod metrics;
 pub mod resilience;
 pub mod rules;
 pub mod shutdown;
@@ -52,6 +53,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::grpc::{RateLimitGrpc, RateLimiter};
 use crate::limiter::Limiter;
+use crate::metrics::Metrics;
 use crate::resilience::store::ResilientStore;
 use crate::rules::{LoadError, Rules};
 use crate::store::connecting::Connecting;
@@ -121,6 +123,8 @@ pub async fn build(config: &Config, clock: Clock) -> Result<(RateLimiter, StoreT
     let rules = rules::load_paths(std::slice::from_ref(&config.rules), config.merge_domains)
         .map_err(RunError::Rules)?;
     let mut tasks = StoreTasks::default();
+    let metrics = Arc::new(Metrics::new(config.metrics.clone()));
+    metrics.set_rules_version(rules.version());
     let store: Arc<dyn CounterStore> = match &config.redis {
         Some(redis) => {
             let primary: Arc<dyn CounterStore> = match RedisStore::connect(redis).await {
@@ -145,6 +149,7 @@ pub async fn build(config: &Config, clock: Clock) -> Result<(RateLimiter, StoreT
                 .sweep
                 .push((fallback.clone(), resilience.fallback_sweep_interval));
             let store = Arc::new(ResilientStore::new(primary, fallback, resilience.clone()));
+            metrics.add_gauges(store.metric_source());
             tasks.health = Some(store.clone());
             store
         }
@@ -166,7 +171,8 @@ pub async fn build(config: &Config, clock: Clock) -> Result<(RateLimiter, StoreT
         CacheKey::new(config.cache_key_prefix.clone()).with_hash_tag(cluster),
         clock,
         config.limiter.clone(),
-    );
+    )
+    .with_metrics(metrics);
     Ok((
         RateLimiter::new(limiter, config.limits, config.response.clone())
             .with_max_in_flight(config.max_in_flight),
@@ -199,6 +205,13 @@ pub async fn run_with_clock(
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, true).await;
     let mut background = JoinSet::new();
+    let reloader = rules::reload::Reloader {
+        rules: service.limiter().rules().clone(),
+        path: config.rules.clone(),
+        merge_domains: config.merge_domains,
+        metrics: service.limiter().metrics().clone(),
+    };
+    background.spawn(reloader.watch(config.rules_reload_interval, drain_rx.clone()));
     for (memory, every) in tasks.sweep {
         background.spawn(sweep_memory(memory, every, drain_rx.clone()));
     }

@@ -17,7 +17,9 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::limiter::{Limiter, Request, RequestLimits};
+use crate::metrics::CallCode;
 use crate::resilience::deadline;
+use floodgate_proto::rate_limit_response::Code;
 pub use response::{HeaderNames, ResponseOptions};
 pub use status::ServiceError;
 
@@ -71,8 +73,11 @@ impl RateLimiter {
         proto: &RateLimitRequest,
         caller_deadline: Option<Instant>,
     ) -> Result<RateLimitResponse, ServiceError> {
+        let started = Instant::now();
+        let metrics = self.limiter.metrics();
         let Ok(_permit) = self.in_flight.try_acquire() else {
             tracing::debug!(domain = %proto.domain, "overloaded: call shed");
+            metrics.record_call(CallCode::Overloaded, started.elapsed());
             return Err(ServiceError::Overloaded);
         };
         let result = deadline::with_deadline(caller_deadline, async {
@@ -81,6 +86,14 @@ impl RateLimiter {
             Ok(response::encode(proto, &decision, &self.response))
         })
         .await;
+        let code = match &result {
+            Ok(r) if r.overall_code == Code::OverLimit as i32 => CallCode::OverLimit,
+            Ok(_) => CallCode::Ok,
+            Err(ServiceError::Request(_)) => CallCode::InvalidArgument,
+            Err(ServiceError::Overloaded) => CallCode::Overloaded,
+            Err(ServiceError::Limiter(_)) => CallCode::Error,
+        };
+        metrics.record_call(code, started.elapsed());
         if let Err(e) = &result {
             match e {
                 // The caller's mistake, not the server's: debug level only.

@@ -18,6 +18,7 @@ use std::time::Duration;
 pub use request::{Descriptor, MAX_HITS, Override, Request, RequestError, RequestLimits};
 
 use crate::clock::Clock;
+use crate::metrics::{Metrics, RuleOutcome};
 use crate::rules::{Allowance, Domain, Node, Rules, Unit};
 use crate::store::key::CacheKey;
 use crate::store::key::KeySuffix;
@@ -112,6 +113,7 @@ pub struct Limiter {
     keys: CacheKey,
     clock: Clock,
     options: LimiterOptions,
+    metrics: Arc<Metrics>,
 }
 
 /// A descriptor's match in the rules, or the caller's override.
@@ -153,7 +155,19 @@ impl Limiter {
             keys,
             clock,
             options,
+            metrics: Arc::new(Metrics::default()),
         }
+    }
+
+    /// Records into `metrics` (each limiter has its own otherwise).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The metrics this limiter records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The rules in force.
@@ -170,6 +184,9 @@ impl Limiter {
     pub async fn decide(&self, request: &Request<'_>) -> Result<Decision, LimiterError> {
         let rules = self.rules.current();
         let domain = rules.domain(request.domain);
+        if domain.is_none() {
+            self.metrics.record_domain_not_found(request.domain);
+        }
         let mut matched: Vec<Option<Matched<'_>>> = match domain {
             None => request.descriptors.iter().map(|_| None).collect(),
             Some(domain) => request
@@ -259,13 +276,25 @@ impl Limiter {
             })
             .collect();
 
-        let Applied { outcomes, degraded } = if checks.is_empty() {
+        let Applied {
+            outcomes,
+            degraded,
+            from_local_cache,
+        } = if checks.is_empty() {
             Applied::default()
         } else {
             let on_failure = domain.and_then(|d| d.on_store_failure());
-            self.store
+            let started = tokio::time::Instant::now();
+            let applied = self
+                .store
                 .apply_marked(&checks, self.commit(checks.len()), on_failure)
-                .await?
+                .await;
+            self.metrics.record_store(
+                started.elapsed(),
+                applied.is_err(),
+                applied.as_ref().is_ok_and(|a| a.degraded),
+            );
+            applied?
         };
         if outcomes.len() != checks.len() {
             return Err(StoreError::Protocol(format!(
@@ -275,6 +304,7 @@ impl Limiter {
             ))
             .into());
         }
+        self.record(request, &plans, &outcomes, &from_local_cache);
         let mut decision = self.conclude(plans, &outcomes);
         decision.degraded = degraded;
         Ok(decision)
@@ -319,6 +349,49 @@ impl Limiter {
         })
     }
 
+    /// Counts each counted descriptor's hits under its rule's metrics key,
+    /// with the outcome of the limit that speaks for it.
+    fn record(
+        &self,
+        request: &Request<'_>,
+        plans: &[Plan<'_>],
+        outcomes: &[Outcome],
+        from_local_cache: &[bool],
+    ) {
+        for (descriptor, plan) in request.descriptors.iter().zip(plans) {
+            let Plan::Count { limits, node } = plan else {
+                continue;
+            };
+            let Some((limit, at)) = most_restrictive(limits, outcomes) else {
+                continue;
+            };
+            let outcome = outcomes[*at];
+            let key = match node {
+                Some(node) => node.stat_key(descriptor.pairs()),
+                // An override: every entry's value, as the reference.
+                None => std::borrow::Cow::Owned(
+                    descriptor
+                        .pairs()
+                        .map(|(k, v)| format!("{k}_{v}"))
+                        .collect::<Vec<_>>()
+                        .join("."),
+                ),
+            };
+            self.metrics.record_rule(
+                request.domain,
+                &key,
+                RuleOutcome {
+                    hits: descriptor.hits,
+                    allowed: outcome.allowed,
+                    shadow: node.is_some_and(|n| n.shadow_mode),
+                    from_local_cache: from_local_cache.get(*at).copied().unwrap_or(false),
+                    limit: u64::from(limit.requests_per_unit),
+                    remaining: outcome.remaining,
+                },
+            );
+        }
+    }
+
     fn conclude(&self, plans: Vec<Plan<'_>>, outcomes: &[Outcome]) -> Decision {
         let metadata = |node: Option<&Node>| node.and_then(|n| n.metadata.clone());
         let statuses: Vec<Status> = plans
@@ -334,25 +407,10 @@ impl Limiter {
                     ..Status::no_limit()
                 },
                 Plan::Count { limits, node } => {
-                    // The most restrictive limit speaks for the descriptor: a
-                    // rejecting one (the longest wait), else the least remaining.
-                    let chosen = limits.into_iter().max_by(|(_, a), (_, b)| {
-                        let (a, b) = (&outcomes[*a], &outcomes[*b]);
-                        (
-                            !a.allowed,
-                            a.allowed.then_some(std::cmp::Reverse(a.remaining)),
-                            a.reset_after,
-                        )
-                            .cmp(&(
-                                !b.allowed,
-                                b.allowed.then_some(std::cmp::Reverse(b.remaining)),
-                                b.reset_after,
-                            ))
-                    });
-                    let Some((limit, at)) = chosen else {
+                    let Some((limit, at)) = most_restrictive(&limits, outcomes) else {
                         return Status::no_limit();
                     };
-                    let outcome = outcomes[at];
+                    let (limit, outcome) = (limit.clone(), outcomes[*at]);
                     let shadow = node.is_some_and(|n| n.shadow_mode);
                     Status {
                         code: if !outcome.allowed && !shadow {
@@ -391,6 +449,27 @@ impl Limiter {
             degraded: false,
         }
     }
+}
+
+/// The limit that speaks for a descriptor: a rejecting one (the longest
+/// wait), else the one with the least remaining.
+fn most_restrictive<'l>(
+    limits: &'l [(AppliedLimit, usize)],
+    outcomes: &[Outcome],
+) -> Option<&'l (AppliedLimit, usize)> {
+    limits.iter().max_by(|(_, a), (_, b)| {
+        let (a, b) = (&outcomes[*a], &outcomes[*b]);
+        (
+            !a.allowed,
+            a.allowed.then_some(std::cmp::Reverse(a.remaining)),
+            a.reset_after,
+        )
+            .cmp(&(
+                !b.allowed,
+                b.allowed.then_some(std::cmp::Reverse(b.remaining)),
+                b.reset_after,
+            ))
+    })
 }
 
 /// Drops every configured limit whose name another matched limit

@@ -12,7 +12,7 @@
 //! `deny` answers OVER_LIMIT. Such answers are marked degraded.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -77,6 +77,8 @@ pub struct ResilientStore {
     retry: Retry,
     healthy: AtomicBool,
     degraded: AtomicBool,
+    /// Calls to the store that failed or passed the store deadline.
+    failures: AtomicU64,
     over_limit: Option<OverLimitCache>,
     settings: ResilienceSettings,
 }
@@ -95,6 +97,7 @@ impl ResilientStore {
             retry: Retry::new(settings.retry),
             healthy: AtomicBool::new(true),
             degraded: AtomicBool::new(false),
+            failures: AtomicU64::new(0),
             over_limit: (settings.over_limit_cache_entries > 0)
                 .then(|| OverLimitCache::new(settings.over_limit_cache_entries)),
             settings,
@@ -109,6 +112,51 @@ impl ResilientStore {
     /// The last health check's verdict (true until the first one fails).
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// True while answers are degraded.
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
+    }
+
+    /// Calls to the store that failed or passed the store deadline so far.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// The gauges and counters `/metrics` reads from this store.
+    pub fn metric_source(self: &Arc<Self>) -> crate::metrics::GaugeSource {
+        let store = Arc::downgrade(self);
+        Arc::new(move || {
+            let Some(store) = store.upgrade() else {
+                return Vec::new();
+            };
+            let breaker = match store.breaker.state() {
+                BreakerState::Closed => 0.0,
+                BreakerState::HalfOpen => 1.0,
+                BreakerState::Open => 2.0,
+            };
+            vec![
+                (
+                    "floodgate_store_breaker_state",
+                    "The circuit breaker in front of Redis: 0 closed, 1 half-open, 2 open.",
+                    "gauge",
+                    breaker,
+                ),
+                (
+                    "floodgate_store_degraded",
+                    "1 while calls are answered without Redis (degraded mode).",
+                    "gauge",
+                    f64::from(u8::from(store.is_degraded())),
+                ),
+                (
+                    "floodgate_store_failures_total",
+                    "Calls to Redis that failed or passed the store deadline.",
+                    "counter",
+                    store.failures() as f64,
+                ),
+            ]
+        })
     }
 
     /// The fallback store.
@@ -159,6 +207,7 @@ impl ResilientStore {
         Ok(Applied {
             outcomes,
             degraded: true,
+            ..Applied::default()
         })
     }
 
@@ -200,6 +249,7 @@ impl ResilientStore {
                 self.apply_uncached(&rest, commit, policy).await?
             };
             let mut from_store = std::mem::take(&mut applied.outcomes).into_iter();
+            applied.from_local_cache = cached.iter().map(Option::is_some).collect();
             for left in &cached {
                 let outcome = match left {
                     Some(left) => Outcome {
@@ -253,13 +303,14 @@ impl ResilientStore {
                 }
                 Ok(Applied {
                     outcomes,
-                    degraded: false,
+                    ..Applied::default()
                 })
             }
             Ok(Err(e)) => {
                 // Unreachable, or an error reply (OOM, BUSY, a script
                 // error): either way this call gets the policy's answer.
                 tracing::debug!(error = %e, "store call failed");
+                self.failures.fetch_add(1, Ordering::Relaxed);
                 self.breaker.failure();
                 self.degraded(checks, commit, policy).await
             }
@@ -272,6 +323,7 @@ impl ResilientStore {
             }
             Err(_) => {
                 tracing::debug!("store deadline passed");
+                self.failures.fetch_add(1, Ordering::Relaxed);
                 self.breaker.failure();
                 self.degraded(checks, commit, policy).await
             }

@@ -34,6 +34,20 @@ impl fmt::Display for LoadError {
 /// taken as they are). With `merge_domains`, files with the same domain add
 /// their top-level descriptors to it; otherwise a repeated domain is an error.
 pub fn load_paths(paths: &[PathBuf], merge_domains: bool) -> Result<RuleSet, Vec<LoadError>> {
+    let (files, mut errors) = read_paths(paths);
+    match load_files(&files, merge_domains) {
+        Ok(set) if errors.is_empty() => Ok(set),
+        Ok(_) => Err(errors),
+        Err(more) => {
+            errors.extend(more);
+            Err(errors)
+        }
+    }
+}
+
+/// The rules files under `paths` as `(name, text)` pairs, and the files or
+/// directories that could not be read.
+pub fn read_paths(paths: &[PathBuf]) -> (Vec<(String, String)>, Vec<LoadError>) {
     let mut files = Vec::new();
     let mut errors = Vec::new();
     for path in paths {
@@ -52,14 +66,19 @@ pub fn load_paths(paths: &[PathBuf], merge_domains: bool) -> Result<RuleSet, Vec
             Err(e) => errors.push(LoadError::new(&path.display().to_string(), "", e)),
         }
     }
-    match load_files(&files, merge_domains) {
-        Ok(set) if errors.is_empty() => Ok(set),
-        Ok(_) => Err(errors),
-        Err(more) => {
-            errors.extend(more);
-            Err(errors)
-        }
-    }
+    (files, errors)
+}
+
+/// The version of a set of rules files: a hash of their names and texts, in
+/// order (16 hex digits). The same files give the same version on every
+/// instance, so operators can tell which rules each one serves.
+pub fn version_of(files: &[(String, String)]) -> String {
+    use std::hash::{Hash, Hasher};
+    // `DefaultHasher::new()` has fixed keys: the same files hash the same
+    // in every process of this build.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    files.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
 }
 
 /// The rules files a path stands for: a file itself, or a directory's
@@ -124,10 +143,13 @@ pub fn load_files(
                 _ => entry.on_store_failure = Some(policy),
             }
         }
-        cx.insert_all(&mut entry.root, descriptors, &format!("{name}."), &name);
+        cx.insert_all(&mut entry.root, descriptors, &format!("{name}."), &[]);
     }
     if errors.is_empty() {
-        Ok(RuleSet { domains })
+        Ok(RuleSet {
+            domains,
+            version: version_of(files),
+        })
     } else {
         Err(errors)
     }
@@ -558,14 +580,28 @@ impl Cx<'_> {
         limits
     }
 
-    fn insert_all(&mut self, level: &mut Level, descriptors: Vec<Raw>, parent: &str, domain: &str) {
+    /// Places `descriptors` in `level`. `parent` is the full key above them
+    /// (`domain.` at the root); `stat_path` the metric segments above them.
+    fn insert_all(
+        &mut self,
+        level: &mut Level,
+        descriptors: Vec<Raw>,
+        parent: &str,
+        stat_path: &[(Box<str>, bool)],
+    ) {
         for raw in descriptors {
-            self.insert(level, raw, parent, domain);
+            self.insert(level, raw, parent, stat_path);
         }
     }
 
     /// Places a descriptor in its level, checking for duplicates.
-    fn insert(&mut self, level: &mut Level, raw: Raw, parent: &str, domain: &str) {
+    fn insert(
+        &mut self,
+        level: &mut Level,
+        raw: Raw,
+        parent: &str,
+        stat_path: &[(Box<str>, bool)],
+    ) {
         let Raw {
             path,
             key,
@@ -598,13 +634,11 @@ impl Cx<'_> {
             );
             return;
         }
-        self.insert_all(
-            &mut node.children,
-            children,
-            &format!("{full_key}."),
-            domain,
-        );
+        let mut path = stat_path.to_vec();
+        path.push((composite.as_str().into(), node.value_to_metric));
+        self.insert_all(&mut node.children, children, &format!("{full_key}."), &path);
         node.full_key = full_key.into();
+        node.stat_path = path.into();
         match wildcard {
             _ if value.is_empty() => rules.default = Some(node),
             Some(w) => rules.wildcards.push(w, node),

@@ -12,6 +12,7 @@
 //! separate strings, so `("a_b", "c")` and `("a", "b_c")` never collide.
 
 mod load;
+pub mod reload;
 mod wildcard;
 mod yaml;
 
@@ -21,7 +22,7 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-pub use load::{LoadError, load_files, load_paths};
+pub use load::{LoadError, load_files, load_paths, read_paths, version_of};
 pub use wildcard::Wildcard;
 
 use crate::limiter::algorithm::Algorithm;
@@ -157,7 +158,51 @@ pub struct Node {
     pub value: Box<str>,
     /// `domain.key_value.key...`, as `/rlconfig` and stats name the node.
     pub full_key: Box<str>,
+    /// The metric name of each level down to this node (`key_value`, or
+    /// `key` for a key-only default) and whether that level's
+    /// `value_to_metric` puts the request's value in its place.
+    pub stat_path: Box<[(Box<str>, bool)]>,
     children: Level,
+}
+
+impl Node {
+    /// The rule's key in metrics, the reference's stat key without the
+    /// domain: `key1_value1.key2` from the configuration, or, where
+    /// `detailed_metric` (the whole path) or `value_to_metric` (one level)
+    /// ask for it, `key_value` with the request's value. `entries` are the
+    /// request's entries that matched down to this node.
+    pub fn stat_key<'a, 'e>(
+        &'a self,
+        entries: impl IntoIterator<Item = (&'e str, &'e str)>,
+    ) -> std::borrow::Cow<'a, str> {
+        use std::borrow::Cow;
+        if !self.detailed_metric && !self.stat_path.iter().any(|(_, v)| *v) {
+            let start = self.full_key.len()
+                - self
+                    .stat_path
+                    .iter()
+                    .map(|(s, _)| s.len() + 1)
+                    .sum::<usize>()
+                + 1;
+            return Cow::Borrowed(self.full_key.get(start..).unwrap_or(&self.full_key));
+        }
+        let mut out = String::new();
+        for (i, ((segment, value_to_metric), (key, value))) in
+            self.stat_path.iter().zip(entries).enumerate()
+        {
+            if i > 0 {
+                out.push('.');
+            }
+            if (self.detailed_metric || *value_to_metric) && !value.is_empty() {
+                out.push_str(key);
+                out.push('_');
+                out.push_str(value);
+            } else {
+                out.push_str(segment);
+            }
+        }
+        Cow::Owned(out)
+    }
 }
 
 /// The entries of one level, by key.
@@ -259,9 +304,16 @@ impl Domain {
 #[derive(Debug, Default)]
 pub struct RuleSet {
     domains: HashMap<Arc<str>, Domain>,
+    version: String,
 }
 
 impl RuleSet {
+    /// The version of the files this set was loaded from (a content hash,
+    /// [`version_of`]).
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
     /// The domain called `name`, if configured.
     pub fn domain(&self, name: &str) -> Option<&Domain> {
         self.domains.get(name)

@@ -114,6 +114,8 @@ pub struct Applied {
     pub outcomes: Vec<Outcome>,
     /// Decided without the real store (fallback, fail open or fail closed).
     pub degraded: bool,
+    /// Which outcomes the local over-limit cache gave (empty: none).
+    pub from_local_cache: Vec<bool>,
 }
 
 /// The future a store returns.
@@ -141,7 +143,7 @@ pub trait CounterStore: Send + Sync + std::fmt::Debug {
         Box::pin(async move {
             Ok(Applied {
                 outcomes: applied.await?,
-                degraded: false,
+                ..Applied::default()
             })
         })
     }
