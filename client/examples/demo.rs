@@ -235,9 +235,17 @@ async fn embedded_floodgate() -> Result<(String, Embedded), Box<dyn std::error::
     let server = tokio::spawn(async move {
         // The rules are read at startup; the directory lives until then.
         let _rules = rules;
-        floodgate_server::run(config, floodgate_server::Listeners { grpc, http }, async {
-            let _ = stopped.await;
-        })
+        floodgate_server::run(
+            config,
+            floodgate_server::Listeners {
+                grpc,
+                http,
+                admin: None,
+            },
+            async {
+                let _ = stopped.await;
+            },
+        )
         .await
     });
     Ok((endpoint, (stop, server)))

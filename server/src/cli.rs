@@ -1,4 +1,4 @@
-//! The `floodgate` command line: `serve` and `check`. `main.rs` only calls
+//! The `floodgate` command line: `serve`, `check`, `bench` and `admin`. `main.rs` only calls
 //! [`main`]; everything else lives here so it can be tested.
 
 use std::path::PathBuf;
@@ -27,6 +27,52 @@ pub enum Command {
     Check(CheckArgs),
     /// Load any Envoy RLS server and report calls/s and latency percentiles.
     Bench(crate::bench::BenchArgs),
+    /// Read or reset a descriptor's counters through a server's admin listener.
+    Admin(AdminArgs),
+}
+
+/// `floodgate admin`.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: AdminAction,
+    /// The server's admin listener.
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1:6070",
+        env = "FLOODGATE_ADMIN_ADDR"
+    )]
+    pub addr: String,
+    /// The admin token, if the server requires one.
+    #[arg(
+        long,
+        global = true,
+        env = "FLOODGATE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+}
+
+/// `floodgate admin` actions.
+#[derive(Debug, Subcommand)]
+pub enum AdminAction {
+    /// Show a descriptor's counters (limit, remaining, reset); counts nothing.
+    Get(DescriptorArgs),
+    /// Delete a descriptor's counters, so that its next call starts afresh.
+    Reset(DescriptorArgs),
+}
+
+/// One descriptor of a domain.
+#[derive(Debug, Args)]
+pub struct DescriptorArgs {
+    /// The rules domain.
+    #[arg(long)]
+    pub domain: String,
+    /// The descriptor's entries, from the most general: KEY=VALUE ...
+    #[arg(required = true, value_name = "KEY=VALUE")]
+    pub entries: Vec<String>,
 }
 
 /// `floodgate serve`. Each flag overrides the config file and `FLOODGATE_*`
@@ -59,6 +105,9 @@ pub struct ServeArgs {
     /// HTTP listen address [default: 0.0.0.0:8080].
     #[arg(long, value_name = "ADDR")]
     pub http_addr: Option<String>,
+    /// Admin listen address, empty for none [default: 127.0.0.1:6070].
+    #[arg(long, value_name = "ADDR")]
+    pub admin_addr: Option<String>,
     /// Prefix of every counter key.
     #[arg(long, value_name = "PREFIX")]
     pub cache_key_prefix: Option<String>,
@@ -91,6 +140,51 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check(&args, &mut std::io::stdout(), &mut std::io::stderr()),
         Command::Serve(args) => serve(*args),
         Command::Bench(args) => bench(&args),
+        Command::Admin(args) => admin(&args),
+    }
+}
+
+/// `floodgate admin get|reset`: one call to the admin listener; prints its
+/// answer; exit 1 unless it succeeded.
+fn admin(args: &AdminArgs) -> ExitCode {
+    let (path, d) = match &args.action {
+        AdminAction::Get(d) => ("/counters/get", d),
+        AdminAction::Reset(d) => ("/counters/reset", d),
+    };
+    let mut entries = Vec::new();
+    for pair in &d.entries {
+        let Some((key, value)) = pair.split_once('=') else {
+            eprintln!("floodgate admin: expected KEY=VALUE, got {pair:?}");
+            return ExitCode::from(2);
+        };
+        entries.push(serde_json::json!({ "key": key, "value": value }));
+    }
+    let body = serde_json::json!({
+        "domain": d.domain,
+        "descriptors": [{ "entries": entries }],
+    })
+    .to_string();
+    let Some(runtime) = runtime(Some(1)) else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(crate::admin::post(
+        &args.addr,
+        path,
+        args.token.as_deref(),
+        &body,
+    )) {
+        Ok((200, answer)) => {
+            print!("{answer}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, answer)) => {
+            eprint!("floodgate admin: HTTP {status}: {answer}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("floodgate admin: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -179,6 +273,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         ("on_store_failure", args.on_store_failure),
         ("grpc_addr", args.grpc_addr),
         ("http_addr", args.http_addr),
+        ("admin_addr", args.admin_addr),
         ("cache_key_prefix", args.cache_key_prefix),
         (
             "merge_domains",
@@ -207,15 +302,20 @@ fn serve(args: ServeArgs) -> ExitCode {
         let bind = |addr| async move {
             tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))
         };
-        let listeners = match (bind(config.grpc_addr).await, bind(config.http_addr).await) {
-            (Ok(grpc), Ok(http)) => Listeners { grpc, http },
-            (Err(e), _) | (_, Err(e)) => {
+        let admin = match config.admin_addr {
+            Some(addr) => bind(addr).await.map(Some),
+            None => Ok(None),
+        };
+        let listeners = match (bind(config.grpc_addr).await, bind(config.http_addr).await, admin) {
+            (Ok(grpc), Ok(http), Ok(admin)) => Listeners { grpc, http, admin },
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 tracing::error!("{e}");
                 return ExitCode::FAILURE;
             }
         };
         let store = config.redis.as_ref().map_or_else(|| "memory".to_owned(), |r| format!("redis {:?} ({})", r.mode, r.endpoints()));
-        tracing::info!(grpc = %config.grpc_addr, http = %config.http_addr, rules = %config.rules.display(), %store, "floodgate serving");
+        let admin = config.admin_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
+        tracing::info!(grpc = %config.grpc_addr, http = %config.http_addr, %admin, rules = %config.rules.display(), %store, "floodgate serving");
         let clock = match config.clock_offset_ms {
             0 => crate::clock::Clock::System,
             offset => {

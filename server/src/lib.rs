@@ -25,6 +25,7 @@
 //! background tasks, graceful drain), [`shutdown`] (signals), [`cli`] (the
 //! `floodgate` binary), [`clock`] (injectable time).
 
+pub mod admin;
 pub mod bench;
 pub mod cli;
 pub mod clock;
@@ -75,8 +76,10 @@ pub const HEALTH_SERVICES: &[&str] = &[
 pub struct Listeners {
     /// gRPC (HTTP/2).
     pub grpc: TcpListener,
-    /// HTTP/1.1 and HTTP/2: health, `/json`, `/rlconfig`.
+    /// HTTP/1.1 and HTTP/2: health, `/json`, `/rlconfig`, `/metrics`.
     pub http: TcpListener,
+    /// The admin endpoints ([`admin`]), if served.
+    pub admin: Option<TcpListener>,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -254,9 +257,10 @@ pub async fn run_with_clock(
             until_draining(drain_rx.clone()),
         );
     servers.spawn(async move { grpc.await.map_err(|e| format!("gRPC server: {e}")) });
+    let codec = Arc::new(codec);
     let router = http::router(http::HttpState {
-        service,
-        codec: Arc::new(codec),
+        service: service.clone(),
+        codec: codec.clone(),
         draining: drain_rx.clone(),
     });
     let http_listener = axum::serve::ListenerExt::tap_io(listeners.http, |tcp| {
@@ -268,6 +272,16 @@ pub async fn run_with_clock(
     let http =
         axum::serve(http_listener, router).with_graceful_shutdown(until_draining(drain_rx.clone()));
     servers.spawn(async move { http.await.map_err(|e| format!("HTTP server: {e}")) });
+    if let Some(listener) = listeners.admin {
+        let router = admin::router(admin::AdminState {
+            service: service.clone(),
+            codec: codec.clone(),
+            token: config.admin_token.clone(),
+        });
+        let admin =
+            axum::serve(listener, router).with_graceful_shutdown(until_draining(drain_rx.clone()));
+        servers.spawn(async move { admin.await.map_err(|e| format!("admin server: {e}")) });
+    }
 
     let failure = tokio::select! {
         () = shutdown => None,

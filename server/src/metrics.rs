@@ -150,6 +150,8 @@ pub type GaugeSource =
     Arc<dyn Fn() -> Vec<(&'static str, &'static str, &'static str, f64)> + Send + Sync>;
 
 type DomainSeries = HashMap<Box<str>, Arc<RuleCounters>>;
+/// One of a rule's counters.
+type Field = fn(&RuleCounters) -> &AtomicU64;
 
 /// Every metric of one server.
 pub struct Metrics {
@@ -419,7 +421,7 @@ impl Metrics {
         let rules = read(&self.rules);
         let mut domains: Vec<_> = rules.iter().collect();
         domains.sort_by(|a, b| a.0.cmp(b.0));
-        let metrics: [(&str, &str, fn(&RuleCounters) -> &AtomicU64); 6] = [
+        let metrics: [(&str, &str, Field); 6] = [
             ("total_hits", "Hits counted under a rule.", |c| {
                 &c.total_hits
             }),

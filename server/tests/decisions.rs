@@ -805,6 +805,9 @@ impl floodgate_server::store::CounterStore for Frozen {
     {
         Box::pin(std::future::pending())
     }
+    fn reset<'a>(&'a self, _: &'a [String]) -> floodgate_server::store::StoreFuture<'a, u64> {
+        Box::pin(std::future::pending())
+    }
     fn ping(&self) -> floodgate_server::store::StoreFuture<'_, ()> {
         Box::pin(async { Ok(()) })
     }

@@ -56,6 +56,8 @@ async fn quick_start_serves_three_per_minute_then_exits_cleanly_on_sigterm() {
         &grpc_addr,
         "--http-addr",
         &http_addr,
+        "--admin-addr",
+        "127.0.0.1:0",
     ])
     .stderr(Stdio::piped())
     .spawn()
@@ -157,6 +159,8 @@ fn invalid_rules_stop_serve_with_the_error() {
         "--grpc-addr",
         "127.0.0.1:0",
         "--http-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
         "127.0.0.1:0",
     ])
     .output()

@@ -194,6 +194,8 @@ pub struct TestServer {
     pub grpc_addr: SocketAddr,
     /// The HTTP address.
     pub http_addr: SocketAddr,
+    /// The admin address.
+    pub admin_addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), RunError>>>,
 }
@@ -213,6 +215,10 @@ impl TestServer {
         let http = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind HTTP");
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind admin");
+        let admin_addr = admin.local_addr().expect("admin address");
         let grpc_addr = grpc.local_addr().expect("gRPC address");
         let http_addr = http.local_addr().expect("HTTP address");
         let (tx, rx) = oneshot::channel();
@@ -221,7 +227,11 @@ impl TestServer {
         };
         let task = tokio::spawn(floodgate_server::run_with_clock(
             config,
-            Listeners { grpc, http },
+            Listeners {
+                grpc,
+                http,
+                admin: Some(admin),
+            },
             shutdown,
             clock,
         ));
@@ -229,6 +239,7 @@ impl TestServer {
         let server = TestServer {
             grpc_addr,
             http_addr,
+            admin_addr,
             shutdown: Some(tx),
             task: Some(task),
         };
@@ -323,6 +334,10 @@ pub struct ServerProcess {
     child: Child,
     /// The gRPC address.
     pub grpc_addr: SocketAddr,
+    /// The HTTP address.
+    pub http_addr: SocketAddr,
+    /// The admin address.
+    pub admin_addr: SocketAddr,
 }
 
 impl ServerProcess {
@@ -332,7 +347,12 @@ impl ServerProcess {
         let grpc_addr: SocketAddr = format!("127.0.0.1:{}", free_port())
             .parse()
             .expect("address");
-        let http_addr = format!("127.0.0.1:{}", free_port());
+        let http_addr: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
+        let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
         let mut command = Command::new(floodgate_bin());
         command
             .arg("serve")
@@ -342,7 +362,9 @@ impl ServerProcess {
                 "--grpc-addr",
                 &grpc_addr.to_string(),
                 "--http-addr",
-                &http_addr,
+                &http_addr.to_string(),
+                "--admin-addr",
+                &admin_addr.to_string(),
             ])
             .args(args)
             .stdout(Stdio::null())
@@ -356,6 +378,8 @@ impl ServerProcess {
         let mut process = ServerProcess {
             child: command.spawn().expect("spawn floodgate"),
             grpc_addr,
+            http_addr,
+            admin_addr,
         };
         let child = &mut process.child;
         wait_until_listening(grpc_addr, || match child.try_wait() {
@@ -409,4 +433,28 @@ pub async fn wait_until_listening(addr: SocketAddr, mut stopped: impl FnMut() ->
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A minimal HTTP/1.1 GET over loopback: (status, body).
+pub async fn http_get(url: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("HTTP GET");
+    let (host, path) = rest.split_once('/').expect("HTTP GET");
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .expect("HTTP GET");
+    stream
+        .write_all(
+            format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("HTTP GET");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.expect("HTTP GET");
+    let code = text[9..12].parse().expect("HTTP GET");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
 }

@@ -202,6 +202,7 @@ fn serve_and_wait(rules: &Path, args: &[&str]) -> (Option<i32>, String) {
         .arg(rules)
         .args(["--grpc-addr", &format!("127.0.0.1:{}", free_port())])
         .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin-addr", "127.0.0.1:0"])
         .args(args)
         .env_remove("FLOODGATE_REDIS_PASSWORD")
         .stdout(Stdio::piped())

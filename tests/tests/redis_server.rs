@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use floodgate_e2e::{RedisServer, TestServer, config_with_rules, rules_dir, user_rules};
+use floodgate_e2e::{RedisServer, TestServer, config_with_rules, http_get, rules_dir, user_rules};
 use floodgate_proto::rate_limit_descriptor::Entry;
 use floodgate_proto::rate_limit_response::Code;
 use floodgate_proto::{RateLimitDescriptor, RateLimitRequest};
@@ -231,28 +231,6 @@ async fn redis_going_away_is_answered_by_the_failure_policy_and_health_says_so()
             .await
             .expect("the server still drains cleanly");
     }
-}
-
-/// A minimal HTTP/1.1 GET over loopback: (status, body).
-async fn http_get(url: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    stream
-        .write_all(
-            format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
-    let code = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

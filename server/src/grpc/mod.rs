@@ -110,6 +110,24 @@ impl RateLimiter {
     }
 }
 
+impl RateLimiter {
+    /// The state of `proto`'s counters, counting nothing (admin).
+    pub async fn peek(&self, proto: &RateLimitRequest) -> Result<RateLimitResponse, ServiceError> {
+        let request = Request::parse(proto, &self.limits)?;
+        let decision = self.limiter.peek(&request).await?;
+        Ok(response::encode(proto, &decision, &self.response))
+    }
+
+    /// Deletes the counters of `proto`'s descriptors (admin); returns how
+    /// many existed.
+    pub async fn reset(&self, proto: &RateLimitRequest) -> Result<u64, ServiceError> {
+        let request = Request::parse(proto, &self.limits)?;
+        let reset = self.limiter.reset(&request).await?;
+        tracing::info!(domain = %proto.domain, descriptors = proto.descriptors.len(), counters = reset, "counters reset by an operator");
+        Ok(reset)
+    }
+}
+
 /// The tonic service for `envoy.service.ratelimit.v3.RateLimitService`.
 #[derive(Debug, Clone)]
 pub struct RateLimitGrpc {

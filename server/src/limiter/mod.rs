@@ -187,7 +187,50 @@ impl Limiter {
         if domain.is_none() {
             self.metrics.record_domain_not_found(request.domain);
         }
-        let mut matched: Vec<Option<Matched<'_>>> = match domain {
+        let (plans, checks) = self.plan(domain, request);
+
+        let Applied {
+            outcomes,
+            degraded,
+            from_local_cache,
+        } = if checks.is_empty() {
+            Applied::default()
+        } else {
+            let on_failure = domain.and_then(|d| d.on_store_failure());
+            let started = tokio::time::Instant::now();
+            let applied = self
+                .store
+                .apply_marked(&checks, self.commit(checks.len()), on_failure)
+                .await;
+            self.metrics.record_store(
+                started.elapsed(),
+                applied.is_err(),
+                applied.as_ref().is_ok_and(|a| a.degraded),
+            );
+            applied?
+        };
+        if outcomes.len() != checks.len() {
+            return Err(StoreError::Protocol(format!(
+                "the store returned {} outcomes for {} checks",
+                outcomes.len(),
+                checks.len()
+            ))
+            .into());
+        }
+        self.record(request, &plans, &outcomes, &from_local_cache);
+        let mut decision = self.conclude(plans, &outcomes);
+        decision.degraded = degraded;
+        Ok(decision)
+    }
+
+    /// Matches each descriptor and lays out the store checks its limits
+    /// need now (the plan says which checks speak for which descriptor).
+    fn plan<'r>(
+        &self,
+        domain: Option<&'r Domain>,
+        request: &Request<'_>,
+    ) -> (Vec<Plan<'r>>, Vec<Check>) {
+        let mut matched: Vec<Option<Matched<'r>>> = match domain {
             None => request.descriptors.iter().map(|_| None).collect(),
             Some(domain) => request
                 .descriptors
@@ -275,39 +318,34 @@ impl Limiter {
                 }
             })
             .collect();
+        (plans, checks)
+    }
 
-        let Applied {
-            outcomes,
-            degraded,
-            from_local_cache,
-        } = if checks.is_empty() {
-            Applied::default()
-        } else {
-            let on_failure = domain.and_then(|d| d.on_store_failure());
-            let started = tokio::time::Instant::now();
-            let applied = self
-                .store
-                .apply_marked(&checks, self.commit(checks.len()), on_failure)
-                .await;
-            self.metrics.record_store(
-                started.elapsed(),
-                applied.is_err(),
-                applied.as_ref().is_ok_and(|a| a.degraded),
-            );
-            applied?
-        };
-        if outcomes.len() != checks.len() {
-            return Err(StoreError::Protocol(format!(
-                "the store returned {} outcomes for {} checks",
-                outcomes.len(),
-                checks.len()
-            ))
-            .into());
+    /// Reads the state of `request`'s counters without counting anything
+    /// (an operator's view): the decision as if each descriptor asked for
+    /// zero hits.
+    pub async fn peek(&self, request: &Request<'_>) -> Result<Decision, LimiterError> {
+        let mut request = request.clone();
+        for d in &mut request.descriptors {
+            d.hits = 0;
         }
-        self.record(request, &plans, &outcomes, &from_local_cache);
-        let mut decision = self.conclude(plans, &outcomes);
-        decision.degraded = degraded;
-        Ok(decision)
+        self.decide(&request).await
+    }
+
+    /// Deletes the counters `request`'s descriptors use now (every limit
+    /// that applies to them), so their next call starts afresh. Returns
+    /// how many counters existed.
+    pub async fn reset(&self, request: &Request<'_>) -> Result<u64, LimiterError> {
+        let rules = self.rules.current();
+        let Some(domain) = rules.domain(request.domain) else {
+            return Ok(0);
+        };
+        let (_, checks) = self.plan(Some(domain), request);
+        let keys: Vec<String> = checks.into_iter().map(|c| c.key).collect();
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        Ok(self.store.reset(&keys).await?)
     }
 
     /// How a request's checks commit.

@@ -107,7 +107,7 @@ pub struct Override {
 }
 
 /// One validated descriptor, borrowing from the protobuf request.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Descriptor<'a> {
     /// The entries, in order.
     pub entries: &'a [Entry],
@@ -130,7 +130,7 @@ impl Descriptor<'_> {
 }
 
 /// A validated request.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Request<'a> {
     /// The rules domain.
     pub domain: &'a str,

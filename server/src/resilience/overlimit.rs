@@ -81,6 +81,11 @@ impl OverLimitCache {
         shard.insert(key.to_owned(), (now + left, limit));
     }
 
+    /// Forgets `key` (its counter was reset).
+    pub fn remove(&self, key: &str) {
+        self.shard(key).remove(key);
+    }
+
     /// Keys held (live or not yet dropped).
     pub fn len(&self) -> usize {
         self.shards

@@ -451,6 +451,21 @@ impl CounterStore for ResilientStore {
         Box::pin(self.apply_resilient(checks, commit, policy))
     }
 
+    /// Resets the counters in Redis and in the fallback, and forgets them in
+    /// the local over-limit cache, so the next call is decided afresh.
+    fn reset<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            if let Some(cache) = &self.over_limit {
+                for key in keys {
+                    cache.remove(key);
+                }
+            }
+            let fallback = self.fallback.reset(keys).await?;
+            let primary = self.primary.reset(keys).await?;
+            Ok(primary.max(fallback))
+        })
+    }
+
     fn ping(&self) -> StoreFuture<'_, ()> {
         // The service answers whatever the store does (the policy decides);
         // the store's own health is reported apart (see `check_health`).
@@ -522,6 +537,9 @@ mod tests {
                 self.act().await?;
                 self.inner.apply(checks, commit).await
             })
+        }
+        fn reset<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, u64> {
+            Box::pin(async move { Ok(keys.len() as u64) })
         }
         fn ping(&self) -> StoreFuture<'_, ()> {
             Box::pin(self.act())

@@ -67,6 +67,16 @@ impl CounterStore for Connecting {
         }
     }
 
+    fn reset<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, u64> {
+        match self.store.get() {
+            Some(store) => store.reset(keys),
+            None => {
+                let e = self.not_yet();
+                Box::pin(async move { Err(e) })
+            }
+        }
+    }
+
     fn ping(&self) -> StoreFuture<'_, ()> {
         match self.store.get() {
             Some(store) => store.ping(),

@@ -320,6 +320,14 @@ impl CounterStore for MemoryStore {
         Box::pin(std::future::ready(Ok(outcomes)))
     }
 
+    fn reset<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, u64> {
+        let removed = keys
+            .iter()
+            .filter(|key| self.shard(key).remove(key.as_str()).is_some())
+            .count() as u64;
+        Box::pin(async move { Ok(removed) })
+    }
+
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(std::future::ready(Ok(())))
     }

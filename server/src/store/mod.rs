@@ -148,6 +148,10 @@ pub trait CounterStore: Send + Sync + std::fmt::Debug {
         })
     }
 
+    /// Deletes the counters under `keys` (an operator unblocking a
+    /// client); returns how many existed.
+    fn reset<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, u64>;
+
     /// Checks that the store answers.
     fn ping(&self) -> StoreFuture<'_, ()>;
 

@@ -508,6 +508,21 @@ impl CounterStore for RedisStore {
         })
     }
 
+    fn reset<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            // One DEL per key: on a cluster each goes to its key's primary.
+            let deletes = keys.iter().map(|key| {
+                let mut cmd = redis::cmd("DEL");
+                cmd.arg(key.as_str());
+                async move { self.query::<u64>(&cmd).await }
+            });
+            let counts = futures_util::future::try_join_all(deletes)
+                .await
+                .map_err(store_error)?;
+            Ok(counts.into_iter().sum())
+        })
+    }
+
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             // On a cluster, PING goes to every primary.
