@@ -291,12 +291,25 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = crate::telemetry::init(config.log_format, &config.log_level) {
-        eprintln!("floodgate: {e}");
-        return ExitCode::from(2);
-    }
     let Some(runtime) = runtime(None) else {
         return ExitCode::FAILURE;
+    };
+    // The OTLP exporter's client lives on this runtime; `telemetry` flushes
+    // the last spans when dropped, after the server has stopped.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        crate::telemetry::init(
+            config.log_format,
+            &config.log_level,
+            config.trace_sampling_ratio,
+        )
+    };
+    let _telemetry = match telemetry {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("floodgate: {e}");
+            return ExitCode::from(2);
+        }
     };
     runtime.block_on(async move {
         let bind = |addr| async move {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use floodgate_proto::{RateLimitRequest, RateLimitResponse, RateLimitService};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::limiter::{Limiter, Request, RequestLimits};
 use crate::metrics::CallCode;
@@ -83,6 +84,15 @@ impl RateLimiter {
         let result = deadline::with_deadline(caller_deadline, async {
             let request = Request::parse(proto, &self.limits)?;
             let decision = self.limiter.decide(&request).await?;
+            let span = tracing::Span::current();
+            span.record(
+                "decision",
+                match decision.overall {
+                    crate::limiter::Code::Ok => "OK",
+                    crate::limiter::Code::OverLimit => "OVER_LIMIT",
+                },
+            );
+            span.record("degraded", decision.degraded);
             Ok(response::encode(proto, &decision, &self.response))
         })
         .await;
@@ -143,21 +153,31 @@ impl RateLimitGrpc {
 
 #[tonic::async_trait]
 impl RateLimitService for RateLimitGrpc {
-    #[tracing::instrument(level = "debug", skip_all, fields(domain = %request.get_ref().domain, descriptors = request.get_ref().descriptors.len()))]
     async fn should_rate_limit(
         &self,
         request: tonic::Request<RateLimitRequest>,
     ) -> Result<tonic::Response<RateLimitResponse>, tonic::Status> {
+        let span = tracing::debug_span!(
+            "ShouldRateLimit",
+            otel.kind = "server",
+            rpc.system = "grpc",
+            domain = %request.get_ref().domain,
+            descriptors = request.get_ref().descriptors.len(),
+            decision = tracing::field::Empty,
+            degraded = tracing::field::Empty,
+        );
+        crate::telemetry::adopt_remote_parent(&span, request.metadata());
         let caller_deadline = request
             .metadata()
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(deadline::from_grpc_timeout);
-        match self
+        let answer = self
             .inner
             .should_rate_limit_by(request.get_ref(), caller_deadline)
-            .await
-        {
+            .instrument(span)
+            .await;
+        match answer {
             Ok(response) => Ok(tonic::Response::new(response)),
             Err(e) => Err(e.into()),
         }

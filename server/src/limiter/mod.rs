@@ -15,6 +15,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument as _;
+
 pub use request::{Descriptor, MAX_HITS, Override, Request, RequestError, RequestLimits};
 
 use crate::clock::Clock;
@@ -198,9 +200,15 @@ impl Limiter {
         } else {
             let on_failure = domain.and_then(|d| d.on_store_failure());
             let started = tokio::time::Instant::now();
+            let span = tracing::debug_span!(
+                "store.apply",
+                store = self.store.kind(),
+                checks = checks.len()
+            );
             let applied = self
                 .store
                 .apply_marked(&checks, self.commit(checks.len()), on_failure)
+                .instrument(span)
                 .await;
             self.metrics.record_store(
                 started.elapsed(),
@@ -230,6 +238,8 @@ impl Limiter {
         domain: Option<&'r Domain>,
         request: &Request<'_>,
     ) -> (Vec<Plan<'r>>, Vec<Check>) {
+        let _span =
+            tracing::debug_span!("rules.match", descriptors = request.descriptors.len()).entered();
         let mut matched: Vec<Option<Matched<'r>>> = match domain {
             None => request.descriptors.iter().map(|_| None).collect(),
             Some(domain) => request
