@@ -23,7 +23,10 @@
 //!
 //! Around the path: [`config`] (settings, validated once), [`run`] (listeners,
 //! background tasks, graceful drain), [`shutdown`] (signals), [`cli`] (the
-//! `floodgate` binary), [`clock`] (injectable time).
+//! `floodgate` binary), [`clock`] (injectable time), [`metrics`] (what each
+//! step records, served on `/metrics`), [`telemetry`] (logs and OTLP
+//! traces: one span per call, with the rules match and the store call
+//! inside), [`rules::reload`] (hot reload), [`admin`] (counter get and reset).
 
 pub mod admin;
 pub mod bench;
