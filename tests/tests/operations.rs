@@ -351,7 +351,9 @@ async fn admin(server: &TestServer, path: &str, token: Option<&str>, user: &str)
     .unwrap()
 }
 
-async fn admin_reset_unblocks(server: TestServer) {
+/// Blocks `bob`, reads and resets his counter, checks he is unblocked;
+/// `from_local_cache`: the over-limit answers the local cache gave.
+async fn admin_reset_unblocks(server: TestServer, from_local_cache: u64) {
     for _ in 0..2 {
         assert_eq!(remaining(&server, "bob").await.0, Code::Ok);
     }
@@ -372,13 +374,25 @@ async fn admin_reset_unblocks(server: TestServer) {
     );
     let (_, state) = admin(&server, "/counters/get", None, "bob").await;
     assert!(state.contains("\"limitRemaining\":1"), "{state}");
+    let page = scrape(&server).await;
+    let rule = |metric: &str| {
+        value(
+            &page,
+            &format!("floodgate_rule_{metric}_total{{domain=\"edge\",key=\"user\"}}"),
+        )
+    };
+    // 5 calls of 1 hit; the admin reads count nothing.
+    assert_eq!(rule("total_hits"), Some(5));
+    assert_eq!(rule("over_limit"), Some(2));
+    assert_eq!(rule("over_limit_with_local_cache"), Some(from_local_cache));
     server.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_reset_unblocks_a_key_in_memory() {
     let rules = rules_dir(&[("edge.yaml", user_rules(2).as_str())]);
-    admin_reset_unblocks(TestServer::start(config_with_rules(rules.path())).await).await;
+    // The memory store needs no local cache: every answer is local.
+    admin_reset_unblocks(TestServer::start(config_with_rules(rules.path())).await, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,7 +403,7 @@ async fn an_admin_reset_unblocks_a_key_in_redis_and_the_local_cache() {
     config.redis = Some(RedisSettings::single(redis.url()));
     config.resilience.over_limit_cache_entries = 1_000;
     config.resilience.store_deadline = Duration::from_secs(2);
-    admin_reset_unblocks(TestServer::start(config).await).await;
+    admin_reset_unblocks(TestServer::start(config).await, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
