@@ -53,7 +53,13 @@ async fn authorize(State(state): State<AdminState>, request: Request, next: Next
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| {
+                // The scheme is case-insensitive.
+                let (scheme, token) = v.split_once(' ')?;
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then_some(token.trim())
+            });
         if !given.is_some_and(|g| same(g.as_bytes(), token.expose().as_bytes())) {
             return (
                 StatusCode::UNAUTHORIZED,
@@ -142,10 +148,14 @@ pub async fn post(
         .await
         .map_err(|_| format!("{addr}: no answer within 30 s"))?
         .map_err(|e| format!("{addr}: {e}"))?;
-    let reply = String::from_utf8_lossy(&reply);
-    let (head, body) = reply
-        .split_once("\r\n\r\n")
+    let split = reply
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
         .ok_or_else(|| format!("{addr}: not an HTTP answer"))?;
+    let (head, body) = (
+        String::from_utf8_lossy(&reply[..split]),
+        &reply[split + 4..],
+    );
     let status = head
         .split(' ')
         .nth(1)
@@ -154,28 +164,31 @@ pub async fn post(
     let chunked = head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked");
-    Ok((
-        status,
-        if chunked {
-            dechunk(body)
-        } else {
-            body.to_owned()
-        },
-    ))
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// The body of a chunked HTTP/1.1 answer.
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+/// The body of a chunked HTTP/1.1 answer (stops at anything malformed).
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&body[..line_end]);
+        // A chunk size may carry extensions: `5;name=value`.
+        let size = size.split(';').next().unwrap_or_default().trim();
+        let Ok(size) = usize::from_str_radix(size, 16) else {
             break;
         };
-        if size == 0 || rest.len() < size {
+        let rest = &body[line_end + 2..];
+        let Some(chunk) = rest.get(..size).filter(|_| size > 0) else {
             break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
+        };
+        out.extend_from_slice(chunk);
+        body = rest.get(size..).unwrap_or_default();
+        body = body.strip_prefix(b"\r\n").unwrap_or(body);
     }
     out
 }
@@ -186,7 +199,10 @@ mod tests {
 
     #[test]
     fn chunked_bodies_are_joined() {
-        assert_eq!(dechunk("5\r\nhello\r\n1\r\n!\r\n0\r\n\r\n"), "hello!");
+        assert_eq!(dechunk(b"5\r\nhello\r\n1;x=y\r\n!\r\n0\r\n\r\n"), b"hello!");
+        // A chunk cut short, or a multibyte character split across chunks.
+        assert_eq!(dechunk(b"9\r\nhel"), b"");
+        assert_eq!(dechunk("1\r\n\u{e9}".as_bytes()), &"\u{e9}".as_bytes()[..1]);
     }
 
     #[test]

@@ -312,6 +312,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Signal handlers first: a SIGTERM or SIGHUP during startup must not
+        // kill the process.
+        let shutdown = crate::shutdown::signal();
         let bind = |addr| async move {
             tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))
         };
@@ -336,7 +339,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 crate::clock::Clock::Offset(offset)
             }
         };
-        match crate::run_with_clock(config, listeners, crate::shutdown::signal(), clock).await {
+        match crate::run_with_clock(config, listeners, shutdown, clock).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");

@@ -421,15 +421,28 @@ impl TryFrom<Settings> for Config {
                 &s.rules_reload_interval,
             )?)
             .filter(|d| !d.is_zero()),
-            admin_addr: if s.admin_addr.is_empty() {
-                None
-            } else {
-                Some(address("admin_addr", &s.admin_addr)?)
-            },
+            admin_addr: admin_addr(&s.admin_addr, &s.admin_token)?,
             admin_token: (!s.admin_token.is_empty()).then(|| Secret::new(s.admin_token)),
             trace_sampling_ratio: ratio("trace_sampling_ratio", s.trace_sampling_ratio)?,
         })
     }
+}
+
+/// The admin listener's address. Anyone who reaches it can reset
+/// counters, so off loopback it needs a token.
+fn admin_addr(addr: &str, token: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    let parsed = address("admin_addr", addr)?;
+    if !parsed.ip().is_loopback() && token.is_empty() {
+        return Err(invalid(
+            "admin_addr",
+            addr,
+            "is not a loopback address: set admin_token too, or anyone who reaches it can reset counters",
+        ));
+    }
+    Ok(Some(parsed))
 }
 
 /// A ratio setting: between 0 and 1.
@@ -866,5 +879,28 @@ mod tests {
         assert_eq!(c.clock_offset_ms, -5);
         assert!(c.limiter.global_shadow_mode);
         assert_eq!(c.redis.unwrap().password.unwrap().expose(), "0123");
+    }
+
+    #[test]
+    fn an_admin_listener_off_loopback_needs_a_token() {
+        let open = Settings {
+            admin_addr: "0.0.0.0:6070".into(),
+            ..Settings::default()
+        };
+        let err = Config::try_from(open.clone()).err().unwrap().to_string();
+        assert!(
+            err.contains("admin_addr") && err.contains("admin_token"),
+            "{err}"
+        );
+        let guarded = Settings {
+            admin_token: "t".into(),
+            ..open
+        };
+        assert!(Config::try_from(guarded).is_ok());
+        let off = Settings {
+            admin_addr: String::new(),
+            ..Settings::default()
+        };
+        assert!(Config::try_from(off).unwrap().admin_addr.is_none());
     }
 }

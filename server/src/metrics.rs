@@ -112,18 +112,20 @@ impl CallCode {
 /// A latency histogram with fixed buckets.
 #[derive(Debug, Default)]
 struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
+    /// One per bound, and one past the last (`+Inf`): the count is their
+    /// sum, so `+Inf` and `_count` always agree with the buckets.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
     sum_nanos: AtomicU64,
 }
 
 impl Histogram {
     fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
+        let i = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
         self.sum_nanos.fetch_add(
             u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
@@ -137,7 +139,7 @@ impl Histogram {
             cumulative += bucket.load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
         }
-        let count = self.count.load(Ordering::Relaxed);
+        let count = cumulative + self.buckets[BUCKETS.len()].load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
@@ -149,7 +151,16 @@ impl Histogram {
 pub type GaugeSource =
     Arc<dyn Fn() -> Vec<(&'static str, &'static str, &'static str, f64)> + Send + Sync>;
 
-type DomainSeries = HashMap<Box<str>, Arc<RuleCounters>>;
+/// One domain's rule series.
+#[derive(Debug, Default)]
+struct DomainSeries {
+    /// By `key` label.
+    named: HashMap<Box<str>, Arc<RuleCounters>>,
+    /// How many of them carry request values (the capped kind).
+    dynamic: usize,
+    /// Where request-valued keys past the cap are counted.
+    overflow: Option<Arc<RuleCounters>>,
+}
 /// One of a rule's counters.
 type Field = fn(&RuleCounters) -> &AtomicU64;
 
@@ -212,30 +223,45 @@ impl Metrics {
         }
     }
 
-    /// The counters of rule `key` in `domain` (or the domain's overflow
-    /// series, past the cap).
-    fn rule(&self, domain: &str, key: &str) -> Arc<RuleCounters> {
-        if let Some(c) = read(&self.rules).get(domain).and_then(|d| d.get(key)) {
-            return c.clone();
+    /// The counters of rule `key` in `domain`. A `dynamic` key (one built
+    /// from request values) past the domain's cap gets the overflow series;
+    /// configured keys are bounded by the rules and never capped.
+    fn rule(&self, domain: &str, key: &str, dynamic: bool) -> Arc<RuleCounters> {
+        let cap = self.settings.max_series_per_domain;
+        if let Some(series) = read(&self.rules).get(domain) {
+            if let Some(c) = series.named.get(key) {
+                return c.clone();
+            }
+            // Full: the common case under a flood of values, on the read lock.
+            if dynamic
+                && series.dynamic >= cap
+                && let Some(overflow) = &series.overflow
+            {
+                return overflow.clone();
+            }
         }
         let mut rules = write(&self.rules);
-        let series = rules.entry(Arc::from(domain)).or_default();
-        if let Some(c) = series.get(key) {
+        if !rules.contains_key(domain) {
+            rules.insert(Arc::from(domain), DomainSeries::default());
+        }
+        let Some(series) = rules.get_mut(domain) else {
+            return Arc::default();
+        };
+        if let Some(c) = series.named.get(key) {
             return c.clone();
         }
-        // The overflow series does not count toward the cap.
-        let named = series.len() - usize::from(series.contains_key(OVERFLOW));
-        let key = if named < self.settings.max_series_per_domain {
-            key
-        } else {
-            OVERFLOW
-        };
-        series.entry(Box::from(key)).or_default().clone()
+        if dynamic && series.dynamic >= cap {
+            return series.overflow.get_or_insert_with(Arc::default).clone();
+        }
+        series.dynamic += usize::from(dynamic);
+        series.named.entry(Box::from(key)).or_default().clone()
     }
 
-    /// Counts one descriptor's hits under its rule.
-    pub fn record_rule(&self, domain: &str, key: &str, o: RuleOutcome) {
-        let c = self.rule(domain, key);
+    /// Counts one descriptor's hits under its rule; `dynamic` says the key
+    /// carries request values (`detailed_metric`, `value_to_metric`, an
+    /// override), which the per-domain cap bounds.
+    pub fn record_rule(&self, domain: &str, key: &str, dynamic: bool, o: RuleOutcome) {
+        let c = self.rule(domain, key, dynamic);
         let add = |counter: &AtomicU64, n: u64| {
             if n > 0 {
                 counter.fetch_add(n, Ordering::Relaxed);
@@ -418,9 +444,18 @@ impl Metrics {
     }
 
     fn render_rules(&self, out: &mut String) {
-        let rules = read(&self.rules);
-        let mut domains: Vec<_> = rules.iter().collect();
-        domains.sort_by(|a, b| a.0.cmp(b.0));
+        // A snapshot of the series (cheap clones), formatted without the
+        // lock, so a scrape never holds up the request path.
+        let mut series: Vec<(Arc<str>, Box<str>, Arc<RuleCounters>)> = Vec::new();
+        for (domain, s) in read(&self.rules).iter() {
+            for (key, c) in &s.named {
+                series.push((domain.clone(), key.clone(), c.clone()));
+            }
+            if let Some(c) = &s.overflow {
+                series.push((domain.clone(), OVERFLOW.into(), c.clone()));
+            }
+        }
+        series.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         let metrics: [(&str, &str, Field); 6] = [
             ("total_hits", "Hits counted under a rule.", |c| {
                 &c.total_hits
@@ -448,25 +483,23 @@ impl Metrics {
         for (name, help, field) in metrics {
             let name = format!("floodgate_rule_{name}_total");
             header(out, &name, help, "counter");
-            for (domain, series) in &domains {
-                let mut keys: Vec<_> = series.iter().collect();
-                keys.sort_by(|a, b| a.0.cmp(b.0));
-                for (key, c) in keys {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{domain=\"{}\",key=\"{}\"}} {}",
-                        escape(domain),
-                        escape(key),
-                        field(c).load(Ordering::Relaxed)
-                    );
-                }
+            for (domain, key, c) in &series {
+                let _ = writeln!(
+                    out,
+                    "{name}{{domain=\"{}\",key=\"{}\"}} {}",
+                    escape(domain),
+                    escape(key),
+                    field(c).load(Ordering::Relaxed)
+                );
             }
         }
     }
 
-    /// Series of rules in `domain` (for tests and the cap).
+    /// Series of rules in `domain`, the overflow included (for tests).
     pub fn rule_series(&self, domain: &str) -> usize {
-        read(&self.rules).get(domain).map_or(0, HashMap::len)
+        read(&self.rules)
+            .get(domain)
+            .map_or(0, |s| s.named.len() + usize::from(s.overflow.is_some()))
     }
 }
 
@@ -512,8 +545,8 @@ mod tests {
         let m = Metrics::default();
         // Limit 10, near threshold 8: hits taking the count 7 → 9 are one
         // hit within (8) and one near (9)... in hits: 2 within, 1 near.
-        m.record_rule("d", "k", outcome(2, true, 10, 1));
-        m.record_rule("d", "k", outcome(3, false, 10, 0));
+        m.record_rule("d", "k", false, outcome(2, true, 10, 1));
+        m.record_rule("d", "k", false, outcome(3, false, 10, 0));
         let text = m.render();
         let s = |name: &str| {
             value(
@@ -535,10 +568,13 @@ mod tests {
             ..MetricsSettings::default()
         });
         for i in 0..100 {
-            m.record_rule("d", &format!("user_{i}"), outcome(1, true, 10, 9));
+            m.record_rule("d", &format!("user_{i}"), true, outcome(1, true, 10, 9));
         }
-        m.record_rule("other", "k", outcome(1, true, 10, 9));
+        m.record_rule("other", "k", true, outcome(1, true, 10, 9));
         assert_eq!(m.rule_series("d"), 4, "3 named + overflow");
+        // A configured key is never folded, full or not.
+        m.record_rule("d", "path_/login", false, outcome(1, true, 10, 9));
+        assert_eq!(m.rule_series("d"), 5);
         let text = m.render();
         assert_eq!(
             value(

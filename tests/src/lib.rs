@@ -451,7 +451,10 @@ pub async fn http_get(url: &str) -> (u16, String) {
         .expect("HTTP GET");
     let mut text = String::new();
     stream.read_to_string(&mut text).await.expect("HTTP GET");
-    let code = text[9..12].parse().expect("HTTP GET");
+    let code = text
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .expect("an HTTP status line");
     let body = text
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())

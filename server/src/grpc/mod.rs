@@ -161,7 +161,8 @@ impl RateLimitService for RateLimitGrpc {
             "ShouldRateLimit",
             otel.kind = "server",
             rpc.system = "grpc",
-            domain = %request.get_ref().domain,
+            // Recorded before validation: bounded here.
+            domain = %truncated(&request.get_ref().domain, 128),
             descriptors = request.get_ref().descriptors.len(),
             decision = tracing::field::Empty,
             degraded = tracing::field::Empty,
@@ -182,4 +183,13 @@ impl RateLimitService for RateLimitGrpc {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn truncated(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }

@@ -425,9 +425,11 @@ impl Limiter {
                         .join("."),
                 ),
             };
+            let dynamic = matches!(key, std::borrow::Cow::Owned(_));
             self.metrics.record_rule(
                 request.domain,
                 &key,
+                dynamic,
                 RuleOutcome {
                     hits: descriptor.hits,
                     allowed: outcome.allowed,

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -32,6 +33,10 @@ pub struct OverLimitCache {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
     hasher: RandomState,
+    /// When this cache was made, and the last reset after it (ns): a call
+    /// that started before a reset must not put back what it removed.
+    epoch: Instant,
+    last_reset: AtomicU64,
 }
 
 impl OverLimitCache {
@@ -41,6 +46,8 @@ impl OverLimitCache {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             per_shard: max_entries.div_ceil(SHARDS).max(1),
             hasher: RandomState::new(),
+            epoch: Instant::now(),
+            last_reset: AtomicU64::new(0),
         }
     }
 
@@ -65,9 +72,12 @@ impl OverLimitCache {
         }
     }
 
-    /// Records that `key` is over `limit` for `left`.
-    pub fn insert(&self, key: &str, limit: u64, left: Duration) {
-        if left.is_zero() {
+    /// Records that `key` is over `limit` for `left`, as learnt by a call
+    /// that started at `started`: ignored if a reset came since.
+    pub fn insert(&self, key: &str, limit: u64, left: Duration, started: Instant) {
+        let since = u64::try_from(started.saturating_duration_since(self.epoch).as_nanos())
+            .unwrap_or(u64::MAX);
+        if left.is_zero() || since < self.last_reset.load(Ordering::SeqCst) {
             return;
         }
         let now = Instant::now();
@@ -81,8 +91,12 @@ impl OverLimitCache {
         shard.insert(key.to_owned(), (now + left, limit));
     }
 
-    /// Forgets `key` (its counter was reset).
+    /// Forgets `key` (its counter was reset), and keeps calls already in
+    /// flight from caching it again.
     pub fn remove(&self, key: &str) {
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_reset
+            .fetch_max(now.saturating_add(1), Ordering::SeqCst);
         self.shard(key).remove(key);
     }
 
@@ -108,7 +122,7 @@ mod tests {
     async fn a_key_is_over_until_its_window_ends() {
         let cache = OverLimitCache::new(100);
         assert_eq!(cache.over("k", 5), None);
-        cache.insert("k", 5, Duration::from_secs(10));
+        cache.insert("k", 5, Duration::from_secs(10), Instant::now());
         assert_eq!(cache.over("k", 6), None, "a higher limit is not over");
         assert_eq!(cache.over("k", 5), Some(Duration::from_secs(10)));
         tokio::time::advance(Duration::from_secs(4)).await;
@@ -122,11 +136,26 @@ mod tests {
     async fn it_is_bounded_and_makes_room_from_ended_entries() {
         let cache = OverLimitCache::new(SHARDS); // one key per shard
         for i in 0..1_000 {
-            cache.insert(&format!("k{i}"), 5, Duration::from_secs(1));
+            cache.insert(&format!("k{i}"), 5, Duration::from_secs(1), Instant::now());
         }
         assert!(cache.len() <= SHARDS, "{}", cache.len());
         tokio::time::advance(Duration::from_secs(2)).await;
-        cache.insert("fresh", 5, Duration::from_secs(1));
+        cache.insert("fresh", 5, Duration::from_secs(1), Instant::now());
         assert!(cache.over("fresh", 5).is_some(), "ended entries make room");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_in_flight_during_a_reset_does_not_cache_again() {
+        let cache = OverLimitCache::new(100);
+        let started = Instant::now();
+        tokio::time::advance(Duration::from_millis(5)).await;
+        cache.remove("k");
+        // The call started before the reset learnt "over": not cached.
+        cache.insert("k", 5, Duration::from_secs(10), started);
+        assert_eq!(cache.over("k", 5), None);
+        // A call that starts after the reset caches again.
+        tokio::time::advance(Duration::from_millis(1)).await;
+        cache.insert("k", 5, Duration::from_secs(10), Instant::now());
+        assert!(cache.over("k", 5).is_some());
     }
 }

@@ -223,6 +223,7 @@ impl ResilientStore {
         let Some(cache) = self.over_limit.as_ref().filter(|_| commit == Commit::Each) else {
             return self.apply_uncached(checks, commit, policy).await;
         };
+        let started = Instant::now();
         let over = |c: &Check| {
             (c.algorithm == Algorithm::FixedWindow && c.hits > 0)
                 .then(|| cache.over(&c.key, c.rate.limit))
@@ -269,7 +270,7 @@ impl ResilientStore {
             for (i, (check, outcome)) in checks.iter().zip(&applied.outcomes).enumerate() {
                 let was_cached = cached.get(i).is_some_and(Option::is_some);
                 if check.algorithm == Algorithm::FixedWindow && !outcome.allowed && !was_cached {
-                    cache.insert(&check.key, check.rate.limit, outcome.reset_after);
+                    cache.insert(&check.key, check.rate.limit, outcome.reset_after, started);
                 }
             }
         }
@@ -455,13 +456,16 @@ impl CounterStore for ResilientStore {
     /// the local over-limit cache, so the next call is decided afresh.
     fn reset<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, u64> {
         Box::pin(async move {
+            // The counters first, then the cache: a call in flight can no
+            // longer learn "over" from the store, and one that already did
+            // is kept from caching it again (see `OverLimitCache::insert`).
+            let fallback = self.fallback.reset(keys).await?;
+            let primary = self.primary.reset(keys).await?;
             if let Some(cache) = &self.over_limit {
                 for key in keys {
                     cache.remove(key);
                 }
             }
-            let fallback = self.fallback.reset(keys).await?;
-            let primary = self.primary.reset(keys).await?;
             Ok(primary.max(fallback))
         })
     }

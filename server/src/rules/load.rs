@@ -73,12 +73,25 @@ pub fn read_paths(paths: &[PathBuf]) -> (Vec<(String, String)>, Vec<LoadError>) 
 /// order (16 hex digits). The same files give the same version on every
 /// instance, so operators can tell which rules each one serves.
 pub fn version_of(files: &[(String, String)]) -> String {
-    use std::hash::{Hash, Hasher};
-    // `DefaultHasher::new()` has fixed keys: the same files hash the same
-    // in every process of this build.
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    files.hash(&mut hasher);
-    format!("{:016x}", hasher.finish())
+    // FNV-1a, 64 bits: fixed by its definition, so every build and every
+    // instance agrees; over each file's own name (not where it is mounted)
+    // and text, each with its length, so no two sets of files collide by
+    // concatenation.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in (bytes.len() as u64).to_le_bytes().iter().chain(bytes) {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for (name, text) in files {
+        let base = Path::new(name)
+            .file_name()
+            .map_or(name.as_str(), |n| n.to_str().unwrap_or(name));
+        eat(base.as_bytes());
+        eat(text.as_bytes());
+    }
+    format!("{hash:016x}")
 }
 
 /// The rules files a path stands for: a file itself, or a directory's
@@ -98,8 +111,15 @@ fn rules_files(path: &Path) -> Result<Vec<PathBuf>, String> {
         let name = name.to_string_lossy();
         let is_yaml = name.ends_with(".yaml") || name.ends_with(".yml");
         let file = entry.path();
-        if is_yaml && !name.starts_with('.') && file.is_file() {
-            files.push(file);
+        if !is_yaml || name.starts_with('.') {
+            continue;
+        }
+        // Follows symlinks: a dangling one (a ConfigMap mid-update) is an
+        // error, not a file that is not there.
+        match std::fs::metadata(&file) {
+            Ok(meta) if meta.is_file() => files.push(file),
+            Ok(_) => {}
+            Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
         }
     }
     files.sort();

@@ -78,11 +78,37 @@ impl Reloader {
         self.apply(files, errors)
     }
 
+    /// [`snapshot`], off the runtime's worker threads.
+    async fn read(&self) -> (String, Vec<(String, String)>, Vec<LoadError>) {
+        let path = self.path.clone();
+        match tokio::task::spawn_blocking(move || snapshot(&path)).await {
+            Ok(read) => read,
+            Err(e) => (
+                String::from("!"),
+                Vec::new(),
+                vec![LoadError {
+                    file: self.path.display().to_string(),
+                    message: format!("reading the rules failed: {e}"),
+                    path: String::new(),
+                }],
+            ),
+        }
+    }
+
     fn apply(
         &self,
         files: Vec<(String, String)>,
         mut errors: Vec<LoadError>,
     ) -> Result<String, ReloadError> {
+        if files.is_empty() && errors.is_empty() {
+            // An emptied directory is far likelier a mount mid-update or a
+            // mistake than a wish to stop limiting everything.
+            errors.push(LoadError {
+                file: self.path.display().to_string(),
+                message: "no rules files (*.yaml, *.yml) found; keeping the rules in force".into(),
+                path: String::new(),
+            });
+        }
         let result = load_files(&files, self.merge_domains);
         let set = match result {
             Ok(set) if errors.is_empty() => set,
@@ -126,15 +152,23 @@ impl Reloader {
             if *drain.borrow() {
                 return;
             }
-            let (version, ..) = snapshot(&self.path);
+            let (mut version, ..) = self.read().await;
             if !forced && version == seen {
                 continue;
             }
-            // Let the change settle: apply only what two reads agree on.
-            tokio::time::sleep(SETTLE).await;
-            let (settled, files, errors) = snapshot(&self.path);
-            if settled != version && !forced {
-                continue;
+            // Let the change settle: apply only what two reads 200 ms apart
+            // agree on (a file being written, a symlink being swapped), up
+            // to 10 tries, then whatever is there.
+            let (mut settled, mut files, mut errors);
+            let mut tries = 0;
+            loop {
+                tokio::time::sleep(SETTLE).await;
+                (settled, files, errors) = self.read().await;
+                tries += 1;
+                if settled == version || tries == 10 {
+                    break;
+                }
+                version = settled.clone();
             }
             seen = settled;
             let why = if forced { "SIGHUP" } else { "files changed" };
@@ -240,11 +274,31 @@ mod tests {
     }
 
     #[test]
+    fn an_emptied_directory_or_a_dangling_link_keeps_the_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), ONE).unwrap();
+        let r = reloader(&dir);
+        let before = r.rules.current().version().to_owned();
+        std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
+        let err = r.reload().unwrap_err();
+        assert!(err.to_string().contains("no rules files"), "{err}");
+        std::os::unix::fs::symlink("..data/a.yaml", dir.path().join("a.yaml")).unwrap();
+        let err = r.reload().unwrap_err();
+        assert!(err.to_string().contains("cannot read"), "{err}");
+        assert_eq!(r.rules.current().version(), before);
+    }
+
+    #[test]
     fn the_version_is_the_content() {
         let a = vec![("a.yaml".to_owned(), ONE.to_owned())];
         let b = vec![("a.yaml".to_owned(), TWO.to_owned())];
         assert_eq!(version_of(&a), version_of(&a.clone()));
         assert_ne!(version_of(&a), version_of(&b));
         assert_eq!(version_of(&a).len(), 16);
+        // Where the files are mounted does not matter; their names do.
+        let elsewhere = vec![("/etc/rules/a.yaml".to_owned(), ONE.to_owned())];
+        assert_eq!(version_of(&a), version_of(&elsewhere));
+        let renamed = vec![("b.yaml".to_owned(), ONE.to_owned())];
+        assert_ne!(version_of(&a), version_of(&renamed));
     }
 }
