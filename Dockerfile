@@ -1,0 +1,22 @@
+# The floodgate image: built from this repository, run as a non-root user.
+#
+#   docker build -t floodgate:0.1.0 .
+#   docker run --rm -p 8081:8081 -p 8080:8080 -v "$PWD/examples/rules:/etc/floodgate/rules:ro" floodgate:0.1.0
+#
+# Build stage: the release binary. No protoc is needed (protox compiles proto/).
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p floodgate-server --bin floodgate \
+    && install -m 0755 target/release/floodgate /usr/local/bin/floodgate
+
+# Runtime: distroless (glibc, CA certificates, no shell), user 65532.
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /usr/local/bin/floodgate /usr/local/bin/floodgate
+COPY examples/rules /etc/floodgate/rules
+USER 65532:65532
+EXPOSE 8081 8080
+ENTRYPOINT ["/usr/local/bin/floodgate"]
+CMD ["serve"]

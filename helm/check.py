@@ -1,0 +1,315 @@
+#!/usr/bin/env python3
+"""Checks the Helm chart without a helm binary or a cluster.
+
+Run by scripts/test (with the .venv it makes):
+
+    .venv/bin/python helm/check.py [path/to/floodgate binary]
+
+1. strict lint (Helm's SDK, through helm-python-sdk);
+2. render with the default values and with each ci/*-values.yaml scenario,
+   print the kinds each renders;
+3. validate every rendered manifest with kubernetes-validate --strict against
+   several Kubernetes versions (the Prometheus Operator's ServiceMonitor is a
+   CRD kubernetes-validate has no schema for: its shape is checked here);
+4. yamllint the values, Chart.yaml, the scenarios and the rendered output;
+5. check that values.schema.json rejects wrong values;
+6. run `floodgate check` on the rules each scenario renders into its ConfigMap.
+
+Exits 1 on the first failed check, naming it.
+"""
+
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import helm_python as helm
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent
+CHART = ROOT / "floodgate"
+VENV_BIN = pathlib.Path(sys.executable).parent
+KUBE_VERSIONS = ["1.29.0", "1.33.0", "1.37.0"]
+RELEASE, NAMESPACE = "floodgate", "infra"
+
+
+def fail(what):
+    print(f"helm check FAILED: {what}", file=sys.stderr)
+    sys.exit(1)
+
+
+def run(cmd, what):
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        fail(f"{what}:\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def scenarios():
+    yield "default", {}
+    for path in sorted((CHART / "ci").glob("*-values.yaml")):
+        yield path.name.removesuffix("-values.yaml"), yaml.safe_load(path.read_text()) or {}
+
+
+def documents(rendered):
+    """(template path, manifest) for every non-empty document."""
+    for path, text in sorted(rendered.items()):
+        if not path.endswith(".yaml"):
+            continue  # NOTES.txt
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                yield path, doc
+
+
+def check_service_monitor(doc):
+    spec = doc.get("spec", {})
+    endpoints = spec.get("endpoints") or []
+    if not spec.get("selector", {}).get("matchLabels"):
+        fail("ServiceMonitor: no selector.matchLabels")
+    if not endpoints or endpoints[0].get("port") != "http" or endpoints[0].get("path") != "/metrics":
+        fail(f"ServiceMonitor: endpoints should scrape port http at /metrics: {endpoints}")
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_with(floodgate, name, deployment, out, maps):
+    """Starts `floodgate serve` with the environment the Deployment gives
+    its container (secrets as placeholders, Redis at a closed local port,
+    loopback listeners) and checks that it accepts every setting: it must
+    start serving (Redis unreachable: degraded mode) and stop cleanly."""
+    import os
+    import signal
+    import time
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOODGATE_", "OTEL_"))}
+    for e in container["env"]:
+        value = e.get("value")
+        if value is None:
+            value = "placeholder-secret"  # secretKeyRef
+        env[e["name"]] = value
+    # Files and addresses that exist only in a cluster.
+    for tls in ("FLOODGATE_REDIS_TLS_CA_FILE", "FLOODGATE_REDIS_TLS_CERT_FILE", "FLOODGATE_REDIS_TLS_KEY_FILE"):
+        env.pop(tls, None)
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    if "FLOODGATE_REDIS_URL" in env:
+        scheme = env["FLOODGATE_REDIS_URL"].split("://")[0]
+        env["FLOODGATE_REDIS_URL"] = f"{scheme}://127.0.0.1:1"
+    rules = out / f"{name}-rules"
+    env["FLOODGATE_RULES"] = str(rules if maps else ROOT.parent / "examples" / "rules")
+    for var in ("FLOODGATE_GRPC_ADDR", "FLOODGATE_HTTP_ADDR", "FLOODGATE_ADMIN_ADDR"):
+        env[var] = f"127.0.0.1:{free_port()}"
+    server = subprocess.Popen([floodgate, *container["args"]], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        import socket
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                fail(f"{name}: floodgate serve refused the chart's settings:\n{server.stderr.read()}")
+            try:
+                socket.create_connection(("127.0.0.1", int(env["FLOODGATE_GRPC_ADDR"].rsplit(":", 1)[1])), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            fail(f"{name}: floodgate serve did not listen within 10 s")
+        server.send_signal(signal.SIGTERM)
+        code = server.wait(timeout=30)
+        if code != 0:
+            fail(f"{name}: floodgate serve exited {code} on SIGTERM:\n{server.stderr.read()}")
+    finally:
+        if server.poll() is None:
+            server.kill()
+    print(f"  floodgate serve accepts the {name} settings")
+
+
+BEGIN, END = "<!-- values: begin (helm/check.py --write-readme) -->", "<!-- values: end -->"
+
+
+def values_table():
+    """The chart README's table of values, from the `## @section` and
+    `## @param` comments of values.yaml; every leaf value must have one."""
+    import re
+    text = (CHART / "values.yaml").read_text()
+    values = yaml.safe_load(text)
+    sections, documented = [], set()
+    for line in text.splitlines():
+        if m := re.match(r"\s*## @section (.*)", line):
+            sections.append((m.group(1), []))
+        elif m := re.match(r"\s*## @param (\S+) (.*)", line):
+            sections[-1][1].append((m.group(1), m.group(2)))
+            documented.add(m.group(1))
+
+    def value(path):
+        v = values
+        for part in path.split("."):
+            if not isinstance(v, dict) or part not in v:
+                fail(f"values.yaml documents {path}, which it does not set")
+            v = v[part]
+        return v
+
+    def leaves(v, prefix=""):
+        for k, sub in v.items():
+            path = f"{prefix}{k}"
+            if path in documented:
+                continue
+            if isinstance(sub, dict) and sub:
+                yield from leaves(sub, f"{path}.")
+            else:
+                yield path
+
+    undocumented = list(leaves(values))
+    if undocumented:
+        fail(f"values without a ## @param line: {undocumented}")
+
+    def show(v):
+        if isinstance(v, bool):
+            return f"`{str(v).lower()}`"
+        if isinstance(v, str) and not v:
+            return '`""`'
+        if isinstance(v, (dict, list)) and not v:
+            return "`{}`" if isinstance(v, dict) else "`[]`"
+        if isinstance(v, (dict, list)):
+            return "see `values.yaml`"
+        return f"`{v}`"
+
+    out = [BEGIN]
+    for name, params in sections:
+        out += ["", f"### {name}", "", "| value | description | default |", "|---|---|---|"]
+        for key, text in params:
+            bar = "\\|"
+            out.append(f"| `{key}` | {text.replace('|', bar)} | {show(value(key))} |")
+    out += ["", END]
+    return "\n".join(out)
+
+
+def check_readme(write):
+    readme = CHART / "README.md"
+    text = readme.read_text()
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < 0:
+        fail("the chart README has no values table markers")
+    table = values_table()
+    current = text[start:end + len(END)]
+    if write:
+        readme.write_text(text[:start] + table + text[end + len(END):])
+        print("chart README: values table written")
+    elif current != table:
+        fail("the chart README's values table is out of date: run .venv/bin/python helm/check.py --write-readme")
+    else:
+        print("chart README documents every value: ok")
+
+
+def main():
+    if "--write-readme" in sys.argv:
+        check_readme(write=True)
+        return
+    floodgate = sys.argv[1] if len(sys.argv) > 1 else "target/debug/floodgate"
+    check_readme(write=False)
+
+    # 1. Lint, strict, for the oldest and newest Kubernetes we claim.
+    for kube in ("v1.25.0", "v1.37.0"):
+        result = helm.lint(str(CHART), strict=True, kube_version=kube)
+        if result.get("errors") or [m for m in result.get("messages", []) if "[ERROR]" in str(m) or "[WARNING]" in str(m)]:
+            fail(f"lint (kube {kube}): {result}")
+    print(f"lint --strict: ok ({helm.helm_sdk_version()})")
+
+    chart = helm.Chart.load(str(CHART))
+    out = pathlib.Path(tempfile.mkdtemp(prefix="floodgate-chart-"))
+    rendered_files = []
+    for name, values in scenarios():
+        # 2. Render.
+        try:
+            rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        except helm.HelmError as e:
+            fail(f"render {name}: {e}")
+        docs = list(documents(rendered))
+        kinds = sorted(f"{d['kind']}" for _, d in docs)
+        print(f"render {name}: {', '.join(kinds)}")
+        core = [d for _, d in docs if d["kind"] != "ServiceMonitor"]
+        for _, d in docs:
+            if d["kind"] == "ServiceMonitor":
+                check_service_monitor(d)
+        manifest = out / f"{name}.yaml"
+        manifest.write_text("".join(f"---\n{yaml.safe_dump(d, sort_keys=False)}" for d in core))
+        rendered_files.append(manifest)
+        # Rendered as Helm writes it, for yamllint.
+        raw = out / f"{name}.raw.yaml"
+        raw.write_text("".join(
+            f"---\n# Source: {p}\n{t.strip()}\n"
+            for p, t in sorted(rendered.items()) if p.endswith(".yaml") and t.strip()
+        ))
+        rendered_files.append(raw)
+
+        # 3. Kubernetes schemas, strict.
+        for kube in KUBE_VERSIONS:
+            run([str(VENV_BIN / "kubernetes-validate"), "--strict", "--quiet", "-k", kube, str(manifest)],
+                f"kubernetes-validate {name} (k8s {kube})")
+
+        # 6. The rules the chart puts in its ConfigMap load.
+        maps = [d for _, d in docs if d["kind"] == "ConfigMap"]
+        for cm in maps:
+            rules = out / f"{name}-rules"
+            rules.mkdir()
+            for file, text in (cm.get("data") or {}).items():
+                (rules / file).write_text(text)
+            print("  " + run([floodgate, "check", str(rules)], f"floodgate check on {name}'s rules").strip())
+        deployment = next(d for _, d in docs if d["kind"] == "Deployment")
+        serve_with(floodgate, name, deployment, out, maps)
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        if not container["securityContext"].get("readOnlyRootFilesystem"):
+            fail(f"{name}: the container's root filesystem is writable")
+        grace = pod["terminationGracePeriodSeconds"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        drain = int(env["FLOODGATE_SHUTDOWN_DELAY"].rstrip("s")) + int(env["FLOODGATE_SHUTDOWN_GRACE"].rstrip("s"))
+        if grace <= drain:
+            fail(f"{name}: terminationGracePeriodSeconds {grace} does not outlast the drain ({drain} s)")
+    print(f"kubernetes-validate --strict (k8s {', '.join(KUBE_VERSIONS)}): ok")
+
+    # 4. yamllint.
+    config = str(ROOT / ".yamllint")
+    run([str(VENV_BIN / "yamllint"), "--strict", "-c", config,
+         str(CHART / "values.yaml"), str(CHART / "Chart.yaml"), str(CHART / "ci"),
+         *[str(f) for f in rendered_files]], "yamllint")
+    print("yamllint --strict: ok")
+
+    # 5. The schema rejects wrong values (and render enforces it).
+    wrong = {
+        "replicaCount 0": {"replicaCount": 0},
+        "an unknown redis mode": {"redis": {"mode": "bogus"}},
+        "Redis on without addresses": {"redis": {"enabled": True}},
+        "sentinel without a master name": {"redis": {"enabled": True, "mode": "sentinel", "addresses": ["s:26379"]}},
+        "two addresses for a single node": {"redis": {"mode": "single", "addresses": ["a:6379", "b:6379"]}},
+        "an address with a scheme": {"redis": {"enabled": True, "addresses": ["redis://a:6379"]}},
+        "a log format that does not exist": {"logFormat": "xml"},
+        "a misspelled top-level key": {"replicas": 3},
+        "a failure policy that does not exist": {"redis": {"onFailure": "maybe"}},
+        "a rules file that is not YAML by name": {"rules": {"files": {"rules.txt": "x"}}},
+        "a sampling ratio above 1": {"tracing": {"samplingRatio": 2}},
+        "a port out of range": {"service": {"grpcPort": 70000}},
+    }
+    for what, values in wrong.items():
+        try:
+            chart.validate_schema(values)
+        except helm.HelmValuesError:
+            pass
+        else:
+            fail(f"values.schema.json accepts {what}: {values}")
+        try:
+            chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        except helm.HelmError:
+            pass
+        else:
+            fail(f"render accepts {what}")
+    chart.validate_schema({})
+    print(f"values.schema.json rejects {len(wrong)} kinds of wrong values: ok")
+
+
+if __name__ == "__main__":
+    main()
