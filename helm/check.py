@@ -97,8 +97,12 @@ def serve_with(floodgate, name, deployment, out, maps):
         env.pop(tls, None)
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     if "FLOODGATE_REDIS_URL" in env:
-        scheme = env["FLOODGATE_REDIS_URL"].split("://")[0]
-        env["FLOODGATE_REDIS_URL"] = f"{scheme}://127.0.0.1:1"
+        scheme, rest = env["FLOODGATE_REDIS_URL"].split(",")[0].split("://", 1)
+        # Keep the credentials part (Kubernetes expands $(VAR) from the env).
+        auth = rest.rsplit("@", 1)[0] + "@" if "@" in rest else ""
+        for var, value in env.items():
+            auth = auth.replace(f"$({var})", value)
+        env["FLOODGATE_REDIS_URL"] = f"{scheme}://{auth}127.0.0.1:1"
     rules = out / f"{name}-rules"
     env["FLOODGATE_RULES"] = str(rules if maps else ROOT.parent / "examples" / "rules")
     for var in ("FLOODGATE_GRPC_ADDR", "FLOODGATE_HTTP_ADDR", "FLOODGATE_ADMIN_ADDR"):
@@ -266,6 +270,9 @@ def main():
         if not container["securityContext"].get("readOnlyRootFilesystem"):
             fail(f"{name}: the container's root filesystem is writable")
         grace = pod["terminationGracePeriodSeconds"]
+        names = [e["name"] for e in container["env"]]
+        if len(names) != len(set(names)):
+            fail(f"{name}: an environment variable is set twice: {sorted(names)}")
         env = {e["name"]: e.get("value") for e in container["env"]}
         drain = int(env["FLOODGATE_SHUTDOWN_DELAY"].rstrip("s")) + int(env["FLOODGATE_SHUTDOWN_GRACE"].rstrip("s"))
         if grace <= drain:
@@ -293,6 +300,12 @@ def main():
         "a rules file that is not YAML by name": {"rules": {"files": {"rules.txt": "x"}}},
         "a sampling ratio above 1": {"tracing": {"samplingRatio": 2}},
         "a port out of range": {"service": {"grpcPort": 70000}},
+        "a setting the chart manages itself": {"settings": {"grpc_addr": "0.0.0.0:9000"}},
+        "a misspelled setting": {"settings": {"respnse_headers": True}},
+        "a fractional duration the server refuses": {"rules": {"reloadInterval": "1.5s"}},
+        "a password in a Redis address": {"redis": {"enabled": True, "addresses": [":pw@a:6379"]}},
+        "an admin port on the gRPC port": {"admin": {"port": 8081}},
+        "a test domain with shell characters": {"tests": {"domain": "edge\"; rm -rf /"}},
     }
     for what, values in wrong.items():
         try:
@@ -308,7 +321,22 @@ def main():
         else:
             fail(f"render accepts {what}")
     chart.validate_schema({})
-    print(f"values.schema.json rejects {len(wrong)} kinds of wrong values: ok")
+    # Valid by the schema, refused by the templates with a message.
+    refused = {
+        "autoscaling without a CPU request": {"autoscaling": {"enabled": True}},
+        "autoscaling with min above max": {
+            "autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2},
+            "resources": {"requests": {"cpu": "100m"}},
+        },
+    }
+    for what, values in refused.items():
+        try:
+            chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        except helm.HelmError:
+            pass
+        else:
+            fail(f"render accepts {what}")
+    print(f"values.schema.json rejects {len(wrong)} kinds of wrong values, the templates {len(refused)} more: ok")
 
 
 if __name__ == "__main__":
