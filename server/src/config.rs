@@ -213,7 +213,7 @@ impl Default for Settings {
             log_level: "info".into(),
             near_limit_ratio: 0.8,
             metrics_max_series_per_domain: 1_000,
-            rules_reload_interval: "1s".into(),
+            rules_reload_interval: "500ms".into(),
             admin_addr: "127.0.0.1:6070".into(),
             admin_token: String::new(),
             trace_sampling_ratio: 1.0,

@@ -1,5 +1,5 @@
 //! Hot reload: the rules directory is read again every
-//! `rules_reload_interval` (1 s by default) and on `SIGHUP`; when its files
+//! `rules_reload_interval` (500 ms by default) and on `SIGHUP`; when its files
 //! changed, the whole set is compiled anew and swapped in at once
 //! ([`Rules::replace`]), or, if any file is invalid, rejected as a whole:
 //! the last good rules stay, the errors are logged and counted.
