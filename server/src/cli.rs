@@ -85,7 +85,7 @@ pub struct ServeArgs {
     /// Rules directory (every *.yaml / *.yml file in it) or file.
     #[arg(long, value_name = "DIR")]
     pub rules: Option<PathBuf>,
-    /// Redis URL (redis://[user:password@]host:port[/db], rediss:// for TLS);
+    /// Redis URL (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS);
     /// comma-separated seed nodes (cluster) or sentinels (sentinel). Without
     /// it, counters live in memory.
     #[arg(long, value_name = "URL")]

@@ -1,7 +1,7 @@
 //! The decision: step three of the request path. For a validated
 //! [`Request`], the limiter finds each descriptor's limit in the rules (or
 //! the caller's override), drops limits that another matched limit
-//! `replaces`, sends one [`CounterHit`] per remaining limit to the store in a
+//! `replaces`, sends one [`Check`] per remaining limit to the store in a
 //! single call, and turns the counts into a [`Decision`].
 //!
 //! Counting is a fixed window aligned to the Unix epoch: the window of a

@@ -5,7 +5,7 @@
 //! - `single`: one node through redis-rs's `ConnectionManager`, which
 //!   reconnects by itself with exponential backoff.
 //! - `sentinel`: the master that the sentinels name, re-resolved after a
-//!   failover ([`super::sentinel`]).
+//!   failover (`sentinel.rs`).
 //! - `cluster`: redis-rs's cluster client from seed nodes; it follows MOVED
 //!   and ASK and refreshes the slot map when the topology changes.
 //!

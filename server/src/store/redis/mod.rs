@@ -10,8 +10,8 @@
 //! [`connection`] reaches Redis in its three modes. On a single node or a
 //! Sentinel-managed master a request is one `EVALSHA` over all its keys; on
 //! Redis Cluster it is one `EVALSHA` per hash slot, sent concurrently
-//! ([`cluster`]). Under load, on a single node or Sentinel, concurrent
-//! calls share one `EVALSHA` ([`batch`]: nothing waits to fill a batch).
+//! (`cluster.rs`). Under load, on a single node or Sentinel, concurrent
+//! calls share one `EVALSHA` (`batch.rs`: nothing waits to fill a batch).
 
 mod batch;
 mod cluster;
