@@ -9,6 +9,7 @@
 //! the limit when the count after it is strictly greater than the limit.
 
 pub mod algorithm;
+pub mod capacity;
 mod request;
 
 use std::collections::HashSet;
