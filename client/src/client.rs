@@ -492,13 +492,7 @@ fn is_callers_mistake(code: tonic::Code) -> bool {
 /// The key of a whole request for its throttle: its descriptors' keys,
 /// each length-prefixed like their parts.
 fn request_key(keys: &[String]) -> String {
-    use std::fmt::Write as _;
-    let mut key = String::with_capacity(keys.iter().map(|k| k.len() + 8).sum());
-    for k in keys {
-        // Writing to a String cannot fail.
-        let _ = write!(key, "{}:{k}", k.len());
-    }
-    key
+    crate::descriptor::length_prefixed(keys.iter().map(String::as_str))
 }
 
 /// The memo's answer for a request, if any of its descriptors is memoized.

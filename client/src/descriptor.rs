@@ -63,25 +63,13 @@ impl Descriptor {
     /// per-key throttles. Every part is length-prefixed, so no value (which
     /// may come from a client's header) can spell another descriptor's key.
     pub(crate) fn memo_key(&self, domain: &str) -> String {
-        use std::fmt::Write as _;
-        let mut key = String::with_capacity(
-            domain.len()
-                + 4
-                + self
-                    .entries
+        length_prefixed(
+            std::iter::once(domain).chain(
+                self.entries
                     .iter()
-                    .map(|(k, v)| k.len() + v.len() + 8)
-                    .sum::<usize>(),
-        );
-        for part in std::iter::once(domain).chain(
-            self.entries
-                .iter()
-                .flat_map(|(k, v)| [k.as_str(), v.as_str()]),
-        ) {
-            // Writing to a String cannot fail.
-            let _ = write!(key, "{}:{part}", part.len());
-        }
-        key
+                    .flat_map(|(k, v)| [k.as_str(), v.as_str()]),
+            ),
+        )
     }
 
     pub(crate) fn to_proto(&self) -> RateLimitDescriptor {
@@ -98,6 +86,18 @@ impl Descriptor {
             ..RateLimitDescriptor::default()
         }
     }
+}
+
+/// `parts` as one string, each written `<length>:<part>`, so that no part
+/// can spell the boundary between two others.
+pub(crate) fn length_prefixed<'a>(parts: impl Iterator<Item = &'a str>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for part in parts {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{}:{part}", part.len());
+    }
+    out
 }
 
 #[cfg(test)]

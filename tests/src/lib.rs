@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use floodgate_proto::RateLimitServiceClient;
+use floodgate_proto::rate_limit_descriptor::Entry;
+use floodgate_proto::{RateLimitDescriptor, RateLimitRequest, RateLimitServiceClient};
 use floodgate_server::clock::Clock;
 use floodgate_server::config::Config;
 use floodgate_server::{Listeners, RunError};
@@ -460,4 +461,27 @@ pub async fn http_get(url: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (code, body)
+}
+
+/// A descriptor of `(key, value)` entries.
+pub fn descriptor(entries: &[(&str, &str)]) -> RateLimitDescriptor {
+    RateLimitDescriptor {
+        entries: entries
+            .iter()
+            .map(|(key, value)| Entry {
+                key: (*key).into(),
+                value: (*value).into(),
+            })
+            .collect(),
+        ..RateLimitDescriptor::default()
+    }
+}
+
+/// A request for `domain` with one descriptor of `(key, value)` entries.
+pub fn request(domain: &str, entries: &[(&str, &str)]) -> RateLimitRequest {
+    RateLimitRequest {
+        domain: domain.into(),
+        descriptors: vec![descriptor(entries)],
+        hits_addend: 0,
+    }
 }

@@ -15,9 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use floodgate_e2e::{RedisServer, ServerProcess, rules_dir};
-use floodgate_proto::rate_limit_descriptor::Entry;
+use floodgate_proto::RateLimitRequest;
 use floodgate_proto::rate_limit_response::Code;
-use floodgate_proto::{RateLimitDescriptor, RateLimitRequest};
 use floodgate_server::clock::Clock;
 use floodgate_server::grpc::{RateLimiter, ResponseOptions};
 use floodgate_server::limiter::{Limiter, LimiterOptions, RequestLimits};
@@ -28,17 +27,7 @@ use floodgate_server::store::memory::MemoryStore;
 use floodgate_server::store::redis::{RedisSettings, RedisStore};
 
 fn request(key: &str, value: &str) -> RateLimitRequest {
-    RateLimitRequest {
-        domain: "edge".into(),
-        descriptors: vec![RateLimitDescriptor {
-            entries: vec![Entry {
-                key: key.into(),
-                value: value.into(),
-            }],
-            ..Default::default()
-        }],
-        hits_addend: 0,
-    }
+    floodgate_e2e::request("edge", &[(key, value)])
 }
 
 fn redis_settings(redis: &RedisServer) -> RedisSettings {

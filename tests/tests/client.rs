@@ -642,12 +642,8 @@ async fn the_layer_answers_429_with_ratelimit_headers_and_retry_after() {
         .should_rate_limit(RateLimitRequest {
             domain: "edge".into(),
             descriptors: vec![floodgate_client::proto::RateLimitDescriptor {
-                entries: vec![floodgate_client::proto::rate_limit_descriptor::Entry {
-                    key: "user".into(),
-                    value: "carol".into(),
-                }],
                 hits_addend: Some(0),
-                ..Default::default()
+                ..floodgate_e2e::descriptor(&[("user", "carol")])
             }],
             hits_addend: 0,
         })

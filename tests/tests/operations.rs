@@ -8,36 +8,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use floodgate_e2e::{
-    RedisServer, ServerProcess, TestServer, config_with_rules, floodgate_bin, http_get, rules_dir,
-    user_rules,
+    RedisServer, ServerProcess, TestServer, config_with_rules, descriptor, floodgate_bin, http_get,
+    request, rules_dir, user_rules,
 };
-use floodgate_proto::rate_limit_descriptor::Entry;
+use floodgate_proto::RateLimitRequest;
 use floodgate_proto::rate_limit_response::Code;
-use floodgate_proto::{RateLimitDescriptor, RateLimitRequest};
 use floodgate_server::config::Config;
 use floodgate_server::store::redis::RedisSettings;
 use tokio::time::Instant;
-
-fn request(domain: &str, entries: &[(&str, &str)]) -> RateLimitRequest {
-    RateLimitRequest {
-        domain: domain.into(),
-        descriptors: vec![descriptor(entries)],
-        hits_addend: 0,
-    }
-}
-
-fn descriptor(entries: &[(&str, &str)]) -> RateLimitDescriptor {
-    RateLimitDescriptor {
-        entries: entries
-            .iter()
-            .map(|(k, v)| Entry {
-                key: (*k).into(),
-                value: (*v).into(),
-            })
-            .collect(),
-        ..RateLimitDescriptor::default()
-    }
-}
 
 /// The value of one series in a Prometheus text page.
 fn value(page: &str, series: &str) -> Option<u64> {

@@ -7,25 +7,14 @@
 use std::time::Duration;
 
 use floodgate_e2e::{RedisServer, TestServer, config_with_rules, http_get, rules_dir, user_rules};
-use floodgate_proto::rate_limit_descriptor::Entry;
+use floodgate_proto::RateLimitRequest;
 use floodgate_proto::rate_limit_response::Code;
-use floodgate_proto::{RateLimitDescriptor, RateLimitRequest};
 use floodgate_server::config::Config;
 use floodgate_server::store::redis::RedisSettings;
 use redis::AsyncCommands;
 
 fn request(user: &str) -> RateLimitRequest {
-    RateLimitRequest {
-        domain: "edge".into(),
-        descriptors: vec![RateLimitDescriptor {
-            entries: vec![Entry {
-                key: "user".into(),
-                value: user.into(),
-            }],
-            ..Default::default()
-        }],
-        hits_addend: 0,
-    }
+    floodgate_e2e::request("edge", &[("user", user)])
 }
 
 fn redis_config(rules: &std::path::Path, redis: &RedisServer, prefix: &str) -> Config {

@@ -7,9 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use floodgate_e2e::{ServerProcess, rules_dir, user_rules};
-use floodgate_proto::rate_limit_descriptor::Entry;
-use floodgate_proto::{RateLimitDescriptor, RateLimitRequest};
+use floodgate_e2e::{ServerProcess, request, rules_dir, user_rules};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -92,17 +90,7 @@ async fn a_call_is_traced_under_the_callers_trace() {
     let parent_id = "00f067aa0ba902b7";
     let mut client = server.client().await;
     let call = |sampled: &str| {
-        let mut request = tonic::Request::new(RateLimitRequest {
-            domain: "edge".into(),
-            descriptors: vec![RateLimitDescriptor {
-                entries: vec![Entry {
-                    key: "user".into(),
-                    value: "tia".into(),
-                }],
-                ..RateLimitDescriptor::default()
-            }],
-            hits_addend: 0,
-        });
+        let mut request = tonic::Request::new(request("edge", &[("user", "tia")]));
         let traceparent = format!("00-{trace_id}-{parent_id}-{sampled}");
         request
             .metadata_mut()

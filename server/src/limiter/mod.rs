@@ -226,8 +226,7 @@ impl Limiter {
             ))
             .into());
         }
-        self.record(request, &plans, &outcomes, &from_local_cache);
-        let mut decision = self.conclude(plans, &outcomes);
+        let mut decision = self.conclude(request, plans, &outcomes, &from_local_cache);
         decision.degraded = degraded;
         Ok(decision)
     }
@@ -398,56 +397,58 @@ impl Limiter {
         })
     }
 
-    /// Counts each counted descriptor's hits under its rule's metrics key,
-    /// with the outcome of the limit that speaks for it.
+    /// Counts a descriptor's hits under its rule's metrics key, with the
+    /// outcome of the limit that speaks for it.
     fn record(
         &self,
-        request: &Request<'_>,
-        plans: &[Plan<'_>],
-        outcomes: &[Outcome],
-        from_local_cache: &[bool],
+        domain: &str,
+        descriptor: &Descriptor<'_>,
+        node: Option<&Node>,
+        limit: &AppliedLimit,
+        outcome: Outcome,
+        from_local_cache: bool,
     ) {
-        for (descriptor, plan) in request.descriptors.iter().zip(plans) {
-            let Plan::Count { limits, node } = plan else {
-                continue;
-            };
-            let Some((limit, at)) = most_restrictive(limits, outcomes) else {
-                continue;
-            };
-            let outcome = outcomes[*at];
-            let key = match node {
-                Some(node) => node.stat_key(descriptor.pairs()),
-                // An override: every entry's value, as the reference.
-                None => std::borrow::Cow::Owned(
-                    descriptor
-                        .pairs()
-                        .map(|(k, v)| format!("{k}_{v}"))
-                        .collect::<Vec<_>>()
-                        .join("."),
-                ),
-            };
-            let dynamic = matches!(key, std::borrow::Cow::Owned(_));
-            self.metrics.record_rule(
-                request.domain,
-                &key,
-                dynamic,
-                RuleOutcome {
-                    hits: descriptor.hits,
-                    allowed: outcome.allowed,
-                    shadow: node.is_some_and(|n| n.shadow_mode),
-                    from_local_cache: from_local_cache.get(*at).copied().unwrap_or(false),
-                    limit: u64::from(limit.requests_per_unit),
-                    remaining: outcome.remaining,
-                },
-            );
-        }
+        let key = match node {
+            Some(node) => node.stat_key(descriptor.pairs()),
+            // An override: every entry's value, as the reference.
+            None => std::borrow::Cow::Owned(
+                descriptor
+                    .pairs()
+                    .map(|(k, v)| format!("{k}_{v}"))
+                    .collect::<Vec<_>>()
+                    .join("."),
+            ),
+        };
+        let dynamic = matches!(key, std::borrow::Cow::Owned(_));
+        self.metrics.record_rule(
+            domain,
+            &key,
+            dynamic,
+            RuleOutcome {
+                hits: descriptor.hits,
+                allowed: outcome.allowed,
+                shadow: node.is_some_and(|n| n.shadow_mode),
+                from_local_cache,
+                limit: u64::from(limit.requests_per_unit),
+                remaining: outcome.remaining,
+            },
+        );
     }
 
-    fn conclude(&self, plans: Vec<Plan<'_>>, outcomes: &[Outcome]) -> Decision {
+    /// The decision from the outcomes; each counted descriptor is recorded
+    /// in the metrics on the way.
+    fn conclude(
+        &self,
+        request: &Request<'_>,
+        plans: Vec<Plan<'_>>,
+        outcomes: &[Outcome],
+        from_local_cache: &[bool],
+    ) -> Decision {
         let metadata = |node: Option<&Node>| node.and_then(|n| n.metadata.clone());
         let statuses: Vec<Status> = plans
             .into_iter()
-            .map(|plan| match plan {
+            .zip(&request.descriptors)
+            .map(|(plan, descriptor)| match plan {
                 Plan::NoLimit(node) => Status {
                     metadata: metadata(node),
                     ..Status::no_limit()
@@ -462,6 +463,8 @@ impl Limiter {
                         return Status::no_limit();
                     };
                     let (limit, outcome) = (limit.clone(), outcomes[*at]);
+                    let cached = from_local_cache.get(*at).copied().unwrap_or(false);
+                    self.record(request.domain, descriptor, node, &limit, outcome, cached);
                     let shadow = node.is_some_and(|n| n.shadow_mode);
                     Status {
                         code: if !outcome.allowed && !shadow {
