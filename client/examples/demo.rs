@@ -1,16 +1,25 @@
-//! One well-behaved user and one abusive user hit an axum service that sits
+//! Well-behaved users and an abusive one hit an axum service that sits
 //! behind [`floodgate_client::RateLimitLayer`]; a live bar chart per user
 //! shows their 200s and 429s, then a summary.
 //!
 //! ```sh
-//! cargo run -p floodgate-client --example demo               # 6 s, Floodgate embedded
+//! cargo run -p floodgate-client --example demo                 # 6 s, Floodgate embedded
 //! cargo run -p floodgate-client --example demo -- 10 http://127.0.0.1:8081
+//! cargo run -p floodgate-client --example demo -- sale-day     # capacity protection
 //! ```
 //!
-//! Arguments: seconds (default 6), and a Floodgate endpoint; without one the
-//! demo runs Floodgate in-process on the memory store with the rule below.
-//! The rule: each `user` may make 10 requests a second (domain `demo`).
-//! alice sends 5 a second; mallory sends 200 a second.
+//! Arguments: `sale-day` (optional), seconds (default 6), and a Floodgate
+//! endpoint; without one the demo runs Floodgate in-process on the memory
+//! store with the rules below.
+//!
+//! - Default: each `user` may make 10 requests a second (domain `demo`);
+//!   alice sends 5 a second, mallory 200.
+//! - `sale-day`: the checkout service takes 100 requests a second in all
+//!   (a `capacity` rule, domain `shop`), shared among the users who call
+//!   it. alice, bob and carol send 20 a second each; mallory floods with
+//!   500. Every user is guaranteed a fair share (25 a second among four),
+//!   so the three well-behaved users get all they ask, and mallory gets
+//!   what is left of its share, never the others' part.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -29,6 +38,55 @@ descriptors:
   - key: user
     rate_limit: {unit: second, requests_per_unit: 10}
 ";
+
+const SALE_DAY_RULES: &str = "\
+domain: shop
+descriptors:
+  - key: service
+    value: checkout
+    capacity:
+      requests_per_unit: 100
+      unit: second
+      share_by: user
+";
+
+/// What the demo runs: its rules, how a request becomes a descriptor, and
+/// who sends how much.
+struct Scenario {
+    domain: &'static str,
+    rules: &'static str,
+    /// The descriptor's entries before the user's.
+    entries: &'static [(&'static str, &'static str)],
+    limit: &'static str,
+    users: Vec<Arc<User>>,
+}
+
+impl Scenario {
+    fn per_user() -> Self {
+        Scenario {
+            domain: "demo",
+            rules: RULES,
+            entries: &[],
+            limit: "10 requests/s per user",
+            users: vec![User::new("alice", 5), User::new("mallory", 200)],
+        }
+    }
+
+    fn sale_day() -> Self {
+        Scenario {
+            domain: "shop",
+            rules: SALE_DAY_RULES,
+            entries: &[("service", "checkout")],
+            limit: "checkout takes 100 requests/s in all, shared fairly among users",
+            users: vec![
+                User::new("alice", 20),
+                User::new("bob", 20),
+                User::new("carol", 20),
+                User::new("mallory", 500),
+            ],
+        }
+    }
+}
 
 /// A user of the demo: name, requests per second, counts of answers.
 struct User {
@@ -53,7 +111,13 @@ impl User {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    let scenario = if args.peek().is_some_and(|a| a == "sale-day") {
+        args.next();
+        Scenario::sale_day()
+    } else {
+        Scenario::per_user()
+    };
     let seconds: u64 = match args.next() {
         Some(s) => s
             .parse()
@@ -63,20 +127,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (endpoint, embedded) = match args.next() {
         Some(endpoint) => (endpoint, None),
         None => {
-            let (endpoint, server) = embedded_floodgate().await?;
+            let (endpoint, server) = embedded_floodgate(&scenario).await?;
             (endpoint, Some(server))
         }
     };
 
     // The service: one route, behind the rate-limit layer, keyed by x-user.
     let client = Client::builder([endpoint.as_str()]).build()?;
+    let entries = scenario.entries;
     let app = axum::Router::new()
         .route("/", axum::routing::get(|| async { "hello\n" }))
         .layer(RateLimitLayer::new(
             client.clone(),
-            "demo",
-            |head: &http::request::Parts| match head.headers.get("x-user") {
-                Some(user) => vec![Descriptor::new().entry("user", user.to_str().unwrap_or("?"))],
+            scenario.domain,
+            move |head: &http::request::Parts| match head.headers.get("x-user") {
+                Some(user) => {
+                    let descriptor = entries
+                        .iter()
+                        .fold(Descriptor::new(), |d, (k, v)| d.entry(*k, *v));
+                    vec![descriptor.entry("user", user.to_str().unwrap_or("?"))]
+                }
                 None => Vec::new(),
             },
         ));
@@ -92,9 +162,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     println!(
-        "Floodgate at {endpoint}; the service at {url}; {seconds} s; limit: 10 requests/s per user"
+        "Floodgate at {endpoint}; the service at {url}; {seconds} s; limit: {}",
+        scenario.limit
     );
-    let users = [User::new("alice", 5), User::new("mallory", 200)];
+    let users = scenario.users;
     let http = HttpClient::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
     let mut load = JoinSet::new();
     for user in &users {
@@ -125,11 +196,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!();
     println!("summary after {seconds} s:");
     for u in &users {
+        let ok = u.ok.load(Ordering::Relaxed);
         println!(
-            "  {:<8} sent {:>5}/s: {:>5} answered 200, {:>5} answered 429, {} failed",
+            "  {:<8} sent {:>5}/s: {:>5} answered 200 ({:.0}/s), {:>5} answered 429, {} failed",
             u.name,
             u.per_second,
-            u.ok.load(Ordering::Relaxed),
+            ok,
+            ok as f64 / seconds.max(1) as f64,
             u.limited.load(Ordering::Relaxed),
             u.failed.load(Ordering::Relaxed),
         );
@@ -220,10 +293,15 @@ type Embedded = (
     tokio::task::JoinHandle<Result<(), floodgate_server::RunError>>,
 );
 
-/// Floodgate in-process on loopback, memory store, the demo's rule.
-async fn embedded_floodgate() -> Result<(String, Embedded), Box<dyn std::error::Error>> {
+/// Floodgate in-process on loopback, memory store, the scenario's rules.
+async fn embedded_floodgate(
+    scenario: &Scenario,
+) -> Result<(String, Embedded), Box<dyn std::error::Error>> {
     let rules = tempfile::tempdir()?;
-    std::fs::write(rules.path().join("demo.yaml"), RULES)?;
+    std::fs::write(
+        rules.path().join(format!("{}.yaml", scenario.domain)),
+        scenario.rules,
+    )?;
     let config = floodgate_server::config::Config {
         rules: rules.path().to_path_buf(),
         ..floodgate_server::config::Config::default()

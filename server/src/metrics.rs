@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::limiter::capacity::{Bound, Verdict};
+
 /// The `key` (or `domain`) label of series past the cap.
 pub const OVERFLOW: &str = "__overflow__";
 /// Most unknown domains counted by name.
@@ -178,7 +180,34 @@ pub struct Metrics {
     reloads_failed: AtomicU64,
     rules_version: RwLock<String>,
     gauges: RwLock<Vec<GaugeSource>>,
+    capacity: Mutex<CapacitySeries>,
 }
+
+/// Capacity rules' hits: per (domain, rule key), by class and verdict, and
+/// by client and admitted or not.
+#[derive(Debug, Default)]
+struct CapacitySeries {
+    rules: HashMap<Box<str>, HashMap<Box<str>, CapacityRuleSeries>>,
+    /// Client series across every capacity rule (the cap's count).
+    clients: usize,
+}
+
+#[derive(Debug, Default)]
+struct CapacityRuleSeries {
+    /// Class → hits per verdict (in [`VERDICTS`] order).
+    classes: HashMap<Box<str>, [u64; 5]>,
+    /// Client → [admitted, rejected] hits.
+    clients: HashMap<Box<str>, [u64; 2]>,
+}
+
+/// The verdicts, in wire-code order.
+const VERDICTS: [Verdict; 5] = [
+    Verdict::Guaranteed,
+    Verdict::Borrowed,
+    Verdict::Rejected(Bound::Total),
+    Verdict::Rejected(Bound::Class),
+    Verdict::Rejected(Bound::Share),
+];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -220,6 +249,7 @@ impl Metrics {
             reloads_failed: AtomicU64::new(0),
             rules_version: RwLock::default(),
             gauges: RwLock::default(),
+            capacity: Mutex::default(),
         }
     }
 
@@ -288,6 +318,57 @@ impl Metrics {
         }
     }
 
+    /// Counts a capacity rule's hits by class and verdict, and by client.
+    /// Client series are capped at `max_series_per_domain` in all; hits of
+    /// further clients count under `client="__overflow__"`. A call without
+    /// a client entry counts under `client=""`.
+    pub fn record_capacity(
+        &self,
+        domain: &str,
+        key: &str,
+        class: &str,
+        client: &str,
+        verdict: Verdict,
+        hits: u64,
+    ) {
+        let mut all = self.capacity.lock().unwrap_or_else(|p| p.into_inner());
+        let CapacitySeries { rules, clients } = &mut *all;
+        if !rules.contains_key(domain) {
+            rules.insert(domain.into(), HashMap::new());
+        }
+        let Some(keys) = rules.get_mut(domain) else {
+            return;
+        };
+        if !keys.contains_key(key) {
+            keys.insert(key.into(), CapacityRuleSeries::default());
+        }
+        let Some(series) = keys.get_mut(key) else {
+            return;
+        };
+        if let Some(i) = VERDICTS.iter().position(|v| *v == verdict) {
+            match series.classes.get_mut(class) {
+                Some(counts) => counts[i] += hits,
+                None => {
+                    let mut counts = [0; 5];
+                    counts[i] = hits;
+                    series.classes.insert(class.into(), counts);
+                }
+            }
+        }
+        let slot = usize::from(!verdict.admitted());
+        if let Some(counts) = series.clients.get_mut(client) {
+            counts[slot] += hits;
+            return;
+        }
+        let name = if *clients < self.settings.max_series_per_domain {
+            *clients += 1;
+            client
+        } else {
+            OVERFLOW
+        };
+        series.clients.entry(name.into()).or_default()[slot] += hits;
+    }
+
     /// Counts a call to a domain that no rules file defines.
     pub fn record_domain_not_found(&self, domain: &str) {
         let mut map = self
@@ -354,6 +435,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         self.render_rules(&mut out);
+        self.render_capacity(&mut out);
         {
             let map = self
                 .domain_not_found
@@ -441,6 +523,68 @@ impl Metrics {
             }
         }
         out
+    }
+
+    fn render_capacity(&self, out: &mut String) {
+        let mut classes = Vec::new();
+        let mut clients = Vec::new();
+        {
+            let all = self.capacity.lock().unwrap_or_else(|p| p.into_inner());
+            for (domain, keys) in &all.rules {
+                for (key, series) in keys {
+                    for (class, counts) in &series.classes {
+                        for (verdict, n) in VERDICTS.iter().zip(counts) {
+                            if *n > 0 {
+                                let labels =
+                                    (domain.clone(), key.clone(), class.clone(), verdict.name());
+                                classes.push((labels, *n));
+                            }
+                        }
+                    }
+                    for (client, counts) in &series.clients {
+                        for (admitted, n) in ["true", "false"].iter().zip(counts) {
+                            let labels = (domain.clone(), key.clone(), client.clone(), *admitted);
+                            clients.push((labels, *n));
+                        }
+                    }
+                }
+            }
+        }
+        if classes.is_empty() {
+            return;
+        }
+        classes.sort();
+        clients.sort();
+        header(
+            out,
+            "floodgate_capacity_hits_total",
+            "Hits under a capacity rule, by priority class and verdict (guaranteed, borrowed, over_total, over_class, over_share).",
+            "counter",
+        );
+        for ((domain, key, class, verdict), n) in classes {
+            let _ = writeln!(
+                out,
+                "floodgate_capacity_hits_total{{domain=\"{}\",key=\"{}\",class=\"{}\",verdict=\"{verdict}\"}} {n}",
+                escape(&domain),
+                escape(&key),
+                escape(&class)
+            );
+        }
+        header(
+            out,
+            "floodgate_capacity_client_hits_total",
+            "Hits under a capacity rule, by client and whether they were admitted (clients past metrics_max_series_per_domain count as __overflow__).",
+            "counter",
+        );
+        for ((domain, key, client, admitted), n) in clients {
+            let _ = writeln!(
+                out,
+                "floodgate_capacity_client_hits_total{{domain=\"{}\",key=\"{}\",client=\"{}\",admitted=\"{admitted}\"}} {n}",
+                escape(&domain),
+                escape(&key),
+                escape(&client)
+            );
+        }
     }
 
     fn render_rules(&self, out: &mut String) {

@@ -378,6 +378,7 @@ async fn counter_keys_use_the_reference_format_with_the_prefix() {
         },
         reset_after: Duration::from_secs(60),
         veto: true,
+        capacity: None,
     };
     assert_eq!(
         f.store.apply_one(&check).remaining,
@@ -784,6 +785,7 @@ async fn a_replaced_sibling_does_not_move_the_other_limits_key() {
         },
         reset_after: Duration::from_secs(60),
         veto: true,
+        capacity: None,
     };
     assert_eq!(
         store.apply_one(&check).remaining,

@@ -33,6 +33,7 @@ fn check(algorithm: Algorithm) -> Check {
         },
         reset_after: Duration::from_secs(30),
         veto: true,
+        capacity: None,
     }
 }
 

@@ -210,6 +210,7 @@ impl Stores {
                 rate,
                 reset_after: Duration::from_millis(period - now % period),
                 veto: true,
+                capacity: None,
             };
             let m: Outcome = memory.apply_one(&check);
             let r: Outcome = self
@@ -262,7 +263,8 @@ fn property(algorithm: Algorithm, model: impl Fn(&Case, Rate) -> Box<dyn Model>)
                     burst: 0,
                 },
                 // Buckets: one token per interval, `burst` at most.
-                Algorithm::TokenBucket | Algorithm::Gcra => Rate {
+                // Capacity has its own property test (tests/capacity.rs).
+                Algorithm::TokenBucket | Algorithm::Gcra | Algorithm::Capacity => Rate {
                     limit: case.limit,
                     period_ms: (case.interval_ms * case.limit) as f64,
                     burst: case.burst,

@@ -249,3 +249,87 @@ async fn all_or_nothing_across_shards_charges_nothing_when_one_rejects() {
         "large was charged twice, not three times"
     );
 }
+
+/// A capacity rule on a cluster: one hash per rule, in one slot, so three
+/// instances share one exact total and the shares hold across them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capacity_rule_holds_its_shares_across_three_instances() {
+    // A day's window, so that no window ends during the test.
+    const CAPACITY: &str = "\
+domain: shop
+descriptors:
+  - key: service
+    value: checkout
+    capacity: {requests_per_unit: 1000, unit: day, share_by: client}
+";
+    let cluster = RedisCluster::start();
+    let rules = rules_dir(&[("shop.yaml", CAPACITY)]);
+    let servers = three_instances(&cluster, rules.path()).await;
+    let call = |client: &'static str| {
+        request(
+            "shop",
+            vec![floodgate_e2e::descriptor(&[
+                ("service", "checkout"),
+                ("client", client),
+            ])],
+        )
+    };
+    let clients = ["bad", "a", "b", "c"];
+    // Each client is seen once before the flood, through a different
+    // instance each: shares of 250.
+    for (i, client) in clients.iter().enumerate() {
+        let mut rls = servers[i % 3].client().await;
+        rls.should_rate_limit(call(client)).await.unwrap();
+    }
+    // Then "bad" floods with 1,500 more through all three instances, while
+    // a, b and c send 199 more each, all at once.
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (client, calls)) in [
+        ("bad", 500),
+        ("bad", 500),
+        ("bad", 500),
+        ("a", 199),
+        ("b", 199),
+        ("c", 199),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut rls = servers[i % 3].client().await;
+        tasks.spawn(async move {
+            let mut admitted = 0;
+            for _ in 0..calls {
+                let response = rls
+                    .should_rate_limit(call(client))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                admitted += usize::from(response.overall_code == Code::Ok as i32);
+            }
+            (client, admitted)
+        });
+    }
+    let mut admitted = std::collections::HashMap::new();
+    while let Some(done) = tasks.join_next().await {
+        let (client, n) = done.unwrap();
+        *admitted.entry(client).or_insert(1) += n;
+    }
+    eprintln!("capacity on a cluster, 3 instances: {admitted:?}");
+    for good in ["a", "b", "c"] {
+        assert_eq!(admitted[good], 200, "{good} gets all it asks: {admitted:?}");
+    }
+    assert!(admitted["bad"] <= 400, "{admitted:?}");
+    assert!(admitted.values().sum::<usize>() <= 1_000);
+    // One key, in the slot of its hash tag.
+    let key = "{shop_service_checkout}_cap0";
+    let port = cluster.primary_for_slot(key_slot(key.as_bytes()));
+    let total = command(port, &["HGET", key, "t"])
+        .unwrap()
+        .as_text()
+        .unwrap();
+    assert_eq!(
+        total,
+        admitted.values().sum::<usize>().to_string(),
+        "the rule's hash holds the exact total"
+    );
+}

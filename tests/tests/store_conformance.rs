@@ -34,6 +34,7 @@ fn hit(key: &str, hits: u64) -> Check {
         },
         reset_after: Duration::from_secs(30),
         veto: true,
+        capacity: None,
     }
 }
 
@@ -501,6 +502,7 @@ async fn rounding_at_the_epoch(store: &dyn CounterStore, prefix: &str) {
                 },
                 reset_after: Duration::ZERO,
                 veto: true,
+                capacity: None,
             };
             let first = store
                 .apply(&[check("one", 1, 1)], Commit::Each)

@@ -31,6 +31,9 @@ pub enum Algorithm {
     TokenBucket,
     /// The generic cell rate algorithm (a leaky bucket as a meter).
     Gcra,
+    /// A capacity rule's shares and classes ([`super::capacity`]); set by a
+    /// `capacity:` block, not by `algorithm:`.
+    Capacity,
 }
 
 impl Algorithm {
@@ -52,6 +55,7 @@ impl Algorithm {
             Algorithm::SlidingWindow => "sliding_window",
             Algorithm::TokenBucket => "token_bucket",
             Algorithm::Gcra => "gcra",
+            Algorithm::Capacity => "capacity",
         }
     }
 
@@ -83,6 +87,9 @@ pub struct Outcome {
     /// bucket and GCRA: when allowed, time until the bucket is full again;
     /// when rejected, time until these hits would be allowed.
     pub reset_after: Duration,
+    /// A capacity check's verdict and the limit that applied (`None` for
+    /// the other algorithms).
+    pub capacity: Option<super::capacity::Decided>,
 }
 
 /// Tokens (or hits) short by floating-point rounding alone still count.
@@ -103,6 +110,7 @@ fn banned(rate: Rate) -> Option<Outcome> {
         allowed: false,
         remaining: 0,
         reset_after: millis(rate.period_ms),
+        capacity: None,
     })
 }
 
@@ -112,6 +120,7 @@ pub fn fixed_window(count: u64, limit: u64, reset_after: Duration) -> Outcome {
         allowed: count <= limit,
         remaining: limit.saturating_sub(count),
         reset_after,
+        capacity: None,
     }
 }
 
@@ -144,6 +153,7 @@ pub fn sliding_window(state: SlidingCounts, rate: Rate, now_ms: f64, hits: u64) 
         allowed,
         remaining: (limit - taken).max(0.0).floor() as u64,
         reset_after: millis(start + rate.period_ms - now_ms),
+        capacity: None,
     };
     (outcome, current)
 }
@@ -201,6 +211,7 @@ pub fn token_bucket(
         allowed,
         remaining: (left + SLACK).floor() as u64,
         reset_after: millis(reset_ms),
+        capacity: None,
     };
     (
         outcome,
@@ -257,6 +268,7 @@ pub fn gcra(tat_ms: Option<f64>, rate: Rate, now_ms: f64, hits: u64) -> (Outcome
             allowed,
             remaining,
             reset_after: millis(reset_ms),
+            capacity: None,
         },
         now_ms + new_ahead,
     )
@@ -284,7 +296,8 @@ mod tests {
             Outcome {
                 allowed: true,
                 remaining: 0,
-                reset_after: reset
+                reset_after: reset,
+                capacity: None,
             }
         );
         assert!(!fixed_window(4, 3, reset).allowed);

@@ -1,13 +1,15 @@
-//! Capacity protection (issue 10, first part: the decision itself; the
-//! rules extension, the stores and the Lua script come next): a service
-//! takes `total` hits per window; every client active in the window is
-//! guaranteed its weighted share of it; above its share a client may borrow
-//! capacity the others leave unused; and near the total, the least
-//! important traffic is shed first.
+//! Capacity protection: a service takes `total` hits per window; every
+//! client active in the window is guaranteed its weighted share of it; above
+//! its share a client may borrow capacity the others leave unused; and near
+//! the total, the least important traffic is shed first.
 //!
-//! This module is the decision as a pure function over one window's state
-//! ([`WindowState`]), so that the memory store and the Redis script can
-//! implement the same rules and be tested against it.
+//! On the request path this is what a [`Check`](crate::store::Check) of
+//! [`Algorithm::Capacity`](super::algorithm::Algorithm::Capacity) decides in
+//! the store: the limiter resolves the descriptor's client and priority class
+//! ([`CapacityRule::class_of`], [`CapacityRule::weight_of`]), and the store
+//! runs [`decide`] over the rule's [`WindowState`] atomically: under the
+//! memory store's shard lock, or in Redis as `scripts/algorithms/capacity.lua`,
+//! which performs the same arithmetic in the same order on the same doubles.
 //!
 //! The rules, for a call of `hits` from client `c` (weight `w`) in class `k`:
 //!
@@ -18,20 +20,28 @@
 //!    demand in the previous window, less what they have been admitted in
 //!    this one). So at the start of a busy window the least important class
 //!    is already held back for the traffic that will follow.
-//! 3. The share: the clients active in this window or the previous one
-//!    share `total` by weight. A client under its share is admitted (within
-//!    1 and 2). Above it, it borrows only what leaves every other active
-//!    client its unused share.
+//! 3. The share: `share(c) = total × w / active`, where `active` is the
+//!    larger of the weights of the clients seen in this window and in the
+//!    previous one (so shares do not swing at each window's start). A client
+//!    within its share is admitted (within 1 and 2). Above it, it borrows only
+//!    what leaves every other client its unused share: the borrow must fit
+//!    under the class cap together with `total − share(c) − (hits the others
+//!    were admitted within their shares)`.
 //!
-//! Active clients are bounded (`max_clients`): past the bound, new clients
-//! are counted together under one shared client.
+//! Every step is O(1) in the number of clients (sums kept as the window
+//! fills), so a decision costs the same with 10 clients or 10,000; and the
+//! clients tracked per window are bounded (`max_clients`): past the bound,
+//! new clients are counted together as one client, [`OTHER_CLIENTS`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::rules::Unit;
 
 /// The name under which clients past the bound are counted together.
 pub const OTHER_CLIENTS: &str = "\u{0}other";
 
-/// A capacity rule.
+/// What the decision needs of a capacity rule.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Capacity {
     /// Hits the service takes per window.
@@ -44,26 +54,173 @@ pub struct Capacity {
     pub max_clients: usize,
 }
 
+/// A capacity rule as the rules file states it (the `capacity:` block of a
+/// descriptor).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CapacityRule {
+    /// Total, class shares and the client bound.
+    pub limits: Capacity,
+    /// The window's unit.
+    pub unit: Unit,
+    /// The window is this many units.
+    pub unit_multiplier: u32,
+    /// The descriptor key whose value names the client.
+    pub share_by: Box<str>,
+    /// The descriptor key whose value names the priority class, if any.
+    pub priority_by: Option<Box<str>>,
+    /// Class names, from the most important (empty: no priorities).
+    pub classes: Vec<Arc<str>>,
+    /// The class of a call without a priority entry, or with a value that
+    /// names no class.
+    pub default_class: usize,
+    /// Per client value: its weight (1 for clients not listed).
+    pub weights: HashMap<Box<str>, f64>,
+    /// The rule's `name`, if any.
+    pub name: Option<Arc<str>>,
+}
+
+impl CapacityRule {
+    /// The class index of a call whose priority entry is `value`.
+    pub fn class_of(&self, value: Option<&str>) -> usize {
+        value
+            .and_then(|v| self.classes.iter().position(|c| **c == *v))
+            .unwrap_or(self.default_class)
+    }
+
+    /// The weight of `client`.
+    pub fn weight_of(&self, client: &str) -> f64 {
+        self.weights.get(client).copied().unwrap_or(1.0)
+    }
+
+    /// The class's name (`None` for a rule without classes).
+    pub fn class_name(&self, class: usize) -> Option<&Arc<str>> {
+        self.classes.get(class)
+    }
+
+    /// The window length in seconds.
+    pub fn window_secs(&self) -> u64 {
+        self.unit.window().as_secs() * u64::from(self.unit_multiplier)
+    }
+}
+
+impl std::fmt::Display for CapacityRule {
+    /// As `/rlconfig` lists it: `capacity requests_per_unit=100 unit=SECOND
+    /// share_by=client priority_by=priority classes=critical:1,default:0.9`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "capacity requests_per_unit={} unit={}",
+            self.limits.total,
+            self.unit.name()
+        )?;
+        if self.unit_multiplier != 1 {
+            write!(f, " unit_multiplier={}", self.unit_multiplier)?;
+        }
+        write!(f, " share_by={}", self.share_by)?;
+        if let Some(priority_by) = &self.priority_by {
+            let classes: Vec<String> = self
+                .classes
+                .iter()
+                .zip(&self.limits.class_max_share)
+                .map(|(name, share)| format!("{name}:{share}"))
+                .collect();
+            write!(
+                f,
+                " priority_by={priority_by} classes={}",
+                classes.join(",")
+            )?;
+        }
+        if let Some(name) = &self.name {
+            write!(f, " name={name}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What bounded a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Bound {
+    /// The service's total.
+    Total,
+    /// The call's class cap.
+    Class,
+    /// The client's share (with nothing left to borrow).
+    Share,
+}
+
 /// Why a call was admitted or rejected.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Verdict {
     /// Within the client's guaranteed share.
     Guaranteed,
     /// Above the share, on capacity the others leave unused.
     Borrowed,
-    /// Rejected; `limit` is the limit that rejected it (the total, the
-    /// class cap or the client's share, in hits per window).
-    Rejected {
-        /// The limit that applied.
-        limit: u64,
-    },
+    /// Rejected by this bound.
+    Rejected(Bound),
 }
 
 impl Verdict {
     /// True when admitted.
     pub fn admitted(self) -> bool {
-        !matches!(self, Verdict::Rejected { .. })
+        !matches!(self, Verdict::Rejected(_))
     }
+
+    /// The wire code the Redis script returns for it.
+    pub fn code(self) -> i64 {
+        match self {
+            Verdict::Guaranteed => 0,
+            Verdict::Borrowed => 1,
+            Verdict::Rejected(Bound::Total) => 2,
+            Verdict::Rejected(Bound::Class) => 3,
+            Verdict::Rejected(Bound::Share) => 4,
+        }
+    }
+
+    /// The verdict a wire code stands for.
+    pub fn from_code(code: i64) -> Option<Verdict> {
+        Some(match code {
+            0 => Verdict::Guaranteed,
+            1 => Verdict::Borrowed,
+            2 => Verdict::Rejected(Bound::Total),
+            3 => Verdict::Rejected(Bound::Class),
+            4 => Verdict::Rejected(Bound::Share),
+            _ => return None,
+        })
+    }
+
+    /// A short name, for metrics (`guaranteed`, `borrowed`, `over_total`,
+    /// `over_class`, `over_share`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Guaranteed => "guaranteed",
+            Verdict::Borrowed => "borrowed",
+            Verdict::Rejected(Bound::Total) => "over_total",
+            Verdict::Rejected(Bound::Class) => "over_class",
+            Verdict::Rejected(Bound::Share) => "over_share",
+        }
+    }
+}
+
+/// A decision: the verdict, the limit that applied and what is left.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Decided {
+    /// Admitted (and how) or rejected (and by what).
+    pub verdict: Verdict,
+    /// The limit that applied, in hits per window: the client's share when
+    /// admitted; when rejected, the bound that rejected it (the total, the
+    /// class cap or the share).
+    pub limit: u64,
+    /// Hits the client may still make in this window, as things stand.
+    pub remaining: u64,
+}
+
+/// One client's use of a window.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ClientUse {
+    /// Hits admitted.
+    pub used: u64,
+    /// Of those, hits admitted within the share.
+    pub guaranteed: u64,
 }
 
 /// One window of a capacity rule, and what the previous one left.
@@ -71,10 +228,14 @@ impl Verdict {
 pub struct WindowState {
     /// Hits admitted in this window.
     pub total: u64,
-    /// Per client active in this window: (weight, hits admitted).
-    pub clients: HashMap<String, (f64, u64)>,
-    /// Clients active in the previous window, with their weights.
-    pub previous_clients: HashMap<String, f64>,
+    /// Hits admitted within their clients' shares, summed over clients.
+    pub guaranteed: u64,
+    /// The weights of the clients seen in this window, summed.
+    pub weight: f64,
+    /// The same sum for the previous window.
+    pub previous_weight: f64,
+    /// Per client seen in this window.
+    pub clients: HashMap<String, ClientUse>,
     /// Per class: hits admitted in this window.
     pub class_admitted: Vec<u64>,
     /// Per class: hits asked for in this window.
@@ -84,17 +245,16 @@ pub struct WindowState {
 }
 
 impl WindowState {
-    /// Moves to the next window: this window's clients and demand become
-    /// the previous ones; counts start from zero.
-    pub fn roll(&mut self) {
-        self.previous_clients = self
-            .clients
-            .drain()
-            .map(|(name, (weight, _))| (name, weight))
-            .collect();
-        self.previous_class_demand = std::mem::take(&mut self.class_demand);
-        self.class_admitted.clear();
-        self.total = 0;
+    /// Moves to the next window (`consecutive`: it directly follows this
+    /// one; otherwise nothing of this one carries over).
+    pub fn roll(&mut self, consecutive: bool) {
+        let demand = std::mem::take(&mut self.class_demand);
+        let weight = self.weight;
+        *self = WindowState::default();
+        if consecutive {
+            self.previous_class_demand = demand;
+            self.previous_weight = weight;
+        }
     }
 
     fn fit(&mut self, classes: usize) {
@@ -110,7 +270,9 @@ impl WindowState {
 
 /// Decides a call of `hits` from `client` (with `weight`) in class `class`
 /// (0: the most important; out of range: the least), and counts it in
-/// `state` if admitted (its demand is counted either way).
+/// `state` when `commit`: its demand either way, its hits if admitted. A
+/// call of 0 hits answers whether one hit would be admitted now and changes
+/// nothing.
 pub fn decide(
     rule: &Capacity,
     state: &mut WindowState,
@@ -118,11 +280,13 @@ pub fn decide(
     weight: f64,
     class: usize,
     hits: u64,
-) -> Verdict {
+    commit: bool,
+) -> Decided {
+    let take = commit && hits > 0;
+    let hits = hits.max(1);
     let classes = rule.class_max_share.len().max(1);
     let class = class.min(classes - 1);
     state.fit(classes);
-    state.class_demand[class] = state.class_demand[class].saturating_add(hits);
     let weight = if weight.is_finite() && weight > 0.0 {
         weight
     } else {
@@ -133,67 +297,79 @@ pub fn decide(
     } else {
         OTHER_CLIENTS
     };
-    let used = state
-        .clients
-        .entry(client.to_owned())
-        .or_insert((weight, 0))
-        .1;
+    let seen = state.clients.get(client).copied();
+    let you = seen.unwrap_or_default();
+    // The active weight, with this client in it.
+    let weight_now = if seen.is_some() {
+        state.weight
+    } else {
+        state.weight + weight
+    };
+    let active = weight_now.max(state.previous_weight);
     let total = rule.total as f64;
-    let after = (state.total + hits) as f64;
+    let after = state.total.saturating_add(hits);
 
-    // 1. The total.
-    if after > total {
-        return Verdict::Rejected { limit: rule.total };
-    }
     // 2. The class cap, less what more important classes still need.
-    let reserved: f64 = (0..class)
+    let reserved = (0..class)
         .map(|j| state.previous_class_demand[j].saturating_sub(state.class_admitted[j]) as f64)
         .sum::<f64>()
         .min(total);
     let max_share = rule.class_max_share.get(class).copied().unwrap_or(1.0);
     let class_cap = (max_share * total - reserved).max(0.0);
-    if after > class_cap {
-        return Verdict::Rejected {
-            limit: class_cap.floor() as u64,
-        };
-    }
-    // 3. The share, among the clients active now or in the last window.
-    let mut weights: HashMap<&str, f64> = state
-        .previous_clients
-        .iter()
-        .map(|(name, w)| (name.as_str(), *w))
-        .collect();
-    for (name, (w, _)) in &state.clients {
-        weights.insert(name.as_str(), *w);
-    }
-    let all: f64 = weights.values().sum();
-    let share_of = |w: f64| total * w / all;
-    let share = share_of(weight);
-    let verdict = if (used + hits) as f64 <= share {
+    // 3. The share, and what the others' unused shares hold back.
+    let share = total * weight / active;
+    let held = ((total - share) - (state.guaranteed - you.guaranteed) as f64).max(0.0);
+
+    let verdict = if after > rule.total {
+        Verdict::Rejected(Bound::Total)
+    } else if after as f64 > class_cap {
+        Verdict::Rejected(Bound::Class)
+    } else if (you.used + hits) as f64 <= share {
         Verdict::Guaranteed
+    } else if after as f64 + held > class_cap {
+        Verdict::Rejected(Bound::Share)
     } else {
-        // Borrow only what leaves every other active client its unused share.
-        let unused_by_others: f64 = weights
-            .iter()
-            .filter(|(name, _)| **name != client)
-            .map(|(name, w)| {
-                let used = state.clients.get(*name).map_or(0, |(_, u)| *u) as f64;
-                (share_of(*w) - used).max(0.0)
-            })
-            .sum();
-        if after + unused_by_others > class_cap {
-            return Verdict::Rejected {
-                limit: share.floor() as u64,
-            };
-        }
         Verdict::Borrowed
     };
-    state.total += hits;
-    state.class_admitted[class] += hits;
-    if let Some(entry) = state.clients.get_mut(client) {
-        entry.1 += hits;
+    let limit = match verdict {
+        Verdict::Rejected(Bound::Total) => rule.total,
+        Verdict::Rejected(Bound::Class) => class_cap.floor() as u64,
+        _ => share.floor() as u64,
+    };
+    let (used, total_after) = if verdict.admitted() && take {
+        (you.used + hits, after)
+    } else {
+        (you.used, state.total)
+    };
+    let remaining = if verdict.admitted() {
+        let room = (class_cap - total_after as f64).max(0.0);
+        let own = (share - used as f64).max(0.0);
+        let borrow = (room - held).max(0.0);
+        own.max(borrow).min(room).floor() as u64
+    } else {
+        0
+    };
+    if take {
+        state.class_demand[class] = state.class_demand[class].saturating_add(hits);
+        if seen.is_none() {
+            state.weight = weight_now;
+        }
+        let entry = state.clients.entry(client.to_owned()).or_default();
+        if verdict.admitted() {
+            state.total = after;
+            state.class_admitted[class] += hits;
+            entry.used += hits;
+            if verdict == Verdict::Guaranteed {
+                entry.guaranteed += hits;
+                state.guaranteed += hits;
+            }
+        }
     }
-    verdict
+    Decided {
+        verdict,
+        limit,
+        remaining,
+    }
 }
 
 #[cfg(test)]
@@ -222,7 +398,10 @@ mod tests {
             for (i, (name, class, _)) in clients.iter().enumerate() {
                 if left[i] > 0 {
                     left[i] -= 1;
-                    if decide(rule, state, name, 1.0, *class, 1).admitted() {
+                    if decide(rule, state, name, 1.0, *class, 1, true)
+                        .verdict
+                        .admitted()
+                    {
                         admitted[i] += 1;
                     }
                 }
@@ -247,7 +426,7 @@ mod tests {
                 &admitted[1..]
             );
             assert!(admitted.iter().sum::<u64>() <= 100);
-            state.roll();
+            state.roll(true);
         }
     }
 
@@ -256,7 +435,7 @@ mod tests {
         let rule = rule(100, &[1.0]);
         let mut state = WindowState::default();
         assert_eq!(window(&rule, &mut state, &[("solo", 0, 150)]), [100]);
-        state.roll();
+        state.roll(true);
         // The next window too: it is the only client, past or present.
         assert_eq!(window(&rule, &mut state, &[("solo", 0, 150)]), [100]);
     }
@@ -275,7 +454,7 @@ mod tests {
                 offered[k] += 200;
                 admitted[k] += got[k];
             }
-            state.roll();
+            state.roll(true);
         }
         let rate = |k: usize| admitted[k] as f64 / offered[k] as f64;
         println!("admitted of 2,000 offered per class over 10 windows: {admitted:?}");
@@ -292,7 +471,10 @@ mod tests {
         // "gold" weighs 2, "bronze" 1: 60 and 30 when both flood.
         for _ in 0..200 {
             for (i, (name, w)) in [("gold", 2.0), ("bronze", 1.0)].iter().enumerate() {
-                if decide(&rule, &mut state, name, *w, 0, 1).admitted() {
+                if decide(&rule, &mut state, name, *w, 0, 1, true)
+                    .verdict
+                    .admitted()
+                {
                     got[i] += 1;
                 }
             }
@@ -306,10 +488,10 @@ mod tests {
         rule.max_clients = 3;
         let mut state = WindowState::default();
         for i in 0..100 {
-            decide(&rule, &mut state, &format!("c{i}"), 1.0, 0, 1);
+            decide(&rule, &mut state, &format!("c{i}"), 1.0, 0, 1, true);
         }
         assert_eq!(state.clients.len(), 3 + 1);
-        assert_eq!(state.clients[OTHER_CLIENTS].1, 97);
+        assert_eq!(state.clients[OTHER_CLIENTS].used, 97);
     }
 
     #[test]
@@ -317,20 +499,72 @@ mod tests {
         let rule = rule(10, &[1.0, 0.5]);
         let mut state = WindowState::default();
         for _ in 0..5 {
-            assert!(decide(&rule, &mut state, "x", 1.0, 1, 1).admitted());
+            assert!(
+                decide(&rule, &mut state, "x", 1.0, 1, 1, true)
+                    .verdict
+                    .admitted()
+            );
         }
-        assert_eq!(
-            decide(&rule, &mut state, "x", 1.0, 1, 1),
-            Verdict::Rejected { limit: 5 },
-            "the class cap"
-        );
+        let d = decide(&rule, &mut state, "x", 1.0, 1, 1, true);
+        assert_eq!((d.verdict, d.limit), (Verdict::Rejected(Bound::Class), 5));
         for _ in 0..5 {
-            assert!(decide(&rule, &mut state, "x", 1.0, 0, 1).admitted());
+            assert!(
+                decide(&rule, &mut state, "x", 1.0, 0, 1, true)
+                    .verdict
+                    .admitted()
+            );
         }
-        assert_eq!(
-            decide(&rule, &mut state, "x", 1.0, 0, 1),
-            Verdict::Rejected { limit: 10 },
-            "the total"
+        let d = decide(&rule, &mut state, "x", 1.0, 0, 1, true);
+        assert_eq!((d.verdict, d.limit), (Verdict::Rejected(Bound::Total), 10));
+    }
+
+    #[test]
+    fn a_borrower_is_stopped_by_the_others_unused_share() {
+        let rule = rule(100, &[1.0]);
+        let mut state = WindowState::default();
+        // Two clients seen: 50 each. "a" uses 10, "b" takes its 50 and then
+        // borrows up to the 40 that "a" has not used... less nothing.
+        assert!(
+            decide(&rule, &mut state, "a", 1.0, 0, 10, true)
+                .verdict
+                .admitted()
         );
+        let d = decide(&rule, &mut state, "b", 1.0, 0, 50, true);
+        assert_eq!((d.verdict, d.limit), (Verdict::Guaranteed, 50));
+        assert_eq!(d.remaining, 0, "a's unused 40 are held for it");
+        let d = decide(&rule, &mut state, "b", 1.0, 0, 1, true);
+        assert_eq!((d.verdict, d.limit), (Verdict::Rejected(Bound::Share), 50));
+        // "a" may still use its share, then borrow nothing more (b is full).
+        let d = decide(&rule, &mut state, "a", 1.0, 0, 40, true);
+        assert_eq!(d.verdict, Verdict::Guaranteed);
+        assert_eq!(state.total, 100);
+    }
+
+    #[test]
+    fn a_call_of_zero_hits_changes_nothing() {
+        let rule = rule(10, &[1.0, 0.5]);
+        let mut state = WindowState::default();
+        decide(&rule, &mut state, "a", 1.0, 0, 3, true);
+        let before = state.clone();
+        let d = decide(&rule, &mut state, "newcomer", 1.0, 1, 0, true);
+        assert_eq!(state, before);
+        assert_eq!(d.verdict, Verdict::Guaranteed);
+        assert_eq!(d.remaining, 2, "class cap 5, 3 taken");
+    }
+
+    #[test]
+    fn only_a_consecutive_window_carries_over() {
+        let rule = rule(100, &[1.0]);
+        let mut state = WindowState::default();
+        decide(&rule, &mut state, "a", 1.0, 0, 5, true);
+        decide(&rule, &mut state, "b", 1.0, 0, 5, true);
+        let mut next = state.clone();
+        next.roll(true);
+        assert_eq!((next.previous_weight, next.total), (2.0, 0));
+        // "a" alone now, but "b" was active a window ago: a's share is 50.
+        let d = decide(&rule, &mut next, "a", 1.0, 0, 1, true);
+        assert_eq!(d.limit, 50);
+        state.roll(false);
+        assert_eq!(state, WindowState::default());
     }
 }

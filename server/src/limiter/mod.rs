@@ -22,11 +22,12 @@ pub use request::{Descriptor, MAX_HITS, Override, Request, RequestError, Request
 
 use crate::clock::Clock;
 use crate::metrics::{Metrics, RuleOutcome};
-use crate::rules::{Allowance, Domain, Node, Rules, Unit};
+use crate::rules::{Allowance, CapacityMatch, Domain, Node, Rules, Unit};
 use crate::store::key::CacheKey;
 use crate::store::key::KeySuffix;
-use crate::store::{Applied, Check, Commit, CounterStore, StoreError};
+use crate::store::{Applied, CapacityCall, Check, Commit, CounterStore, StoreError};
 use algorithm::{Algorithm, Outcome, Rate};
+use capacity::{Bound, CapacityRule, Verdict};
 
 /// A decision code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,6 +122,8 @@ pub struct Limiter {
 
 /// A descriptor's match in the rules, or the caller's override.
 struct Matched<'r> {
+    /// Set when the node is a capacity rule.
+    capacity: Option<(&'r Arc<CapacityRule>, CapacityMatch)>,
     /// The limits to apply: (index in the rule's list, allowance, name).
     /// The index names the limit's key, so it survives `replaces` dropping
     /// a sibling. Empty for an allow-list node.
@@ -140,7 +143,19 @@ enum Plan<'r> {
     Count {
         limits: Vec<(AppliedLimit, usize)>,
         node: Option<&'r Node>,
+        /// A capacity rule's client and class.
+        capacity: Option<CapacityPlan<'r>>,
     },
+}
+
+/// Who asked a capacity rule, for the status and the metrics.
+struct CapacityPlan<'r> {
+    rule: &'r CapacityRule,
+    class: usize,
+    /// The client's entry, if the descriptor has one.
+    client_at: Option<usize>,
+    /// Entries down to the capacity node (its stat key).
+    depth: usize,
 }
 
 impl Limiter {
@@ -264,10 +279,67 @@ impl Limiter {
                     limits,
                     node,
                     shared,
+                    capacity,
                 }) = m
                 else {
                     return Plan::NoLimit(None);
                 };
+                if let Some((rule, at)) = capacity {
+                    let entries =
+                        descriptor
+                            .pairs()
+                            .take(at.depth)
+                            .enumerate()
+                            .map(|(i, (k, v))| {
+                                let shared = shared.iter().find(|(s, _)| *s == i);
+                                (k, shared.map_or(v, |(_, pattern)| *pattern))
+                            });
+                    let value = |at: Option<usize>| {
+                        at.and_then(|i| descriptor.entries.get(i))
+                            .map(|e| e.value.as_str())
+                    };
+                    let client = value(at.client_at).unwrap_or_default();
+                    let class = rule.class_of(value(at.class_at));
+                    let len = rule.window_secs();
+                    checks.push(Check {
+                        key: self.keys.build(
+                            request.domain,
+                            entries,
+                            KeySuffix::Algorithm(Algorithm::Capacity, 0),
+                        ),
+                        hits: descriptor.hits,
+                        algorithm: Algorithm::Capacity,
+                        rate: Rate {
+                            limit: rule.limits.total,
+                            period_ms: (len * 1_000) as f64,
+                            burst: 0,
+                        },
+                        reset_after: Duration::from_secs(len - now % len),
+                        veto: !self.options.global_shadow_mode
+                            && !node.is_some_and(|n| n.shadow_mode || n.quota_mode),
+                        capacity: Some(CapacityCall {
+                            rule: rule.clone(),
+                            client: client.to_owned(),
+                            weight: rule.weight_of(client),
+                            class,
+                        }),
+                    });
+                    let limit = AppliedLimit {
+                        requests_per_unit: u32::try_from(rule.limits.total).unwrap_or(u32::MAX),
+                        unit: rule.unit,
+                        name: rule.name.clone(),
+                    };
+                    return Plan::Count {
+                        limits: vec![(limit, checks.len() - 1)],
+                        node,
+                        capacity: Some(CapacityPlan {
+                            rule,
+                            class,
+                            client_at: at.client_at,
+                            depth: at.depth,
+                        }),
+                    };
+                }
                 match limits.first() {
                     None => return Plan::NoLimit(node),
                     Some((_, Allowance::Unlimited, _)) => return Plan::Unlimited(node),
@@ -312,6 +384,7 @@ impl Limiter {
                         // the others from taking (stop_increment_when_over_limit).
                         veto: !self.options.global_shadow_mode
                             && !node.is_some_and(|n| n.shadow_mode || n.quota_mode),
+                        capacity: None,
                     });
                     applied.push((
                         AppliedLimit {
@@ -325,6 +398,7 @@ impl Limiter {
                 Plan::Count {
                     limits: applied,
                     node,
+                    capacity: None,
                 }
             })
             .collect();
@@ -380,6 +454,7 @@ impl Limiter {
                 limits,
                 node: None,
                 shared: Vec::new(),
+                capacity: None,
             });
         }
         let m = domain.find(d.pairs())?;
@@ -394,6 +469,7 @@ impl Limiter {
             limits,
             node: Some(m.node),
             shared: m.shared,
+            capacity: m.node.capacity.as_ref().zip(m.capacity),
         })
     }
 
@@ -435,6 +511,52 @@ impl Limiter {
         );
     }
 
+    /// The limit a capacity decision reports: the client's share when
+    /// admitted; when rejected, the bound that rejected it. Its name says
+    /// which: `<rule name or "capacity">.share`, `.class.<class>`, `.total`.
+    fn capacity_limit(
+        &self,
+        plan: &CapacityPlan<'_>,
+        verdict: Verdict,
+        limit: u64,
+    ) -> AppliedLimit {
+        let base = plan.rule.name.as_deref().unwrap_or("capacity");
+        let name = match verdict {
+            Verdict::Rejected(Bound::Total) => format!("{base}.total"),
+            Verdict::Rejected(Bound::Class) => match plan.rule.class_name(plan.class) {
+                Some(class) => format!("{base}.class.{class}"),
+                None => format!("{base}.class"),
+            },
+            _ => format!("{base}.share"),
+        };
+        AppliedLimit {
+            requests_per_unit: u32::try_from(limit).unwrap_or(u32::MAX),
+            unit: plan.rule.unit,
+            name: Some(name.into()),
+        }
+    }
+
+    /// Counts a capacity decision by class and by client.
+    fn record_capacity(
+        &self,
+        domain: &str,
+        descriptor: &Descriptor<'_>,
+        node: Option<&Node>,
+        plan: &CapacityPlan<'_>,
+        verdict: Verdict,
+    ) {
+        let key = node.map_or(std::borrow::Cow::Borrowed(""), |n| {
+            n.stat_key(descriptor.pairs().take(plan.depth))
+        });
+        let client = plan
+            .client_at
+            .and_then(|i| descriptor.entries.get(i))
+            .map_or("", |e| e.value.as_str());
+        let class = plan.rule.class_name(plan.class).map_or("", |c| &**c);
+        self.metrics
+            .record_capacity(domain, &key, class, client, verdict, descriptor.hits);
+    }
+
     /// The decision from the outcomes; each counted descriptor is recorded
     /// in the metrics on the way.
     fn conclude(
@@ -458,12 +580,26 @@ impl Limiter {
                     metadata: metadata(node),
                     ..Status::no_limit()
                 },
-                Plan::Count { limits, node } => {
+                Plan::Count {
+                    limits,
+                    node,
+                    capacity,
+                } => {
                     let Some((limit, at)) = most_restrictive(&limits, outcomes) else {
                         return Status::no_limit();
                     };
-                    let (limit, outcome) = (limit.clone(), outcomes[*at]);
+                    let (mut limit, outcome) = (limit.clone(), outcomes[*at]);
                     let cached = from_local_cache.get(*at).copied().unwrap_or(false);
+                    if let (Some(plan), Some(decided)) = (&capacity, outcome.capacity) {
+                        limit = self.capacity_limit(plan, decided.verdict, decided.limit);
+                        self.record_capacity(
+                            request.domain,
+                            descriptor,
+                            node,
+                            plan,
+                            decided.verdict,
+                        );
+                    }
                     self.record(request.domain, descriptor, node, &limit, outcome, cached);
                     let shadow = node.is_some_and(|n| n.shadow_mode);
                     Status {

@@ -196,10 +196,11 @@ impl ResilientStore {
                         allowed,
                         remaining: if allowed { check.rate.limit } else { 0 },
                         reset_after: match check.algorithm {
-                            Algorithm::FixedWindow => check.reset_after,
+                            Algorithm::FixedWindow | Algorithm::Capacity => check.reset_after,
                             _ => Duration::try_from_secs_f64(check.rate.period_ms / 1_000.0)
                                 .unwrap_or(Duration::MAX),
                         },
+                        capacity: None,
                     })
                     .collect()
             }
@@ -257,6 +258,7 @@ impl ResilientStore {
                         allowed: false,
                         remaining: 0,
                         reset_after: *left,
+                        capacity: None,
                     },
                     None => from_store.next().ok_or_else(|| {
                         StoreError::Protocol("the store returned too few outcomes".into())
@@ -409,6 +411,7 @@ impl ResilientStore {
                 },
                 reset_after: left,
                 veto: false,
+                capacity: None,
             })
             .collect();
         let mut handed = 0;
@@ -565,6 +568,7 @@ mod tests {
             },
             reset_after: Duration::from_secs(60),
             veto: true,
+            capacity: None,
         }]
     }
 

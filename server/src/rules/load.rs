@@ -12,6 +12,7 @@ use std::sync::Arc;
 use super::yaml::Yaml;
 use super::{Allowance, Domain, KeyRules, Level, Node, RateLimit, RuleSet, Unit, Wildcard};
 use crate::limiter::algorithm::Algorithm;
+use crate::limiter::capacity::{Capacity, CapacityRule};
 
 /// A problem in a rules file.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -210,7 +211,26 @@ const DESCRIPTOR_KEYS: &[&str] = &[
     "share_threshold",
     "quota_mode",
     "metadata",
+    "capacity",
 ];
+const CAPACITY_KEYS: &[&str] = &[
+    "requests_per_unit",
+    "unit",
+    "unit_multiplier",
+    "share_by",
+    "weights",
+    "priority_by",
+    "classes",
+    "default_class",
+    "max_clients",
+    "name",
+];
+const CLASS_KEYS: &[&str] = &["name", "max_share"];
+/// Clients a capacity rule tracks per window unless `max_clients` says otherwise.
+const DEFAULT_MAX_CLIENTS: u32 = 1_000;
+/// The most `max_clients` may be: every tracked client is a field of the
+/// rule's one Redis hash.
+const MAX_MAX_CLIENTS: u32 = 100_000;
 const RATE_LIMIT_KEYS: &[&str] = &[
     "unit",
     "requests_per_unit",
@@ -419,7 +439,18 @@ impl Cx<'_> {
                 }
             },
         };
+        let capacity = match fields.get("capacity") {
+            None | Some(Yaml::Null) => None,
+            Some(block) => self.capacity(block, &join(&path, "capacity")),
+        };
+        if capacity.is_some() && !rate_limits.is_empty() {
+            self.error(
+                &join(&path, "capacity"),
+                "capacity cannot be combined with rate_limit or rate_limits on the same descriptor (put them on another descriptor)",
+            );
+        }
         let node = Node {
+            capacity: capacity.map(Arc::new),
             rate_limits,
             shadow_mode: self.boolean(&fields, "shadow_mode", &path),
             quota_mode: self.boolean(&fields, "quota_mode", &path),
@@ -546,6 +577,184 @@ impl Cx<'_> {
             allowance,
             name,
             replaces,
+        })
+    }
+
+    /// A `capacity` block (see the README's "Capacity protection").
+    fn capacity(&mut self, node: &Yaml, path: &str) -> Option<CapacityRule> {
+        let fields = self.map(node, path, CAPACITY_KEYS)?;
+        let errors = self.errors.len();
+        let total = self.whole(&fields, "requests_per_unit", path);
+        if total.is_none() {
+            self.error(
+                &join(path, "requests_per_unit"),
+                "capacity needs requests_per_unit (what the service takes per unit)",
+            );
+        }
+        let unit_name = self.string(&fields, "unit", path);
+        let unit = Unit::parse(&unit_name);
+        if unit.is_none() {
+            self.error(
+                &join(path, "unit"),
+                format!("invalid rate limit unit '{unit_name}'"),
+            );
+        }
+        let unit_multiplier = self.whole(&fields, "unit_multiplier", path).unwrap_or(1);
+        if unit_multiplier == 0 {
+            self.error(
+                &join(path, "unit_multiplier"),
+                "unit_multiplier must be at least 1",
+            );
+        }
+        let share_by = self.string(&fields, "share_by", path);
+        if share_by.is_empty() {
+            self.error(
+                &join(path, "share_by"),
+                "capacity needs share_by (the descriptor key whose value names the client)",
+            );
+        }
+        let mut weights = HashMap::new();
+        let weights_path = join(path, "weights");
+        match fields.get("weights") {
+            None | Some(Yaml::Null) => {}
+            Some(Yaml::Map(entries)) => {
+                for (client, weight) in entries {
+                    let client = match client {
+                        Yaml::Str(s) => s.clone(),
+                        Yaml::Int(i) => i.to_string(),
+                        other => other.describe(),
+                    };
+                    let at = join(&weights_path, &client);
+                    let weight = match weight {
+                        Yaml::Int(i) => Some(*i as f64),
+                        Yaml::Float(f) => Some(*f),
+                        _ => None,
+                    };
+                    match weight {
+                        Some(w) if w.is_finite() && w > 0.0 && w <= 1e6 => {
+                            if weights.insert(client.as_str().into(), w).is_some() {
+                                self.type_error(&at, format!("duplicate key '{client}'"));
+                            }
+                        }
+                        _ => self.error(
+                            &at,
+                            format!("the weight of client '{client}' must be a number above 0 (up to 1000000)"),
+                        ),
+                    }
+                }
+            }
+            Some(other) => self.type_error(
+                &weights_path,
+                format!(
+                    "{weights_path} must be a map of client to weight, found {}",
+                    other.describe()
+                ),
+            ),
+        }
+        let priority_by = self.string(&fields, "priority_by", path);
+        let mut classes: Vec<Arc<str>> = Vec::new();
+        let mut shares = Vec::new();
+        for (class_path, class) in self.list(&fields, "classes", path) {
+            let Some(class_fields) = self.map(class, &class_path, CLASS_KEYS) else {
+                continue;
+            };
+            let name = self.string(&class_fields, "name", &class_path);
+            let share = match class_fields.get("max_share") {
+                None | Some(Yaml::Null) => Some(1.0),
+                Some(Yaml::Int(i)) => Some(*i as f64),
+                Some(Yaml::Float(f)) => Some(*f),
+                Some(_) => None,
+            };
+            let share = match share {
+                Some(s) if s > 0.0 && s <= 1.0 => s,
+                _ => {
+                    self.error(
+                        &join(&class_path, "max_share"),
+                        "max_share must be a number above 0 and at most 1 (the share of requests_per_unit this class may fill)",
+                    );
+                    continue;
+                }
+            };
+            if name.is_empty() {
+                self.error(&join(&class_path, "name"), "a class needs a name");
+            } else if classes.iter().any(|c| **c == *name) {
+                self.error(
+                    &join(&class_path, "name"),
+                    format!("duplicate class '{name}'"),
+                );
+            } else if shares.last().is_some_and(|last| share > *last) {
+                self.error(
+                    &join(&class_path, "max_share"),
+                    format!("class '{name}' has a larger max_share than the class before it: classes go from the most important to the least"),
+                );
+            } else {
+                classes.push(name.as_str().into());
+                shares.push(share);
+            }
+        }
+        let classes_path = join(path, "classes");
+        match (priority_by.is_empty(), fields.contains_key("classes")) {
+            (false, false) => self.error(
+                &classes_path,
+                "priority_by needs classes (from the most important to the least)",
+            ),
+            (true, true) => self.error(
+                &join(path, "priority_by"),
+                "classes need priority_by (the descriptor key whose value names the class)",
+            ),
+            _ => {}
+        }
+        if !priority_by.is_empty() && priority_by == share_by {
+            self.error(
+                &join(path, "priority_by"),
+                "priority_by and share_by must be different keys",
+            );
+        }
+        let default_name = self.string(&fields, "default_class", path);
+        let default_class = if default_name.is_empty() {
+            classes.len().saturating_sub(1)
+        } else if let Some(i) = classes.iter().position(|c| **c == *default_name) {
+            i
+        } else {
+            self.error(
+                &join(path, "default_class"),
+                format!("default_class '{default_name}' is not one of the classes"),
+            );
+            0
+        };
+        let max_clients = self
+            .whole(&fields, "max_clients", path)
+            .unwrap_or(DEFAULT_MAX_CLIENTS);
+        if !(1..=MAX_MAX_CLIENTS).contains(&max_clients) {
+            self.error(
+                &join(path, "max_clients"),
+                format!("max_clients must be from 1 to {MAX_MAX_CLIENTS}"),
+            );
+        }
+        let name = self.string(&fields, "name", path);
+        if self.errors.len() > errors {
+            return None;
+        }
+        let (Some(total), Some(unit)) = (total, unit) else {
+            return None;
+        };
+        if shares.is_empty() {
+            shares.push(1.0);
+        }
+        Some(CapacityRule {
+            limits: Capacity {
+                total: u64::from(total),
+                class_max_share: shares,
+                max_clients: max_clients as usize,
+            },
+            unit,
+            unit_multiplier,
+            share_by: share_by.into(),
+            priority_by: (!priority_by.is_empty()).then(|| priority_by.into()),
+            classes,
+            default_class,
+            weights,
+            name: (!name.is_empty()).then(|| Arc::from(name)),
         })
     }
 

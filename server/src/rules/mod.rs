@@ -26,6 +26,7 @@ pub use load::{LoadError, load_files, load_paths, read_paths, version_of};
 pub use wildcard::Wildcard;
 
 use crate::limiter::algorithm::Algorithm;
+use crate::limiter::capacity::CapacityRule;
 
 /// The time unit of a limit's window. Windows are aligned to the Unix epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -153,6 +154,9 @@ pub struct Node {
     pub value_to_metric: bool,
     /// The YAML `metadata`, returned in `dynamic_metadata` when enabled.
     pub metadata: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    /// The `capacity` block (never with `rate_limits`): the service behind
+    /// this descriptor takes so much, shared among clients by priority.
+    pub capacity: Option<Arc<CapacityRule>>,
     /// The configured value (the pattern, for a wildcard node); empty for a
     /// key-only default.
     pub value: Box<str>,
@@ -244,6 +248,22 @@ pub struct Match<'r> {
     /// Entries whose counter key uses the configured pattern instead of the
     /// request's value (`share_threshold`), as (entry index, pattern).
     pub shared: Vec<(usize, &'r str)>,
+    /// Set when `node` is a capacity rule: where the client and priority
+    /// entries are.
+    pub capacity: Option<CapacityMatch>,
+}
+
+/// How a descriptor matched a capacity rule: the walk ended at the rule's
+/// node after `depth` entries, and every entry after it is the rule's
+/// `share_by` or `priority_by` entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CapacityMatch {
+    /// Entries down to the capacity node (they name its counter).
+    pub depth: usize,
+    /// The index of the client's entry, if present.
+    pub client_at: Option<usize>,
+    /// The index of the priority entry, if present.
+    pub class_at: Option<usize>,
 }
 
 impl Domain {
@@ -259,23 +279,40 @@ impl Domain {
 
     /// Matches a descriptor, given as its (key, value) entries in order.
     /// Returns the node at the last entry's depth, or `None` when the walk
-    /// leaves the tree.
+    /// leaves the tree. A capacity rule matches earlier: when the walk
+    /// reaches its node and every entry left is its `share_by` or
+    /// `priority_by` entry (each at most once).
     pub fn find<'r, 'e, I>(&'r self, entries: I) -> Option<Match<'r>>
     where
         I: IntoIterator<Item = (&'e str, &'e str)>,
+        I::IntoIter: Clone,
     {
         let mut level = &self.root;
         let mut node = None;
         let mut shared = Vec::new();
-        for (i, (key, value)) in entries.into_iter().enumerate() {
+        let mut entries = entries.into_iter().enumerate();
+        while let Some((i, (key, value))) = entries.next() {
             let found = level.keys.get(key)?.find(value)?;
             if found.share_threshold {
                 shared.push((i, &*found.value));
             }
+            if let Some(rule) = &found.capacity
+                && let Some(capacity) = capacity_entries(rule, i + 1, entries.clone())
+            {
+                return Some(Match {
+                    node: found,
+                    shared,
+                    capacity: Some(capacity),
+                });
+            }
             level = &found.children;
             node = Some(found);
         }
-        node.map(|node| Match { node, shared })
+        node.map(|node| Match {
+            node,
+            shared,
+            capacity: None,
+        })
     }
 
     fn walk<'a>(&'a self, mut f: impl FnMut(&'a Node)) {
@@ -298,6 +335,34 @@ impl Domain {
         }
         visit(&self.root, &mut f);
     }
+}
+
+/// Where the client and priority entries are among the entries after a
+/// capacity node (`rest`, starting at index `depth`); `None` if any of them
+/// is something else or comes twice.
+fn capacity_entries<'e>(
+    rule: &CapacityRule,
+    depth: usize,
+    rest: impl Iterator<Item = (usize, (&'e str, &'e str))>,
+) -> Option<CapacityMatch> {
+    let mut found = CapacityMatch {
+        depth,
+        client_at: None,
+        class_at: None,
+    };
+    for (i, (key, _)) in rest {
+        let slot = if *key == *rule.share_by {
+            &mut found.client_at
+        } else if rule.priority_by.as_deref() == Some(key) {
+            &mut found.class_at
+        } else {
+            return None;
+        };
+        if slot.replace(i).is_some() {
+            return None;
+        }
+    }
+    Some(found)
 }
 
 /// An immutable, compiled set of rules: every domain of a rules directory.
@@ -337,6 +402,12 @@ impl RuleSet {
         let mut out = String::new();
         for name in names {
             self.domains[name].walk(|node| {
+                if let Some(capacity) = &node.capacity {
+                    out.push_str(&format!(
+                        "{}: {capacity}, shadow_mode: {}, quota_mode: {}\n",
+                        node.full_key, node.shadow_mode, node.quota_mode
+                    ));
+                }
                 for limit in &node.rate_limits {
                     out.push_str(&format!(
                         "{}: {limit}, shadow_mode: {}, quota_mode: {}\n",

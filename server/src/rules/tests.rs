@@ -293,3 +293,156 @@ fn a_domain_may_set_its_own_failure_policy() {
         errors[0]
     );
 }
+
+const CAPACITY: &str = r#"
+domain: d
+descriptors:
+  - key: service
+    value: checkout
+    capacity:
+      requests_per_unit: 100
+      unit: second
+      share_by: client
+      weights: {partner: 2, "42": 0.5}
+      priority_by: priority
+      classes:
+        - name: critical
+        - name: default
+          max_share: 0.9
+        - name: sheddable
+          max_share: 0.7
+      default_class: default
+    descriptors:
+      - key: path
+        rate_limit: {unit: second, requests_per_unit: 5}
+"#;
+
+#[test]
+fn a_capacity_rule_loads_and_matches_with_its_client_and_priority_entries() {
+    let set = set(CAPACITY);
+    let domain = set.domain("d").unwrap();
+    let m = domain
+        .find([
+            ("service", "checkout"),
+            ("priority", "critical"),
+            ("client", "alice"),
+        ])
+        .unwrap();
+    let rule = m.node.capacity.as_ref().unwrap();
+    assert_eq!(
+        m.capacity,
+        Some(CapacityMatch {
+            depth: 1,
+            client_at: Some(2),
+            class_at: Some(1),
+        })
+    );
+    assert_eq!(rule.limits.total, 100);
+    assert_eq!(rule.limits.class_max_share, [1.0, 0.9, 0.7]);
+    assert_eq!(rule.class_of(Some("sheddable")), 2);
+    assert_eq!(rule.class_of(Some("gold")), 1, "unknown: the default class");
+    assert_eq!(rule.class_of(None), 1);
+    assert_eq!(
+        (rule.weight_of("partner"), rule.weight_of("42")),
+        (2.0, 0.5)
+    );
+    assert_eq!(rule.weight_of("anyone"), 1.0);
+    // Without a client entry: still the rule (one anonymous client).
+    let alone = domain.find([("service", "checkout")]).unwrap();
+    assert_eq!(alone.capacity.unwrap().client_at, None);
+    // Another key walks on to the children, as any descriptor.
+    let child = domain
+        .find([("service", "checkout"), ("path", "/pay")])
+        .unwrap();
+    assert!(child.capacity.is_none());
+    assert_eq!(limit_of(Some(child.node)), Some(5));
+    // A repeated client entry is not a capacity call (and matches nothing).
+    assert!(
+        domain
+            .find([("service", "checkout"), ("client", "a"), ("client", "b")])
+            .is_none()
+    );
+    assert!(
+        set.describe()
+            .contains("d.service_checkout: capacity requests_per_unit=100 unit=SECOND share_by=client priority_by=priority classes=critical:1,default:0.9,sheddable:0.7")
+    );
+}
+
+#[test]
+fn a_bad_capacity_rule_is_reported_with_its_path() {
+    let cases = [
+        (
+            "{requests_per_unit: 10, unit: second}",
+            "capacity needs share_by (the descriptor key whose value names the client)",
+            "descriptors[0].capacity.share_by",
+        ),
+        (
+            "{unit: second, share_by: c}",
+            "capacity needs requests_per_unit (what the service takes per unit)",
+            "descriptors[0].capacity.requests_per_unit",
+        ),
+        (
+            "{requests_per_unit: 10, unit: fortnight, share_by: c}",
+            "invalid rate limit unit 'fortnight'",
+            "descriptors[0].capacity.unit",
+        ),
+        (
+            "{requests_per_unit: 10, unit: second, share_by: c, shares: 3}",
+            "config error, unknown key 'shares'",
+            "descriptors[0].capacity.shares",
+        ),
+        (
+            "{requests_per_unit: 10, unit: second, share_by: c, weights: {a: 0}}",
+            "the weight of client 'a' must be a number above 0 (up to 1000000)",
+            "descriptors[0].capacity.weights.a",
+        ),
+        (
+            "{requests_per_unit: 10, unit: second, share_by: c, priority_by: p}",
+            "priority_by needs classes (from the most important to the least)",
+            "descriptors[0].capacity.classes",
+        ),
+        (
+            "{requests_per_unit: 10, unit: second, share_by: c, priority_by: p, classes: [{name: a, max_share: 0.5}, {name: b, max_share: 0.9}]}",
+            "class 'b' has a larger max_share than the class before it: classes go from the most important to the least",
+            "descriptors[0].capacity.classes[1].max_share",
+        ),
+        (
+            "{requests_per_unit: 10, unit: second, share_by: c, priority_by: p, classes: [{name: a, max_share: 1.5}]}",
+            "max_share must be a number above 0 and at most 1 (the share of requests_per_unit this class may fill)",
+            "descriptors[0].capacity.classes[0].max_share",
+        ),
+        (
+            "{requests_per_unit: 10, unit: second, share_by: c, priority_by: p, classes: [{name: a}], default_class: z}",
+            "default_class 'z' is not one of the classes",
+            "descriptors[0].capacity.default_class",
+        ),
+        (
+            "{requests_per_unit: 10, unit: second, share_by: c, priority_by: c, classes: [{name: a}]}",
+            "priority_by and share_by must be different keys",
+            "descriptors[0].capacity.priority_by",
+        ),
+        (
+            "{requests_per_unit: 10, unit: second, share_by: c, max_clients: 0}",
+            "max_clients must be from 1 to 100000",
+            "descriptors[0].capacity.max_clients",
+        ),
+    ];
+    for (block, message, path) in cases {
+        let yaml = format!("domain: d\ndescriptors:\n  - key: s\n    capacity: {block}\n");
+        let errors = load_files(&[("cap.yaml".into(), yaml)], false).unwrap_err();
+        assert_eq!(
+            errors
+                .iter()
+                .map(|e| (e.to_string(), e.path.as_str()))
+                .collect::<Vec<_>>(),
+            [(format!("cap.yaml: {message}"), path)],
+            "{block}"
+        );
+    }
+    let both = "domain: d\ndescriptors:\n  - key: s\n    rate_limit: {unit: second, requests_per_unit: 1}\n    capacity: {requests_per_unit: 10, unit: second, share_by: c}\n";
+    let errors = load_files(&[("cap.yaml".into(), both.into())], false).unwrap_err();
+    assert_eq!(
+        errors[0].message,
+        "capacity cannot be combined with rate_limit or rate_limits on the same descriptor (put them on another descriptor)"
+    );
+}

@@ -11,7 +11,9 @@
 //! Other algorithms, and further limits of one descriptor (`rate_limits`),
 //! keep their state under the same prefix with a suffix instead of the window
 //! start: `edge_user_alice_tb0` (token bucket), `_gcra0`, `_sw0`, and
-//! `edge_user_alice_1700000040_1` for a second fixed window.
+//! `edge_user_alice_1700000040_1` for a second fixed window. A capacity
+//! rule keeps one window's state (a hash, with what the previous window
+//! left) under the entries down to its node: `shop_service_checkout_cap0`.
 //!
 //! On Redis Cluster the descriptor part is a hash tag, so that all keys of
 //! one descriptor share a slot (see `store::redis::cluster`):
@@ -44,6 +46,7 @@ impl fmt::Display for KeySuffix {
                     Algorithm::SlidingWindow => "sw",
                     Algorithm::TokenBucket => "tb",
                     Algorithm::Gcra => "gcra",
+                    Algorithm::Capacity => "cap",
                 };
                 write!(f, "{tag}{index}")
             }

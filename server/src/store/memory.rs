@@ -21,13 +21,14 @@ use std::time::Duration;
 use super::{Check, Commit, CounterStore, StoreFuture};
 use crate::clock::Clock;
 use crate::limiter::algorithm::{self, Algorithm, Bucket, Outcome, SlidingCounts};
+use crate::limiter::capacity::{self, WindowState};
 
 const SHARDS: usize = 64;
 /// Entries looked at to choose a victim when a shard is full.
 const EVICTION_SAMPLE: usize = 8;
 
 /// One key's algorithm state.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum State {
     /// Fixed window: the window's count.
     Count(u64),
@@ -40,6 +41,11 @@ enum State {
     Bucket(Bucket),
     /// GCRA: the theoretical arrival time.
     Tat(f64),
+    /// A capacity rule's window starting at `start_ms`.
+    Capacity {
+        start_ms: f64,
+        window: Box<WindowState>,
+    },
 }
 
 #[derive(Debug)]
@@ -88,15 +94,18 @@ impl MemoryStore {
     /// Evaluates one check at `now` against a locked shard; with `take`,
     /// stores the new state.
     fn evaluate(&self, shard: &mut Shard, check: &Check, now: Duration, take: bool) -> Outcome {
+        if check.algorithm == Algorithm::Capacity {
+            return self.evaluate_capacity(shard, check, now, take);
+        }
         let now_ms = now.as_secs_f64() * 1_000.0;
         let current = shard
             .get(check.key.as_str())
             .filter(|e| e.expires_at > now)
-            .map(|e| e.state);
+            .map(|e| &e.state);
         let (outcome, next, ttl) = match check.algorithm {
-            Algorithm::FixedWindow => {
+            Algorithm::FixedWindow | Algorithm::Capacity => {
                 let count = match current {
-                    Some(State::Count(c)) => c,
+                    Some(State::Count(c)) => *c,
                     _ => 0,
                 }
                 .saturating_add(check.hits);
@@ -114,11 +123,11 @@ impl MemoryStore {
                     Some(State::Sliding {
                         start_ms: s,
                         counts,
-                    }) if s == start_ms => counts,
+                    }) if *s == start_ms => *counts,
                     Some(State::Sliding {
                         start_ms: s,
                         counts,
-                    }) if s + period == start_ms => SlidingCounts {
+                    }) if *s + period == start_ms => SlidingCounts {
                         previous: counts.current,
                         current: 0,
                     },
@@ -140,7 +149,7 @@ impl MemoryStore {
             }
             Algorithm::TokenBucket => {
                 let bucket = match current {
-                    Some(State::Bucket(b)) => Some(b),
+                    Some(State::Bucket(b)) => Some(*b),
                     _ => None,
                 };
                 let (outcome, next) =
@@ -154,7 +163,7 @@ impl MemoryStore {
             }
             Algorithm::Gcra => {
                 let tat = match current {
-                    Some(State::Tat(t)) => Some(t),
+                    Some(State::Tat(t)) => Some(*t),
                     _ => None,
                 };
                 let (outcome, next) = algorithm::gcra(tat, check.rate, now_ms, check.hits);
@@ -168,20 +177,107 @@ impl MemoryStore {
             }
         };
         if let (true, Some(state)) = (take, next) {
-            let entry = Entry {
-                state,
-                expires_at: now.saturating_add(ttl),
-            };
-            if let Some(existing) = shard.get_mut(check.key.as_str()) {
-                *existing = entry;
-            } else {
-                if shard.len() >= self.per_shard {
-                    self.evict_one(shard, now);
-                }
-                shard.insert(check.key.clone(), entry);
-            }
+            self.store(shard, &check.key, state, now.saturating_add(ttl), now);
         }
         outcome
+    }
+
+    /// Puts `state` under `key`, evicting another key if the shard is full.
+    fn store(
+        &self,
+        shard: &mut Shard,
+        key: &str,
+        state: State,
+        expires_at: Duration,
+        now: Duration,
+    ) {
+        let entry = Entry { state, expires_at };
+        if let Some(existing) = shard.get_mut(key) {
+            *existing = entry;
+        } else {
+            if shard.len() >= self.per_shard {
+                self.evict_one(shard, now);
+            }
+            shard.insert(key.to_owned(), entry);
+        }
+    }
+
+    /// A capacity check ([`capacity::decide`]) over the rule's window,
+    /// updated in place when `take`.
+    fn evaluate_capacity(
+        &self,
+        shard: &mut Shard,
+        check: &Check,
+        now: Duration,
+        take: bool,
+    ) -> Outcome {
+        let period = check.rate.period_ms;
+        let now_ms = now.as_secs_f64() * 1_000.0;
+        let start_ms = (now_ms / period).floor() * period;
+        let reset_after = Duration::try_from_secs_f64((start_ms + period - now_ms) / 1_000.0)
+            .unwrap_or(Duration::MAX);
+        let Some(call) = &check.capacity else {
+            // Not built by the limiter: nothing to decide with.
+            return Outcome {
+                reset_after,
+                ..Outcome::default()
+            };
+        };
+        let expires_at = Duration::try_from_secs_f64((start_ms + 2.0 * period) / 1_000.0)
+            .unwrap_or(Duration::MAX);
+        let live = shard
+            .get_mut(check.key.as_str())
+            .filter(|e| e.expires_at > now)
+            .and_then(|e| match &mut e.state {
+                State::Capacity { start_ms, window } => Some((start_ms, window)),
+                _ => None,
+            });
+        let decide = |window: &mut WindowState, take: bool| {
+            capacity::decide(
+                &call.rule.limits,
+                window,
+                &call.client,
+                call.weight,
+                call.class,
+                check.hits,
+                take,
+            )
+        };
+        let decided = match live {
+            // This window (or, with a clock that stepped back, a later one).
+            Some((stored, window)) if *stored >= start_ms => decide(window, take),
+            Some((stored, window)) if take => {
+                window.roll(*stored + period == start_ms);
+                *stored = start_ms;
+                decide(window, true)
+            }
+            Some((stored, window)) => {
+                let mut next = (**window).clone();
+                next.roll(*stored + period == start_ms);
+                decide(&mut next, false)
+            }
+            None => {
+                let mut window = WindowState::default();
+                let decided = decide(&mut window, take);
+                if take {
+                    let state = State::Capacity {
+                        start_ms,
+                        window: Box::new(window),
+                    };
+                    self.store(shard, &check.key, state, expires_at, now);
+                }
+                decided
+            }
+        };
+        if take && let Some(entry) = shard.get_mut(check.key.as_str()) {
+            entry.expires_at = expires_at;
+        }
+        Outcome {
+            allowed: decided.verdict.admitted(),
+            remaining: decided.remaining,
+            reset_after,
+            capacity: Some(decided),
+        }
     }
 
     /// Applies one check now (for tests and tools; requests use [`CounterStore::apply`]).
@@ -354,6 +450,7 @@ mod tests {
             },
             reset_after: Duration::from_secs(reset_after),
             veto: true,
+            capacity: None,
         }
     }
 

@@ -19,6 +19,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use crate::limiter::algorithm::{Algorithm, Outcome, Rate};
+use crate::limiter::capacity::CapacityRule;
+use std::sync::Arc;
 
 /// One limit to apply to one counter key.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +40,21 @@ pub struct Check {
     /// the others from taking: false for checks whose rejection does not
     /// reject the request (shadow mode, quota mode).
     pub veto: bool,
+    /// [`Algorithm::Capacity`] only: the rule, and who asks in which class.
+    pub capacity: Option<CapacityCall>,
+}
+
+/// Who asks a capacity rule for hits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CapacityCall {
+    /// The rule.
+    pub rule: Arc<CapacityRule>,
+    /// The client (the value of the rule's `share_by` entry; empty without one).
+    pub client: String,
+    /// The client's weight.
+    pub weight: f64,
+    /// The priority class (0: the most important).
+    pub class: usize,
 }
 
 /// How the checks of one call commit.

@@ -67,6 +67,7 @@ mod tests {
             },
             reset_after: Duration::ZERO,
             veto: true,
+            capacity: None,
         }
     }
 

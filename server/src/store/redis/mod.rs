@@ -27,6 +27,7 @@ use self::connection::{Connection, connect, install_crypto_provider};
 use super::{Check, Commit, CounterStore, StoreError, StoreFuture};
 use crate::clock::Clock;
 use crate::limiter::algorithm::{Algorithm, Outcome};
+use crate::limiter::capacity::{Decided, Verdict};
 
 /// Counters in Redis: one node, a Sentinel-managed master, or a cluster.
 #[derive(Clone)]
@@ -209,6 +210,27 @@ impl RedisStore {
                 Algorithm::SlidingWindow => "s",
                 Algorithm::TokenBucket => "t",
                 Algorithm::Gcra => "g",
+                Algorithm::Capacity => match &check.capacity {
+                    Some(call) => {
+                        // Its own use of the slots (see capacity.lua).
+                        let mut params = format!("{} {}", call.weight, call.class);
+                        for share in &call.rule.limits.class_max_share {
+                            params.push(' ');
+                            params.push_str(&share.to_string());
+                        }
+                        cmd.arg("c")
+                            .arg(check.hits)
+                            .arg(check.rate.limit)
+                            .arg(check.rate.period_ms)
+                            .arg(call.rule.limits.max_clients)
+                            .arg(call.client.as_str())
+                            .arg(params)
+                            .arg(if check.veto { "1" } else { "0" });
+                        continue;
+                    }
+                    // Not built by the limiter: the script answers it with an error.
+                    None => "?",
+                },
             };
             cmd.arg(code)
                 .arg(check.hits)
@@ -399,6 +421,7 @@ macro_rules! with_algorithms {
             include_str!("scripts/algorithms/sliding_window.lua"),
             include_str!("scripts/algorithms/token_bucket.lua"),
             include_str!("scripts/algorithms/gcra.lua"),
+            include_str!("scripts/algorithms/capacity.lua"),
             include_str!("scripts/common.lua"),
             include_str!($driver),
         )
@@ -413,25 +436,44 @@ fn outcome(reply: Vec<redis::Value>) -> Result<Result<Outcome, String>, StoreErr
         redis::Value::Int(n) => Some(*n),
         _ => None,
     };
+    let unexpected = || StoreError::Protocol(format!("unexpected script reply {reply:?}"));
     match reply.as_slice() {
-        [allowed, remaining, reset_us] => match (int(allowed), int(remaining), int(reset_us)) {
-            (Some(allowed), Some(remaining), Some(reset_us)) => Ok(Ok(Outcome {
+        [allowed, remaining, reset_us, rest @ ..] if rest.len() != 1 => {
+            let (Some(allowed), Some(remaining), Some(reset_us)) =
+                (int(allowed), int(remaining), int(reset_us))
+            else {
+                return Err(unexpected());
+            };
+            let remaining = remaining.max(0) as u64;
+            // A capacity check's {limit, verdict}.
+            let capacity = match rest {
+                [] => None,
+                [limit, verdict] => {
+                    let decided = int(limit).zip(int(verdict).and_then(Verdict::from_code));
+                    let Some((limit, verdict)) = decided else {
+                        return Err(unexpected());
+                    };
+                    Some(Decided {
+                        verdict,
+                        limit: limit.max(0) as u64,
+                        remaining,
+                    })
+                }
+                _ => return Err(unexpected()),
+            };
+            Ok(Ok(Outcome {
                 allowed: allowed == 1,
-                remaining: remaining.max(0) as u64,
+                remaining,
                 reset_after: Duration::from_micros(reset_us.max(0) as u64),
-            })),
-            _ => Err(StoreError::Protocol(format!(
-                "unexpected script reply {reply:?}"
-            ))),
-        },
+                capacity,
+            }))
+        }
         [code, message] if int(code) == Some(-1) => Ok(Err(match message {
             redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
             redis::Value::SimpleString(s) => s.clone(),
             other => format!("{other:?}"),
         })),
-        _ => Err(StoreError::Protocol(format!(
-            "unexpected script reply {reply:?}"
-        ))),
+        _ => Err(unexpected()),
     }
 }
 

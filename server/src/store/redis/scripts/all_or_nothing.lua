@@ -14,8 +14,8 @@ for i, key in ipairs(KEYS) do
   if all or not dry[i] then
     out[i] = reply(run(i, key, true))
   else
-    local _, remaining, reset_ms = run(i, key, false, '0')
-    out[i] = reply(true, remaining, reset_ms)
+    local _, remaining, reset_ms, limit, verdict = run(i, key, false, '0')
+    out[i] = reply(true, remaining, reset_ms, limit, verdict)
   end
 end
 return out

@@ -4,9 +4,9 @@
 -- (batch.rs) must not fail each other.
 local out = {}
 for i, key in ipairs(KEYS) do
-  local ok, allowed, remaining, reset_ms = pcall(run, i, key, true)
+  local ok, allowed, remaining, reset_ms, limit, verdict = pcall(run, i, key, true)
   if ok then
-    out[i] = reply(allowed, remaining, reset_ms)
+    out[i] = reply(allowed, remaining, reset_ms, limit, verdict)
   else
     local e = allowed
     out[i] = {-1, type(e) == 'table' and (e.err or 'error') or tostring(e)}

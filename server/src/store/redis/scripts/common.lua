@@ -2,15 +2,18 @@
 --
 -- ARGV[1]        now in ms, or empty for Redis's own TIME (production; tests pin it)
 -- per key i, 8 arguments from ARGV[2 + 8(i-1)]:
---   algorithm    'f' fixed window, 's' sliding window, 't' token bucket, 'g' GCRA
+--   algorithm    'f' fixed window, 's' sliding window, 't' token bucket, 'g' GCRA,
+--                'c' capacity
 --   hits         to take (0: check only)
---   limit        hits per period
+--   limit        hits per period (capacity: the total)
 --   period       ms
---   burst        token bucket and GCRA
---   ttl          fixed window: key TTL in seconds (window + jitter)
---   reset_ms     fixed window: time until the window ends
+--   burst        token bucket and GCRA; capacity: the most clients tracked
+--   ttl          fixed window: key TTL in seconds (window + jitter); capacity: the client
+--   reset_ms     fixed window: time until the window ends; capacity: its
+--                params (see capacity.lua)
 --   veto         all_or_nothing: '1' if this check's rejection stops the others
--- returns        per key {allowed (1/0), remaining, microseconds until reset}
+-- returns        per key {allowed (1/0), remaining, microseconds until reset},
+--                and for capacity also {..., limit, verdict}
 --
 -- Every key a call touches is in KEYS, so on Redis Cluster one call's keys
 -- must share a slot.
@@ -40,6 +43,8 @@ local function run(i, key, take, hits)
     return token_bucket(key, now, tonumber(hits), limit, period, burst, take)
   elseif algorithm == 'g' then
     return gcra(key, now, tonumber(hits), limit, period, burst, take)
+  elseif algorithm == 'c' then
+    return capacity(key, now, tonumber(hits), limit, period, burst, ARGV[b + 5], ARGV[b + 6], take)
   end
   error('unknown algorithm ' .. tostring(algorithm))
 end
@@ -48,6 +53,10 @@ local function vetoes(i)
   return ARGV[2 + 8 * (i - 1) + 7] == '1'
 end
 
-local function reply(allowed, remaining, reset_ms)
-  return {allowed and 1 or 0, remaining, math.floor(math.max(reset_ms, 0) * 1000)}
+local function reply(allowed, remaining, reset_ms, limit, verdict)
+  local out = {allowed and 1 or 0, remaining, math.floor(math.max(reset_ms, 0) * 1000)}
+  if verdict ~= nil then
+    out[4], out[5] = limit, verdict
+  end
+  return out
 end

@@ -1,0 +1,428 @@
+//! Capacity protection (issue 10) through the whole decision path: a
+//! `capacity:` rule in YAML → match → limiter → store → statuses, in the
+//! memory store and in a real `redis-server` (its script's clock pinned to
+//! the test's manual clock, so windows of one second are exact), and the
+//! same traffic on the wire through a running server.
+//!
+//! The scenarios are the issue's: T = 100 per second shared by four clients
+//! of which one floods; 2 × T offered over three priority classes; one
+//! client alone. A property test then runs random traffic through both
+//! stores call by call: the Lua script must decide exactly as the Rust code.
+
+#![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use floodgate_e2e::{RedisServer, TestServer, config_with_rules, http_get, request, rules_dir};
+use floodgate_proto::rate_limit_response::Code as WireCode;
+use floodgate_server::clock::Clock;
+use floodgate_server::limiter::capacity::{Capacity, CapacityRule, Verdict};
+use floodgate_server::limiter::{Code, Limiter, LimiterOptions, Request, RequestLimits, Status};
+use floodgate_server::rules::{Rules, Unit, load_files};
+use floodgate_server::store::key::CacheKey;
+use floodgate_server::store::memory::MemoryStore;
+use floodgate_server::store::redis::{RedisSettings, RedisStore};
+use floodgate_server::store::{CapacityCall, Check, Commit, CounterStore};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+/// A whole second, 100 ms in.
+const START_MS: u64 = 1_700_000_000_100;
+
+const RULES: &str = r#"
+domain: shop
+descriptors:
+  - key: service
+    value: checkout
+    capacity:
+      requests_per_unit: 100
+      unit: second
+      share_by: client
+  - key: service
+    value: search
+    capacity:
+      name: search
+      requests_per_unit: 300
+      unit: second
+      share_by: client
+      priority_by: priority
+      classes:
+        - name: critical
+        - name: default
+          max_share: 0.9
+        - name: sheddable
+          max_share: 0.7
+"#;
+
+/// A limiter over [`RULES`] counting in `store`, on `clock`.
+fn limiter(store: Arc<dyn CounterStore>, clock: Clock) -> Limiter {
+    let rules = Rules::new(load_files(&[("shop.yaml".into(), RULES.into())], false).unwrap());
+    Limiter::new(
+        rules,
+        store,
+        CacheKey::new("cap:"),
+        clock,
+        LimiterOptions::default(),
+    )
+}
+
+/// The memory store and a Redis store, each with its limiter, on one manual
+/// clock. The Redis server lives as long as the value.
+struct Both {
+    clock: Clock,
+    stores: Vec<(&'static str, Limiter)>,
+    _redis: RedisServer,
+}
+
+async fn both() -> Both {
+    let clock = Clock::manual(Duration::from_millis(START_MS));
+    let server = RedisServer::start();
+    let redis = RedisStore::connect(&RedisSettings::single(server.url()))
+        .await
+        .unwrap()
+        .with_local_time(clock.clone());
+    let memory = MemoryStore::new(10_000, clock.clone());
+    Both {
+        stores: vec![
+            ("memory", limiter(Arc::new(memory), clock.clone())),
+            ("redis", limiter(Arc::new(redis), clock.clone())),
+        ],
+        clock,
+        _redis: server,
+    }
+}
+
+/// One call of one hit; its status.
+async fn call(limiter: &Limiter, entries: &[(&str, &str)]) -> Status {
+    let proto = request("shop", entries);
+    let request = Request::parse(&proto, &RequestLimits::default()).unwrap();
+    let mut decision = limiter.decide(&request).await.unwrap();
+    decision.statuses.remove(0)
+}
+
+/// Sends each sender's calls for one window, interleaved (one call per
+/// sender per turn, as concurrent clients would); returns what each got.
+async fn window(limiter: &Limiter, senders: &[(Vec<(&str, &str)>, u64)]) -> Vec<u64> {
+    let mut admitted = vec![0; senders.len()];
+    for turn in 0..senders.iter().map(|s| s.1).max().unwrap_or(0) {
+        for (i, (entries, calls)) in senders.iter().enumerate() {
+            if turn < *calls && call(limiter, entries).await.code == Code::Ok {
+                admitted[i] += 1;
+            }
+        }
+    }
+    admitted
+}
+
+fn checkout(client: &str) -> Vec<(&str, &str)> {
+    vec![("service", "checkout"), ("client", client)]
+}
+
+fn search<'a>(client: &'a str, priority: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("service", "search"),
+        ("client", client),
+        ("priority", priority),
+    ]
+}
+
+#[tokio::test]
+async fn an_abusive_client_cannot_starve_the_others() {
+    let both = both().await;
+    for (store, limiter) in &both.stores {
+        for second in 0..3 {
+            // T = 100; "bad" sends 10 × T, three good clients 20 each.
+            let senders = [
+                (checkout("bad"), 1_000),
+                (checkout("a"), 20),
+                (checkout("b"), 20),
+                (checkout("c"), 20),
+            ];
+            let got = window(limiter, &senders).await;
+            println!(
+                "{store}, second {second}: bad {}, good {:?}",
+                got[0],
+                &got[1..]
+            );
+            assert_eq!(
+                &got[1..],
+                &[20, 20, 20],
+                "{store}: the good ones get all they ask"
+            );
+            assert!(got[0] <= 40, "{store}: the abusive one gets {}", got[0]);
+            assert!(got.iter().sum::<u64>() <= 100, "{store}: never past T");
+            // Still rejected at the end of the window, and the status says
+            // by what: its share of 100 among four, until the window ends.
+            let status = call(limiter, &checkout("bad")).await;
+            assert_eq!(status.code, Code::OverLimit);
+            let limit = status.limit.unwrap();
+            assert_eq!(
+                (limit.requests_per_unit, limit.unit, limit.name.as_deref()),
+                (25, Unit::Second, Some("capacity.share")),
+                "{store}"
+            );
+            assert!(status.reset_after.unwrap() <= Duration::from_millis(900));
+            both.clock.advance(Duration::from_secs(1));
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_least_important_traffic_is_shed_first_and_critical_gets_through() {
+    let both = both().await;
+    for (store, limiter) in &both.stores {
+        let classes = ["critical", "default", "sheddable"];
+        let (mut offered, mut admitted) = ([0u64; 3], [0u64; 3]);
+        for second in 0..10 {
+            // 2 × T (T = 300), evenly over the three classes, from six
+            // clients (two per class).
+            let senders: Vec<_> = classes
+                .iter()
+                .flat_map(|class| [search("x", class), search("y", class)])
+                .map(|entries| (entries, 100))
+                .collect();
+            let got = window(limiter, &senders).await;
+            assert!(
+                got.iter().sum::<u64>() <= 300,
+                "{store}: never past T: {got:?}"
+            );
+            for k in 0..3 {
+                offered[k] += 200;
+                admitted[k] += got[2 * k] + got[2 * k + 1];
+            }
+            if second == 0 {
+                // Before any history, the class caps alone shed: sheddable
+                // stops at 70% of T, default at 90%, critical takes the rest.
+                let per_class: Vec<u64> = (0..3).map(|k| got[2 * k] + got[2 * k + 1]).collect();
+                assert_eq!(per_class, [130, 100, 70], "{store}");
+            }
+            // A shed call says which class cap shed it.
+            let status = call(limiter, &search("x", "sheddable")).await;
+            assert_eq!(status.code, Code::OverLimit);
+            let name = status.limit.unwrap().name.unwrap();
+            assert!(
+                name.starts_with("search.class.sheddable") || &*name == "search.total",
+                "{store}: {name}"
+            );
+            both.clock.advance(Duration::from_secs(1));
+        }
+        let rate = |k: usize| admitted[k] as f64 / offered[k] as f64;
+        println!("{store}: admitted of 2,000 offered per class over 10 s: {admitted:?}");
+        // From the second window on, what critical asked for last time is
+        // held back from the others: critical gets all of its 200.
+        assert_eq!(admitted, [1_930, 730, 70], "{store}");
+        assert!(rate(0) >= 0.95, "{store}: critical {}", rate(0));
+        assert!(
+            rate(2) < rate(1) && rate(1) < rate(0),
+            "{store}: {admitted:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_lone_client_may_use_all_of_the_capacity() {
+    let both = both().await;
+    for (store, limiter) in &both.stores {
+        for _ in 0..2 {
+            let got = window(limiter, &[(checkout("solo"), 150)]).await;
+            assert_eq!(got, [100], "{store}");
+            both.clock.advance(Duration::from_secs(1));
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_priority_entry_is_optional_and_unknown_classes_are_the_default() {
+    let both = both().await;
+    for (store, limiter) in &both.stores {
+        // No priority entry, or an unknown one: the default class, here the
+        // last (sheddable), which stops at 70% of 300.
+        let senders = [
+            (vec![("service", "search"), ("client", "x")], 200),
+            (search("y", "platinum"), 200),
+        ];
+        let got = window(limiter, &senders).await;
+        assert_eq!(got.iter().sum::<u64>(), 210, "{store}: {got:?}");
+        both.clock.advance(Duration::from_secs(1));
+    }
+}
+
+/// One random call: (ms to advance, client, class, hits).
+type Step = (u64, usize, usize, u64);
+
+fn steps() -> impl Strategy<Value = (u64, Vec<f64>, Vec<Step>)> {
+    (
+        1u64..40,
+        prop_oneof![
+            Just(vec![1.0]),
+            Just(vec![1.0, 0.9, 0.7]),
+            Just(vec![1.0, 0.5]),
+            Just(vec![0.8, 0.8, 0.25]),
+        ],
+        proptest::collection::vec((0u64..400, 0usize..6, 0usize..4, 0u64..4), 1..80),
+    )
+}
+
+#[test]
+fn redis_decides_exactly_as_the_memory_store() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = RedisServer::start();
+    let redis = runtime
+        .block_on(RedisStore::connect(&RedisSettings::single(server.url())))
+        .unwrap();
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let cases = std::sync::atomic::AtomicU64::new(0);
+    runner
+        .run(&steps(), |(total, shares, steps)| {
+            let n = cases.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let clock = Clock::manual(Duration::from_millis(START_MS));
+            let memory = MemoryStore::new(1_000, clock.clone());
+            let redis = redis.clone().with_local_time(clock.clone());
+            // Weights 1, 2 and 0.5, and at most 4 clients of 6 tracked.
+            let rule = Arc::new(CapacityRule {
+                limits: Capacity {
+                    total,
+                    class_max_share: shares,
+                    max_clients: 4,
+                },
+                unit: Unit::Second,
+                unit_multiplier: 1,
+                share_by: "client".into(),
+                priority_by: None,
+                classes: Vec::new(),
+                default_class: 0,
+                weights: [("c1".into(), 2.0), ("c2".into(), 0.5)]
+                    .into_iter()
+                    .collect(),
+                name: None,
+            });
+            for (i, (advance, client, class, hits)) in steps.into_iter().enumerate() {
+                clock.advance(Duration::from_millis(advance));
+                let client = format!("c{client}");
+                let check = Check {
+                    key: format!("prop{n}"),
+                    hits,
+                    algorithm: floodgate_server::limiter::algorithm::Algorithm::Capacity,
+                    rate: floodgate_server::limiter::algorithm::Rate {
+                        limit: total,
+                        period_ms: 1_000.0,
+                        burst: 0,
+                    },
+                    reset_after: Duration::ZERO,
+                    veto: true,
+                    capacity: Some(CapacityCall {
+                        weight: rule.weight_of(&client),
+                        rule: rule.clone(),
+                        client,
+                        class,
+                    }),
+                };
+                let m = memory.apply_one(&check);
+                let r = runtime
+                    .block_on(redis.apply(std::slice::from_ref(&check), Commit::Each))
+                    .unwrap()[0];
+                prop_assert_eq!(
+                    (m.allowed, m.remaining, m.capacity),
+                    (r.allowed, r.remaining, r.capacity),
+                    "step {}: {:?}",
+                    i,
+                    &check.capacity
+                );
+                prop_assert!(m.reset_after.abs_diff(r.reset_after) <= Duration::from_millis(1));
+            }
+            Ok::<(), TestCaseError>(())
+        })
+        .unwrap();
+}
+
+#[tokio::test]
+async fn statuses_and_metrics_on_the_wire() {
+    let rules = rules_dir(&[("shop.yaml", RULES)]);
+    let clock = Clock::manual(Duration::from_millis(START_MS));
+    let server = TestServer::start_with_clock(config_with_rules(rules.path()), clock).await;
+    let mut client = server.client().await;
+    // "bad" and "good" alternate for 20 calls each, then "bad" sends 40 more.
+    let mut last = None;
+    for i in 0..80 {
+        let who = if i < 40 && i % 2 == 1 { "good" } else { "bad" };
+        let response = client
+            .should_rate_limit(request("shop", &checkout(who)))
+            .await
+            .unwrap()
+            .into_inner();
+        if who == "bad" {
+            last = Some(response);
+        }
+    }
+    // "bad" got its share, 50 of 100; the 30 "good" left unused are held
+    // for it, so the last 10 of bad's 60 were rejected by its share.
+    let response = last.unwrap();
+    assert_eq!(response.overall_code, WireCode::OverLimit as i32);
+    let status = &response.statuses[0];
+    let limit = status.current_limit.as_ref().unwrap();
+    assert_eq!(
+        (limit.requests_per_unit, limit.name.as_str()),
+        (50, "capacity.share")
+    );
+    assert_eq!(
+        limit.unit,
+        floodgate_proto::rate_limit_response::rate_limit::Unit::Second as i32
+    );
+    assert!(status.duration_until_reset.is_some());
+
+    let (code, body) = http_get(&format!("http://{}/metrics", server.http_addr)).await;
+    assert_eq!(code, 200);
+    let line = |needle: &str| {
+        body.lines()
+            .find(|l| l.starts_with(needle))
+            .unwrap_or_else(|| panic!("no {needle} in\n{body}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let key = r#"domain="shop",key="service_checkout""#;
+    assert_eq!(
+        line(&format!(
+            r#"floodgate_capacity_client_hits_total{{{key},client="bad",admitted="true"}}"#
+        )),
+        50
+    );
+    assert_eq!(
+        line(&format!(
+            r#"floodgate_capacity_client_hits_total{{{key},client="bad",admitted="false"}}"#
+        )),
+        10
+    );
+    assert_eq!(
+        line(&format!(
+            r#"floodgate_capacity_hits_total{{{key},class="",verdict="over_share"}}"#
+        )),
+        10
+    );
+    assert!(verdict_names_are_known(&body));
+    server.stop().await.unwrap();
+}
+
+fn verdict_names_are_known(body: &str) -> bool {
+    let known = [
+        Verdict::Guaranteed,
+        Verdict::Borrowed,
+        Verdict::Rejected(floodgate_server::limiter::capacity::Bound::Total),
+        Verdict::Rejected(floodgate_server::limiter::capacity::Bound::Class),
+        Verdict::Rejected(floodgate_server::limiter::capacity::Bound::Share),
+    ]
+    .map(|v| format!("verdict=\"{}\"", v.name()));
+    body.lines()
+        .filter(|l| l.starts_with("floodgate_capacity_hits_total{"))
+        .all(|l| known.iter().any(|k| l.contains(k.as_str())))
+}
