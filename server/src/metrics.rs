@@ -70,10 +70,27 @@ pub struct RuleOutcome {
     pub shadow: bool,
     /// The rejection came from the local over-limit cache.
     pub from_local_cache: bool,
-    /// The limit (hits per window).
-    pub limit: u64,
+    /// The limit (hits per window), for `near_limit`; `None` where the
+    /// limit is not one number (a capacity rule's share, which the client
+    /// may go past by borrowing): not counted as near.
+    pub limit: Option<u64>,
     /// Hits left after this one.
     pub remaining: u64,
+}
+
+/// Where a capacity decision is counted.
+#[derive(Clone, Copy, Debug)]
+pub struct CapacityKey<'a> {
+    /// The domain.
+    pub domain: &'a str,
+    /// The rule's stat key (as for `floodgate_rule_*`).
+    pub key: &'a str,
+    /// The key carries request values (capped).
+    pub dynamic: bool,
+    /// The priority class (empty without classes).
+    pub class: &'a str,
+    /// The client (empty without a client entry).
+    pub client: &'a str,
 }
 
 /// A call's outcome, for `floodgate_calls_total{code}`.
@@ -187,8 +204,18 @@ pub struct Metrics {
 /// by client and admitted or not.
 #[derive(Debug, Default)]
 struct CapacitySeries {
-    rules: HashMap<Box<str>, HashMap<Box<str>, CapacityRuleSeries>>,
-    /// Client series across every capacity rule (the cap's count).
+    domains: HashMap<Box<str>, CapacityDomain>,
+}
+
+/// One domain's capacity series. Keys built from request values
+/// (`detailed_metric`, `value_to_metric`) and clients are each capped at
+/// `max_series_per_domain`.
+#[derive(Debug, Default)]
+struct CapacityDomain {
+    keys: HashMap<Box<str>, CapacityRuleSeries>,
+    /// Keys built from request values.
+    dynamic: usize,
+    /// Client series over every key.
     clients: usize,
 }
 
@@ -300,13 +327,15 @@ impl Metrics {
         add(&c.total_hits, o.hits);
         if o.allowed {
             add(&c.within_limit, o.hits);
-            let threshold = (o.limit as f64 * self.settings.near_limit_ratio).floor() as u64;
-            let used_after = o.limit.saturating_sub(o.remaining);
-            let used_before = used_after.saturating_sub(o.hits);
-            add(
-                &c.near_limit,
-                used_after.saturating_sub(threshold.max(used_before)),
-            );
+            if let Some(limit) = o.limit {
+                let threshold = (limit as f64 * self.settings.near_limit_ratio).floor() as u64;
+                let used_after = limit.saturating_sub(o.remaining);
+                let used_before = used_after.saturating_sub(o.hits);
+                add(
+                    &c.near_limit,
+                    used_after.saturating_sub(threshold.max(used_before)),
+                );
+            }
         } else {
             add(&c.over_limit, o.hits);
             if o.shadow {
@@ -319,32 +348,40 @@ impl Metrics {
     }
 
     /// Counts a capacity rule's hits by class and verdict, and by client.
-    /// Client series are capped at `max_series_per_domain` in all; hits of
-    /// further clients count under `client="__overflow__"`. A call without
-    /// a client entry counts under `client=""`.
-    pub fn record_capacity(
-        &self,
-        domain: &str,
-        key: &str,
-        class: &str,
-        client: &str,
-        verdict: Verdict,
-        hits: u64,
-    ) {
+    /// Per domain, client series and `dynamic` keys (built from request
+    /// values) are each capped at `max_series_per_domain`; hits past the cap
+    /// count under `client="__overflow__"` or `key="__overflow__"`. A call
+    /// without a client entry counts under `client=""`.
+    pub fn record_capacity(&self, key: CapacityKey<'_>, verdict: Verdict, hits: u64) {
+        let cap = self.settings.max_series_per_domain;
         let mut all = self.capacity.lock().unwrap_or_else(|p| p.into_inner());
-        let CapacitySeries { rules, clients } = &mut *all;
-        if !rules.contains_key(domain) {
-            rules.insert(domain.into(), HashMap::new());
+        if !all.domains.contains_key(key.domain) {
+            all.domains
+                .insert(key.domain.into(), CapacityDomain::default());
         }
-        let Some(keys) = rules.get_mut(domain) else {
+        let Some(domain) = all.domains.get_mut(key.domain) else {
             return;
         };
-        if !keys.contains_key(key) {
-            keys.insert(key.into(), CapacityRuleSeries::default());
+        let CapacityDomain {
+            keys,
+            dynamic,
+            clients,
+        } = domain;
+        let name = if keys.contains_key(key.key) || !key.dynamic {
+            key.key
+        } else if *dynamic < cap {
+            *dynamic += 1;
+            key.key
+        } else {
+            OVERFLOW
+        };
+        if !keys.contains_key(name) {
+            keys.insert(name.into(), CapacityRuleSeries::default());
         }
-        let Some(series) = keys.get_mut(key) else {
+        let Some(series) = keys.get_mut(name) else {
             return;
         };
+        let (class, client) = (key.class, key.client);
         if let Some(i) = VERDICTS.iter().position(|v| *v == verdict) {
             match series.classes.get_mut(class) {
                 Some(counts) => counts[i] += hits,
@@ -360,7 +397,7 @@ impl Metrics {
             counts[slot] += hits;
             return;
         }
-        let name = if *clients < self.settings.max_series_per_domain {
+        let name = if *clients < cap {
             *clients += 1;
             client
         } else {
@@ -530,8 +567,8 @@ impl Metrics {
         let mut clients = Vec::new();
         {
             let all = self.capacity.lock().unwrap_or_else(|p| p.into_inner());
-            for (domain, keys) in &all.rules {
-                for (key, series) in keys {
+            for (domain, series) in &all.domains {
+                for (key, series) in &series.keys {
                     for (class, counts) in &series.classes {
                         for (verdict, n) in VERDICTS.iter().zip(counts) {
                             if *n > 0 {
@@ -674,7 +711,7 @@ mod tests {
             allowed,
             shadow: false,
             from_local_cache: false,
-            limit,
+            limit: Some(limit),
             remaining,
         }
     }

@@ -9,19 +9,57 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use floodgate_e2e::RedisServer;
 use floodgate_server::clock::Clock;
 use floodgate_server::limiter::algorithm::{Algorithm, Rate};
+use floodgate_server::limiter::capacity::{Capacity, CapacityRule};
+use floodgate_server::rules::Unit;
 use floodgate_server::store::memory::MemoryStore;
 use floodgate_server::store::redis::{RedisSettings, RedisStore};
-use floodgate_server::store::{Check, Commit, CounterStore};
+use floodgate_server::store::{CapacityCall, Check, Commit, CounterStore};
+use std::sync::Arc;
 
-const ALGORITHMS: [(&str, Algorithm); 4] = [
+const ALGORITHMS: [(&str, Algorithm); 5] = [
     ("fixed_window", Algorithm::FixedWindow),
     ("sliding_window", Algorithm::SlidingWindow),
     ("token_bucket", Algorithm::TokenBucket),
     ("gcra", Algorithm::Gcra),
+    ("capacity", Algorithm::Capacity),
 ];
+
+/// A capacity rule with three classes and 1,000 clients already in the
+/// window (the call is one more of theirs).
+fn capacity_call(client: &str) -> CapacityCall {
+    let rule = CapacityRule {
+        limits: Capacity {
+            total: 1 << 40,
+            class_max_share: vec![1.0, 0.9, 0.7],
+            max_clients: 1_000,
+        },
+        unit: Unit::Minute,
+        unit_multiplier: 1,
+        share_by: "user".into(),
+        priority_by: Some("priority".into()),
+        classes: vec!["critical".into(), "default".into(), "sheddable".into()],
+        default_class: 2,
+        weights: Default::default(),
+        name: None,
+    };
+    CapacityCall {
+        rule: Arc::new(rule),
+        client: client.to_owned(),
+        weight: 1.0,
+        class: 1,
+    }
+}
 
 /// A limit so generous that every hit is allowed (so every call writes).
 fn check(algorithm: Algorithm) -> Check {
+    if algorithm == Algorithm::Capacity {
+        return Check {
+            key: "bench_service_checkout_cap0".into(),
+            algorithm,
+            capacity: Some(capacity_call("u999")),
+            ..check(Algorithm::FixedWindow)
+        };
+    }
     Check {
         key: format!("bench_user_alice_{}", algorithm.name()),
         hits: 1,
@@ -53,6 +91,17 @@ fn algorithms(c: &mut Criterion) {
     let redis = runtime
         .block_on(RedisStore::connect(&settings))
         .expect("connect");
+    // Fill the capacity rule's window with 1,000 clients.
+    let fill: Vec<Check> = (0..1_000)
+        .map(|i| Check {
+            capacity: Some(capacity_call(&format!("u{i}"))),
+            ..check(Algorithm::Capacity)
+        })
+        .collect();
+    runtime.block_on(async {
+        memory.apply(&fill, Commit::Each).await.expect("memory");
+        redis.apply(&fill, Commit::Each).await.expect("redis");
+    });
     let mut group = c.benchmark_group("algorithm");
     for (name, algorithm) in ALGORITHMS {
         let one = [check(algorithm)];

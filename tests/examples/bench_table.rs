@@ -291,6 +291,44 @@ async fn main() {
         );
     }
 
+    // 1b. A capacity rule against a plain fixed-window rule, on the same
+    // server, in alternating rounds: what the share bookkeeping costs.
+    // Both rules admit everything; 10,000 users (past max_clients, 1,000,
+    // so the bound is exercised too).
+    println!();
+    println!(
+        "capacity rule (`--entry service=checkout --key user`) against the fixed-window rule (`--key user`), same server, {} round(s):",
+        plan.rounds
+    );
+    println!("| server | fixed window calls/s | capacity calls/s | ratio (median of rounds) |");
+    println!("|---|---|---|---|");
+    for (name, target) in &targets[1..3] {
+        let (mut fixed, mut capacity, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..plan.rounds {
+            let plain = bench(target, &plan, plan.seconds, &["--keys", "uniform:10000"]);
+            let shared = bench(
+                target,
+                &plan,
+                plan.seconds,
+                &["--keys", "uniform:10000", "--entry", "service=checkout"],
+            );
+            assert_eq!(errors(&shared), 0, "capacity calls failed: {shared}");
+            let (a, b) = (
+                plain["calls_per_second"].as_f64().unwrap(),
+                shared["calls_per_second"].as_f64().unwrap(),
+            );
+            fixed.push(a);
+            capacity.push(b);
+            ratios.push(b / a);
+        }
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.2} |",
+            median(fixed),
+            median(capacity),
+            median(ratios)
+        );
+    }
+
     // 2. Open loop at half of each server's median throughput. Fewer
     // callers than the closed loop: an open loop needs only rate x latency
     // calls in flight, and 256 callers' work on 2 shared cores measures the

@@ -303,6 +303,9 @@ domain: bench
 descriptors:
   - key: user
     rate_limit: {unit: hour, requests_per_unit: 1000000000}
+  - key: service
+    value: checkout
+    capacity: {requests_per_unit: 1000000000, unit: second, share_by: user}
 ";
 
 /// The `floodgate` binary of this build: next to the test executables'

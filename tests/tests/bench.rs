@@ -18,6 +18,7 @@ fn args(target: String) -> BenchArgs {
         requests: Some(500),
         rate: None,
         domain: "edge".into(),
+        entries: Vec::new(),
         key: "user".into(),
         keys: "hot".into(),
         hits: 1,
@@ -41,6 +42,29 @@ async fn counts_every_answer_from_floodgate() {
     assert!(summary.errors.is_empty());
     assert!(summary.latency_us.p50 <= summary.latency_us.p99);
     assert!(summary.latency_us.p99 <= summary.latency_us.max);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leading_entries_reach_a_capacity_rule() {
+    let rules = "domain: edge\ndescriptors:\n  - key: service\n    value: checkout\n    capacity: {requests_per_unit: 100, unit: hour, share_by: user}\n";
+    let rules = rules_dir(&[("edge.yaml", rules)]);
+    let server = TestServer::start(config_with_rules(rules.path())).await;
+    let summary = run(&BenchArgs {
+        entries: vec!["service=checkout".into()],
+        ..args(format!("http://{}", server.grpc_addr))
+    })
+    .await
+    .unwrap();
+    // One user alone: all of the 100 an hour, then rejected.
+    assert_eq!((summary.ok, summary.over_limit), (100, 400));
+    let bad = run(&BenchArgs {
+        entries: vec!["service".into()],
+        ..args(format!("http://{}", server.grpc_addr))
+    })
+    .await
+    .unwrap_err();
+    assert!(bad.contains("expected key=value"), "{bad}");
     server.stop().await.unwrap();
 }
 

@@ -248,8 +248,9 @@ async fn the_priority_entry_is_optional_and_unknown_classes_are_the_default() {
     }
 }
 
-/// One random call: (ms to advance, client, class, hits).
-type Step = (u64, usize, usize, u64);
+/// One random call: (ms to advance, client, class, hits, how: 0 alone, 1
+/// all-or-nothing beside a small fixed window, 2 a peek first).
+type Step = (u64, usize, usize, u64, u8);
 
 fn steps() -> impl Strategy<Value = (u64, Vec<f64>, Vec<Step>)> {
     (
@@ -260,7 +261,7 @@ fn steps() -> impl Strategy<Value = (u64, Vec<f64>, Vec<Step>)> {
             Just(vec![1.0, 0.5]),
             Just(vec![0.8, 0.8, 0.25]),
         ],
-        proptest::collection::vec((0u64..400, 0usize..6, 0usize..4, 0u64..4), 1..80),
+        proptest::collection::vec((0u64..400, 0usize..6, 0usize..4, 0u64..4, 0u8..3), 1..80),
     )
 }
 
@@ -304,7 +305,7 @@ fn redis_decides_exactly_as_the_memory_store() {
                     .collect(),
                 name: None,
             });
-            for (i, (advance, client, class, hits)) in steps.into_iter().enumerate() {
+            for (i, (advance, client, class, hits, how)) in steps.into_iter().enumerate() {
                 clock.advance(Duration::from_millis(advance));
                 let client = format!("c{client}");
                 let check = Check {
@@ -325,18 +326,51 @@ fn redis_decides_exactly_as_the_memory_store() {
                         class,
                     }),
                 };
-                let m = memory.apply_one(&check);
-                let r = runtime
-                    .block_on(redis.apply(std::slice::from_ref(&check), Commit::Each))
-                    .unwrap()[0];
-                prop_assert_eq!(
-                    (m.allowed, m.remaining, m.capacity),
-                    (r.allowed, r.remaining, r.capacity),
-                    "step {}: {:?}",
-                    i,
-                    &check.capacity
-                );
-                prop_assert!(m.reset_after.abs_diff(r.reset_after) <= Duration::from_millis(1));
+                let (checks, commit) = match how {
+                    // Beside a fixed window of 2 per second, all or nothing
+                    // (all_or_nothing.lua against MemoryStore::all_or_nothing).
+                    1 => {
+                        // A fixed window's key and reset come from the limiter's clock.
+                        let now_ms = clock.now().as_millis() as u64;
+                        let small = Check {
+                            key: format!("prop{n}_fw_{}", now_ms / 1_000),
+                            reset_after: Duration::from_millis(1_000 - now_ms % 1_000),
+                            algorithm: floodgate_server::limiter::algorithm::Algorithm::FixedWindow,
+                            rate: floodgate_server::limiter::algorithm::Rate {
+                                limit: 2,
+                                period_ms: 1_000.0,
+                                burst: 0,
+                            },
+                            capacity: None,
+                            ..check.clone()
+                        };
+                        (vec![check.clone(), small], Commit::AllOrNothing)
+                    }
+                    _ => (vec![check.clone()], Commit::Each),
+                };
+                if how == 2 {
+                    // A peek: answers for one hit, writes nothing.
+                    let peek = [Check {
+                        hits: 0,
+                        ..check.clone()
+                    }];
+                    let m = runtime.block_on(memory.apply(&peek, Commit::Each)).unwrap();
+                    let r = runtime.block_on(redis.apply(&peek, Commit::Each)).unwrap();
+                    prop_assert_eq!(&m, &r, "peek at step {}", i);
+                }
+                let m = runtime.block_on(memory.apply(&checks, commit)).unwrap();
+                let r = runtime.block_on(redis.apply(&checks, commit)).unwrap();
+                for (m, r) in m.iter().zip(&r) {
+                    prop_assert_eq!(
+                        (m.allowed, m.remaining, m.capacity),
+                        (r.allowed, r.remaining, r.capacity),
+                        "step {} ({:?}): {:?}",
+                        i,
+                        commit,
+                        &check.capacity
+                    );
+                    prop_assert!(m.reset_after.abs_diff(r.reset_after) <= Duration::from_millis(1));
+                }
             }
             Ok::<(), TestCaseError>(())
         })

@@ -62,6 +62,10 @@ pub struct BenchArgs {
     /// The request's domain.
     #[arg(long, default_value = "bench")]
     pub domain: String,
+    /// Entries before the varying one, as `key=value` (repeatable), e.g.
+    /// `--entry service=checkout --key client` for a capacity rule.
+    #[arg(long = "entry", value_name = "KEY=VALUE")]
+    pub entries: Vec<String>,
     /// The descriptor entry's key (its value comes from --keys).
     #[arg(long, default_value = "user")]
     pub key: String,
@@ -193,6 +197,17 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
     let duration =
         crate::config::duration("duration", &args.duration).map_err(|e| e.to_string())?;
     let keys = Keys::parse(&args.keys)?;
+    let mut fixed = Vec::with_capacity(args.entries.len());
+    for entry in &args.entries {
+        let Some((key, value)) = entry.split_once('=') else {
+            return Err(format!("--entry {entry:?}: expected key=value"));
+        };
+        fixed.push(Entry {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        });
+    }
+    let fixed = Arc::new(fixed);
     if args.connections == 0 || args.streams == 0 {
         return Err("--connections and --streams must be at least 1".into());
     }
@@ -227,6 +242,7 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
         let mut sampler = Sampler::new(&keys, cdf.clone(), i as u64 + 1);
         let (budget, done, sent) = (budget.clone(), done.clone(), sent.clone());
         let (domain, key, hits) = (args.domain.clone(), args.key.clone(), args.hits);
+        let fixed = fixed.clone();
         let first = interval.map(|every| start + every.mul_f64(i as f64 / callers as f64));
         tasks.spawn(async move {
             let mut tally = Tally::new()?;
@@ -261,7 +277,7 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
                 if scheduled >= end {
                     break;
                 }
-                let body = wire::frame(&make_request(&domain, &key, sampler.value(), hits));
+                let body = wire::frame(&make_request(&domain, &fixed, &key, sampler.value(), hits));
                 let result = wire::call(&mut send, &target, body).await;
                 tally.record(scheduled.elapsed(), result);
                 sent.fetch_add(1, Ordering::Relaxed);
@@ -314,14 +330,22 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
     })
 }
 
-fn make_request(domain: &str, key: &str, value: String, hits: u32) -> RateLimitRequest {
+fn make_request(
+    domain: &str,
+    fixed: &[Entry],
+    key: &str,
+    value: String,
+    hits: u32,
+) -> RateLimitRequest {
+    let mut entries = fixed.to_vec();
+    entries.push(Entry {
+        key: key.to_owned(),
+        value,
+    });
     RateLimitRequest {
         domain: domain.to_owned(),
         descriptors: vec![RateLimitDescriptor {
-            entries: vec![Entry {
-                key: key.to_owned(),
-                value,
-            }],
+            entries,
             ..Default::default()
         }],
         hits_addend: hits,

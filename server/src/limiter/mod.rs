@@ -21,7 +21,7 @@ use tracing::Instrument as _;
 pub use request::{Descriptor, MAX_HITS, Override, Request, RequestError, RequestLimits};
 
 use crate::clock::Clock;
-use crate::metrics::{Metrics, RuleOutcome};
+use crate::metrics::{CapacityKey, Metrics, RuleOutcome};
 use crate::rules::{Allowance, CapacityMatch, Domain, Node, Rules, Unit};
 use crate::store::key::CacheKey;
 use crate::store::key::KeySuffix;
@@ -505,7 +505,7 @@ impl Limiter {
                 allowed: outcome.allowed,
                 shadow: node.is_some_and(|n| n.shadow_mode),
                 from_local_cache,
-                limit: u64::from(limit.requests_per_unit),
+                limit: (outcome.capacity.is_none()).then_some(u64::from(limit.requests_per_unit)),
                 remaining: outcome.remaining,
             },
         );
@@ -545,6 +545,10 @@ impl Limiter {
         plan: &CapacityPlan<'_>,
         verdict: Verdict,
     ) {
+        if descriptor.hits == 0 {
+            // A peek: nothing to count, and no series to make.
+            return;
+        }
         let key = node.map_or(std::borrow::Cow::Borrowed(""), |n| {
             n.stat_key(descriptor.pairs().take(plan.depth))
         });
@@ -553,8 +557,14 @@ impl Limiter {
             .and_then(|i| descriptor.entries.get(i))
             .map_or("", |e| e.value.as_str());
         let class = plan.rule.class_name(plan.class).map_or("", |c| &**c);
-        self.metrics
-            .record_capacity(domain, &key, class, client, verdict, descriptor.hits);
+        let at = CapacityKey {
+            domain,
+            key: &key,
+            dynamic: matches!(key, std::borrow::Cow::Owned(_)),
+            class,
+            client,
+        };
+        self.metrics.record_capacity(at, verdict, descriptor.hits);
     }
 
     /// The decision from the outcomes; each counted descriptor is recorded

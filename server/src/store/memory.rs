@@ -94,16 +94,13 @@ impl MemoryStore {
     /// Evaluates one check at `now` against a locked shard; with `take`,
     /// stores the new state.
     fn evaluate(&self, shard: &mut Shard, check: &Check, now: Duration, take: bool) -> Outcome {
-        if check.algorithm == Algorithm::Capacity {
-            return self.evaluate_capacity(shard, check, now, take);
-        }
         let now_ms = now.as_secs_f64() * 1_000.0;
         let current = shard
             .get(check.key.as_str())
             .filter(|e| e.expires_at > now)
             .map(|e| &e.state);
         let (outcome, next, ttl) = match check.algorithm {
-            Algorithm::FixedWindow | Algorithm::Capacity => {
+            Algorithm::FixedWindow => {
                 let count = match current {
                     Some(State::Count(c)) => *c,
                     _ => 0,
@@ -161,6 +158,7 @@ impl MemoryStore {
                     ttl,
                 )
             }
+            Algorithm::Capacity => return self.evaluate_capacity(shard, check, now, take),
             Algorithm::Gcra => {
                 let tat = match current {
                     Some(State::Tat(t)) => Some(*t),
@@ -211,20 +209,27 @@ impl MemoryStore {
         now: Duration,
         take: bool,
     ) -> Outcome {
+        // A check of 0 hits (a peek) writes nothing, as in the script.
+        let take = take && check.hits > 0;
         let period = check.rate.period_ms;
         let now_ms = now.as_secs_f64() * 1_000.0;
         let start_ms = (now_ms / period).floor() * period;
         let reset_after = Duration::try_from_secs_f64((start_ms + period - now_ms) / 1_000.0)
             .unwrap_or(Duration::MAX);
         let Some(call) = &check.capacity else {
-            // Not built by the limiter: nothing to decide with.
+            // Not built by the limiter (the script answers it with an
+            // error): nothing to decide with, so nothing is admitted.
             return Outcome {
                 reset_after,
                 ..Outcome::default()
             };
         };
-        let expires_at = Duration::try_from_secs_f64((start_ms + 2.0 * period) / 1_000.0)
-            .unwrap_or(Duration::MAX);
+        // The key lives until the end of the window after the one it holds.
+        let expires_after = |window_ms: f64| {
+            Duration::try_from_secs_f64((window_ms + 2.0 * period) / 1_000.0)
+                .unwrap_or(Duration::MAX)
+        };
+        let mut expires_at = expires_after(start_ms);
         let live = shard
             .get_mut(check.key.as_str())
             .filter(|e| e.expires_at > now)
@@ -245,7 +250,10 @@ impl MemoryStore {
         };
         let decided = match live {
             // This window (or, with a clock that stepped back, a later one).
-            Some((stored, window)) if *stored >= start_ms => decide(window, take),
+            Some((stored, window)) if *stored >= start_ms => {
+                expires_at = expires_after(*stored);
+                decide(window, take)
+            }
             Some((stored, window)) if take => {
                 window.roll(*stored + period == start_ms);
                 *stored = start_ms;

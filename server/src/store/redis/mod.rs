@@ -369,6 +369,13 @@ impl RedisStore {
         for (outcome, before) in out.iter_mut().zip(&peeked) {
             // The peek's verdict stands, even if time moved on since.
             outcome.allowed = before.allowed;
+            if !before.allowed && before.capacity.is_some() {
+                // Applied with 0 hits, a capacity check answers for one
+                // hit: the rejection is the peek's. (Its demand is not
+                // counted on this path: see the README.)
+                outcome.capacity = before.capacity;
+                outcome.remaining = 0;
+            }
         }
         Ok(out)
     }
