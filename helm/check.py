@@ -29,7 +29,7 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parent
 CHART = ROOT / "floodgate"
 VENV_BIN = pathlib.Path(sys.executable).parent
-KUBE_VERSIONS = ["1.29.0", "1.33.0", "1.37.0"]
+KUBE_VERSIONS = ["1.25.0", "1.33.0", "1.37.0"]  # the oldest we claim, a middle one, the newest
 RELEASE, NAMESPACE = "floodgate", "infra"
 
 

@@ -62,12 +62,16 @@ where
                 match tokio::net::lookup_host((host.as_str(), *port)).await {
                     Ok(addrs) => {
                         for addr in addrs {
+                            // Known addresses keep their endpoint: building
+                            // one (TLS roots included) only for new ones.
+                            if current.contains(&addr) {
+                                resolved.insert(addr);
+                                continue;
+                            }
                             let url = format!("{scheme}://{addr}");
                             if let Ok(e) = endpoint(&url, host) {
                                 resolved.insert(addr);
-                                if !current.contains(&addr)
-                                    && changes.send(Change::Insert(addr, e)).await.is_err()
-                                {
+                                if changes.send(Change::Insert(addr, e)).await.is_err() {
                                     return; // the channel is gone
                                 }
                             }

@@ -76,12 +76,16 @@ where
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
     let mut retry = 0;
+    // The error of the attempt before; a backoff sleep may overshoot its
+    // wake-up time (the timer's millisecond ticks) onto the deadline, and
+    // then this error, not the deadline, is the call's outcome.
+    let mut last: Option<tonic::Status> = None;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(tonic::Status::deadline_exceeded(
-                "the call's deadline passed",
-            ));
+            return Err(last.unwrap_or_else(|| {
+                tonic::Status::deadline_exceeded("the call's deadline passed")
+            }));
         }
         let status = match tokio::time::timeout(left, attempt(left)).await {
             Ok(Ok(value)) => return Ok(value),
@@ -107,6 +111,7 @@ where
             return Err(status);
         }
         tokio::time::sleep(backoff).await;
+        last = Some(status);
     }
 }
 
@@ -118,6 +123,31 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backoff_that_overshoots_onto_the_deadline_returns_the_last_error() {
+        // Fast failures until the deadline, 500 times over deadlines a
+        // microsecond apart: a backoff that fits before the deadline may
+        // wake on the timer's next millisecond tick, at or past it. The
+        // call's error is still the attempts' error (this failed about once
+        // in fifty runs when the deadline check came first).
+        let policy = RetryPolicy {
+            max_attempts: 1_000,
+            ..RetryPolicy::default()
+        };
+        for offset in 0..500 {
+            let calls = Arc::new(AtomicU32::new(0));
+            let deadline = Instant::now() + Duration::from_micros(30_000 + offset);
+            let err = run(
+                &policy,
+                deadline,
+                flaky(u32::MAX, tonic::Code::Unavailable, calls.clone()),
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unavailable, "offset {offset} µs");
+        }
+    }
 
     #[test]
     fn backoff_is_full_jitter_under_a_doubling_capped_ceiling() {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use floodgate_proto::rate_limit_descriptor::Entry;
 
 use crate::config::{Config, Settings};
 use crate::{Listeners, rules};
@@ -71,8 +72,20 @@ pub struct DescriptorArgs {
     #[arg(long)]
     pub domain: String,
     /// The descriptor's entries, from the most general: KEY=VALUE ...
-    #[arg(required = true, value_name = "KEY=VALUE")]
-    pub entries: Vec<String>,
+    #[arg(required = true, value_name = "KEY=VALUE", value_parser = entry)]
+    pub entries: Vec<Entry>,
+}
+
+/// A descriptor entry from the command line: `KEY=VALUE` (the value may
+/// hold `=`).
+pub fn entry(arg: &str) -> Result<Entry, String> {
+    match arg.split_once('=') {
+        Some((key, value)) => Ok(Entry {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        }),
+        None => Err(format!("expected KEY=VALUE, got {arg:?}")),
+    }
 }
 
 /// `floodgate serve`. Each flag overrides the config file and `FLOODGATE_*`
@@ -151,14 +164,11 @@ fn admin(args: &AdminArgs) -> ExitCode {
         AdminAction::Get(d) => ("/counters/get", d),
         AdminAction::Reset(d) => ("/counters/reset", d),
     };
-    let mut entries = Vec::new();
-    for pair in &d.entries {
-        let Some((key, value)) = pair.split_once('=') else {
-            eprintln!("floodgate admin: expected KEY=VALUE, got {pair:?}");
-            return ExitCode::from(2);
-        };
-        entries.push(serde_json::json!({ "key": key, "value": value }));
-    }
+    let entries: Vec<_> = d
+        .entries
+        .iter()
+        .map(|e| serde_json::json!({ "key": e.key, "value": e.value }))
+        .collect();
     let body = serde_json::json!({
         "domain": d.domain,
         "descriptors": [{ "entries": entries }],

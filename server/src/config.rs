@@ -352,13 +352,6 @@ impl TryFrom<Settings> for Config {
                 "must not contain { or } with Redis Cluster: a hash tag there would put every key on one shard",
             ));
         }
-        let positive = |name: &'static str, v: usize| {
-            if v == 0 {
-                Err(invalid(name, "0", "must be at least 1"))
-            } else {
-                Ok(v)
-            }
-        };
         let log_format = match s.log_format.to_ascii_lowercase().as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -640,11 +633,17 @@ fn redis_settings(s: &Settings) -> Result<Option<RedisSettings>, ConfigError> {
         connect_timeout: nonzero("redis_connect_timeout", &s.redis_connect_timeout)?,
         command_timeout: nonzero("redis_command_timeout", &s.redis_command_timeout)?,
         expiration_jitter_max: duration("expiration_jitter_max", &s.expiration_jitter_max)?,
-        batch_max: match s.redis_batch_max {
-            0 => return Err(invalid("redis_batch_max", "0", "must be at least 1")),
-            n => n,
-        },
+        batch_max: positive("redis_batch_max", s.redis_batch_max)?,
     }))
+}
+
+/// A count that must be at least 1.
+fn positive(name: &'static str, value: usize) -> Result<usize, ConfigError> {
+    if value == 0 {
+        Err(invalid(name, "0", "must be at least 1"))
+    } else {
+        Ok(value)
+    }
 }
 
 fn invalid(name: &'static str, value: &str, reason: &str) -> ConfigError {

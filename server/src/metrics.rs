@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::limiter::capacity::{Bound, Verdict};
+use crate::limiter::capacity::Verdict;
 
 /// The `key` (or `domain`) label of series past the cap.
 pub const OVERFLOW: &str = "__overflow__";
@@ -221,20 +221,11 @@ struct CapacityDomain {
 
 #[derive(Debug, Default)]
 struct CapacityRuleSeries {
-    /// Class → hits per verdict (in [`VERDICTS`] order).
-    classes: HashMap<Box<str>, [u64; 5]>,
+    /// Class → hits per verdict (by [`Verdict::code`]).
+    classes: HashMap<Box<str>, [u64; Verdict::COUNT]>,
     /// Client → [admitted, rejected] hits.
     clients: HashMap<Box<str>, [u64; 2]>,
 }
-
-/// The verdicts, in wire-code order.
-const VERDICTS: [Verdict; 5] = [
-    Verdict::Guaranteed,
-    Verdict::Borrowed,
-    Verdict::Rejected(Bound::Total),
-    Verdict::Rejected(Bound::Class),
-    Verdict::Rejected(Bound::Share),
-];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -382,14 +373,13 @@ impl Metrics {
             return;
         };
         let (class, client) = (key.class, key.client);
-        if let Some(i) = VERDICTS.iter().position(|v| *v == verdict) {
-            match series.classes.get_mut(class) {
-                Some(counts) => counts[i] += hits,
-                None => {
-                    let mut counts = [0; 5];
-                    counts[i] = hits;
-                    series.classes.insert(class.into(), counts);
-                }
+        // Looked up by &str first: a Box<str> only for a new class.
+        match series.classes.get_mut(class) {
+            Some(counts) => counts[verdict.code()] += hits,
+            None => {
+                let mut counts = [0; Verdict::COUNT];
+                counts[verdict.code()] = hits;
+                series.classes.insert(class.into(), counts);
             }
         }
         let slot = usize::from(!verdict.admitted());
@@ -570,7 +560,7 @@ impl Metrics {
             for (domain, series) in &all.domains {
                 for (key, series) in &series.keys {
                     for (class, counts) in &series.classes {
-                        for (verdict, n) in VERDICTS.iter().zip(counts) {
+                        for (verdict, n) in Verdict::all().zip(counts) {
                             if *n > 0 {
                                 let labels =
                                     (domain.clone(), key.clone(), class.clone(), verdict.name());

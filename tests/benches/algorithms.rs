@@ -9,7 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use floodgate_e2e::RedisServer;
 use floodgate_server::clock::Clock;
 use floodgate_server::limiter::algorithm::{Algorithm, Rate};
-use floodgate_server::limiter::capacity::{Capacity, CapacityRule};
+use floodgate_server::limiter::capacity::{Capacity, CapacityRule, LimitNames};
 use floodgate_server::rules::Unit;
 use floodgate_server::store::memory::MemoryStore;
 use floodgate_server::store::redis::{RedisSettings, RedisStore};
@@ -41,6 +41,10 @@ fn capacity_call(client: &str) -> CapacityCall {
         default_class: 2,
         weights: Default::default(),
         name: None,
+        names: LimitNames::new(
+            None,
+            &["critical".into(), "default".into(), "sheddable".into()],
+        ),
     };
     CapacityCall {
         rule: Arc::new(rule),

@@ -334,13 +334,9 @@ async fn a_hung_service_is_cut_at_the_deadline() {
         "{decision:?}"
     );
     // One attempt at most (none if connecting alone took the deadline).
+    // (A per-call deadline shorter than the client's: the test above, whose
+    // client waits 30 s.)
     assert!(calls.load(Ordering::SeqCst) <= 1);
-    // A per-call deadline overrides the client's.
-    let decision = client
-        .should_rate_limit_within("edge", [user("a")], Duration::from_millis(50))
-        .await
-        .unwrap();
-    assert!(matches!(decision.source, Source::FailurePolicy { .. }));
 }
 
 // ---------------------------------------------------------------------------

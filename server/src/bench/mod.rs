@@ -64,8 +64,8 @@ pub struct BenchArgs {
     pub domain: String,
     /// Entries before the varying one, as `key=value` (repeatable), e.g.
     /// `--entry service=checkout --key client` for a capacity rule.
-    #[arg(long = "entry", value_name = "KEY=VALUE")]
-    pub entries: Vec<String>,
+    #[arg(long = "entry", value_name = "KEY=VALUE", value_parser = crate::cli::entry)]
+    pub entries: Vec<Entry>,
     /// The descriptor entry's key (its value comes from --keys).
     #[arg(long, default_value = "user")]
     pub key: String,
@@ -197,17 +197,7 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
     let duration =
         crate::config::duration("duration", &args.duration).map_err(|e| e.to_string())?;
     let keys = Keys::parse(&args.keys)?;
-    let mut fixed = Vec::with_capacity(args.entries.len());
-    for entry in &args.entries {
-        let Some((key, value)) = entry.split_once('=') else {
-            return Err(format!("--entry {entry:?}: expected key=value"));
-        };
-        fixed.push(Entry {
-            key: key.to_owned(),
-            value: value.to_owned(),
-        });
-    }
-    let fixed = Arc::new(fixed);
+    let fixed = Arc::new(args.entries.clone());
     if args.connections == 0 || args.streams == 0 {
         return Err("--connections and --streams must be at least 1".into());
     }

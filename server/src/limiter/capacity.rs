@@ -77,6 +77,51 @@ pub struct CapacityRule {
     pub weights: HashMap<Box<str>, f64>,
     /// The rule's `name`, if any.
     pub name: Option<Arc<str>>,
+    /// What statuses call its bounds, made once from `name` and `classes`.
+    pub names: LimitNames,
+}
+
+/// A capacity rule's bounds as statuses name them (`current_limit.name`):
+/// `<name or "capacity">.share`, `.total` and `.class.<class>`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LimitNames {
+    share: Arc<str>,
+    total: Arc<str>,
+    /// Per class (one, `.class`, for a rule without classes).
+    classes: Vec<Arc<str>>,
+}
+
+impl LimitNames {
+    /// The names for a rule called `name` with `classes`.
+    pub fn new(name: Option<&str>, classes: &[Arc<str>]) -> Self {
+        let base = name.unwrap_or("capacity");
+        let mut per_class: Vec<Arc<str>> = classes
+            .iter()
+            .map(|c| format!("{base}.class.{c}").into())
+            .collect();
+        if per_class.is_empty() {
+            per_class.push(format!("{base}.class").into());
+        }
+        LimitNames {
+            share: format!("{base}.share").into(),
+            total: format!("{base}.total").into(),
+            classes: per_class,
+        }
+    }
+
+    /// The name of the bound behind `verdict` for a call in `class`: the
+    /// share when admitted.
+    pub fn of(&self, verdict: Verdict, class: usize) -> &Arc<str> {
+        match verdict {
+            Verdict::Rejected(Bound::Total) => &self.total,
+            Verdict::Rejected(Bound::Class) => self
+                .classes
+                .get(class)
+                .or(self.classes.last())
+                .unwrap_or(&self.share),
+            _ => &self.share,
+        }
+    }
 }
 
 impl CapacityRule {
@@ -165,8 +210,11 @@ impl Verdict {
         !matches!(self, Verdict::Rejected(_))
     }
 
-    /// The wire code the Redis script returns for it.
-    pub fn code(self) -> i64 {
+    /// How many verdicts there are: their codes are `0..COUNT`.
+    pub const COUNT: usize = 5;
+
+    /// The wire code the Redis script returns for it (`capacity.lua`).
+    pub fn code(self) -> usize {
         match self {
             Verdict::Guaranteed => 0,
             Verdict::Borrowed => 1,
@@ -174,6 +222,11 @@ impl Verdict {
             Verdict::Rejected(Bound::Class) => 3,
             Verdict::Rejected(Bound::Share) => 4,
         }
+    }
+
+    /// Every verdict, in code order.
+    pub fn all() -> impl Iterator<Item = Verdict> {
+        (0..Self::COUNT as i64).filter_map(Self::from_code)
     }
 
     /// The verdict a wire code stands for.
@@ -354,8 +407,13 @@ pub fn decide(
         if seen.is_none() {
             state.weight = weight_now;
         }
-        let entry = state.clients.entry(client.to_owned()).or_default();
-        if verdict.admitted() {
+        if seen.is_none() {
+            state
+                .clients
+                .insert(client.to_owned(), ClientUse::default());
+        }
+        let entry = state.clients.get_mut(client);
+        if let (true, Some(entry)) = (verdict.admitted(), entry) {
             state.total = after;
             state.class_admitted[class] += hits;
             entry.used += hits;
@@ -566,5 +624,25 @@ mod tests {
         assert_eq!(d.limit, 50);
         state.roll(false);
         assert_eq!(state, WindowState::default());
+    }
+
+    #[test]
+    fn verdict_codes_round_trip_and_name_each_bound() {
+        let codes: Vec<usize> = Verdict::all().map(Verdict::code).collect();
+        assert_eq!(codes, (0..Verdict::COUNT).collect::<Vec<_>>());
+        let names = LimitNames::new(Some("checkout"), &["critical".into(), "bulk".into()]);
+        let name = |v, class| names.of(v, class).to_string();
+        assert_eq!(name(Verdict::Borrowed, 1), "checkout.share");
+        assert_eq!(name(Verdict::Rejected(Bound::Share), 0), "checkout.share");
+        assert_eq!(name(Verdict::Rejected(Bound::Total), 1), "checkout.total");
+        assert_eq!(
+            name(Verdict::Rejected(Bound::Class), 1),
+            "checkout.class.bulk"
+        );
+        let plain = LimitNames::new(None, &[]);
+        assert_eq!(
+            &**plain.of(Verdict::Rejected(Bound::Class), 0),
+            "capacity.class"
+        );
     }
 }

@@ -12,6 +12,7 @@ pub mod algorithm;
 pub mod capacity;
 mod request;
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +28,7 @@ use crate::store::key::CacheKey;
 use crate::store::key::KeySuffix;
 use crate::store::{Applied, CapacityCall, Check, Commit, CounterStore, StoreError};
 use algorithm::{Algorithm, Outcome, Rate};
-use capacity::{Bound, CapacityRule, Verdict};
+use capacity::{CapacityRule, Verdict};
 
 /// A decision code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,8 +155,6 @@ struct CapacityPlan<'r> {
     class: usize,
     /// The client's entry, if the descriptor has one.
     client_at: Option<usize>,
-    /// Entries down to the capacity node (its stat key).
-    depth: usize,
 }
 
 impl Limiter {
@@ -284,24 +283,24 @@ impl Limiter {
                 else {
                     return Plan::NoLimit(None);
                 };
+                // Only a rejection that rejects the request may stop the
+                // others from taking (stop_increment_when_over_limit).
+                let veto = !self.options.global_shadow_mode
+                    && !node.is_some_and(|n| n.shadow_mode || n.quota_mode);
+                // The key names the entries down to the rule's node (for a
+                // capacity rule, not its client and priority entries).
+                let depth = capacity.map_or(usize::MAX, |(_, at)| at.depth);
+                let entries = descriptor
+                    .pairs()
+                    .take(depth)
+                    .enumerate()
+                    .map(|(i, (k, v))| {
+                        let shared = shared.iter().find(|(at, _)| *at == i);
+                        (k, shared.map_or(v, |(_, pattern)| *pattern))
+                    });
                 if let Some((rule, at)) = capacity {
-                    let entries =
-                        descriptor
-                            .pairs()
-                            .take(at.depth)
-                            .enumerate()
-                            .map(|(i, (k, v))| {
-                                let shared = shared.iter().find(|(s, _)| *s == i);
-                                (k, shared.map_or(v, |(_, pattern)| *pattern))
-                            });
-                    let value = |at: Option<usize>| {
-                        at.and_then(|i| descriptor.entries.get(i))
-                            .map(|e| e.value.as_str())
-                    };
-                    let client = value(at.client_at).unwrap_or_default();
-                    let class = rule.class_of(value(at.class_at));
                     let len = rule.window_secs();
-                    checks.push(Check {
+                    let check = Check {
                         key: self.keys.build(
                             request.domain,
                             entries,
@@ -315,40 +314,16 @@ impl Limiter {
                             burst: 0,
                         },
                         reset_after: Duration::from_secs(len - now % len),
-                        veto: !self.options.global_shadow_mode
-                            && !node.is_some_and(|n| n.shadow_mode || n.quota_mode),
-                        capacity: Some(CapacityCall {
-                            rule: rule.clone(),
-                            client: client.to_owned(),
-                            weight: rule.weight_of(client),
-                            class,
-                        }),
-                    });
-                    let limit = AppliedLimit {
-                        requests_per_unit: u32::try_from(rule.limits.total).unwrap_or(u32::MAX),
-                        unit: rule.unit,
-                        name: rule.name.clone(),
+                        veto,
+                        capacity: None,
                     };
-                    return Plan::Count {
-                        limits: vec![(limit, checks.len() - 1)],
-                        node,
-                        capacity: Some(CapacityPlan {
-                            rule,
-                            class,
-                            client_at: at.client_at,
-                            depth: at.depth,
-                        }),
-                    };
+                    return self.plan_capacity(descriptor, node, rule, at, check, &mut checks);
                 }
                 match limits.first() {
                     None => return Plan::NoLimit(node),
                     Some((_, Allowance::Unlimited, _)) => return Plan::Unlimited(node),
                     Some(_) => {}
                 }
-                let entries = descriptor.pairs().enumerate().map(|(i, (k, v))| {
-                    let shared = shared.iter().find(|(at, _)| *at == i);
-                    (k, shared.map_or(v, |(_, pattern)| *pattern))
-                });
                 let mut applied = Vec::with_capacity(limits.len());
                 for (index, allowance, name) in limits {
                     let Allowance::PerUnit {
@@ -380,10 +355,7 @@ impl Limiter {
                             burst: u64::from(burst.unwrap_or(requests_per_unit)),
                         },
                         reset_after: Duration::from_secs(start + len - now),
-                        // Only a rejection that rejects the request may stop
-                        // the others from taking (stop_increment_when_over_limit).
-                        veto: !self.options.global_shadow_mode
-                            && !node.is_some_and(|n| n.shadow_mode || n.quota_mode),
+                        veto,
                         capacity: None,
                     });
                     applied.push((
@@ -403,6 +375,48 @@ impl Limiter {
             })
             .collect();
         (plans, checks)
+    }
+
+    /// A capacity rule's check (`check`, with the key and window laid out)
+    /// for `descriptor`: who asks, in which class.
+    fn plan_capacity<'r>(
+        &self,
+        descriptor: &Descriptor<'_>,
+        node: Option<&'r Node>,
+        rule: &'r Arc<CapacityRule>,
+        at: CapacityMatch,
+        check: Check,
+        checks: &mut Vec<Check>,
+    ) -> Plan<'r> {
+        let value = |at: Option<usize>| {
+            at.and_then(|i| descriptor.entries.get(i))
+                .map(|e| e.value.as_str())
+        };
+        let client = value(at.client_at).unwrap_or_default();
+        let class = rule.class_of(value(at.class_at));
+        checks.push(Check {
+            capacity: Some(CapacityCall {
+                rule: rule.clone(),
+                client: client.to_owned(),
+                weight: rule.weight_of(client),
+                class,
+            }),
+            ..check
+        });
+        let limit = AppliedLimit {
+            requests_per_unit: u32::try_from(rule.limits.total).unwrap_or(u32::MAX),
+            unit: rule.unit,
+            name: rule.name.clone(),
+        };
+        Plan::Count {
+            limits: vec![(limit, checks.len() - 1)],
+            node,
+            capacity: Some(CapacityPlan {
+                rule,
+                class,
+                client_at: at.client_at,
+            }),
+        }
     }
 
     /// Reads the state of `request`'s counters without counting anything
@@ -479,27 +493,15 @@ impl Limiter {
         &self,
         domain: &str,
         descriptor: &Descriptor<'_>,
-        node: Option<&Node>,
+        (key, node): (&Cow<'_, str>, Option<&Node>),
         limit: &AppliedLimit,
         outcome: Outcome,
         from_local_cache: bool,
     ) {
-        let key = match node {
-            Some(node) => node.stat_key(descriptor.pairs()),
-            // An override: every entry's value, as the reference.
-            None => std::borrow::Cow::Owned(
-                descriptor
-                    .pairs()
-                    .map(|(k, v)| format!("{k}_{v}"))
-                    .collect::<Vec<_>>()
-                    .join("."),
-            ),
-        };
-        let dynamic = matches!(key, std::borrow::Cow::Owned(_));
         self.metrics.record_rule(
             domain,
-            &key,
-            dynamic,
+            key,
+            matches!(key, Cow::Owned(_)),
             RuleOutcome {
                 hits: descriptor.hits,
                 allowed: outcome.allowed,
@@ -512,27 +514,13 @@ impl Limiter {
     }
 
     /// The limit a capacity decision reports: the client's share when
-    /// admitted; when rejected, the bound that rejected it. Its name says
-    /// which: `<rule name or "capacity">.share`, `.class.<class>`, `.total`.
-    fn capacity_limit(
-        &self,
-        plan: &CapacityPlan<'_>,
-        verdict: Verdict,
-        limit: u64,
-    ) -> AppliedLimit {
-        let base = plan.rule.name.as_deref().unwrap_or("capacity");
-        let name = match verdict {
-            Verdict::Rejected(Bound::Total) => format!("{base}.total"),
-            Verdict::Rejected(Bound::Class) => match plan.rule.class_name(plan.class) {
-                Some(class) => format!("{base}.class.{class}"),
-                None => format!("{base}.class"),
-            },
-            _ => format!("{base}.share"),
-        };
+    /// admitted; when rejected, the bound that rejected it, named so
+    /// ([`capacity::LimitNames`]).
+    fn capacity_limit(plan: &CapacityPlan<'_>, verdict: Verdict, limit: u64) -> AppliedLimit {
         AppliedLimit {
             requests_per_unit: u32::try_from(limit).unwrap_or(u32::MAX),
             unit: plan.rule.unit,
-            name: Some(name.into()),
+            name: Some(plan.rule.names.of(verdict, plan.class).clone()),
         }
     }
 
@@ -541,7 +529,7 @@ impl Limiter {
         &self,
         domain: &str,
         descriptor: &Descriptor<'_>,
-        node: Option<&Node>,
+        (key, dynamic): (&str, bool),
         plan: &CapacityPlan<'_>,
         verdict: Verdict,
     ) {
@@ -549,9 +537,6 @@ impl Limiter {
             // A peek: nothing to count, and no series to make.
             return;
         }
-        let key = node.map_or(std::borrow::Cow::Borrowed(""), |n| {
-            n.stat_key(descriptor.pairs().take(plan.depth))
-        });
         let client = plan
             .client_at
             .and_then(|i| descriptor.entries.get(i))
@@ -559,8 +544,8 @@ impl Limiter {
         let class = plan.rule.class_name(plan.class).map_or("", |c| &**c);
         let at = CapacityKey {
             domain,
-            key: &key,
-            dynamic: matches!(key, std::borrow::Cow::Owned(_)),
+            key,
+            dynamic,
             class,
             client,
         };
@@ -600,17 +585,25 @@ impl Limiter {
                     };
                     let (mut limit, outcome) = (limit.clone(), outcomes[*at]);
                     let cached = from_local_cache.get(*at).copied().unwrap_or(false);
+                    let key = stat_key(descriptor, node);
                     if let (Some(plan), Some(decided)) = (&capacity, outcome.capacity) {
-                        limit = self.capacity_limit(plan, decided.verdict, decided.limit);
+                        limit = Self::capacity_limit(plan, decided.verdict, decided.limit);
                         self.record_capacity(
                             request.domain,
                             descriptor,
-                            node,
+                            (&key, matches!(key, Cow::Owned(_))),
                             plan,
                             decided.verdict,
                         );
                     }
-                    self.record(request.domain, descriptor, node, &limit, outcome, cached);
+                    self.record(
+                        request.domain,
+                        descriptor,
+                        (&key, node),
+                        &limit,
+                        outcome,
+                        cached,
+                    );
                     let shadow = node.is_some_and(|n| n.shadow_mode);
                     Status {
                         code: if !outcome.allowed && !shadow {
@@ -647,6 +640,27 @@ impl Limiter {
             overall,
             statuses,
             degraded: false,
+        }
+    }
+}
+
+/// A descriptor's key in the metrics: its rule's stat key (a capacity
+/// rule's stops at its node), or for an override every entry's value, as
+/// the reference names it. Owned when built from request values.
+fn stat_key<'n>(descriptor: &Descriptor<'_>, node: Option<&'n Node>) -> Cow<'n, str> {
+    match node {
+        Some(node) => node.stat_key(descriptor.pairs()),
+        None => {
+            let mut key = String::new();
+            for (i, (k, v)) in descriptor.pairs().enumerate() {
+                if i > 0 {
+                    key.push('.');
+                }
+                key.push_str(k);
+                key.push('_');
+                key.push_str(v);
+            }
+            Cow::Owned(key)
         }
     }
 }

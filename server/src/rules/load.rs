@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::yaml::Yaml;
 use super::{Allowance, Domain, KeyRules, Level, Node, RateLimit, RuleSet, Unit, Wildcard};
 use crate::limiter::algorithm::Algorithm;
-use crate::limiter::capacity::{Capacity, CapacityRule};
+use crate::limiter::capacity::{Capacity, CapacityRule, LimitNames};
 
 /// A problem in a rules file.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -751,9 +751,10 @@ impl Cx<'_> {
             unit_multiplier,
             share_by: share_by.into(),
             priority_by: (!priority_by.is_empty()).then(|| priority_by.into()),
-            classes,
             default_class,
             weights,
+            names: LimitNames::new((!name.is_empty()).then_some(name.as_str()), &classes),
+            classes,
             name: (!name.is_empty()).then(|| Arc::from(name)),
         })
     }

@@ -23,7 +23,6 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use super::RedisStore;
 use crate::limiter::algorithm::Outcome;
@@ -43,25 +42,19 @@ struct Pending {
     reply: oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
 }
 
-/// The handle calls use; the task ends when the last handle is dropped.
+/// The handle calls use; the task ends when the last handle is dropped
+/// (after answering the batches on the wire).
 #[derive(Debug)]
 pub(super) struct Batcher {
     queue: mpsc::Sender<Pending>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Batcher {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl Batcher {
     /// Starts the batching task over `store` (which must not batch itself).
     pub(super) fn start(store: RedisStore, max_checks: usize) -> Arc<Batcher> {
         let (queue, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(run(store, rx, max_checks.max(1)));
-        Arc::new(Batcher { queue, task })
+        tokio::spawn(run(store, rx, max_checks.max(1)));
+        Arc::new(Batcher { queue })
     }
 
     /// Applies `checks` in the next batch.
@@ -81,25 +74,39 @@ impl Batcher {
     }
 }
 
-/// The task: takes what is queued, sends it, repeats.
+/// The task: takes what is queued, sends it, repeats. A batch holds at
+/// most `max_checks` checks (a call with more goes alone); a call whose
+/// caller stopped waiting (its deadline passed, and its failure policy
+/// answered) is dropped, not sent: it must not count.
 async fn run(store: RedisStore, mut rx: mpsc::Receiver<Pending>, max_checks: usize) {
     let mut in_flight = FuturesUnordered::new();
+    // A call that did not fit in the last batch: the next one starts with it.
+    let mut held: Option<Pending> = None;
     loop {
         tokio::select! {
-            first = rx.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+            first = async { match held.take() {
+                Some(p) => Some(p),
+                None => rx.recv().await,
+            } }, if in_flight.len() < MAX_IN_FLIGHT => {
                 let Some(first) = first else { break };
                 let mut size = first.checks.len();
-                let mut batch = vec![first];
+                let mut batch: Vec<Pending> = vec![first];
                 while size < max_checks {
-                    match rx.try_recv() {
-                        Ok(next) => {
-                            size += next.checks.len();
-                            batch.push(next);
-                        }
-                        Err(_) => break,
+                    let Ok(next) = rx.try_recv() else { break };
+                    if next.reply.is_closed() {
+                        continue;
                     }
+                    if size + next.checks.len() > max_checks {
+                        held = Some(next);
+                        break;
+                    }
+                    size += next.checks.len();
+                    batch.push(next);
                 }
-                in_flight.push(send(&store, batch));
+                batch.retain(|p| !p.reply.is_closed());
+                if !batch.is_empty() {
+                    in_flight.push(send(&store, batch));
+                }
             }
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
         }

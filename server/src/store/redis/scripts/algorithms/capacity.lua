@@ -149,18 +149,21 @@ local function capacity(key, now, hits, total, period, max_clients, client, para
         G = G + hits
       end
     end
+    -- What this call changed; and on a new window, what it carries over.
     local set = {
-      's', string.format('%.17g', stored), 't', t, 'G', G, 'n', n,
-      'W', string.format('%.17g', W), 'pW', string.format('%.17g', pW),
+      't', t, 'G', G, 'n', n, 'W', string.format('%.17g', W),
       'u:' .. client, used, 'g:' .. client, guaranteed,
+      'a' .. class, a[class], 'd' .. class, d[class],
     }
-    for k = 0, classes - 1 do
-      set[#set + 1] = 'a' .. k
-      set[#set + 1] = a[k]
-      set[#set + 1] = 'd' .. k
-      set[#set + 1] = d[k]
-      set[#set + 1] = 'pd' .. k
-      set[#set + 1] = pd[k]
+    if rolled then
+      set[#set + 1] = 's'
+      set[#set + 1] = string.format('%.17g', stored)
+      set[#set + 1] = 'pW'
+      set[#set + 1] = string.format('%.17g', pW)
+      for k = 0, classes - 1 do
+        set[#set + 1] = 'pd' .. k
+        set[#set + 1] = pd[k]
+      end
     end
     redis.call('HSET', key, unpack(set))
     redis.call('PEXPIRE', key, math.min(math.ceil(stored + 2 * period - now), 1e15))
