@@ -309,6 +309,14 @@ impl ResilientStore {
                     ..Applied::default()
                 })
             }
+            Ok(Err(e @ StoreError::Counter { .. })) => {
+                // One counter holds something its algorithm cannot count:
+                // Redis answered, so this is no verdict on its health (one
+                // caller must not open the breaker for everyone); the call
+                // that uses the counter fails with a clear error.
+                self.breaker.success();
+                Err(e)
+            }
             Ok(Err(e)) => {
                 // Unreachable, or an error reply (OOM, BUSY, a script
                 // error): either way this call gets the policy's answer.
