@@ -245,3 +245,62 @@ async fn reset_times_are_whole_seconds_on_every_path() {
     }
     server.stop().await.unwrap();
 }
+
+/// Redis killed and restarted on the same port: answers come from Redis
+/// again within half a health interval of it answering PING (the README
+/// promises one interval), wherever the restart falls between two checks:
+/// here just after one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_within_half_a_health_interval_of_redis_returning() {
+    let interval = Duration::from_secs(2);
+    let redis = RedisServer::start();
+    let port = redis.port();
+    let rules = rules_dir(&[("open.yaml", FALLBACK_RULES)]);
+    let mut config = config(rules.path(), redis.url());
+    config.resilience.check_interval = interval;
+    let server = TestServer::start(config).await;
+    let mut client = server.client().await;
+    let probe = || request("open", &[("user", "probe")]);
+    let resp = client
+        .should_rate_limit(probe())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!degraded(&resp));
+
+    drop(redis);
+    // Long enough for the breaker to open and the health check to fail.
+    let down = tokio::time::Instant::now();
+    while down.elapsed() < interval * 3 {
+        let resp = client
+            .should_rate_limit(probe())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(degraded(&resp) || down.elapsed() < interval);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(metric(&server, "floodgate_store_breaker_state").await, 2.0);
+
+    let redis = tokio::task::block_in_place(|| RedisServer::start_on(port));
+    let back = tokio::time::Instant::now();
+    loop {
+        let resp = client
+            .should_rate_limit(probe())
+            .await
+            .unwrap()
+            .into_inner();
+        if !degraded(&resp) {
+            break;
+        }
+        assert!(
+            back.elapsed() <= interval / 2,
+            "still degraded {:?} after Redis came back (health interval {interval:?})",
+            back.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("back on Redis {:?} after it answered PING", back.elapsed());
+    drop(redis);
+    server.stop().await.unwrap();
+}
