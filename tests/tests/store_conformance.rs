@@ -12,10 +12,11 @@ use std::time::Duration;
 use floodgate_e2e::RedisServer;
 use floodgate_e2e::redis_topology::info_number;
 use floodgate_server::clock::Clock;
+use floodgate_server::limiter::MAX_HITS;
 use floodgate_server::limiter::algorithm::{Algorithm, Rate};
 use floodgate_server::store::memory::MemoryStore;
 use floodgate_server::store::redis::{RedisSettings, RedisStore};
-use floodgate_server::store::{Check, Commit, CounterStore, StoreError};
+use floodgate_server::store::{Check, Commit, CounterStore, MAX_COUNT, StoreError};
 use redis::AsyncCommands;
 
 /// A fixed-window limit so high it is never reached: the outcome's
@@ -385,11 +386,27 @@ async fn redis_reports_a_counter_key_holding_something_else() {
         .set::<_, _, ()>("text", "hello")
         .await
         .unwrap();
-    for hits in [0, 1] {
+    raw(&server)
+        .await
+        .set::<_, _, ()>("fraction", "1.5")
+        .await
+        .unwrap();
+    for (key, hits, commit) in [
+        ("text", 0, Commit::Each),
+        ("text", 1, Commit::Each),
+        ("text", 1, Commit::AllOrNothing),
+        ("fraction", 1, Commit::Each),
+        ("fraction", 0, Commit::AllOrNothing),
+    ] {
         let err = store
-            .increment(&[hit("ok", 1), hit("text", hits)])
+            .apply(&[hit("ok", 1), hit(key, hits)], commit)
             .await
             .unwrap_err();
+        // The call's own error, naming the counter: no verdict on Redis.
+        assert!(
+            matches!(&err, StoreError::Counter { key: k, .. } if k == key),
+            "{key} {hits} {commit:?}: {err:?}"
+        );
         assert!(!err.is_transient(), "{err}");
         assert!(
             err.to_string().contains("not an integer")
@@ -397,6 +414,64 @@ async fn redis_reports_a_counter_key_holding_something_else() {
             "{err}"
         );
     }
+}
+
+/// Counts saturate at `MAX_COUNT` (2^53 - 1) in every store: 1,030 calls of
+/// `MAX_HITS` each (past 2^63 in all) neither fail nor wrap, and every store
+/// answers each call alike.
+async fn huge_counts(store: &dyn CounterStore, prefix: &str) -> Vec<(bool, u64)> {
+    let key = format!("{prefix}huge");
+    let mut seen = Vec::new();
+    for limit in 1..=1_030u64 {
+        let check = Check {
+            rate: Rate {
+                limit,
+                ..hit(&key, MAX_HITS).rate
+            },
+            ..hit(&key, MAX_HITS)
+        };
+        for commit in [Commit::Each, Commit::AllOrNothing] {
+            let outcome = store.apply(std::slice::from_ref(&check), commit).await;
+            let outcome = outcome.unwrap_or_else(|e| panic!("call {limit}: {e}"))[0];
+            seen.push((outcome.allowed, outcome.remaining));
+        }
+    }
+    // At the ceiling, a limit just under it still rejects, and a check of
+    // 0 hits reads the count without adding.
+    let at = |limit: u64, hits: u64| Check {
+        rate: Rate {
+            limit,
+            ..hit(&key, 0).rate
+        },
+        ..hit(&key, hits)
+    };
+    for check in [at(MAX_COUNT - 1, 0), at(MAX_COUNT, 0), at(MAX_COUNT, 1)] {
+        let outcome = store.apply(&[check], Commit::Each).await.unwrap()[0];
+        seen.push((outcome.allowed, outcome.remaining));
+    }
+    assert_eq!(&seen[seen.len() - 3..], [(false, 0), (true, 0), (true, 0)]);
+    seen
+}
+
+#[tokio::test]
+async fn huge_counts_saturate_alike_in_memory_and_in_redis() {
+    let memory = MemoryStore::new(100, Clock::System);
+    let server = RedisServer::start();
+    let redis = RedisStore::connect(&redis_settings(&server)).await.unwrap();
+    let in_memory = huge_counts(&memory, "").await;
+    assert_eq!(in_memory, huge_counts(&redis, "").await);
+    let stored: u64 = raw(&server).await.get("huge").await.unwrap();
+    assert_eq!(stored, MAX_COUNT);
+    let ttl: i64 = raw(&server).await.ttl("huge").await.unwrap();
+    assert!(ttl > 0, "the saturated key keeps a TTL: {ttl}");
+    let windows = memory.take_windows();
+    assert_eq!(
+        windows
+            .iter()
+            .map(|w| (w.0.as_str(), w.1))
+            .collect::<Vec<_>>(),
+        [("huge", MAX_COUNT)]
+    );
 }
 
 /// All or nothing: when one check rejects, the others take nothing; a

@@ -109,11 +109,20 @@ fn descriptor_status(s: &Status) -> DescriptorStatus {
         }),
         limit_remaining: s.remaining,
         duration_until_reset: s.reset_after.map(|d| prost_types::Duration {
-            seconds: d.as_secs() as i64,
-            nanos: d.subsec_nanos() as i32,
+            seconds: i64::try_from(whole_seconds(d)).unwrap_or(i64::MAX),
+            nanos: 0,
         }),
         quota: None,
     }
+}
+
+/// A reset time as callers see it, in `duration_until_reset` and the reset
+/// header: whole seconds, rounded up, and never 0 (Envoy turns a fraction
+/// of a second into `x-ratelimit-reset: 0`, "retry at once"). Every answer
+/// passes here, whichever path decided it (the store, the local over-limit
+/// cache, a failure policy) and whatever the algorithm.
+fn whole_seconds(d: std::time::Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 
 /// The headers describe the descriptor with the least remaining, except that
@@ -129,9 +138,7 @@ fn headers(decision: &Decision, names: &HeaderNames) -> Vec<HeaderValue> {
     let Some(limit) = &status.limit else {
         return Vec::new();
     };
-    let reset = status
-        .reset_after
-        .map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+    let reset = status.reset_after.map_or(0, whole_seconds);
     let header = |key: &str, value: String| HeaderValue {
         key: key.to_owned(),
         value,

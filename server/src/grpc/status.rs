@@ -5,11 +5,14 @@
 //! store failure is `UNAVAILABLE` (HTTP 503), not `UNKNOWN`: Envoy's ratelimit
 //! filter then applies its own `failure_mode_deny` setting, and clients know
 //! a retry may help. A call shed under overload is `RESOURCE_EXHAUSTED`
-//! (HTTP 503). Store details stay in the server's logs (written by
+//! (HTTP 503). A counter that holds something that is not a count (another
+//! program wrote it) fails only the calls that use it: `FAILED_PRECONDITION`
+//! (HTTP 500), naming the counter. Store details stay in the server's logs (written by
 //! [`RateLimiter::should_rate_limit`](super::RateLimiter::should_rate_limit),
 //! for every transport).
 
 use crate::limiter::{LimiterError, RequestError};
+use crate::store::StoreError;
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,9 @@ impl ServiceError {
     pub fn http_status(&self) -> http::StatusCode {
         match self {
             ServiceError::Request(_) => http::StatusCode::BAD_REQUEST,
+            ServiceError::Limiter(LimiterError::Store(StoreError::Counter { .. })) => {
+                http::StatusCode::INTERNAL_SERVER_ERROR
+            }
             ServiceError::Limiter(_) | ServiceError::Overloaded => {
                 http::StatusCode::SERVICE_UNAVAILABLE
             }
@@ -40,6 +46,12 @@ impl ServiceError {
     pub fn public_message(&self) -> String {
         match self {
             ServiceError::Request(e) => e.to_string(),
+            ServiceError::Limiter(LimiterError::Store(StoreError::Counter { key, .. })) => {
+                format!(
+                    "rate limit counter {key} holds a value that is not a count \
+                     (written by another program?)"
+                )
+            }
             ServiceError::Limiter(LimiterError::Store(_)) => {
                 "rate limit store unavailable".to_owned()
             }
@@ -52,6 +64,9 @@ impl From<ServiceError> for tonic::Status {
     fn from(e: ServiceError) -> Self {
         match &e {
             ServiceError::Request(_) => tonic::Status::invalid_argument(e.public_message()),
+            ServiceError::Limiter(LimiterError::Store(StoreError::Counter { .. })) => {
+                tonic::Status::failed_precondition(e.public_message())
+            }
             ServiceError::Limiter(_) => tonic::Status::unavailable(e.public_message()),
             ServiceError::Overloaded => tonic::Status::resource_exhausted(e.public_message()),
         }

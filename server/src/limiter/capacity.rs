@@ -403,7 +403,10 @@ pub fn decide(
         0
     };
     if take {
-        state.class_demand[class] = state.class_demand[class].saturating_add(hits);
+        // Demand counts every ask: it saturates like a fixed-window count.
+        state.class_demand[class] = state.class_demand[class]
+            .saturating_add(hits)
+            .min(crate::store::MAX_COUNT);
         if seen.is_none() {
             state.weight = weight_now;
         }

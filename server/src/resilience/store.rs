@@ -309,6 +309,14 @@ impl ResilientStore {
                     ..Applied::default()
                 })
             }
+            Ok(Err(e @ StoreError::Counter { .. })) => {
+                // One counter holds something its algorithm cannot count:
+                // Redis answered, so this is no verdict on its health (one
+                // caller must not open the breaker for everyone); the call
+                // that uses the counter fails with a clear error.
+                self.breaker.success();
+                Err(e)
+            }
             Ok(Err(e)) => {
                 // Unreachable, or an error reply (OOM, BUSY, a script
                 // error): either way this call gets the policy's answer.
@@ -334,19 +342,25 @@ impl ResilientStore {
     }
 
     /// The health check: pings the store every `check_interval` until
-    /// `drain` turns true. A failed ping routes calls away from the store;
-    /// a good one while the breaker is open lets trial calls through at
-    /// once. `status` carries the verdict to the gRPC health service.
+    /// `drain` turns true, and ten times as often while the store is away
+    /// (a failing ping, or a breaker not closed). A failed ping routes calls
+    /// away from the store; a good one while the breaker is open lets trial
+    /// calls through at once. `status` carries the verdict to the gRPC health service.
     pub async fn check_health(
         self: Arc<Self>,
         status: watch::Sender<bool>,
         mut drain: watch::Receiver<bool>,
     ) {
-        let mut ticker = tokio::time::interval(self.settings.check_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let every = self.settings.check_interval;
+        // While Redis is away (a failing ping, or a breaker not closed),
+        // ten times as often: a check lands soon after it returns, so
+        // traffic is back well within one interval wherever the return
+        // falls between two checks.
+        let soon = (every / RECOVERY_CHECKS).max(Duration::from_millis(1));
+        let mut wait = Duration::ZERO;
         loop {
             tokio::select! {
-                _ = ticker.tick() => {}
+                () = tokio::time::sleep(wait) => {}
                 _ = drain.wait_for(|d| *d) => return,
             }
             let ok = matches!(
@@ -381,6 +395,11 @@ impl ResilientStore {
             // Published after the hand-back: SERVING means the outage's
             // counts are in the store.
             status.send_replace(ok);
+            wait = if ok && self.breaker.state() == BreakerState::Closed {
+                every
+            } else {
+                soon
+            };
         }
     }
 }
@@ -438,6 +457,9 @@ impl ResilientStore {
 
 /// Keys per hand-back call (one script call's arguments).
 const HAND_BACK_BATCH: usize = 256;
+
+/// Health checks per `check_interval` while Redis is away.
+const RECOVERY_CHECKS: u32 = 10;
 
 impl CounterStore for ResilientStore {
     fn apply<'a>(&'a self, checks: &'a [Check], commit: Commit) -> StoreFuture<'a, Vec<Outcome>> {
@@ -784,6 +806,50 @@ mod tests {
             .unwrap();
         assert!(!applied.degraded, "back on the store");
 
+        drain_tx.send_replace(true);
+        checker.await.unwrap();
+    }
+
+    /// While the store is away, checks come ten times as often: a store
+    /// back just after a failed check is in use again a tenth of an
+    /// interval later, not a whole interval (or more) later.
+    #[tokio::test(start_paused = true)]
+    async fn a_store_back_between_two_checks_is_used_within_a_tenth_of_an_interval() {
+        let fake = Fake::new();
+        let store = store(&fake, FailurePolicy::Fallback);
+        let (mut status, drain_tx, checker) = checking(&store);
+        fake.set(Mode::Down);
+        status.wait_for(|ok| !ok).await.unwrap();
+        // Three failed calls open the breaker too.
+        for _ in 0..3 {
+            store
+                .apply_marked(&check(), Commit::Each, None)
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        assert!(!store.is_healthy());
+        // Just after a failed check.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        fake.set(Mode::Up);
+        let back = Instant::now();
+        status.wait_for(|ok| *ok).await.unwrap();
+        loop {
+            let applied = store
+                .apply_marked(&check(), Commit::Each, None)
+                .await
+                .unwrap();
+            if !applied.degraded {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            back.elapsed() <= Duration::from_millis(500),
+            "back on the store {:?} after it returned",
+            back.elapsed()
+        );
+        assert_eq!(store.circuit_breaker().state(), BreakerState::Closed);
         drain_tx.send_replace(true);
         checker.await.unwrap();
     }

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{Check, Commit, CounterStore, StoreFuture};
+use super::{Check, Commit, CounterStore, MAX_COUNT, StoreFuture};
 use crate::clock::Clock;
 use crate::limiter::algorithm::{self, Algorithm, Bucket, Outcome, SlidingCounts};
 use crate::limiter::capacity::{self, WindowState};
@@ -105,7 +105,8 @@ impl MemoryStore {
                     Some(State::Count(c)) => *c,
                     _ => 0,
                 }
-                .saturating_add(check.hits);
+                .saturating_add(check.hits)
+                .min(MAX_COUNT);
                 let outcome = algorithm::fixed_window(count, check.rate.limit, check.reset_after);
                 (
                     outcome,

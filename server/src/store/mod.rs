@@ -22,6 +22,13 @@ use crate::limiter::algorithm::{Algorithm, Outcome, Rate};
 use crate::limiter::capacity::CapacityRule;
 use std::sync::Arc;
 
+/// The most a stored count holds: 2^53 - 1, exact in Redis's Lua (doubles)
+/// and in every JSON client. Counts saturate here in both stores, whatever
+/// the hits (at most [`crate::limiter::MAX_HITS`] a call) and however many
+/// calls add them, so no caller can push a counter into an overflow error;
+/// every limit (at most `u32::MAX`) is far below it.
+pub const MAX_COUNT: u64 = (1 << 53) - 1;
+
 /// One limit to apply to one counter key.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Check {
@@ -85,6 +92,16 @@ pub enum StoreError {
     /// replica that refuses writes): retrying cannot count twice.
     #[error("counter store unavailable: {0}")]
     NotSent(String),
+    /// One counter holds something its algorithm cannot count (another
+    /// program wrote it there): the calls that use it fail, no other, and
+    /// the store itself is fine (this is no verdict on its health).
+    #[error("counter store error: counter {key}: {detail}")]
+    Counter {
+        /// The counter's key.
+        key: String,
+        /// What the store said.
+        detail: String,
+    },
 }
 
 impl StoreError {

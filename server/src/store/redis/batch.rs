@@ -129,10 +129,7 @@ async fn send(store: &RedisStore, batch: Vec<Pending>) {
                 // Take all of this call's results first: collecting into a
                 // Result stops at an error and would shift the next call's.
                 let mine: Vec<_> = outcomes.by_ref().take(pending.checks.len()).collect();
-                let mine: Result<Vec<Outcome>, StoreError> = mine
-                    .into_iter()
-                    .map(|o| o.map_err(StoreError::Protocol))
-                    .collect();
+                let mine: Result<Vec<Outcome>, StoreError> = mine.into_iter().collect();
                 // A caller that gave up no longer listens.
                 let _ = pending.reply.send(mine);
             }

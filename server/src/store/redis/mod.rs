@@ -246,17 +246,24 @@ impl RedisStore {
 
     /// Runs `driver` over `checks` (which share a slot on a cluster), with
     /// one reload and retry on NOSCRIPT. A check the script could not run
-    /// (its key holds something else) fails the call.
+    /// (its key holds something else) fails the call with
+    /// [`StoreError::Counter`].
     async fn eval<'c>(
         &self,
         driver: &Driver,
         checks: impl Iterator<Item = &'c Check> + Clone,
     ) -> Result<Vec<Outcome>, StoreError> {
-        self.eval_each(driver, checks)
-            .await?
-            .into_iter()
-            .map(|o| o.map_err(StoreError::Protocol))
-            .collect()
+        let results = self.eval_each(driver, checks).await?;
+        // All-or-nothing answers the checks it did not run with an empty
+        // message: report the one that failed.
+        let failed = results.iter().find_map(|r| match r {
+            Err(e @ StoreError::Counter { detail, .. }) if !detail.is_empty() => Some(e.clone()),
+            _ => None,
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => results.into_iter().collect(),
+        }
     }
 
     /// [`Self::eval`], with each check's own result: `apply.lua` answers a
@@ -265,7 +272,7 @@ impl RedisStore {
         &self,
         driver: &Driver,
         checks: impl Iterator<Item = &'c Check> + Clone,
-    ) -> Result<Vec<Result<Outcome, String>>, StoreError> {
+    ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
         let expected = checks.clone().count();
         let first = checks.clone().next();
         let cmd = self.command(driver, checks.clone());
@@ -291,7 +298,10 @@ impl RedisStore {
             .into_iter()
             .zip(checks)
             .map(|(reply, check)| {
-                Ok(outcome(reply)?.map_err(|e| format!("counter {}: {e}", check.key.as_str())))
+                Ok(outcome(reply)?.map_err(|detail| StoreError::Counter {
+                    key: check.key.clone(),
+                    detail,
+                }))
             })
             .collect()
     }

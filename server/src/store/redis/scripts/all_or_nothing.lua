@@ -3,9 +3,19 @@
 -- window still counts them, as the reference's
 -- STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT does); the others take nothing and
 -- report their state without these hits.
+-- A check whose key holds something else fails the dry run: nothing is
+-- written, it is answered {-1, message} and the others {-1, ''} (not run).
 local dry, all = {}, true
 for i, key in ipairs(KEYS) do
-  local allowed = run(i, key, false)
+  local ok, allowed = pcall(run, i, key, false)
+  if not ok then
+    local out = {}
+    for j = 1, #KEYS do
+      out[j] = {-1, ''}
+    end
+    out[i] = failed(allowed)
+    return out
+  end
   dry[i] = allowed
   all = all and (allowed or not vetoes(i))
 end

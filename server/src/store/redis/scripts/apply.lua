@@ -8,8 +8,7 @@ for i, key in ipairs(KEYS) do
   if ok then
     out[i] = reply(allowed, remaining, reset_ms, limit, verdict)
   else
-    local e = allowed
-    out[i] = {-1, type(e) == 'table' and (e.err or 'error') or tostring(e)}
+    out[i] = failed(allowed)
   end
 end
 return out

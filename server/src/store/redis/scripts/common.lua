@@ -60,3 +60,9 @@ local function reply(allowed, remaining, reset_ms, limit, verdict)
   end
   return out
 end
+
+-- The reply for a check that raised an error (its key holds something its
+-- algorithm cannot use): {-1, message}. The call fails, the store is fine.
+local function failed(e)
+  return {-1, type(e) == 'table' and (e.err or 'error') or tostring(e)}
+end

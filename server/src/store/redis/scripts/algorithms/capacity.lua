@@ -135,7 +135,8 @@ local function capacity(key, now, hits, total, period, max_clients, client, para
     if rolled then
       redis.call('DEL', key)
     end
-    d[class] = d[class] + hits
+    -- Demand counts every ask: it saturates like a fixed-window count.
+    d[class] = math.min(d[class] + hits, COUNT_MAX)
     if not seen then
       W = weight_now
       n = n + 1
