@@ -325,14 +325,15 @@ fn serve(args: ServeArgs) -> ExitCode {
         // Signal handlers first: a SIGTERM or SIGHUP during startup must not
         // kill the process.
         let shutdown = crate::shutdown::signal();
-        let bind = |addr| async move {
-            tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))
+        let backlog = config.listeners.listen_backlog;
+        let bind = |addr| {
+            crate::transport::bind(addr, backlog).map_err(|e| format!("cannot listen on {addr}: {e}"))
         };
         let admin = match config.admin_addr {
-            Some(addr) => bind(addr).await.map(Some),
+            Some(addr) => bind(addr).map(Some),
             None => Ok(None),
         };
-        let listeners = match (bind(config.grpc_addr).await, bind(config.http_addr).await, admin) {
+        let listeners = match (bind(config.grpc_addr), bind(config.http_addr), admin) {
             (Ok(grpc), Ok(http), Ok(admin)) => Listeners { grpc, http, admin },
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 tracing::error!("{e}");

@@ -19,6 +19,7 @@ use crate::resilience::breaker::BreakerSettings;
 use crate::resilience::retry::RetrySettings;
 use crate::resilience::store::{FailurePolicy, ResilienceSettings};
 use crate::store::redis::{RedisMode, RedisSettings, Secret, TlsFiles};
+use crate::transport::ListenerLimits;
 
 /// Prefix of the environment variables that set [`Settings`].
 pub const ENV_PREFIX: &str = "FLOODGATE";
@@ -152,6 +153,21 @@ pub struct Settings {
     /// Share of traces sampled when exporting over OTLP (0 to 1; a caller's
     /// sampled trace context is always followed).
     pub trace_sampling_ratio: f64,
+    /// Connections each listener (gRPC, HTTP, admin) holds at once.
+    pub max_connections: usize,
+    /// HTTP/2 streams one connection may have open at once.
+    pub max_concurrent_streams: u32,
+    /// Largest request header block, in bytes.
+    pub max_header_list_bytes: u32,
+    /// A new connection's first request, and an HTTP/1.1 request's
+    /// headers, must arrive within this.
+    pub header_read_timeout: String,
+    /// A request must be read and answered within this.
+    pub request_timeout: String,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: String,
+    /// Each listener's accept queue (capped by `net.core.somaxconn`).
+    pub listen_backlog: u32,
 }
 
 impl Default for Settings {
@@ -217,6 +233,13 @@ impl Default for Settings {
             admin_addr: "127.0.0.1:6070".into(),
             admin_token: String::new(),
             trace_sampling_ratio: 1.0,
+            max_connections: 4_096,
+            max_concurrent_streams: 1_024,
+            max_header_list_bytes: 16_384,
+            header_read_timeout: "5s".into(),
+            request_timeout: "2s".into(),
+            idle_timeout: "60s".into(),
+            listen_backlog: 1_024,
         }
     }
 }
@@ -298,6 +321,8 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// Share of new traces sampled (OTLP export).
     pub trace_sampling_ratio: f64,
+    /// Connection, stream and timeout limits of every listener.
+    pub listeners: ListenerLimits,
 }
 
 impl Default for Config {
@@ -367,6 +392,7 @@ impl TryFrom<Settings> for Config {
             }
         }
         let sweep = nonzero("memory_sweep_interval", &s.memory_sweep_interval)?;
+        let listeners = listener_limits(&s)?;
         Ok(Config {
             rules: s.rules,
             merge_domains: s.merge_domains,
@@ -417,8 +443,23 @@ impl TryFrom<Settings> for Config {
             admin_addr: admin_addr(&s.admin_addr, &s.admin_token)?,
             admin_token: (!s.admin_token.is_empty()).then(|| Secret::new(s.admin_token)),
             trace_sampling_ratio: ratio("trace_sampling_ratio", s.trace_sampling_ratio)?,
+            listeners,
         })
     }
+}
+
+/// The listeners' limits; every one must be at least 1.
+fn listener_limits(s: &Settings) -> Result<ListenerLimits, ConfigError> {
+    let count = |name, value: u32| positive(name, value as usize).map(|_| value);
+    Ok(ListenerLimits {
+        max_connections: positive("max_connections", s.max_connections)?,
+        max_concurrent_streams: count("max_concurrent_streams", s.max_concurrent_streams)?,
+        max_header_list_bytes: count("max_header_list_bytes", s.max_header_list_bytes)?,
+        header_read_timeout: nonzero("header_read_timeout", &s.header_read_timeout)?,
+        request_timeout: nonzero("request_timeout", &s.request_timeout)?,
+        idle_timeout: nonzero("idle_timeout", &s.idle_timeout)?,
+        listen_backlog: count("listen_backlog", s.listen_backlog)?,
+    })
 }
 
 /// The admin listener's address. Anyone who reaches it can reset
@@ -705,6 +746,13 @@ mod tests {
         assert_eq!(c.grpc_addr.port(), 8081);
         assert_eq!(c.http_addr.port(), 8080);
         assert!(c.redis.is_none());
+        assert_eq!(c.listeners, ListenerLimits::default());
+        let s = Settings {
+            max_concurrent_streams: 0,
+            ..Settings::default()
+        };
+        let e = Config::try_from(s).unwrap_err().to_string();
+        assert!(e.contains("max_concurrent_streams"), "{e}");
     }
 
     #[test]

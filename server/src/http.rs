@@ -72,8 +72,9 @@ pub struct HttpState {
     pub service: RateLimiter,
     /// JSON mapping.
     pub codec: Arc<JsonCodec>,
-    /// Becomes true when the server starts draining.
-    pub draining: watch::Receiver<bool>,
+    /// Becomes true as soon as shutdown starts (before `shutdown_delay`),
+    /// so that `/healthcheck` fails while calls are still answered.
+    pub stopping: watch::Receiver<bool>,
 }
 
 /// The HTTP routes.
@@ -87,7 +88,7 @@ pub fn router(state: HttpState) -> Router {
 }
 
 async fn healthcheck(State(state): State<HttpState>) -> (StatusCode, String) {
-    if *state.draining.borrow() {
+    if *state.stopping.borrow() {
         return (StatusCode::INTERNAL_SERVER_ERROR, "draining\n".into());
     }
     let store = state.service.limiter().store();

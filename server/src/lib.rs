@@ -3,7 +3,9 @@
 //!
 //! # The request path, top to bottom
 //!
-//! 1. [`grpc`]: the tonic service receives a `RateLimitRequest` (the HTTP
+//! 1. [`transport`]: the listener accepts the connection and holds it to its
+//!    limits (connections, HTTP/2 streams, header size, timeouts); then
+//!    [`grpc`]: the tonic service receives a `RateLimitRequest` (the HTTP
 //!    `/json` endpoint in [`http`] feeds the same path).
 //! 2. [`limiter::Request::parse`]: the request is validated into a typed,
 //!    borrowed view; bad input stops here with `INVALID_ARGUMENT`.
@@ -42,6 +44,7 @@ pub mod rules;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod transport;
 
 use std::future::Future;
 use std::hash::BuildHasher;
@@ -186,8 +189,9 @@ pub async fn build(config: &Config, clock: Clock) -> Result<(RateLimiter, StoreT
     ))
 }
 
-/// Runs the server until `shutdown` resolves, then drains: health turns
-/// NOT_SERVING, listeners stop accepting, calls in flight get up to
+/// Runs the server until `shutdown` resolves, then drains: health (gRPC and
+/// `/healthcheck`) turns NOT_SERVING at once, after `shutdown_delay`
+/// listeners stop accepting, calls in flight get up to
 /// `config.shutdown_grace` to finish, background tasks stop. Returns `Ok`
 /// after a clean drain (and after a drain cut short by the grace period).
 pub async fn run(
@@ -208,6 +212,8 @@ pub async fn run_with_clock(
     let (service, tasks) = build(&config, clock).await?;
 
     let (drain_tx, drain_rx) = watch::channel(false);
+    // Turns true as soon as shutdown starts, before `shutdown_delay`.
+    let (stopping_tx, stopping_rx) = watch::channel(false);
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, true).await;
     let mut background = JoinSet::new();
@@ -243,48 +249,38 @@ pub async fn run_with_clock(
     let codec =
         http::JsonCodec::new().map_err(|e| RunError::Setup(format!("JSON mapping: {e}")))?;
 
-    let mut servers = JoinSet::new();
-    let grpc = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(health_service)
+    let grpc = tonic::service::Routes::new(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
         .add_service(floodgate_proto::RateLimitServiceServer::new(
             RateLimitGrpc::new(service.clone()),
         ))
-        .serve_with_incoming_shutdown(
-            // Our own listener, so tonic's builder setting does not reach
-            // the accepted sockets: without TCP_NODELAY, a response written
-            // in several frames waits ~40 ms for the client's delayed ACK.
-            tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
-            until_draining(drain_rx.clone()),
-        );
-    servers.spawn(async move { grpc.await.map_err(|e| format!("gRPC server: {e}")) });
+        .prepare()
+        .into_axum_router();
     let codec = Arc::new(codec);
-    let router = http::router(http::HttpState {
+    let http = http::router(http::HttpState {
         service: service.clone(),
         codec: codec.clone(),
-        draining: drain_rx.clone(),
+        stopping: stopping_rx,
     });
-    let http_listener = axum::serve::ListenerExt::tap_io(listeners.http, |tcp| {
-        // As for gRPC: answers must not wait for the client's delayed ACK.
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let http =
-        axum::serve(http_listener, router).with_graceful_shutdown(until_draining(drain_rx.clone()));
-    servers.spawn(async move { http.await.map_err(|e| format!("HTTP server: {e}")) });
-    if let Some(listener) = listeners.admin {
+    let admin = listeners.admin.map(|listener| {
         let router = admin::router(admin::AdminState {
             service: service.clone(),
             codec: codec.clone(),
             token: config.admin_token.clone(),
         });
-        let admin =
-            axum::serve(listener, router).with_graceful_shutdown(until_draining(drain_rx.clone()));
-        servers.spawn(async move { admin.await.map_err(|e| format!("admin server: {e}")) });
-    }
+        (listener, router)
+    });
+    let mut servers = transport::serve_all(
+        [
+            Some(("grpc", listeners.grpc, grpc, transport::Protocol::Grpc)),
+            Some(("http", listeners.http, http, transport::Protocol::Http)),
+            admin.map(|(l, r)| ("admin", l, r, transport::Protocol::Http)),
+        ],
+        &config.listeners,
+        service.limiter().metrics(),
+        &drain_rx,
+    );
 
     let failure = tokio::select! {
         () = shutdown => None,
@@ -300,6 +296,7 @@ pub async fn run_with_clock(
     // SERVING during the shutdown delay.
     connector.abort_all();
     while connector.join_next().await.is_some() {}
+    let _ = stopping_tx.send(true);
     set_health(&health, false).await;
     if failure.is_none() && !config.shutdown_delay.is_zero() {
         // Keep answering while load balancers notice the health change.
@@ -405,12 +402,6 @@ async fn report_store_health(
             return;
         }
     }
-}
-
-/// Resolves once draining starts.
-async fn until_draining(mut rx: watch::Receiver<bool>) {
-    // An error means the sender is gone, which also means: stop.
-    let _ = rx.wait_for(|draining| *draining).await;
 }
 
 /// Drops ended windows from the memory store every `every`, until draining.

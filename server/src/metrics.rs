@@ -170,6 +170,10 @@ impl Histogram {
 pub type GaugeSource =
     Arc<dyn Fn() -> Vec<(&'static str, &'static str, &'static str, f64)> + Send + Sync>;
 
+/// Series written by another part at each scrape, in the text format
+/// (the listeners' connection counters, [`crate::transport`]).
+pub type TextSource = Arc<dyn Fn(&mut String) + Send + Sync>;
+
 /// One domain's rule series.
 #[derive(Debug, Default)]
 struct DomainSeries {
@@ -197,6 +201,7 @@ pub struct Metrics {
     reloads_failed: AtomicU64,
     rules_version: RwLock<String>,
     gauges: RwLock<Vec<GaugeSource>>,
+    texts: RwLock<Vec<TextSource>>,
     capacity: Mutex<CapacitySeries>,
 }
 
@@ -267,6 +272,7 @@ impl Metrics {
             reloads_failed: AtomicU64::new(0),
             rules_version: RwLock::default(),
             gauges: RwLock::default(),
+            texts: RwLock::default(),
             capacity: Mutex::default(),
         }
     }
@@ -458,6 +464,11 @@ impl Metrics {
         write(&self.gauges).push(source);
     }
 
+    /// Adds series written at each scrape.
+    pub fn add_text(&self, source: TextSource) {
+        write(&self.texts).push(source);
+    }
+
     /// The Prometheus text exposition of everything.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -548,6 +559,9 @@ impl Metrics {
                 header(&mut out, name, help, kind);
                 let _ = writeln!(out, "{name} {value}");
             }
+        }
+        for source in read(&self.texts).iter() {
+            source(&mut out);
         }
         out
     }

@@ -210,15 +210,12 @@ impl TestServer {
 
     /// [`TestServer::start`], with the server's local time read from `clock`.
     pub async fn start_with_clock(config: Config, clock: Clock) -> TestServer {
-        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind gRPC");
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind HTTP");
-        let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind admin");
+        let bind = |what| {
+            let any = SocketAddr::from(([127, 0, 0, 1], 0));
+            floodgate_server::transport::bind(any, config.listeners.listen_backlog)
+                .unwrap_or_else(|e| panic!("bind {what}: {e}"))
+        };
+        let (grpc, http, admin) = (bind("gRPC"), bind("HTTP"), bind("admin"));
         let admin_addr = admin.local_addr().expect("admin address");
         let grpc_addr = grpc.local_addr().expect("gRPC address");
         let http_addr = http.local_addr().expect("HTTP address");
@@ -399,6 +396,25 @@ impl ServerProcess {
         RateLimitServiceClient::connect(format!("http://{}", self.grpc_addr))
             .await
             .expect("connect to server")
+    }
+
+    /// Freezes the process (SIGSTOP): the kernel still queues connections
+    /// to its listeners, but nothing accepts them.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused process (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {signal} floodgate failed");
     }
 
     /// The process id (to read its memory use from `/proc`).

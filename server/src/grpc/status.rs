@@ -9,7 +9,9 @@
 //! program wrote it) fails only the calls that use it: `FAILED_PRECONDITION`
 //! (HTTP 500), naming the counter. Store details stay in the server's logs (written by
 //! [`RateLimiter::should_rate_limit`](super::RateLimiter::should_rate_limit),
-//! for every transport).
+//! for every transport). A request the listener cut off
+//! ([`crate::transport::TransportError`]: not read and answered within
+//! `request_timeout`) is `DEADLINE_EXCEEDED` (HTTP 408).
 
 use crate::limiter::{LimiterError, RequestError};
 use crate::store::StoreError;
@@ -69,6 +71,27 @@ impl From<ServiceError> for tonic::Status {
             }
             ServiceError::Limiter(_) => tonic::Status::unavailable(e.public_message()),
             ServiceError::Overloaded => tonic::Status::resource_exhausted(e.public_message()),
+        }
+    }
+}
+
+impl crate::transport::TransportError {
+    /// The HTTP status for the HTTP and admin listeners.
+    pub fn http_status(&self) -> http::StatusCode {
+        match self {
+            crate::transport::TransportError::RequestTimeout(_) => {
+                http::StatusCode::REQUEST_TIMEOUT
+            }
+        }
+    }
+}
+
+impl From<crate::transport::TransportError> for tonic::Status {
+    fn from(e: crate::transport::TransportError) -> Self {
+        match &e {
+            crate::transport::TransportError::RequestTimeout(_) => {
+                tonic::Status::deadline_exceeded(e.to_string())
+            }
         }
     }
 }
