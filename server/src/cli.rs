@@ -326,26 +326,32 @@ fn serve(args: ServeArgs) -> ExitCode {
         // kill the process.
         let shutdown = crate::shutdown::signal();
         let bind = |addr| async move {
-            tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))
         };
         let admin = match config.admin_addr {
             Some(addr) => bind(addr).await.map(Some),
             None => Ok(None),
         };
-        let listeners = match (bind(config.grpc_addr).await, bind(config.http_addr).await, admin) {
+        let listeners = match (
+            bind(config.grpc_addr).await,
+            bind(config.http_addr).await,
+            admin,
+        ) {
             (Ok(grpc), Ok(http), Ok(admin)) => Listeners { grpc, http, admin },
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 tracing::error!("{e}");
                 return ExitCode::FAILURE;
             }
         };
-        let store = config.redis.as_ref().map_or_else(|| "memory".to_owned(), |r| format!("redis {:?} ({})", r.mode, r.endpoints()));
-        let admin = config.admin_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
-        tracing::info!(grpc = %config.grpc_addr, http = %config.http_addr, %admin, rules = %config.rules.display(), %store, "floodgate serving");
         let clock = match config.clock_offset_ms {
             0 => crate::clock::Clock::System,
             offset => {
-                tracing::warn!(offset_ms = offset, "clock_offset_ms is set: this server's clock is skewed on purpose");
+                tracing::warn!(
+                    offset_ms = offset,
+                    "clock_offset_ms is set: this server's clock is skewed on purpose"
+                );
                 crate::clock::Clock::Offset(offset)
             }
         };

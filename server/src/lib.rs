@@ -206,6 +206,16 @@ pub async fn run_with_clock(
     clock: Clock,
 ) -> Result<(), RunError> {
     let (service, tasks) = build(&config, clock).await?;
+    // For the "serving" line: the addresses really bound (a port may be 0).
+    let bound = |l: &TcpListener| {
+        l.local_addr()
+            .map_or_else(|e| e.to_string(), |a| a.to_string())
+    };
+    let (grpc_addr, http_addr) = (bound(&listeners.grpc), bound(&listeners.http));
+    let admin_addr = listeners
+        .admin
+        .as_ref()
+        .map_or_else(|| "off".to_owned(), bound);
 
     let (drain_tx, drain_rx) = watch::channel(false);
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -285,6 +295,12 @@ pub async fn run_with_clock(
             axum::serve(listener, router).with_graceful_shutdown(until_draining(drain_rx.clone()));
         servers.spawn(async move { admin.await.map_err(|e| format!("admin server: {e}")) });
     }
+    // Only now: the rules loaded, the store is set up, the listeners serve.
+    let store = config.redis.as_ref().map_or_else(
+        || "memory".to_owned(),
+        |r| format!("redis {:?} ({})", r.mode, r.endpoints()),
+    );
+    tracing::info!(grpc = %grpc_addr, http = %http_addr, admin = %admin_addr, rules = %config.rules.display(), %store, "floodgate serving");
 
     let failure = tokio::select! {
         () = shutdown => None,
