@@ -259,9 +259,7 @@ pub async fn run_with_clock(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
-        .add_service(floodgate_proto::RateLimitServiceServer::new(
-            RateLimitGrpc::new(service.clone()),
-        ))
+        .add_service(RateLimitGrpc::new(service.clone()))
         .serve_with_incoming_shutdown(
             // Our own listener, so tonic's builder setting does not reach
             // the accepted sockets: without TCP_NODELAY, a response written
