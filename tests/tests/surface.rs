@@ -3,15 +3,23 @@
 //! undecodable message is `INVALID_ARGUMENT` (HTTP 400), `/json` takes only
 //! `application/json` (415 otherwise, so a browser's cross-origin
 //! `text/plain` POST decides nothing), and every refusal is counted in
-//! `floodgate_calls_total`.
+//! `floodgate_calls_total`. Then the property: arbitrary bytes as a gRPC
+//! message and arbitrary JSON to `/json`, through the real binary, always
+//! get a status or a decision, the server keeps answering, and its memory
+//! returns to its level once the connections close.
 
 #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
 
+use std::time::Duration;
+
 use floodgate_e2e::{
-    TestServer, config_with_rules, http_get, http_post, request, rules_dir, user_rules,
+    ServerProcess, TestServer, config_with_rules, http_get, http_post, request, rules_dir,
+    user_rules,
 };
-use floodgate_proto::RateLimitResponse;
 use floodgate_proto::rate_limit_response::Code;
+use floodgate_proto::{RateLimitRequest, RateLimitResponse};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use prost::Message;
 use prost::bytes::BufMut;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -220,4 +228,243 @@ async fn json_decides_only_application_json_and_counts_the_rest_as_invalid() {
     );
     assert_eq!(invalid_calls(server.http_addr).await, Some(7));
     server.stop().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// The property: anything in, a status or a decision out; memory comes back
+
+const FUZZ_RULES: &str = "\
+domain: fuzz
+descriptors:
+  - key: user
+    rate_limit: {unit: hour, requests_per_unit: 1000000000}
+  - key: x
+    rate_limit: {unit: hour, requests_per_unit: 1}
+";
+
+/// One input from an unknown caller.
+#[derive(Debug, Clone)]
+enum Case {
+    /// Bytes sent as the gRPC `ShouldRateLimit` message (framed correctly).
+    Grpc(Vec<u8>),
+    /// A `/json` body with this content type.
+    Json {
+        content_type: Option<&'static str>,
+        body: Vec<u8>,
+    },
+}
+
+/// Strings that sometimes mean something to the server.
+fn word() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => prop::sample::select(vec![
+            "fuzz", "user", "x", "", "domain", "descriptors", "entries", "key", "value",
+            "hitsAddend", "hits_addend", "limit", "requestsPerUnit", "unit", "HOUR",
+        ])
+        .prop_map(str::to_owned),
+        1 => any::<String>(),
+    ]
+}
+
+/// A request that may be valid, or near enough to reach the decision.
+fn rate_limit_request() -> impl Strategy<Value = RateLimitRequest> {
+    let entry = (word(), word())
+        .prop_map(|(key, value)| floodgate_proto::rate_limit_descriptor::Entry { key, value });
+    let descriptor = (prop::collection::vec(entry, 0..4), any::<Option<u64>>()).prop_map(
+        |(entries, hits_addend)| floodgate_proto::RateLimitDescriptor {
+            entries,
+            hits_addend,
+            ..Default::default()
+        },
+    );
+    (
+        word(),
+        prop::collection::vec(descriptor, 0..4),
+        any::<u32>(),
+    )
+        .prop_map(|(domain, descriptors, hits_addend)| RateLimitRequest {
+            domain,
+            descriptors,
+            hits_addend,
+        })
+}
+
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        word().prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 32, 5, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::vec((word(), inner), 0..5)
+                .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+        ]
+    })
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    let mutated = (
+        rate_limit_request(),
+        any::<prop::sample::Index>(),
+        any::<u8>(),
+        any::<bool>(),
+    )
+        .prop_map(|(request, at, byte, cut)| {
+            let mut bytes = request.encode_to_vec();
+            if !bytes.is_empty() {
+                let at = at.index(bytes.len());
+                if cut {
+                    bytes.truncate(at);
+                } else {
+                    bytes[at] = byte;
+                }
+            }
+            bytes
+        });
+    let as_json = rate_limit_request().prop_map(|r| {
+        serde_json::json!({
+            "domain": r.domain,
+            "hitsAddend": r.hits_addend,
+            "descriptors": r.descriptors.iter().map(|d| serde_json::json!({
+                "entries": d.entries.iter()
+                    .map(|e| serde_json::json!({"key": e.key, "value": e.value}))
+                    .collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })
+    });
+    let content_type = prop_oneof![
+        6 => Just(Some(JSON)),
+        1 => Just(Some("application/json; charset=utf-8")),
+        1 => Just(Some("text/plain")),
+        1 => Just(None),
+    ];
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..256).prop_map(Case::Grpc),
+        rate_limit_request().prop_map(|r| Case::Grpc(r.encode_to_vec())),
+        mutated.prop_map(Case::Grpc),
+        (content_type.clone(), prop_oneof![json_value(), as_json]).prop_map(
+            |(content_type, value)| Case::Json {
+                content_type,
+                body: value.to_string().into_bytes(),
+            }
+        ),
+        (content_type, prop::collection::vec(any::<u8>(), 0..256))
+            .prop_map(|(content_type, body)| Case::Json { content_type, body }),
+    ]
+}
+
+/// Sends `case` on a new connection, checks the answer, closes the
+/// connection, then checks that a normal call is still decided.
+async fn check(server: &ServerProcess, probe: Channel, case: Case) -> Result<(), String> {
+    match case {
+        Case::Grpc(bytes) => match raw_call(channel(server.grpc_addr).await, bytes).await {
+            Ok(answer) => {
+                if !matches!(answer.overall_code(), Code::Ok | Code::OverLimit) {
+                    return Err(format!("a decision with no verdict: {answer:?}"));
+                }
+            }
+            Err(status) if status.code() == tonic::Code::InvalidArgument => {}
+            Err(status) => return Err(format!("gRPC answered {status:?}")),
+        },
+        Case::Json { content_type, body } => {
+            let url = format!("http://{}/json", server.http_addr);
+            let (status, answer) = http_post(&url, content_type, &body).await;
+            match status {
+                200 | 429 => {
+                    let decision: serde_json::Value =
+                        serde_json::from_str(&answer).map_err(|e| {
+                            format!("HTTP {status} with a body that is not JSON ({e}): {answer}")
+                        })?;
+                    let code = decision["overallCode"].as_str();
+                    let expected = if status == 200 { "OK" } else { "OVER_LIMIT" };
+                    if code != Some(expected) {
+                        return Err(format!("HTTP {status} with {decision}"));
+                    }
+                }
+                400 | 415 if !answer.trim().is_empty() => {}
+                _ => return Err(format!("/json answered HTTP {status}: {answer:?}")),
+            }
+        }
+    }
+    let mut client = floodgate_proto::RateLimitServiceClient::new(probe);
+    match client
+        .should_rate_limit(request("fuzz", &[("user", "probe")]))
+        .await
+    {
+        Ok(r) if r.get_ref().overall_code() == Code::Ok => Ok(()),
+        other => Err(format!("the next normal call got {other:?}")),
+    }
+}
+
+/// The process's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Cases after the warm-up; each opens and closes two connections.
+const CASES: u32 = 1_500;
+/// What the server may keep after them: its memory store holds a counter
+/// per new `fuzz` value decided (about 200 bytes each, under 0.3 MiB
+/// here), and the allocator keeps some freed pages; it measured under
+/// 0.1 MiB. A leak of 3 KiB per case crosses it (a connection's buffers are
+/// tens of KiB); 8 KiB leaked per `/json` call, tried once, grew it 4.8 MiB.
+const RSS_TOLERANCE_KIB: u64 = 4 * 1024;
+
+/// Runs the real binary (`cargo build -p floodgate-server` first, as the
+/// harness says), so that its memory is its own.
+#[test]
+fn any_grpc_message_or_json_gets_a_status_or_a_decision_and_memory_returns() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rules = rules_dir(&[("fuzz.yaml", FUZZ_RULES)]);
+    let server = runtime.block_on(ServerProcess::start(rules.path(), &[], &[]));
+    let probe = runtime.block_on(channel(server.grpc_addr));
+    let run = |cases: u32| {
+        let mut runner = TestRunner::new(ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        });
+        let outcome = runner.run(&case(), |case| {
+            runtime
+                .block_on(check(&server, probe.clone(), case))
+                .map_err(TestCaseError::fail)
+        });
+        if let Err(e) = outcome {
+            panic!("{e}");
+        }
+    };
+    let settled = || {
+        // Closed connections are dropped by the server's tasks at once;
+        // give them a moment on a busy machine.
+        std::thread::sleep(Duration::from_millis(500));
+        rss_kib(server.pid())
+    };
+    // Warm-up: lazily built state (descriptor pool, thread arenas, the
+    // rules' first counters) is not a leak.
+    run(300);
+    let before = settled();
+    run(CASES);
+    let after = settled();
+    eprintln!(
+        "floodgate RSS: {before} KiB after the warm-up, {after} KiB after {CASES} more cases"
+    );
+    assert!(
+        after <= before + RSS_TOLERANCE_KIB,
+        "memory grew from {before} KiB to {after} KiB over {CASES} cases (connections closed)"
+    );
 }
