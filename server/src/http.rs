@@ -5,8 +5,9 @@
 //! `/json` maps JSON to protobuf through the descriptor set compiled from
 //! `proto/` (prost-reflect), so it follows the proto3 JSON mapping exactly
 //! (`hitsAddend` or `hits_addend`, enums by name, durations as `"1.5s"`).
-//! It takes only `Content-Type: application/json` (415 otherwise), so that
-//! no browser can post to it cross-origin without a CORS preflight; a body
+//! It takes only `Content-Type: application/json` (415 otherwise): a
+//! browser skips the CORS preflight of a cross-origin POST only for form and
+//! `text/plain` bodies, so no web page can spend a caller's limit. A body
 //! that does not parse is 400. Both are refused through
 //! [`RateLimiter::refuse`](crate::grpc::RateLimiter::refuse), so counted.
 
