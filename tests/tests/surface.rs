@@ -82,13 +82,25 @@ impl Decoder for ResponseDecoder {
 
 /// One `ShouldRateLimit` call whose message is `bytes`.
 async fn raw_call(channel: Channel, bytes: Vec<u8>) -> Result<RateLimitResponse, tonic::Status> {
+    call_path(
+        channel,
+        "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
+        bytes,
+    )
+    .await
+}
+
+/// One unary call of `path` whose message is `bytes`.
+async fn call_path(
+    channel: Channel,
+    path: &'static str,
+    bytes: Vec<u8>,
+) -> Result<RateLimitResponse, tonic::Status> {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready()
         .await
         .map_err(|e| tonic::Status::unavailable(format!("not ready: {e}")))?;
-    let path = http::uri::PathAndQuery::from_static(
-        "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
-    );
+    let path = http::uri::PathAndQuery::from_static(path);
     grpc.unary(tonic::Request::new(bytes), path, RawCodec)
         .await
         .map(tonic::Response::into_inner)
@@ -158,6 +170,17 @@ async fn an_undecodable_grpc_message_is_invalid_argument_and_counted() {
         .unwrap();
     assert_eq!(answer.overall_code(), Code::Ok);
     assert_eq!(answer.statuses[0].limit_remaining, 4);
+    // The service is written out, not generated: another method of it is
+    // still UNIMPLEMENTED, and not counted as a call.
+    let status = call_path(
+        channel(server.grpc_addr).await,
+        "/envoy.service.ratelimit.v3.RateLimitService/Other",
+        Vec::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert_eq!(invalid_calls(server.http_addr).await, Some(2));
     server.stop().await.unwrap();
 }
 
