@@ -4,7 +4,9 @@
 //! # The request path, top to bottom
 //!
 //! 1. [`grpc`]: the tonic service receives a `RateLimitRequest` (the HTTP
-//!    `/json` endpoint in [`http`] feeds the same path).
+//!    `/json` endpoint in [`http`] feeds the same path); bytes that are not
+//!    one stop here with `INVALID_ARGUMENT` (HTTP 400, or 415 for a `/json`
+//!    body that is not `application/json`).
 //! 2. [`limiter::Request::parse`]: the request is validated into a typed,
 //!    borrowed view; bad input stops here with `INVALID_ARGUMENT`.
 //! 3. [`rules`]: each descriptor is matched against the domain's compiled,
