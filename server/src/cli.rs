@@ -327,7 +327,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         let shutdown = crate::shutdown::signal();
         let backlog = config.listeners.listen_backlog;
         let bind = |addr| {
-            crate::transport::bind(addr, backlog).map_err(|e| format!("cannot listen on {addr}: {e}"))
+            crate::transport::bind(addr, backlog)
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))
         };
         let admin = match config.admin_addr {
             Some(addr) => bind(addr).map(Some),
@@ -340,13 +341,13 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let store = config.redis.as_ref().map_or_else(|| "memory".to_owned(), |r| format!("redis {:?} ({})", r.mode, r.endpoints()));
-        let admin = config.admin_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
-        tracing::info!(grpc = %config.grpc_addr, http = %config.http_addr, %admin, rules = %config.rules.display(), %store, "floodgate serving");
         let clock = match config.clock_offset_ms {
             0 => crate::clock::Clock::System,
             offset => {
-                tracing::warn!(offset_ms = offset, "clock_offset_ms is set: this server's clock is skewed on purpose");
+                tracing::warn!(
+                    offset_ms = offset,
+                    "clock_offset_ms is set: this server's clock is skewed on purpose"
+                );
                 crate::clock::Clock::Offset(offset)
             }
         };

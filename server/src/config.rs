@@ -260,6 +260,12 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+    /// A setting that applies only to Redis, given without `redis_url`:
+    /// it would be ignored, silently.
+    #[error(
+        "{0} is set but redis_url is not: it applies only to Redis (without redis_url, counters live in memory)"
+    )]
+    WithoutRedis(&'static str),
 }
 
 /// Log output format.
@@ -578,9 +584,6 @@ fn resilience_settings(s: &Settings) -> Result<ResilienceSettings, ConfigError> 
 
 /// The Redis settings, if a URL is set.
 fn redis_settings(s: &Settings) -> Result<Option<RedisSettings>, ConfigError> {
-    let Some(url) = s.redis_url.as_deref().filter(|u| !u.trim().is_empty()) else {
-        return Ok(None);
-    };
     let mode = RedisMode::parse(&s.redis_mode).ok_or_else(|| {
         invalid(
             "redis_mode",
@@ -588,6 +591,12 @@ fn redis_settings(s: &Settings) -> Result<Option<RedisSettings>, ConfigError> {
             "must be single, sentinel or cluster",
         )
     })?;
+    let Some(url) = s.redis_url.as_deref().filter(|u| !u.trim().is_empty()) else {
+        return match redis_only_setting(s, mode) {
+            Some(name) => Err(ConfigError::WithoutRedis(name)),
+            None => Ok(None),
+        };
+    };
     let urls: Vec<String> = url
         .split(',')
         .map(str::trim)
@@ -676,6 +685,44 @@ fn redis_settings(s: &Settings) -> Result<Option<RedisSettings>, ConfigError> {
         expiration_jitter_max: duration("expiration_jitter_max", &s.expiration_jitter_max)?,
         batch_max: positive("redis_batch_max", s.redis_batch_max)?,
     }))
+}
+
+/// The first setting that applies only to Redis and is given (not empty,
+/// not its default), if any.
+fn redis_only_setting(s: &Settings, mode: RedisMode) -> Option<&'static str> {
+    let d = Settings::default();
+    let text = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.is_empty());
+    let file = |v: &Option<PathBuf>| v.as_ref().is_some_and(|p| !p.as_os_str().is_empty());
+    [
+        ("redis_mode", mode != RedisMode::Single),
+        ("redis_sentinel_master", text(&s.redis_sentinel_master)),
+        ("redis_username", text(&s.redis_username)),
+        (
+            "redis_password",
+            s.redis_password
+                .as_ref()
+                .is_some_and(|p| !p.expose().is_empty()),
+        ),
+        ("redis_password_file", file(&s.redis_password_file)),
+        ("redis_tls_ca_file", file(&s.redis_tls_ca_file)),
+        ("redis_tls_cert_file", file(&s.redis_tls_cert_file)),
+        ("redis_tls_key_file", file(&s.redis_tls_key_file)),
+        (
+            "redis_connect_timeout",
+            s.redis_connect_timeout != d.redis_connect_timeout,
+        ),
+        (
+            "redis_command_timeout",
+            s.redis_command_timeout != d.redis_command_timeout,
+        ),
+        ("redis_batch_max", s.redis_batch_max != d.redis_batch_max),
+        (
+            "expiration_jitter_max",
+            s.expiration_jitter_max != d.expiration_jitter_max,
+        ),
+    ]
+    .into_iter()
+    .find_map(|(name, given)| given.then_some(name))
 }
 
 /// A count that must be at least 1.
@@ -949,5 +996,78 @@ mod tests {
             ..Settings::default()
         };
         assert!(Config::try_from(off).unwrap().admin_addr.is_none());
+    }
+
+    #[test]
+    fn redis_mode_is_validated_without_a_url() {
+        let s = Settings {
+            redis_mode: "bogus".into(),
+            ..Settings::default()
+        };
+        let e = error(Config::try_from(s));
+        assert_eq!(
+            e,
+            "invalid setting redis_mode = \"bogus\": must be single, sentinel or cluster"
+        );
+    }
+
+    #[test]
+    fn redis_settings_without_a_redis_url_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.pem");
+        std::fs::write(&file, "x").unwrap();
+        type Set = fn(&mut Settings, &std::path::Path);
+        let cases: [(&str, Set); 12] = [
+            ("redis_mode", |s, _| s.redis_mode = "sentinel".into()),
+            ("redis_sentinel_master", |s, _| {
+                s.redis_sentinel_master = Some("mymaster".into())
+            }),
+            ("redis_username", |s, _| s.redis_username = Some("u".into())),
+            ("redis_password", |s, _| {
+                s.redis_password = Some(Secret::new("hunter2"))
+            }),
+            ("redis_password_file", |s, f| {
+                s.redis_password_file = Some(f.into())
+            }),
+            ("redis_tls_ca_file", |s, f| {
+                s.redis_tls_ca_file = Some(f.into())
+            }),
+            ("redis_tls_cert_file", |s, f| {
+                s.redis_tls_cert_file = Some(f.into())
+            }),
+            ("redis_tls_key_file", |s, f| {
+                s.redis_tls_key_file = Some(f.into())
+            }),
+            ("redis_connect_timeout", |s, _| {
+                s.redis_connect_timeout = "5s".into()
+            }),
+            ("redis_command_timeout", |s, _| {
+                s.redis_command_timeout = "5s".into()
+            }),
+            ("redis_batch_max", |s, _| s.redis_batch_max = 1),
+            ("expiration_jitter_max", |s, _| {
+                s.expiration_jitter_max = "0s".into()
+            }),
+        ];
+        for (name, set) in cases {
+            for url in [None, Some(String::new())] {
+                let mut s = Settings {
+                    redis_url: url,
+                    ..Settings::default()
+                };
+                set(&mut s, &file);
+                let e = error(Config::try_from(s));
+                assert_eq!(
+                    e,
+                    format!(
+                        "{name} is set but redis_url is not: it applies only to Redis (without redis_url, counters live in memory)"
+                    )
+                );
+                assert!(!e.contains("hunter2"));
+            }
+        }
+        // The defaults, given explicitly, are not a mistake.
+        let s = Settings::load(None, [], &[("redis_mode", Some("single".into()))]).unwrap();
+        assert!(Config::try_from(s).unwrap().redis.is_none());
     }
 }

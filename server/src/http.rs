@@ -5,6 +5,11 @@
 //! `/json` maps JSON to protobuf through the descriptor set compiled from
 //! `proto/` (prost-reflect), so it follows the proto3 JSON mapping exactly
 //! (`hitsAddend` or `hits_addend`, enums by name, durations as `"1.5s"`).
+//! It takes only `Content-Type: application/json` (415 otherwise): a
+//! browser skips the CORS preflight of a cross-origin POST only for form and
+//! `text/plain` bodies, so no web page can spend a caller's limit. A body
+//! that does not parse is 400. Both are refused through
+//! [`RateLimiter::refuse`](crate::grpc::RateLimiter::refuse), so counted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +17,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use floodgate_proto::{RateLimitRequest, RateLimitResponse, rate_limit_response::Code};
@@ -20,7 +25,7 @@ use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 use tokio::sync::watch;
 
-use crate::grpc::RateLimiter;
+use crate::grpc::{DecodeError, RateLimiter, ServiceError};
 
 /// Longest time `/healthcheck` waits for the store.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -113,20 +118,17 @@ async fn healthcheck(State(state): State<HttpState>) -> (StatusCode, String) {
     }
 }
 
-async fn json(State(state): State<HttpState>, body: Bytes) -> Response {
+async fn json(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+    if !is_json(headers.get(header::CONTENT_TYPE)) {
+        return refused(&state.service.refuse(DecodeError::ContentType));
+    }
     let request = match state.codec.request(&body) {
         Ok(request) => request,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("invalid RateLimitRequest JSON: {e}\n"),
-            )
-                .into_response();
-        }
+        Err(e) => return refused(&state.service.refuse(DecodeError::Json(e))),
     };
     let response = match state.service.should_rate_limit(&request).await {
         Ok(response) => response,
-        Err(e) => return (e.http_status(), format!("{}\n", e.public_message())).into_response(),
+        Err(e) => return refused(&e),
     };
     let status = match response.overall_code() {
         Code::Ok => StatusCode::OK,
@@ -141,6 +143,20 @@ async fn json(State(state): State<HttpState>, body: Bytes) -> Response {
         )
             .into_response(),
     }
+}
+
+/// Whether a `Content-Type` is `application/json`, with or without
+/// parameters (`; charset=utf-8`); media types ignore case.
+fn is_json(content_type: Option<&HeaderValue>) -> bool {
+    content_type
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// A refused `/json` call: its HTTP status, and the message safe to show.
+fn refused(e: &ServiceError) -> Response {
+    (e.http_status(), format!("{}\n", e.public_message())).into_response()
 }
 
 /// `GET /rlconfig`: one line per limit in the reference's format, after a

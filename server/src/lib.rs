@@ -6,7 +6,9 @@
 //! 1. [`transport`]: the listener accepts the connection and holds it to its
 //!    limits (connections, HTTP/2 streams, header size, timeouts); then
 //!    [`grpc`]: the tonic service receives a `RateLimitRequest` (the HTTP
-//!    `/json` endpoint in [`http`] feeds the same path).
+//!    `/json` endpoint in [`http`] feeds the same path); bytes that are not
+//!    one stop here with `INVALID_ARGUMENT` (HTTP 400, or 415 for a `/json`
+//!    body that is not `application/json`).
 //! 2. [`limiter::Request::parse`]: the request is validated into a typed,
 //!    borrowed view; bad input stops here with `INVALID_ARGUMENT`.
 //! 3. [`rules`]: each descriptor is matched against the domain's compiled,
@@ -210,6 +212,16 @@ pub async fn run_with_clock(
     clock: Clock,
 ) -> Result<(), RunError> {
     let (service, tasks) = build(&config, clock).await?;
+    // For the "serving" line: the addresses really bound (a port may be 0).
+    let bound = |l: &TcpListener| {
+        l.local_addr()
+            .map_or_else(|e| e.to_string(), |a| a.to_string())
+    };
+    let (grpc_addr, http_addr) = (bound(&listeners.grpc), bound(&listeners.http));
+    let admin_addr = listeners
+        .admin
+        .as_ref()
+        .map_or_else(|| "off".to_owned(), bound);
 
     let (drain_tx, drain_rx) = watch::channel(false);
     // Turns true as soon as shutdown starts, before `shutdown_delay`.
@@ -252,9 +264,7 @@ pub async fn run_with_clock(
     let grpc = tonic::service::Routes::new(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
-        .add_service(floodgate_proto::RateLimitServiceServer::new(
-            RateLimitGrpc::new(service.clone()),
-        ))
+        .add_service(RateLimitGrpc::new(service.clone()))
         .prepare()
         .into_axum_router();
     let codec = Arc::new(codec);
@@ -281,6 +291,12 @@ pub async fn run_with_clock(
         service.limiter().metrics(),
         &drain_rx,
     );
+    // Only now: the rules loaded, the store is set up, the listeners serve.
+    let store = config.redis.as_ref().map_or_else(
+        || "memory".to_owned(),
+        |r| format!("redis {:?} ({})", r.mode, r.endpoints()),
+    );
+    tracing::info!(grpc = %grpc_addr, http = %http_addr, admin = %admin_addr, rules = %config.rules.display(), %store, "floodgate serving");
 
     let failure = tokio::select! {
         () = shutdown => None,

@@ -146,6 +146,7 @@ async fn quick_start_serves_three_per_minute_then_exits_cleanly_on_sigterm() {
         "{}",
         status.1
     );
+    assert!(status.1.contains("floodgate serving"), "{}", status.1);
 }
 
 #[test]
@@ -190,4 +191,68 @@ fn invalid_settings_stop_serve_with_exit_code_2() {
         stderr.contains("invalid setting grpc_addr = \"not-an-address\""),
         "{stderr}"
     );
+}
+
+/// Runs `floodgate serve` on loopback ports with `args` added; returns its
+/// exit code and stderr, or panics if it is still running after 10 s
+/// (the settings were accepted and it is serving).
+fn serve_until_exit(args: &[&str]) -> (Option<i32>, String) {
+    let mut all = vec![
+        "serve",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+    ];
+    all.extend_from_slice(args);
+    let mut child = Running(
+        floodgate(&all)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..200 {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            let mut log = String::new();
+            std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut log).unwrap();
+            return (status.code(), log);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("floodgate serve {args:?} was still running after 10 s: the settings were accepted");
+}
+
+#[test]
+fn invalid_rules_stop_serve_before_it_says_serving() {
+    let rules =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules/invalid/bad_unit.yaml");
+    let (code, log) = serve_until_exit(&["--rules", rules.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("invalid rules"), "{log}");
+    assert!(!log.contains("serving"), "{log}");
+}
+
+#[test]
+fn redis_settings_without_redis_url_stop_serve_with_exit_code_2() {
+    let (code, log) = serve_until_exit(&["--rules", "examples/rules", "--redis-mode", "bogus"]);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("invalid setting redis_mode = \"bogus\": must be single, sentinel or cluster"),
+        "{log}"
+    );
+    let (code, log) = serve_until_exit(&[
+        "--rules",
+        "examples/rules",
+        "--redis-sentinel-master",
+        "mymaster",
+    ]);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("redis_sentinel_master is set but redis_url is not"),
+        "{log}"
+    );
+    assert!(!log.contains("serving"), "{log}");
 }

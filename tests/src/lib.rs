@@ -504,3 +504,36 @@ pub fn request(domain: &str, entries: &[(&str, &str)]) -> RateLimitRequest {
         hits_addend: 0,
     }
 }
+
+/// A minimal HTTP/1.1 POST of `body` over loopback, with `content_type` as
+/// the `Content-Type` header (none if `None`): (status, body, lossily
+/// decoded). One connection per call, closed after the answer.
+pub async fn http_post(url: &str, content_type: Option<&str>, body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("HTTP POST");
+    let (host, path) = rest.split_once('/').expect("HTTP POST");
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .expect("HTTP POST");
+    let content_type = content_type
+        .map(|t| format!("Content-Type: {t}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "POST /{path} HTTP/1.1\r\nHost: {host}\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("HTTP POST");
+    stream.write_all(body).await.expect("HTTP POST");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("HTTP POST");
+    let text = String::from_utf8_lossy(&answer);
+    let code = text
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}

@@ -1,7 +1,11 @@
 //! The one place where errors become wire statuses, for gRPC and for HTTP.
 //!
 //! Bad input is `INVALID_ARGUMENT` (HTTP 400) with a message that says what is
-//! wrong; it is the caller's problem and is logged at debug level only. A
+//! wrong; it is the caller's problem and is logged at debug level only. That
+//! includes bytes that are not a `RateLimitRequest` at all ([`DecodeError`]),
+//! and a `/json` body of another content type than `application/json` (HTTP
+//! 415: so that a browser's cross-origin form or `text/plain` POST, which
+//! needs no CORS preflight, decides nothing). A
 //! store failure is `UNAVAILABLE` (HTTP 503), not `UNKNOWN`: Envoy's ratelimit
 //! filter then applies its own `failure_mode_deny` setting, and clients know
 //! a retry may help. A call shed under overload is `RESOURCE_EXHAUSTED`
@@ -22,6 +26,9 @@ pub enum ServiceError {
     /// The request is malformed.
     #[error(transparent)]
     Request(#[from] RequestError),
+    /// The request's bytes are not a `RateLimitRequest`.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
     /// No decision could be made.
     #[error(transparent)]
     Limiter(#[from] LimiterError),
@@ -30,11 +37,28 @@ pub enum ServiceError {
     Overloaded,
 }
 
+/// Why a request's bytes are not a `RateLimitRequest`.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// A gRPC message that is not a protobuf `RateLimitRequest`.
+    #[error("cannot decode RateLimitRequest: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    /// A `/json` body that is not a proto3-JSON `RateLimitRequest`.
+    #[error("invalid RateLimitRequest JSON: {0}")]
+    Json(String),
+    /// A `/json` body whose `Content-Type` is not `application/json`.
+    #[error("unsupported content type: /json takes Content-Type: application/json")]
+    ContentType,
+}
+
 impl ServiceError {
     /// The HTTP status for the `/json` endpoint.
     pub fn http_status(&self) -> http::StatusCode {
         match self {
-            ServiceError::Request(_) => http::StatusCode::BAD_REQUEST,
+            ServiceError::Decode(DecodeError::ContentType) => {
+                http::StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            ServiceError::Request(_) | ServiceError::Decode(_) => http::StatusCode::BAD_REQUEST,
             ServiceError::Limiter(LimiterError::Store(StoreError::Counter { .. })) => {
                 http::StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -54,6 +78,7 @@ impl ServiceError {
                      (written by another program?)"
                 )
             }
+            ServiceError::Decode(e) => e.to_string(),
             ServiceError::Limiter(LimiterError::Store(_)) => {
                 "rate limit store unavailable".to_owned()
             }
@@ -65,7 +90,9 @@ impl ServiceError {
 impl From<ServiceError> for tonic::Status {
     fn from(e: ServiceError) -> Self {
         match &e {
-            ServiceError::Request(_) => tonic::Status::invalid_argument(e.public_message()),
+            ServiceError::Request(_) | ServiceError::Decode(_) => {
+                tonic::Status::invalid_argument(e.public_message())
+            }
             ServiceError::Limiter(LimiterError::Store(StoreError::Counter { .. })) => {
                 tonic::Status::failed_precondition(e.public_message())
             }
