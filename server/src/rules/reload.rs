@@ -100,15 +100,7 @@ impl Reloader {
         files: Vec<(String, String)>,
         mut errors: Vec<LoadError>,
     ) -> Result<String, ReloadError> {
-        if files.is_empty() && errors.is_empty() {
-            // An emptied directory is far likelier a mount mid-update or a
-            // mistake than a wish to stop limiting everything.
-            errors.push(LoadError {
-                file: self.path.display().to_string(),
-                message: "no rules files (*.yaml, *.yml) found; keeping the rules in force".into(),
-                path: String::new(),
-            });
-        }
+        // An emptied directory is an error from `read_paths`, as at startup.
         let result = load_files(&files, self.merge_domains);
         let set = match result {
             Ok(set) if errors.is_empty() => set,
