@@ -217,13 +217,14 @@ impl Link {
             if done.load(Ordering::Relaxed) || Instant::now() >= end {
                 return None;
             }
-            match wire::connect(&self.target, self.streams).await {
-                Ok((send, driver)) => {
+            // Bounded by the run: a host that drops SYNs does not hold it.
+            match tokio::time::timeout_at(end, wire::connect(&self.target, self.streams)).await {
+                Ok(Ok((send, driver))) => {
                     spawn_driver(&self.drivers, driver);
                     *current = (lost + 1, send);
                     self.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(_) => {
+                Ok(Err(_)) | Err(_) => {
                     tokio::time::sleep_until(end.min(Instant::now() + backoff)).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
