@@ -175,6 +175,49 @@ fn invalid_rules_stop_serve_with_the_error() {
 }
 
 #[test]
+fn an_empty_rules_directory_stops_serve_with_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = floodgate(&[
+        "serve",
+        "--rules",
+        dir.path().to_str().unwrap(),
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut waited = Duration::ZERO;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if waited >= Duration::from_secs(10) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("serve is still running 10 s after starting on an empty rules directory");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        waited += Duration::from_millis(50);
+    };
+    assert_eq!(status.code(), Some(1));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "{}: no rules files (*.yaml, *.yml) in this directory; an empty rules directory is refused",
+            dir.path().display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn invalid_settings_stop_serve_with_exit_code_2() {
     let out = floodgate(&[
         "serve",

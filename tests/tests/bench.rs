@@ -91,3 +91,134 @@ async fn works_against_any_rls_server_and_reports_errors() {
     let err = run(&args(format!("http://{addr}"))).await.unwrap_err();
     assert!(err.contains("cannot connect"), "{err}");
 }
+
+/// An RLS server that answers OK and counts what it answered.
+#[derive(Clone, Default)]
+struct Counting(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+#[tonic::async_trait]
+impl floodgate_proto::RateLimitService for Counting {
+    async fn should_rate_limit(
+        &self,
+        request: tonic::Request<floodgate_proto::RateLimitRequest>,
+    ) -> Result<tonic::Response<floodgate_proto::RateLimitResponse>, tonic::Status> {
+        let answer = AlwaysOk.should_rate_limit(request).await;
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        answer
+    }
+}
+
+impl Counting {
+    fn answered(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Serves `service` on `listener` (at most `streams` concurrent streams per
+/// connection) in a runtime of its own: dropping the returned runtime kills
+/// the server, listener and connections at once, as a crash would.
+fn serve_on(
+    listener: std::net::TcpListener,
+    service: Counting,
+    streams: u32,
+) -> tokio::runtime::Runtime {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.spawn(async move {
+        listener.set_nonblocking(true).unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        tonic::transport::Server::builder()
+            .max_concurrent_streams(streams)
+            .add_service(RateLimitServiceServer::new(service))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+    });
+    runtime
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_streams_on_one_connection_get_every_answer() {
+    // Floodgate allows 200 streams a connection: 400 callers share them.
+    let rules = rules_dir(&[("edge.yaml", user_rules(1_000_000).as_str())]);
+    let server = TestServer::start(config_with_rules(rules.path())).await;
+    let summary = run(&BenchArgs {
+        connections: 1,
+        streams: 400,
+        requests: Some(20_000),
+        keys: "uniform:1000".into(),
+        ..args(format!("http://{}", server.grpc_addr))
+    })
+    .await
+    .unwrap();
+    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+    assert_eq!((summary.calls, summary.ok), (20_000, 20_000));
+    assert_eq!(summary.reconnects, 0);
+    server.stop().await.unwrap();
+
+    // A server that allows fewer streams than callers: they wait their turn.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counting = Counting::default();
+    let runtime = serve_on(listener, counting.clone(), 100);
+    let summary = run(&BenchArgs {
+        connections: 1,
+        streams: 200,
+        requests: Some(5_000),
+        ..args(format!("http://{addr}"))
+    })
+    .await
+    .unwrap();
+    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+    assert_eq!((summary.calls, summary.ok), (5_000, 5_000));
+    assert_eq!(counting.answered(), 5_000);
+    runtime.shutdown_background();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_dies_mid_run_is_reconnected_and_counted_sanely() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (first, second) = (Counting::default(), Counting::default());
+    let runtime = serve_on(listener, first.clone(), 100);
+    let bench = tokio::spawn(async move {
+        run(&BenchArgs {
+            connections: 2,
+            streams: 4,
+            duration: "4s".into(),
+            requests: None,
+            ..args(format!("http://{addr}"))
+        })
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    runtime.shutdown_background();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    // The same address again: the generator reconnects.
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    let runtime = serve_on(listener, second.clone(), 100);
+    let summary = bench.await.unwrap().unwrap();
+    runtime.shutdown_background();
+    let served = first.answered() + second.answered();
+    let errors: u64 = summary.errors.values().sum();
+    // Only answers count as answers; a call the server answered but whose
+    // answer was lost with the connection is an error, at most one per caller.
+    assert!(
+        summary.ok <= served && served - summary.ok <= 8,
+        "ok {} of {served} served",
+        summary.ok
+    );
+    // Each caller's call fails once when the connection dies, and the
+    // reconnection attempts are not calls: no error storm.
+    assert!(errors <= 16, "{errors} errors: {:?}", summary.errors);
+    assert_eq!(summary.calls, summary.ok + errors);
+    assert!(
+        first.answered() > 0 && second.answered() > 0,
+        "answered before the crash {}, after {}",
+        first.answered(),
+        second.answered()
+    );
+    assert!(summary.reconnects >= 2, "{}", summary.reconnects);
+}

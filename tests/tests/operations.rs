@@ -436,3 +436,83 @@ async fn the_admin_token_is_required_when_set_and_the_command_works() {
     assert_eq!(bad.status.code(), Some(2), "KEY=VALUE is required");
     server.stop().await.unwrap();
 }
+
+/// CPU time (user + system) a process has used so far, in clock ticks
+/// (1/100 s on Linux), from `/proc/<pid>/stat`.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which may hold spaces: state is the
+    // first, utime the 12th, stime the 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_an_unchanged_rules_directory_costs_next_to_no_cpu() {
+    // 20 files of 1 MB each (a comment block and one rule): 20 MB to read
+    // and hash on each poll that reads the files, every 100 ms here.
+    let pad = format!("# {}\n", "x".repeat(998)).repeat(1000);
+    let files: Vec<(String, String)> = (0..20)
+        .map(|i| {
+            (
+                format!("d{i}.yaml"),
+                format!("{pad}domain: d{i}\ndescriptors:\n  - key: user\n    rate_limit: {{unit: hour, requests_per_unit: 1}}\n"),
+            )
+        })
+        .collect();
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (&**n, &**t)).collect();
+    let rules = rules_dir(&files);
+    let server = ServerProcess::start(
+        rules.path(),
+        &[],
+        &[("FLOODGATE_RULES_RELOAD_INTERVAL", "100ms")],
+    )
+    .await;
+    // Past startup: the socket listens before the rules are loaded, the
+    // first answer comes after.
+    let mut client = server.client().await;
+    let answer = client
+        .should_rate_limit(request("d0", &[("user", "ann")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.overall_code(), Code::Ok);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = cpu_ticks(server.pid());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let used = cpu_ticks(server.pid()) - before;
+    // 30 polls in 3 s: at most 5% of a core (15 ticks) for all of them.
+    assert!(
+        used <= 15,
+        "{used} ticks of CPU (1/100 s each) in 3 s for polling unchanged rules"
+    );
+    // A change is still seen: a new rule is served.
+    std::fs::write(
+        rules.path().join("d0.yaml"),
+        "domain: d0\ndescriptors:\n  - key: user\n    rate_limit: {unit: hour, requests_per_unit: 7}\n",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = client
+            .should_rate_limit(request("d0", &[("user", "ann")]))
+            .await
+            .unwrap()
+            .into_inner();
+        if answer.statuses[0]
+            .current_limit
+            .as_ref()
+            .map(|l| l.requests_per_unit)
+            == Some(7)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the edit was not applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

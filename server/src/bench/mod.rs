@@ -9,6 +9,12 @@
 //! `--duration` and optionally `--requests`. Latency goes into an HDR
 //! histogram (1 µs to 60 s, 3 significant digits).
 //!
+//! A connection that dies (the server crashed, restarted or sent GOAWAY) is
+//! replaced: the calls it took down count once each as errors, then its
+//! callers wait while one of them reconnects, with a backoff from 50 ms to
+//! 1 s, until the run ends. A call counts as OK or OVER_LIMIT only when its
+//! answer arrived.
+//!
 //! - `keys`: which descriptor values the calls carry;
 //! - `wire`: the gRPC client, written on `h2` to stay cheaper than the
 //!   servers it measures.
@@ -23,10 +29,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use clap::Args;
 use floodgate_proto::rate_limit_descriptor::Entry;
 use floodgate_proto::rate_limit_response::Code;
 use floodgate_proto::{RateLimitDescriptor, RateLimitRequest, RateLimitResponse};
+use h2::client::SendRequest;
 use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -100,6 +108,8 @@ pub struct Summary {
     pub degraded: u64,
     /// Failed calls by gRPC status code name.
     pub errors: std::collections::BTreeMap<String, u64>,
+    /// Connections opened again after one was lost.
+    pub reconnects: u64,
     /// Latency percentiles, microseconds.
     pub latency_us: Latency,
 }
@@ -140,7 +150,7 @@ impl Tally {
         })
     }
 
-    fn record(&mut self, latency: Duration, result: Result<RateLimitResponse, wire::CallError>) {
+    fn record(&mut self, latency: Duration, result: Result<RateLimitResponse, wire::Failure>) {
         let us = u64::try_from(latency.as_micros())
             .unwrap_or(u64::MAX)
             .clamp(1, 60_000_000);
@@ -157,7 +167,7 @@ impl Tally {
         match result {
             Ok(resp) if resp.overall_code == Code::OverLimit as i32 => self.over += 1,
             Ok(_) => self.ok += 1,
-            Err(kind) => *self.errors.entry(kind).or_default() += 1,
+            Err(failure) => *self.errors.entry(failure.error).or_default() += 1,
         }
     }
 
@@ -171,6 +181,74 @@ impl Tally {
             *self.errors.entry(k).or_default() += v;
         }
     }
+}
+
+/// One of the run's connections, shared by its callers, and replaced when
+/// it is lost.
+struct Link {
+    target: wire::Target,
+    streams: usize,
+    /// The handle in use and its generation (counts the replacements).
+    current: tokio::sync::Mutex<(u64, SendRequest<Bytes>)>,
+    /// Drivers of connections opened during the run: stopped with it.
+    drivers: Arc<std::sync::Mutex<JoinSet<()>>>,
+    reconnects: AtomicU64,
+}
+
+impl Link {
+    /// The handle in use and its generation.
+    async fn current(&self) -> (u64, SendRequest<Bytes>) {
+        let current = self.current.lock().await;
+        (current.0, current.1.clone())
+    }
+
+    /// A handle on a working connection, replacing generation `lost`
+    /// (unless another caller already did), or `None` if the run ended
+    /// (`end`, or `done` set) first.
+    async fn replace(
+        &self,
+        lost: u64,
+        end: Instant,
+        done: &AtomicBool,
+    ) -> Option<(u64, SendRequest<Bytes>)> {
+        let mut current = self.current.lock().await;
+        let mut backoff = Duration::from_millis(50);
+        while current.0 == lost {
+            if done.load(Ordering::Relaxed) || Instant::now() >= end {
+                return None;
+            }
+            // Bounded by the run: a host that drops SYNs does not hold it.
+            match tokio::time::timeout_at(end, wire::connect(&self.target, self.streams)).await {
+                Ok(Ok((send, driver))) => {
+                    spawn_driver(&self.drivers, driver);
+                    *current = (lost + 1, send);
+                    self.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Err(_)) | Err(_) => {
+                    tokio::time::sleep_until(end.min(Instant::now() + backoff)).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+        Some((current.0, current.1.clone()))
+    }
+}
+
+/// Runs a connection's driver among the run's tasks.
+fn spawn_driver(
+    drivers: &std::sync::Mutex<JoinSet<()>>,
+    driver: impl Future<Output = Result<(), h2::Error>> + Send + 'static,
+) {
+    // A poisoned lock still holds a usable set.
+    let mut drivers = drivers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Forget the connections that ended.
+    while drivers.try_join_next().is_some() {}
+    drivers.spawn(async move {
+        // A failed connection shows in its calls.
+        let _ = driver.await;
+    });
 }
 
 /// The "no work at all" baseline: an RLS service that answers OK at once.
@@ -206,13 +284,19 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
         _ => Arc::from(Vec::new()),
     };
     let target = wire::Target::parse(&args.target)?;
-    // The connections' drivers: aborted when the run ends (dropped).
-    let mut drivers = JoinSet::new();
-    let mut connections = Vec::with_capacity(args.connections);
+    // The connections' drivers: aborted when the run ends.
+    let drivers = Arc::new(std::sync::Mutex::new(JoinSet::new()));
+    let mut links = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
-        let (send, driver) = wire::connect(&target).await?;
-        drivers.spawn(driver);
-        connections.push(send);
+        let (send, driver) = wire::connect(&target, args.streams).await?;
+        spawn_driver(&drivers, driver);
+        links.push(Arc::new(Link {
+            target: target.clone(),
+            streams: args.streams,
+            current: tokio::sync::Mutex::new((0, send)),
+            drivers: drivers.clone(),
+            reconnects: AtomicU64::new(0),
+        }));
     }
     let budget = Arc::new(AtomicU64::new(args.requests.unwrap_or(u64::MAX)));
     let done = Arc::new(AtomicBool::new(false));
@@ -227,7 +311,7 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
         .map(|r| Duration::from_secs_f64(callers as f64 / r as f64));
     let mut tasks = JoinSet::new();
     for i in 0..callers {
-        let mut send = connections[i % args.connections].clone();
+        let link = links[i % args.connections].clone();
         let target = target.clone();
         let mut sampler = Sampler::new(&keys, cdf.clone(), i as u64 + 1);
         let (budget, done, sent) = (budget.clone(), done.clone(), sent.clone());
@@ -236,6 +320,7 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
         let first = interval.map(|every| start + every.mul_f64(i as f64 / callers as f64));
         tasks.spawn(async move {
             let mut tally = Tally::new()?;
+            let (mut generation, mut send) = link.current().await;
             let mut next = first;
             while !done.load(Ordering::Relaxed) {
                 if budget
@@ -269,8 +354,17 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
                 }
                 let body = wire::frame(&make_request(&domain, &fixed, &key, sampler.value(), hits));
                 let result = wire::call(&mut send, &target, body).await;
+                let lost = matches!(&result, Err(failure) if failure.connection_lost);
                 tally.record(scheduled.elapsed(), result);
                 sent.fetch_add(1, Ordering::Relaxed);
+                if lost {
+                    // Wait for a working connection rather than fail
+                    // every next call at once on the dead one.
+                    match link.replace(generation, end, &done).await {
+                        Some(replaced) => (generation, send) = replaced,
+                        None => break,
+                    }
+                }
             }
             Ok::<_, String>(tally)
         });
@@ -298,7 +392,14 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
         let tally = joined.map_err(|e| format!("a caller failed: {e}"))??;
         total.merge(tally);
     }
-    drivers.abort_all();
+    drivers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .abort_all();
+    let reconnects = links
+        .iter()
+        .map(|l| l.reconnects.load(Ordering::Relaxed))
+        .sum();
     let seconds = start.elapsed().as_secs_f64();
     let calls = total.ok + total.over + total.errors.values().sum::<u64>();
     let h = &total.latency;
@@ -310,6 +411,7 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
         over_limit: total.over,
         degraded: total.degraded,
         errors: total.errors,
+        reconnects,
         latency_us: Latency {
             p50: h.value_at_quantile(0.5),
             p90: h.value_at_quantile(0.9),
@@ -363,6 +465,12 @@ pub fn render(s: &Summary) -> String {
     );
     for (code, n) in &s.errors {
         out.push_str(&format!("  {code}: {n}\n"));
+    }
+    if s.reconnects > 0 {
+        out.push_str(&format!(
+            "connections lost and opened again: {}\n",
+            s.reconnects
+        ));
     }
     out
 }

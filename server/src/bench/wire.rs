@@ -58,11 +58,18 @@ impl Target {
     }
 }
 
-/// Opens one HTTP/2 connection. The returned future drives it and must be
-/// polled (spawned) for calls to make progress; it ends when every handle
-/// is dropped or the connection fails.
+/// Streams opened on a new connection before the server's SETTINGS say
+/// how many it allows (RFC 9113 asks servers to allow at least 100). Past
+/// its limit, h2 queues a call until a stream closes: a caller waits for
+/// its turn instead of being refused.
+const STREAMS_BEFORE_SETTINGS: usize = 100;
+
+/// Opens one HTTP/2 connection for `streams` concurrent calls. The returned
+/// future drives it and must be polled (spawned) for calls to make
+/// progress; it ends when every handle is dropped or the connection fails.
 pub(super) async fn connect(
     target: &Target,
+    streams: usize,
 ) -> Result<
     (
         SendRequest<Bytes>,
@@ -76,6 +83,12 @@ pub(super) async fn connect(
     tcp.set_nodelay(true)
         .map_err(|e| format!("TCP_NODELAY on {}: {e}", target.authority))?;
     h2::client::Builder::new()
+        .initial_max_send_streams(STREAMS_BEFORE_SETTINGS)
+        // h2 closes the connection (GOAWAY ENHANCE_YOUR_CALM, its defence
+        // against floods of small DATA frames) when the small frames it
+        // holds unread exceed this budget, 32 KiB by default: about 150
+        // answers arriving at once. Room for four frames per stream.
+        .data_frame_budget((streams * 4 * 256).max(32 * 1024))
         .handshake(tcp)
         .await
         .map_err(|e| format!("HTTP/2 handshake with {}: {e}", target.authority))
@@ -84,6 +97,38 @@ pub(super) async fn connect(
 /// Why a call failed: the gRPC status code's name (`Unavailable`,
 /// `InvalidArgument`, ...) or `transport` for a broken stream or connection.
 pub(super) type CallError = String;
+
+/// A failed call, and whether its connection is gone with it (closed,
+/// reset, or a GOAWAY that refuses new streams): then no call can go
+/// through it again.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Failure {
+    /// Why the call failed.
+    pub(super) error: CallError,
+    /// The connection must be replaced.
+    pub(super) connection_lost: bool,
+}
+
+impl From<CallError> for Failure {
+    fn from(error: CallError) -> Self {
+        Failure {
+            error,
+            connection_lost: false,
+        }
+    }
+}
+
+/// A transport error as a [`Failure`].
+fn transport(e: h2::Error, connection_lost: bool) -> Failure {
+    let error = match e.reason() {
+        Some(reason) => format!("transport ({reason})"),
+        None => "transport".to_owned(),
+    };
+    Failure {
+        error,
+        connection_lost: connection_lost || e.is_go_away() || e.is_io(),
+    }
+}
 
 /// The request as a gRPC message: an uncompressed 5-byte frame header and
 /// the protobuf bytes.
@@ -104,15 +149,9 @@ pub(super) async fn call(
     send: &mut SendRequest<Bytes>,
     target: &Target,
     body: Bytes,
-) -> Result<RateLimitResponse, CallError> {
-    let transport = |e: h2::Error| -> CallError {
-        if let Some(reason) = e.reason() {
-            format!("transport ({reason})")
-        } else {
-            "transport".to_owned()
-        }
-    };
-    let ready = send.clone().ready().await.map_err(transport)?;
+) -> Result<RateLimitResponse, Failure> {
+    // Not ready: the connection itself has failed.
+    let ready = send.clone().ready().await.map_err(|e| transport(e, true))?;
     *send = ready;
     let mut request = Request::new(());
     *request.method_mut() = Method::POST;
@@ -123,33 +162,34 @@ pub(super) async fn call(
         HeaderValue::from_static("application/grpc"),
     );
     headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
-    let (response, mut stream) = send.send_request(request, false).map_err(transport)?;
-    stream.send_data(body, true).map_err(transport)?;
-    let response = response.await.map_err(transport)?;
+    let failed = |e| transport(e, false);
+    let (response, mut stream) = send.send_request(request, false).map_err(failed)?;
+    stream.send_data(body, true).map_err(failed)?;
+    let response = response.await.map_err(failed)?;
     if response.status() != StatusCode::OK {
-        return Err(format!("HTTP {}", response.status().as_u16()));
+        return Err(format!("HTTP {}", response.status().as_u16()).into());
     }
     // A trailers-only answer carries grpc-status in the headers.
     if let Some(code) = grpc_status(response.headers()) {
-        return Err(code);
+        return Err(code.into());
     }
     let mut body = response.into_body();
     let mut message = BytesMut::new();
     while let Some(chunk) = body.data().await {
-        let chunk = chunk.map_err(transport)?;
+        let chunk = chunk.map_err(failed)?;
         // Give the window back so that long runs never stall on flow control.
         let _ = body.flow_control().release_capacity(chunk.len());
         message.extend_from_slice(&chunk);
     }
-    match body.trailers().await.map_err(transport)? {
+    match body.trailers().await.map_err(failed)? {
         Some(trailers) => match grpc_status(&trailers) {
-            Some(code) => return Err(code),
+            Some(code) => return Err(code.into()),
             None if trailers.contains_key("grpc-status") => {}
-            None => return Err("Internal (no grpc-status)".to_owned()),
+            None => return Err(String::from("Internal (no grpc-status)").into()),
         },
-        None => return Err("Internal (no trailers)".to_owned()),
+        None => return Err(String::from("Internal (no trailers)").into()),
     }
-    decode(&message)
+    Ok(decode(&message)?)
 }
 
 /// The status code's name when `grpc-status` is present and not OK.

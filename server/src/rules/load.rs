@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::yaml::Yaml;
+use super::yaml::{MAX_NODES, ParseError, Yaml};
 use super::{Allowance, Domain, KeyRules, Level, Node, RateLimit, RuleSet, Unit, Wildcard};
 use crate::limiter::algorithm::Algorithm;
 use crate::limiter::capacity::{Capacity, CapacityRule, LimitNames};
@@ -97,7 +97,8 @@ pub fn version_of(files: &[(String, String)]) -> String {
 
 /// The rules files a path stands for: a file itself, or a directory's
 /// `*.yaml`/`*.yml` entries (dotfiles skipped, symlinks followed, so a
-/// Kubernetes ConfigMap mount works), sorted by name.
+/// Kubernetes ConfigMap mount works), sorted by name. A directory without
+/// any is an error.
 fn rules_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read rules path: {e}"))?;
     if !meta.is_dir() {
@@ -122,6 +123,15 @@ fn rules_files(path: &Path) -> Result<Vec<PathBuf>, String> {
             Ok(_) => {}
             Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
         }
+    }
+    if files.is_empty() {
+        // One rule at startup and on reload: an empty directory is far
+        // likelier a mount not (yet) filled or a mistake than a wish to
+        // answer OK to every call.
+        return Err(
+            "no rules files (*.yaml, *.yml) in this directory; an empty rules directory is refused"
+                .to_owned(),
+        );
     }
     files.sort();
     Ok(files)
@@ -381,8 +391,19 @@ impl Cx<'_> {
     fn file(&mut self, text: &str) -> Option<(String, Vec<Raw>, Option<FailurePolicy>)> {
         let root = match Yaml::parse(text) {
             Ok(root) => root,
-            Err(e) => {
+            Err(ParseError::Invalid(e)) => {
                 self.type_error("", e);
+                return None;
+            }
+            Err(ParseError::TooLarge) => {
+                self.error(
+                    "",
+                    format!(
+                        "too large: more than {MAX_NODES} YAML nodes (about {} descriptors) in one file; \
+                         split it into several files (files can share a domain with merge_domains)",
+                        MAX_NODES / 10
+                    ),
+                );
                 return None;
             }
         };

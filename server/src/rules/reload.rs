@@ -1,31 +1,150 @@
-//! Hot reload: the rules directory is read again every
-//! `rules_reload_interval` (500 ms by default) and on `SIGHUP`; when its files
-//! changed, the whole set is compiled anew and swapped in at once
-//! ([`Rules::replace`]), or, if any file is invalid, rejected as a whole:
-//! the last good rules stay, the errors are logged and counted.
+//! Hot reload: the rules directory is checked every `rules_reload_interval`
+//! (500 ms by default) and on `SIGHUP`; when its files changed, the whole set
+//! is compiled anew and swapped in at once ([`Rules::replace`]), or, if any
+//! file is invalid, rejected as a whole: the last good rules stay, the errors
+//! are logged and counted.
 //!
 //! Beside the request path: requests read whichever set is in force.
 //!
-//! The files are compared by content (their [`version_of`]), not by
-//! filesystem events, so every way a directory can change is seen: files
-//! created, edited, deleted or renamed, and a Kubernetes ConfigMap update,
-//! which swaps the `..data` symlink under files that are themselves
-//! symlinks (inotify watches on those files see nothing). A change is
-//! applied once two reads 200 ms apart agree, so a half-written file or a
-//! `kubectl cp` in progress is not compiled. Rules directories are small;
-//! reading them once a second costs next to nothing.
+//! A poll looks at metadata only ([`stamp`]): the directory's entries, each
+//! one's size, mtime, ctime and inode, and where each symlink points (a
+//! Kubernetes ConfigMap update swaps the `..data` symlink under files that
+//! are themselves symlinks, which inotify watches on those files miss). Only
+//! when that changed, and at least every [`FULL_READ`] (60 s) in case an edit
+//! kept all of it, are the files read and compared by content (their
+//! [`version_of`]), so a poll of an unchanged directory reads no file
+//! whatever the size of the rules. A change is applied once two reads 200 ms
+//! apart agree, so a half-written file or a `kubectl cp` in progress is not
+//! compiled.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::{LoadError, Rules, load_files, read_paths, version_of};
 use crate::metrics::Metrics;
 
 /// How long a change must hold before it is applied.
 const SETTLE: Duration = Duration::from_millis(200);
+
+/// How often the files are read even though their metadata did not change:
+/// a guard against an edit that kept size, mtime, ctime and inode (two
+/// same-size writes within one tick of the kernel's file clock).
+pub const FULL_READ: Duration = Duration::from_secs(60);
+
+/// What a poll compares instead of the files' contents: for the rules path
+/// and every entry of the directory, its own metadata, where it points if it
+/// is a symlink, and the metadata of what it resolves to.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Stamp(Vec<(OsString, Vec<Seen>)>);
+
+/// One thing a [`Stamp`] holds about an entry.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    /// Device, inode, size, mtime and ctime (seconds, nanoseconds).
+    Meta([i64; 7]),
+    /// A symlink's target.
+    Link(PathBuf),
+    /// The metadata could not be read (the error's kind).
+    Error(String),
+}
+
+impl Seen {
+    fn meta(meta: std::io::Result<std::fs::Metadata>) -> Seen {
+        match meta {
+            Ok(meta) => Seen::Meta(file_id(&meta)),
+            Err(e) => Seen::Error(e.kind().to_string()),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn file_id(meta: &std::fs::Metadata) -> [i64; 7] {
+    use std::os::unix::fs::MetadataExt;
+    let wide = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    [
+        wide(meta.dev()),
+        wide(meta.ino()),
+        wide(meta.size()),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+    ]
+}
+
+#[cfg(not(unix))]
+fn file_id(meta: &std::fs::Metadata) -> [i64; 7] {
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .unwrap_or_default();
+    [
+        0,
+        0,
+        i64::try_from(meta.len()).unwrap_or(i64::MAX),
+        i64::try_from(modified.as_secs()).unwrap_or(i64::MAX),
+        i64::from(modified.subsec_nanos()),
+        0,
+        0,
+    ]
+}
+
+/// The [`Stamp`] of `path` now: a few `stat` calls per directory entry, no
+/// file read.
+pub fn stamp(path: &Path) -> Stamp {
+    fn entry(path: &Path) -> Vec<Seen> {
+        let mut seen = vec![Seen::meta(std::fs::symlink_metadata(path))];
+        if let Ok(target) = std::fs::read_link(path) {
+            seen.push(Seen::Link(target));
+            seen.push(Seen::meta(std::fs::metadata(path)));
+        }
+        seen
+    }
+    let mut entries = vec![(OsString::new(), entry(path))];
+    if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+        match std::fs::read_dir(path) {
+            Ok(list) => {
+                for item in list {
+                    match item {
+                        Ok(item) => entries.push((item.file_name(), entry(&item.path()))),
+                        Err(e) => entries
+                            .push((OsString::from("?"), vec![Seen::Error(e.kind().to_string())])),
+                    }
+                }
+            }
+            Err(e) => entries.push((OsString::from("?"), vec![Seen::Error(e.kind().to_string())])),
+        }
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Stamp(entries)
+}
+
+/// When a poll must read the files: their [`Stamp`] differs from the one
+/// taken before the last read, or the last read is [`FULL_READ`] old.
+#[derive(Debug, Default)]
+pub struct Poll {
+    last: Option<Stamp>,
+    full_at: Option<Instant>,
+}
+
+impl Poll {
+    /// Whether the files must be read, given their stamp now.
+    pub fn must_read(&self, stamp: &Stamp, now: Instant) -> bool {
+        self.last.as_ref() != Some(stamp) || self.full_at.is_none_or(|at| now >= at)
+    }
+
+    /// The files were read after `stamp` was taken.
+    pub fn read(&mut self, stamp: Stamp, now: Instant) {
+        self.last = Some(stamp);
+        self.full_at = Some(now + FULL_READ);
+    }
+}
 
 /// What the reloader needs.
 #[derive(Debug)]
@@ -78,6 +197,16 @@ impl Reloader {
         self.apply(files, errors)
     }
 
+    /// [`stamp`], off the runtime's worker threads.
+    async fn stamp(&self) -> Stamp {
+        let path = self.path.clone();
+        match tokio::task::spawn_blocking(move || stamp(&path)).await {
+            Ok(stamp) => stamp,
+            // Unlike any stamp taken: the files are read.
+            Err(e) => Stamp(vec![(OsString::new(), vec![Seen::Error(e.to_string())])]),
+        }
+    }
+
     /// [`snapshot`], off the runtime's worker threads.
     async fn read(&self) -> (String, Vec<(String, String)>, Vec<LoadError>) {
         let path = self.path.clone();
@@ -100,15 +229,7 @@ impl Reloader {
         files: Vec<(String, String)>,
         mut errors: Vec<LoadError>,
     ) -> Result<String, ReloadError> {
-        if files.is_empty() && errors.is_empty() {
-            // An emptied directory is far likelier a mount mid-update or a
-            // mistake than a wish to stop limiting everything.
-            errors.push(LoadError {
-                file: self.path.display().to_string(),
-                message: "no rules files (*.yaml, *.yml) found; keeping the rules in force".into(),
-                path: String::new(),
-            });
-        }
+        // An emptied directory is an error from `read_paths`, as at startup.
         let result = load_files(&files, self.merge_domains);
         let set = match result {
             Ok(set) if errors.is_empty() => set,
@@ -138,6 +259,11 @@ impl Reloader {
             tick
         });
         let mut hangup = hangups();
+        // The rules in force were read at startup, just before: start from
+        // the files as they look now (a change in between is caught by the
+        // first full read, FULL_READ later).
+        let mut poll = Poll::default();
+        poll.read(self.stamp().await, Instant::now());
         loop {
             let forced = tokio::select! {
                 _ = drain.changed() => return,
@@ -152,6 +278,13 @@ impl Reloader {
             if *drain.borrow() {
                 return;
             }
+            // Metadata first: the files are read only if it changed (or
+            // on SIGHUP, or when a full read is due).
+            let now = self.stamp().await;
+            if !forced && !poll.must_read(&now, Instant::now()) {
+                continue;
+            }
+            poll.read(now, Instant::now());
             let (mut version, ..) = self.read().await;
             if !forced && version == seen {
                 continue;
@@ -163,7 +296,9 @@ impl Reloader {
             let mut tries = 0;
             loop {
                 tokio::time::sleep(SETTLE).await;
+                let now = self.stamp().await;
                 (settled, files, errors) = self.read().await;
+                poll.read(now, Instant::now());
                 tries += 1;
                 if settled == version || tries == 10 {
                     break;
@@ -286,6 +421,64 @@ mod tests {
         let err = r.reload().unwrap_err();
         assert!(err.to_string().contains("cannot read"), "{err}");
         assert_eq!(r.rules.current().version(), before);
+    }
+
+    #[test]
+    fn a_poll_reads_the_files_only_when_their_metadata_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path();
+        std::fs::write(path.join("a.yaml"), ONE).unwrap();
+        let start = Instant::now();
+        let mut poll = Poll::default();
+        assert!(poll.must_read(&stamp(path), start), "the first poll reads");
+        poll.read(stamp(path), start);
+        let later = start + Duration::from_secs(1);
+        assert!(
+            !poll.must_read(&stamp(path), later),
+            "nothing changed: no file is read"
+        );
+        // Each kind of change is seen, and then forgotten once read.
+        let longer = TWO.replace("2}", "20}");
+        let changes: [&dyn Fn(); 5] = [
+            &|| std::fs::write(path.join("a.yaml"), &longer).unwrap(),
+            &|| std::fs::write(path.join("b.yaml"), ONE).unwrap(),
+            &|| std::fs::rename(path.join("b.yaml"), path.join("c.yaml")).unwrap(),
+            &|| std::fs::remove_file(path.join("c.yaml")).unwrap(),
+            // Same name, same size, another file (an editor's save).
+            &|| {
+                std::fs::write(path.join("a.tmp"), &longer).unwrap();
+                std::fs::rename(path.join("a.tmp"), path.join("a.yaml")).unwrap();
+            },
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            change();
+            assert!(poll.must_read(&stamp(path), later), "change {i}");
+            poll.read(stamp(path), later);
+            assert!(!poll.must_read(&stamp(path), later), "change {i}");
+        }
+        // Unchanged, but a full read is due.
+        assert!(poll.must_read(&stamp(path), later + FULL_READ));
+    }
+
+    #[test]
+    fn a_configmap_swap_is_seen_without_reading_the_files() {
+        // edge.yaml -> ..data/edge.yaml, ..data -> ..v1; then ..data -> ..v2,
+        // where edge.yaml has the same size (and maybe the same mtime).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path();
+        for (version, text) in [("..v1", ONE), ("..v2", TWO)] {
+            std::fs::create_dir(path.join(version)).unwrap();
+            std::fs::write(path.join(version).join("edge.yaml"), text).unwrap();
+        }
+        std::os::unix::fs::symlink("..v1", path.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/edge.yaml", path.join("edge.yaml")).unwrap();
+        let start = Instant::now();
+        let mut poll = Poll::default();
+        poll.read(stamp(path), start);
+        assert!(!poll.must_read(&stamp(path), start));
+        std::os::unix::fs::symlink("..v2", path.join("..data_tmp")).unwrap();
+        std::fs::rename(path.join("..data_tmp"), path.join("..data")).unwrap();
+        assert!(poll.must_read(&stamp(path), start));
     }
 
     #[test]

@@ -446,3 +446,70 @@ fn a_bad_capacity_rule_is_reported_with_its_path() {
         "capacity cannot be combined with rate_limit or rate_limits on the same descriptor (put them on another descriptor)"
     );
 }
+
+/// A rules file of `n` descriptors: 9 YAML nodes each, 5 more for the root.
+fn many_descriptors(n: usize) -> String {
+    let mut yaml = String::from("domain: d\ndescriptors:\n");
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "  - key: k{i}\n    rate_limit: {{unit: hour, requests_per_unit: 1}}\n"
+        ));
+    }
+    yaml
+}
+
+#[test]
+fn a_big_rules_file_loads_and_one_over_the_limit_says_what_to_do() {
+    // 30,000 descriptors (270,005 nodes, over the former limit) load.
+    let set = load_files(&[("big.yaml".into(), many_descriptors(30_000))], false)
+        .map_err(|e| e[0].to_string())
+        .unwrap();
+    assert!(found(&set, &[("k29999", "x")]).is_some());
+    // 111,111 descriptors are 1,000,004 nodes: one file over the limit.
+    let errors = load_files(&[("huge.yaml".into(), many_descriptors(111_111))], false).unwrap_err();
+    assert_eq!(
+        errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [
+            "huge.yaml: too large: more than 1000000 YAML nodes (about 100000 descriptors) in one file; \
+          split it into several files (files can share a domain with merge_domains)"
+        ]
+    );
+}
+
+#[test]
+fn an_empty_rules_directory_is_refused_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let errors = load_paths(std::slice::from_ref(&path), false).unwrap_err();
+    assert_eq!(
+        errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [format!(
+            "{}: no rules files (*.yaml, *.yml) in this directory; an empty rules directory is refused",
+            path.display()
+        )]
+    );
+    // Files that are not rules (by name or dotfiles) count as none.
+    std::fs::write(dir.path().join("notes.txt"), "domain: d\n").unwrap();
+    std::fs::write(dir.path().join(".hidden.yaml"), "domain: d\n").unwrap();
+    assert_eq!(load_paths(&[path], false).unwrap_err().len(), 1);
+}
+
+#[tokio::test]
+async fn the_server_does_not_start_on_an_empty_rules_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::config::Config {
+        rules: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    let err = crate::build(&config, crate::clock::Clock::System)
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "invalid rules:\n  {}: no rules files (*.yaml, *.yml) in this directory; an empty rules directory is refused",
+            dir.path().display()
+        )
+    );
+}

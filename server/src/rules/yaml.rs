@@ -5,6 +5,25 @@
 use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::budget::BudgetBreach;
+
+/// The most YAML nodes (maps, lists and scalars, counted as written) one
+/// rules file may hold: 1,000,000, about 100,000 descriptors (9 to 11 nodes
+/// each). It bounds the memory one file takes to parse (its tree is built
+/// whole before it is checked); a bigger rule set is split over several
+/// files. Aliases are bounded apart from it
+/// (serde-saphyr's defaults: 50,000 aliases, 1,000,000 replayed events), so
+/// an alias bomb stays small whatever this limit.
+pub(crate) const MAX_NODES: usize = 1_000_000;
+
+/// Why a text is not a YAML tree.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum ParseError {
+    /// Over [`MAX_NODES`].
+    TooLarge,
+    /// Not YAML (the parser's message, with the line and column).
+    Invalid(String),
+}
 
 /// One YAML node. Maps keep their key order and duplicates, so the loader can
 /// report a duplicate key instead of silently keeping one.
@@ -21,9 +40,27 @@ pub(crate) enum Yaml {
 
 impl Yaml {
     /// Parses the first document of `text` (later documents are ignored, as
-    /// the reference service does). An empty file is `Null`.
-    pub(crate) fn parse(text: &str) -> Result<Yaml, String> {
-        let docs: Vec<Yaml> = serde_saphyr::from_multiple(text).map_err(|e| e.to_string())?;
+    /// the reference service does). An empty file is `Null`. A text over
+    /// [`MAX_NODES`] is [`ParseError::TooLarge`].
+    pub(crate) fn parse(text: &str) -> Result<Yaml, ParseError> {
+        let options = serde_saphyr::options! {
+            budget: serde_saphyr::budget! {
+                max_nodes: MAX_NODES,
+                // Every node is one event, plus one for each map or list
+                // end: the node limit is the one that is reached.
+                max_events: 2 * MAX_NODES + 16,
+            },
+        };
+        let docs: Vec<Yaml> =
+            serde_saphyr::from_multiple_with_options(text, options).map_err(|e| {
+                match e.without_snippet() {
+                    serde_saphyr::Error::Budget {
+                        breach: BudgetBreach::Nodes { .. } | BudgetBreach::Events { .. },
+                        ..
+                    } => ParseError::TooLarge,
+                    _ => ParseError::Invalid(e.to_string()),
+                }
+            })?;
         Ok(docs.into_iter().next().unwrap_or(Yaml::Null))
     }
 
@@ -136,6 +173,22 @@ mod tests {
         assert_eq!(
             y,
             Yaml::Map(vec![(Yaml::Str("domain".into()), Yaml::Str("a".into()))])
+        );
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_whatever_the_node_limit() {
+        // Nine levels of ten aliases each: 10^9 strings once expanded.
+        let mut bomb = String::from("a0: &a0 [lol]\n");
+        for level in 1..=9 {
+            let prev = level - 1;
+            let refs = vec![format!("*a{prev}"); 10].join(", ");
+            bomb.push_str(&format!("a{level}: &a{level} [{refs}]\n"));
+        }
+        let err = Yaml::parse(&bomb).unwrap_err();
+        assert!(
+            matches!(&err, ParseError::Invalid(e) if e.contains("alias") || e.contains("budget")),
+            "{err:?}"
         );
     }
 
