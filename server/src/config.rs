@@ -18,7 +18,10 @@ use crate::metrics::MetricsSettings;
 use crate::resilience::breaker::BreakerSettings;
 use crate::resilience::retry::RetrySettings;
 use crate::resilience::store::{FailurePolicy, ResilienceSettings};
-use crate::store::redis::{RedisMode, RedisSettings, Secret, TlsFiles};
+use crate::store::redis::settings as redis_defaults;
+use crate::store::redis::{
+    ClientCertificate, RedisMode, RedisSettings, RedisTopology, Secret, TlsFiles,
+};
 use crate::transport::ListenerLimits;
 
 /// Prefix of the environment variables that set [`Settings`].
@@ -208,7 +211,7 @@ impl Default for Settings {
             redis_command_timeout: "1s".into(),
             cache_key_prefix: String::new(),
             expiration_jitter_max: "300s".into(),
-            redis_batch_max: 64,
+            redis_batch_max: redis_defaults::DEFAULT_BATCH_MAX,
             memory_max_entries: 1_000_000,
             memory_sweep_interval: "10s".into(),
             max_descriptors: limits.max_descriptors,
@@ -374,7 +377,9 @@ impl TryFrom<Settings> for Config {
     fn try_from(s: Settings) -> Result<Self, ConfigError> {
         let redis = redis_settings(&s)?;
         let resilience = resilience_settings(&s)?;
-        if redis.as_ref().is_some_and(|r| r.mode == RedisMode::Cluster)
+        if redis
+            .as_ref()
+            .is_some_and(|r| r.mode() == RedisMode::Cluster)
             && s.cache_key_prefix.contains(['{', '}'])
         {
             return Err(invalid(
@@ -603,7 +608,6 @@ fn redis_settings(s: &Settings) -> Result<Option<RedisSettings>, ConfigError> {
         .filter(|u| !u.is_empty())
         .map(str::to_owned)
         .collect();
-    let shown = || urls.len().to_string();
     if let Some(bad) = urls
         .iter()
         .find(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
@@ -614,21 +618,7 @@ fn redis_settings(s: &Settings) -> Result<Option<RedisSettings>, ConfigError> {
             "each URL must start with redis:// or rediss:// (TLS)",
         ));
     }
-    if mode == RedisMode::Single && urls.len() != 1 {
-        return Err(invalid(
-            "redis_url",
-            &shown(),
-            "single mode takes one URL; use redis_mode cluster or sentinel for several",
-        ));
-    }
-    let sentinel_master = s.redis_sentinel_master.clone().filter(|m| !m.is_empty());
-    if mode == RedisMode::Sentinel && sentinel_master.is_none() {
-        return Err(invalid(
-            "redis_sentinel_master",
-            "",
-            "sentinel mode needs the master's name (--redis-sentinel-master)",
-        ));
-    }
+    let topology = redis_topology(mode, urls, s.redis_sentinel_master.as_deref())?;
     let password = match (&s.redis_password, &s.redis_password_file) {
         (Some(_), Some(file)) => {
             return Err(invalid(
@@ -650,22 +640,10 @@ fn redis_settings(s: &Settings) -> Result<Option<RedisSettings>, ConfigError> {
         }
         (None, None) => None,
     };
-    let tls = TlsFiles {
-        ca: s.redis_tls_ca_file.clone(),
-        cert: s.redis_tls_cert_file.clone(),
-        key: s.redis_tls_key_file.clone(),
-    };
-    if tls.cert.is_some() != tls.key.is_some() {
-        return Err(invalid(
-            "redis_tls_cert_file",
-            "",
-            "redis_tls_cert_file and redis_tls_key_file go together",
-        ));
-    }
     for (name, path) in [
-        ("redis_tls_ca_file", &tls.ca),
-        ("redis_tls_cert_file", &tls.cert),
-        ("redis_tls_key_file", &tls.key),
+        ("redis_tls_ca_file", &s.redis_tls_ca_file),
+        ("redis_tls_cert_file", &s.redis_tls_cert_file),
+        ("redis_tls_key_file", &s.redis_tls_key_file),
     ] {
         if let Some(path) = path
             && !path.is_file()
@@ -673,10 +651,26 @@ fn redis_settings(s: &Settings) -> Result<Option<RedisSettings>, ConfigError> {
             return Err(invalid(name, &path.display().to_string(), "no such file"));
         }
     }
+    let client = match (&s.redis_tls_cert_file, &s.redis_tls_key_file) {
+        (Some(cert), Some(key)) => Some(ClientCertificate {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "redis_tls_cert_file",
+                "",
+                "redis_tls_cert_file and redis_tls_key_file go together",
+            ));
+        }
+    };
+    let tls = TlsFiles {
+        ca: s.redis_tls_ca_file.clone(),
+        client,
+    };
     Ok(Some(RedisSettings {
-        mode,
-        urls,
-        sentinel_master,
+        topology,
         username: s.redis_username.clone().filter(|u| !u.is_empty()),
         password,
         tls,
@@ -685,6 +679,37 @@ fn redis_settings(s: &Settings) -> Result<Option<RedisSettings>, ConfigError> {
         expiration_jitter_max: duration("expiration_jitter_max", &s.expiration_jitter_max)?,
         batch_max: positive("redis_batch_max", s.redis_batch_max)?,
     }))
+}
+
+/// The deployment `mode` names, with its `urls`: one for a single node, a
+/// master's name for Sentinel.
+fn redis_topology(
+    mode: RedisMode,
+    urls: Vec<String>,
+    sentinel_master: Option<&str>,
+) -> Result<RedisTopology, ConfigError> {
+    match mode {
+        RedisMode::Single => match <[String; 1]>::try_from(urls) {
+            Ok([url]) => Ok(RedisTopology::Single(url)),
+            Err(urls) => Err(invalid(
+                "redis_url",
+                &urls.len().to_string(),
+                "single mode takes one URL; use redis_mode cluster or sentinel for several",
+            )),
+        },
+        RedisMode::Sentinel => match sentinel_master.filter(|m| !m.is_empty()) {
+            Some(master) => Ok(RedisTopology::Sentinel {
+                master: master.to_owned(),
+                sentinels: urls,
+            }),
+            None => Err(invalid(
+                "redis_sentinel_master",
+                "",
+                "sentinel mode needs the master's name (--redis-sentinel-master)",
+            )),
+        },
+        RedisMode::Cluster => Ok(RedisTopology::Cluster(urls)),
+    }
 }
 
 /// The first setting that applies only to Redis and is given (not empty,
@@ -898,8 +923,9 @@ mod tests {
         })
         .unwrap();
         let r = c.redis.unwrap();
-        assert_eq!(r.mode, RedisMode::Cluster);
-        assert_eq!(r.urls, vec!["redis://a:1", "redis://b:2"]);
+        assert!(
+            r.topology == RedisTopology::Cluster(vec!["redis://a:1".into(), "redis://b:2".into()])
+        );
 
         let e = error(redis("redis://a:1,redis://b:2", |_| {}));
         assert!(e.contains("single mode takes one URL"), "{e}");
