@@ -2,9 +2,13 @@
 //!
 //! Layers, later ones winning: built-in defaults, a YAML file (`--config`),
 //! `FLOODGATE_*` environment variables (e.g. `FLOODGATE_REDIS_URL`), then
-//! command-line flags. [`Settings`] is the raw, layered form; [`Config`] is
-//! the validated form the server runs with. Every setting is listed with its
-//! default in the README.
+//! command-line flags. [`Settings`] is the layered form, typed where it is
+//! read ([`value`]: durations, counts of at least 1, modes, policies);
+//! [`Config`] is the validated form the server runs with (addresses, header
+//! names, settings that depend on each other, the Redis topology), built
+//! once and passed down. Every default comes from the part of the server
+//! that reads the setting; the README lists each with its default, and a
+//! test keeps the two in step.
 
 pub mod value;
 
