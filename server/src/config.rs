@@ -2,15 +2,24 @@
 //!
 //! Layers, later ones winning: built-in defaults, a YAML file (`--config`),
 //! `FLOODGATE_*` environment variables (e.g. `FLOODGATE_REDIS_URL`), then
-//! command-line flags. [`Settings`] is the raw, layered form; [`Config`] is
-//! the validated form the server runs with. Every setting is listed with its
-//! default in the README.
+//! command-line flags. [`Settings`] is the layered form, typed where it is
+//! read ([`value`]: durations, counts of at least 1, modes, policies);
+//! [`Config`] is the validated form the server runs with (addresses, header
+//! names, settings that depend on each other, the Redis topology), built
+//! once and passed down. Every default comes from the part of the server
+//! that reads the setting; the README lists each with its default, and a
+//! test keeps the two in step.
+
+pub mod value;
 
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+pub use self::value::{HumanDuration, NonZeroDuration};
 
 use crate::grpc::{HeaderNames, ResponseOptions};
 use crate::limiter::{LimiterOptions, RequestLimits};
@@ -18,17 +27,24 @@ use crate::metrics::MetricsSettings;
 use crate::resilience::breaker::BreakerSettings;
 use crate::resilience::retry::RetrySettings;
 use crate::resilience::store::{FailurePolicy, ResilienceSettings};
-use crate::store::redis::{RedisMode, RedisSettings, Secret, TlsFiles};
+use crate::store::redis::settings as redis_defaults;
+use crate::store::redis::{
+    ClientCertificate, RedisMode, RedisSettings, RedisTopology, Secret, TlsFiles,
+};
 use crate::transport::ListenerLimits;
 
 /// Prefix of the environment variables that set [`Settings`].
 pub const ENV_PREFIX: &str = "FLOODGATE";
 
 /// Settings as written by the operator, before validation.
-#[derive(Clone, Deserialize)]
-#[serde(default)]
+/// Typed where it is read: a value of the wrong shape (a duration, a count
+/// of at least 1, a mode or policy) is refused by [`Settings::load`].
+///
 /// (No `Debug`: it holds secrets as given, URLs with passwords included;
-/// [`Config`]'s `Debug` redacts them.)
+/// [`Config`]'s `Debug` redacts them. `Serialize` writes every setting as
+/// the README's table shows it, passwords redacted.)
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(default)]
 pub struct Settings {
     /// Rules directory (or file).
     pub rules: PathBuf,
@@ -39,15 +55,18 @@ pub struct Settings {
     /// HTTP listen address (`/healthcheck`, `/json`, `/rlconfig`).
     pub http_addr: String,
     /// Redis URL; absent means the in-memory store.
+    #[serde(serialize_with = "value::redacted")]
     pub redis_url: Option<String>,
     /// `single`, `sentinel` or `cluster`.
-    pub redis_mode: String,
+    #[serde(with = "value::redis_mode")]
+    pub redis_mode: RedisMode,
     /// Sentinel mode: the master's name in the sentinels' configuration.
     pub redis_sentinel_master: Option<String>,
     /// ACL user for the data nodes (overrides one in the URL).
     pub redis_username: Option<String>,
     /// Password for the data nodes (overrides one in the URL). Prefer
     /// `FLOODGATE_REDIS_PASSWORD` or `redis_password_file`; never logged.
+    #[serde(serialize_with = "value::redacted")]
     pub redis_password: Option<Secret>,
     /// A file holding the password (trailing newline ignored), e.g. a
     /// mounted Kubernetes secret.
@@ -59,59 +78,70 @@ pub struct Settings {
     /// The client certificate's key (PEM).
     pub redis_tls_key_file: Option<PathBuf>,
     /// Without the store: `fallback` (count in memory), `allow` or `deny`.
-    pub on_store_failure: String,
+    #[serde(with = "value::failure_policy")]
+    pub on_store_failure: FailurePolicy,
     /// The longest a decision waits for the store, retries included.
-    pub store_deadline: String,
+    pub store_deadline: NonZeroDuration,
     /// Failures in a row that open the circuit breaker.
-    pub breaker_failure_threshold: u32,
+    #[serde(deserialize_with = "value::at_least_1")]
+    pub breaker_failure_threshold: NonZeroU32,
     /// How long the breaker stays open before trial calls.
-    pub breaker_reset_timeout: String,
+    pub breaker_reset_timeout: NonZeroDuration,
     /// Trial successes in a row that close the breaker.
-    pub breaker_success_threshold: u32,
+    #[serde(deserialize_with = "value::at_least_1")]
+    pub breaker_success_threshold: NonZeroU32,
     /// Attempts per store call, the first included.
-    pub retry_max_attempts: u32,
+    #[serde(deserialize_with = "value::at_least_1")]
+    pub retry_max_attempts: NonZeroU32,
     /// First retry wait bound.
-    pub retry_initial_backoff: String,
+    pub retry_initial_backoff: HumanDuration,
     /// Largest retry wait bound.
-    pub retry_max_backoff: String,
+    pub retry_max_backoff: HumanDuration,
     /// Growth of the retry wait bound.
     pub retry_backoff_multiplier: f64,
     /// Random retry waits up to the bound.
     pub retry_use_jitter: bool,
     /// How often the store is pinged.
-    pub health_check_interval: String,
+    pub health_check_interval: NonZeroDuration,
     /// How long a ping may take.
-    pub health_check_timeout: String,
+    pub health_check_timeout: NonZeroDuration,
     /// Bound of the in-memory fallback store.
-    pub fallback_max_entries: usize,
+    #[serde(deserialize_with = "value::at_least_1")]
+    pub fallback_max_entries: NonZeroUsize,
     /// How often the fallback store drops ended windows.
-    pub fallback_sweep_interval: String,
+    pub fallback_sweep_interval: NonZeroDuration,
     /// Header marking degraded answers (empty: none).
     pub degraded_header: String,
     /// Bound of the local over-limit cache (0: off).
     pub over_limit_cache_entries: usize,
     /// Redis connect timeout.
-    pub redis_connect_timeout: String,
+    pub redis_connect_timeout: NonZeroDuration,
     /// Redis command timeout.
-    pub redis_command_timeout: String,
+    pub redis_command_timeout: NonZeroDuration,
     /// Most checks one coalesced EVALSHA carries (1: every call on its own).
-    pub redis_batch_max: usize,
+    #[serde(deserialize_with = "value::at_least_1")]
+    pub redis_batch_max: NonZeroUsize,
     /// Prefix of every counter key.
     pub cache_key_prefix: String,
     /// Upper bound of the random extra TTL on Redis keys.
-    pub expiration_jitter_max: String,
+    pub expiration_jitter_max: HumanDuration,
     /// Most counters the memory store holds.
-    pub memory_max_entries: usize,
+    #[serde(deserialize_with = "value::at_least_1")]
+    pub memory_max_entries: NonZeroUsize,
     /// How often the memory store drops ended windows.
-    pub memory_sweep_interval: String,
+    pub memory_sweep_interval: NonZeroDuration,
     /// Most descriptors per request.
-    pub max_descriptors: usize,
+    #[serde(deserialize_with = "value::at_least_1")]
+    pub max_descriptors: NonZeroUsize,
     /// Most entries per descriptor.
-    pub max_entries: usize,
+    #[serde(deserialize_with = "value::at_least_1")]
+    pub max_entries: NonZeroUsize,
     /// Longest domain, key or value in bytes.
-    pub max_value_bytes: usize,
+    #[serde(deserialize_with = "value::at_least_1")]
+    pub max_value_bytes: NonZeroUsize,
     /// Calls decided at once; more are shed with RESOURCE_EXHAUSTED.
-    pub max_in_flight: usize,
+    #[serde(deserialize_with = "value::at_least_1")]
+    pub max_in_flight: NonZeroUsize,
     /// Answer every request OK, whatever the statuses say.
     pub shadow_mode: bool,
     /// When one limit of a request rejects, the others take nothing.
@@ -127,11 +157,12 @@ pub struct Settings {
     /// Fill `dynamic_metadata` in responses.
     pub dynamic_metadata: bool,
     /// How long shutdown waits for calls in flight.
-    pub shutdown_grace: String,
+    pub shutdown_grace: HumanDuration,
     /// How long to keep serving after health turns NOT_SERVING.
-    pub shutdown_delay: String,
+    pub shutdown_delay: HumanDuration,
     /// `text` or `json`.
-    pub log_format: String,
+    #[serde(with = "value::log_format")]
+    pub log_format: LogFormat,
     /// Test knob: shift this server's clock by this many milliseconds (to
     /// show instances with skewed clocks agree). Keep it 0 in production.
     pub clock_offset_ms: i64,
@@ -141,46 +172,61 @@ pub struct Settings {
     /// reference's `NEAR_LIMIT_RATIO`).
     pub near_limit_ratio: f64,
     /// Rule series per domain in `/metrics` before `__overflow__`.
-    pub metrics_max_series_per_domain: usize,
+    #[serde(deserialize_with = "value::at_least_1")]
+    pub metrics_max_series_per_domain: NonZeroUsize,
     /// How often the rules directory is checked for changes (`0s`: never;
     /// `SIGHUP` still reloads).
-    pub rules_reload_interval: String,
+    pub rules_reload_interval: HumanDuration,
     /// Admin listener (counter state and reset), loopback by default; empty
     /// turns it off.
     pub admin_addr: String,
     /// Bearer token the admin endpoints require (empty: none).
+    #[serde(serialize_with = "value::redacted_text")]
     pub admin_token: String,
     /// Share of traces sampled when exporting over OTLP (0 to 1; a caller's
     /// sampled trace context is always followed).
     pub trace_sampling_ratio: f64,
     /// Connections each listener (gRPC, HTTP, admin) holds at once.
-    pub max_connections: usize,
+    #[serde(deserialize_with = "value::at_least_1")]
+    pub max_connections: NonZeroUsize,
     /// HTTP/2 streams one connection may have open at once.
-    pub max_concurrent_streams: u32,
+    #[serde(deserialize_with = "value::at_least_1")]
+    pub max_concurrent_streams: NonZeroU32,
     /// Largest request header block, in bytes.
-    pub max_header_list_bytes: u32,
+    #[serde(deserialize_with = "value::at_least_1")]
+    pub max_header_list_bytes: NonZeroU32,
     /// A new connection's first request, and an HTTP/1.1 request's
     /// headers, must arrive within this.
-    pub header_read_timeout: String,
+    pub header_read_timeout: NonZeroDuration,
     /// A request must be read and answered within this.
-    pub request_timeout: String,
+    pub request_timeout: NonZeroDuration,
     /// A connection with no request in flight for this long is closed.
-    pub idle_timeout: String,
+    pub idle_timeout: NonZeroDuration,
     /// Each listener's accept queue (capped by `net.core.somaxconn`).
-    pub listen_backlog: u32,
+    #[serde(deserialize_with = "value::at_least_1")]
+    pub listen_backlog: NonZeroU32,
 }
 
 impl Default for Settings {
+    /// The built-in defaults: those of the settings each part of the server
+    /// takes ([`ResilienceSettings`], the Redis store's, [`ListenerLimits`],
+    /// ...), and the server's own. One flat table, on purpose; the README's
+    /// table is checked against it by a test.
     fn default() -> Self {
-        let headers = HeaderNames::default();
-        let limits = RequestLimits::default();
+        let (headers, limits, metrics) = (
+            HeaderNames::default(),
+            RequestLimits::default(),
+            MetricsSettings::default(),
+        );
+        let (r, listeners) = (ResilienceSettings::default(), ListenerLimits::default());
+        let positive = NonZeroDuration::or_shortest;
         Settings {
             rules: PathBuf::from("/etc/floodgate/rules"),
             merge_domains: false,
             grpc_addr: "0.0.0.0:8081".into(),
             http_addr: "0.0.0.0:8080".into(),
             redis_url: None,
-            redis_mode: "single".into(),
+            redis_mode: RedisMode::Single,
             redis_sentinel_master: None,
             redis_username: None,
             redis_password: None,
@@ -188,33 +234,33 @@ impl Default for Settings {
             redis_tls_ca_file: None,
             redis_tls_cert_file: None,
             redis_tls_key_file: None,
-            on_store_failure: "fallback".into(),
-            store_deadline: "50ms".into(),
-            breaker_failure_threshold: 3,
-            breaker_reset_timeout: "10s".into(),
-            breaker_success_threshold: 2,
-            retry_max_attempts: 3,
-            retry_initial_backoff: "100ms".into(),
-            retry_max_backoff: "1s".into(),
-            retry_backoff_multiplier: 2.0,
-            retry_use_jitter: true,
-            health_check_interval: "5s".into(),
-            health_check_timeout: "500ms".into(),
-            fallback_max_entries: 10_000,
-            fallback_sweep_interval: "60s".into(),
+            on_store_failure: r.on_failure,
+            store_deadline: positive(r.store_deadline),
+            breaker_failure_threshold: value::count_u32(r.breaker.failure_threshold),
+            breaker_reset_timeout: positive(r.breaker.reset_timeout),
+            breaker_success_threshold: value::count_u32(r.breaker.success_threshold),
+            retry_max_attempts: value::count_u32(r.retry.max_attempts),
+            retry_initial_backoff: HumanDuration(r.retry.initial_backoff),
+            retry_max_backoff: HumanDuration(r.retry.max_backoff),
+            retry_backoff_multiplier: r.retry.backoff_multiplier,
+            retry_use_jitter: r.retry.use_jitter,
+            health_check_interval: positive(r.check_interval),
+            health_check_timeout: positive(r.check_timeout),
+            fallback_max_entries: value::count(r.fallback_max_entries),
+            fallback_sweep_interval: positive(r.fallback_sweep_interval),
             degraded_header: "x-floodgate-degraded".into(),
-            over_limit_cache_entries: ResilienceSettings::default().over_limit_cache_entries,
-            redis_connect_timeout: "2s".into(),
-            redis_command_timeout: "1s".into(),
+            over_limit_cache_entries: r.over_limit_cache_entries,
+            redis_connect_timeout: positive(redis_defaults::DEFAULT_CONNECT_TIMEOUT),
+            redis_command_timeout: positive(redis_defaults::DEFAULT_COMMAND_TIMEOUT),
+            redis_batch_max: value::count(redis_defaults::DEFAULT_BATCH_MAX),
             cache_key_prefix: String::new(),
-            expiration_jitter_max: "300s".into(),
-            redis_batch_max: 64,
-            memory_max_entries: 1_000_000,
-            memory_sweep_interval: "10s".into(),
-            max_descriptors: limits.max_descriptors,
-            max_entries: limits.max_entries,
-            max_value_bytes: limits.max_value_bytes,
-            max_in_flight: crate::grpc::DEFAULT_MAX_IN_FLIGHT,
+            expiration_jitter_max: HumanDuration(redis_defaults::DEFAULT_EXPIRATION_JITTER_MAX),
+            memory_max_entries: value::count(1_000_000),
+            memory_sweep_interval: positive(Duration::from_secs(10)),
+            max_descriptors: value::count(limits.max_descriptors),
+            max_entries: value::count(limits.max_entries),
+            max_value_bytes: value::count(limits.max_value_bytes),
+            max_in_flight: value::count(crate::grpc::DEFAULT_MAX_IN_FLIGHT),
             shadow_mode: false,
             stop_increment_when_over_limit: false,
             response_headers: false,
@@ -222,24 +268,24 @@ impl Default for Settings {
             remaining_header: headers.remaining,
             reset_header: headers.reset,
             dynamic_metadata: false,
-            shutdown_grace: "10s".into(),
-            shutdown_delay: "0s".into(),
-            log_format: "text".into(),
+            shutdown_grace: HumanDuration(Duration::from_secs(10)),
+            shutdown_delay: HumanDuration(Duration::ZERO),
+            log_format: LogFormat::Text,
             clock_offset_ms: 0,
             log_level: "info".into(),
-            near_limit_ratio: 0.8,
-            metrics_max_series_per_domain: 1_000,
-            rules_reload_interval: "500ms".into(),
+            near_limit_ratio: metrics.near_limit_ratio,
+            metrics_max_series_per_domain: value::count(metrics.max_series_per_domain),
+            rules_reload_interval: HumanDuration(Duration::from_millis(500)),
             admin_addr: "127.0.0.1:6070".into(),
             admin_token: String::new(),
             trace_sampling_ratio: 1.0,
-            max_connections: 4_096,
-            max_concurrent_streams: 1_024,
-            max_header_list_bytes: 16_384,
-            header_read_timeout: "5s".into(),
-            request_timeout: "2s".into(),
-            idle_timeout: "60s".into(),
-            listen_backlog: 1_024,
+            max_connections: value::count(listeners.max_connections),
+            max_concurrent_streams: value::count_u32(listeners.max_concurrent_streams),
+            max_header_list_bytes: value::count_u32(listeners.max_header_list_bytes),
+            header_read_timeout: positive(listeners.header_read_timeout),
+            request_timeout: positive(listeners.request_timeout),
+            idle_timeout: positive(listeners.idle_timeout),
+            listen_backlog: value::count_u32(listeners.listen_backlog),
         }
     }
 }
@@ -260,12 +306,39 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+    /// A value of the wrong shape for its setting, refused where the
+    /// settings are read (`detail`: `"VALUE": REASON`).
+    #[error("invalid setting {name} = {detail}")]
+    Value {
+        /// The setting's name.
+        name: String,
+        /// What was given and what is wrong with it.
+        detail: String,
+    },
     /// A setting that applies only to Redis, given without `redis_url`:
     /// it would be ignored, silently.
     #[error(
         "{0} is set but redis_url is not: it applies only to Redis (without redis_url, counters live in memory)"
     )]
     WithoutRedis(&'static str),
+}
+
+impl ConfigError {
+    /// A settings-reading error: a value a typed setting refused names its
+    /// setting, the way [`ConfigError::Invalid`] does.
+    fn read(e: config::ConfigError) -> ConfigError {
+        match e {
+            config::ConfigError::At {
+                error,
+                key: Some(name),
+                ..
+            } if matches!(*error, config::ConfigError::Message(_)) => ConfigError::Value {
+                name,
+                detail: error.to_string(),
+            },
+            e => ConfigError::Read(e),
+        }
+    }
 }
 
 /// Log output format.
@@ -364,17 +437,23 @@ impl Settings {
         for (name, value) in overrides {
             builder = builder.set_override_option(*name, value.clone())?;
         }
-        Ok(builder.build()?.try_deserialize()?)
+        builder
+            .build()?
+            .try_deserialize()
+            .map_err(ConfigError::read)
     }
 }
 
 impl TryFrom<Settings> for Config {
     type Error = ConfigError;
 
+    /// Checks what the types cannot say (addresses, header names, ratios,
+    /// settings that depend on each other) and builds each part's settings.
     fn try_from(s: Settings) -> Result<Self, ConfigError> {
         let redis = redis_settings(&s)?;
         let resilience = resilience_settings(&s)?;
-        if redis.as_ref().is_some_and(|r| r.mode == RedisMode::Cluster)
+        if s.redis_mode == RedisMode::Cluster
+            && redis.is_some()
             && s.cache_key_prefix.contains(['{', '}'])
         {
             return Err(invalid(
@@ -383,89 +462,79 @@ impl TryFrom<Settings> for Config {
                 "must not contain { or } with Redis Cluster: a hash tag there would put every key on one shard",
             ));
         }
-        let log_format = match s.log_format.to_ascii_lowercase().as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            _ => return Err(invalid("log_format", &s.log_format, "must be text or json")),
-        };
-        for (name, value) in [
-            ("limit_header", &s.limit_header),
-            ("remaining_header", &s.remaining_header),
-            ("reset_header", &s.reset_header),
-        ] {
-            if http::HeaderName::from_bytes(value.as_bytes()).is_err() {
-                return Err(invalid(name, value, "is not a valid HTTP header name"));
-            }
-        }
-        let sweep = nonzero("memory_sweep_interval", &s.memory_sweep_interval)?;
-        let listeners = listener_limits(&s)?;
+        let response = response_options(&s)?;
         Ok(Config {
-            rules: s.rules,
-            merge_domains: s.merge_domains,
             grpc_addr: address("grpc_addr", &s.grpc_addr)?,
             http_addr: address("http_addr", &s.http_addr)?,
             redis,
-            cache_key_prefix: s.cache_key_prefix,
-            memory_max_entries: positive("memory_max_entries", s.memory_max_entries)?,
-            memory_sweep_interval: sweep,
+            memory_max_entries: s.memory_max_entries.get(),
+            memory_sweep_interval: s.memory_sweep_interval.get(),
             limits: RequestLimits {
-                max_descriptors: positive("max_descriptors", s.max_descriptors)?,
-                max_entries: positive("max_entries", s.max_entries)?,
-                max_value_bytes: positive("max_value_bytes", s.max_value_bytes)?,
+                max_descriptors: s.max_descriptors.get(),
+                max_entries: s.max_entries.get(),
+                max_value_bytes: s.max_value_bytes.get(),
             },
             limiter: LimiterOptions {
                 global_shadow_mode: s.shadow_mode,
                 stop_increment_when_over_limit: s.stop_increment_when_over_limit,
             },
-
-            response: ResponseOptions {
-                headers: s.response_headers.then_some(HeaderNames {
-                    limit: s.limit_header,
-                    remaining: s.remaining_header,
-                    reset: s.reset_header,
-                }),
-                dynamic_metadata: s.dynamic_metadata,
-                degraded_header: degraded_header(&s.degraded_header)?,
-            },
+            response,
             resilience,
-            max_in_flight: positive("max_in_flight", s.max_in_flight)?,
-            shutdown_grace: duration("shutdown_grace", &s.shutdown_grace)?,
-            shutdown_delay: duration("shutdown_delay", &s.shutdown_delay)?,
-            log_format,
-            log_level: s.log_level,
+            max_in_flight: s.max_in_flight.get(),
+            shutdown_grace: s.shutdown_grace.get(),
+            shutdown_delay: s.shutdown_delay.get(),
+            log_format: s.log_format,
             clock_offset_ms: s.clock_offset_ms,
             metrics: MetricsSettings {
                 near_limit_ratio: ratio("near_limit_ratio", s.near_limit_ratio)?,
-                max_series_per_domain: positive(
-                    "metrics_max_series_per_domain",
-                    s.metrics_max_series_per_domain,
-                )?,
+                max_series_per_domain: s.metrics_max_series_per_domain.get(),
             },
-            rules_reload_interval: Some(duration(
-                "rules_reload_interval",
-                &s.rules_reload_interval,
-            )?)
-            .filter(|d| !d.is_zero()),
+            rules_reload_interval: Some(s.rules_reload_interval.get()).filter(|d| !d.is_zero()),
             admin_addr: admin_addr(&s.admin_addr, &s.admin_token)?,
-            admin_token: (!s.admin_token.is_empty()).then(|| Secret::new(s.admin_token)),
             trace_sampling_ratio: ratio("trace_sampling_ratio", s.trace_sampling_ratio)?,
-            listeners,
+            listeners: listener_limits(&s),
+            admin_token: (!s.admin_token.is_empty()).then(|| Secret::new(s.admin_token)),
+            rules: s.rules,
+            merge_domains: s.merge_domains,
+            cache_key_prefix: s.cache_key_prefix,
+            log_level: s.log_level,
         })
     }
 }
 
-/// The listeners' limits; every one must be at least 1.
-fn listener_limits(s: &Settings) -> Result<ListenerLimits, ConfigError> {
-    let count = |name, value: u32| positive(name, value as usize).map(|_| value);
-    Ok(ListenerLimits {
-        max_connections: positive("max_connections", s.max_connections)?,
-        max_concurrent_streams: count("max_concurrent_streams", s.max_concurrent_streams)?,
-        max_header_list_bytes: count("max_header_list_bytes", s.max_header_list_bytes)?,
-        header_read_timeout: nonzero("header_read_timeout", &s.header_read_timeout)?,
-        request_timeout: nonzero("request_timeout", &s.request_timeout)?,
-        idle_timeout: nonzero("idle_timeout", &s.idle_timeout)?,
-        listen_backlog: count("listen_backlog", s.listen_backlog)?,
+/// The response options; every header name must be a valid one.
+fn response_options(s: &Settings) -> Result<ResponseOptions, ConfigError> {
+    for (name, value) in [
+        ("limit_header", &s.limit_header),
+        ("remaining_header", &s.remaining_header),
+        ("reset_header", &s.reset_header),
+    ] {
+        if http::HeaderName::from_bytes(value.as_bytes()).is_err() {
+            return Err(invalid(name, value, "is not a valid HTTP header name"));
+        }
+    }
+    Ok(ResponseOptions {
+        headers: s.response_headers.then(|| HeaderNames {
+            limit: s.limit_header.clone(),
+            remaining: s.remaining_header.clone(),
+            reset: s.reset_header.clone(),
+        }),
+        dynamic_metadata: s.dynamic_metadata,
+        degraded_header: degraded_header(&s.degraded_header)?,
     })
+}
+
+/// The listeners' limits (each at least 1 by its type).
+fn listener_limits(s: &Settings) -> ListenerLimits {
+    ListenerLimits {
+        max_connections: s.max_connections.get(),
+        max_concurrent_streams: s.max_concurrent_streams.get(),
+        max_header_list_bytes: s.max_header_list_bytes.get(),
+        header_read_timeout: s.header_read_timeout.get(),
+        request_timeout: s.request_timeout.get(),
+        idle_timeout: s.idle_timeout.get(),
+        listen_backlog: s.listen_backlog.get(),
+    }
 }
 
 /// The admin listener's address. Anyone who reaches it can reset
@@ -511,13 +580,6 @@ fn degraded_header(name: &str) -> Result<Option<String>, ConfigError> {
 
 /// Deadline, retries, breaker, health check and failure policy.
 fn resilience_settings(s: &Settings) -> Result<ResilienceSettings, ConfigError> {
-    let at_least_1 = |name: &'static str, v: u32| {
-        if v == 0 {
-            Err(invalid(name, "0", "must be at least 1"))
-        } else {
-            Ok(v)
-        }
-    };
     if !(s.retry_backoff_multiplier >= 1.0 && s.retry_backoff_multiplier <= 100.0) {
         return Err(invalid(
             "retry_backoff_multiplier",
@@ -525,74 +587,47 @@ fn resilience_settings(s: &Settings) -> Result<ResilienceSettings, ConfigError> 
             "must be between 1 and 100",
         ));
     }
-    let initial = duration("retry_initial_backoff", &s.retry_initial_backoff)?;
-    let max_backoff = duration("retry_max_backoff", &s.retry_max_backoff)?;
-    if max_backoff < initial {
+    if s.retry_max_backoff < s.retry_initial_backoff {
         return Err(invalid(
             "retry_max_backoff",
-            &s.retry_max_backoff,
+            &value::render_duration(s.retry_max_backoff.get()),
             "must not be below retry_initial_backoff",
         ));
     }
-    let interval = nonzero("health_check_interval", &s.health_check_interval)?;
-    let check_timeout = nonzero("health_check_timeout", &s.health_check_timeout)?;
-    if check_timeout > interval {
+    if s.health_check_timeout > s.health_check_interval {
         return Err(invalid(
             "health_check_timeout",
-            &s.health_check_timeout,
+            &value::render_duration(s.health_check_timeout.get()),
             "must not exceed health_check_interval",
         ));
     }
     Ok(ResilienceSettings {
-        on_failure: FailurePolicy::parse(&s.on_store_failure).ok_or_else(|| {
-            invalid(
-                "on_store_failure",
-                &s.on_store_failure,
-                "must be fallback, allow or deny",
-            )
-        })?,
-        store_deadline: nonzero("store_deadline", &s.store_deadline)?,
+        on_failure: s.on_store_failure,
+        store_deadline: s.store_deadline.get(),
         breaker: BreakerSettings {
-            failure_threshold: at_least_1(
-                "breaker_failure_threshold",
-                s.breaker_failure_threshold,
-            )?,
-            reset_timeout: nonzero("breaker_reset_timeout", &s.breaker_reset_timeout)?,
-            success_threshold: at_least_1(
-                "breaker_success_threshold",
-                s.breaker_success_threshold,
-            )?,
+            failure_threshold: s.breaker_failure_threshold.get(),
+            reset_timeout: s.breaker_reset_timeout.get(),
+            success_threshold: s.breaker_success_threshold.get(),
         },
         retry: RetrySettings {
-            max_attempts: at_least_1("retry_max_attempts", s.retry_max_attempts)?,
-            initial_backoff: initial,
-            max_backoff,
+            max_attempts: s.retry_max_attempts.get(),
+            initial_backoff: s.retry_initial_backoff.get(),
+            max_backoff: s.retry_max_backoff.get(),
             backoff_multiplier: s.retry_backoff_multiplier,
             use_jitter: s.retry_use_jitter,
         },
-        check_interval: interval,
-        check_timeout,
-        fallback_max_entries: if s.fallback_max_entries == 0 {
-            return Err(invalid("fallback_max_entries", "0", "must be at least 1"));
-        } else {
-            s.fallback_max_entries
-        },
-        fallback_sweep_interval: nonzero("fallback_sweep_interval", &s.fallback_sweep_interval)?,
+        check_interval: s.health_check_interval.get(),
+        check_timeout: s.health_check_timeout.get(),
+        fallback_max_entries: s.fallback_max_entries.get(),
+        fallback_sweep_interval: s.fallback_sweep_interval.get(),
         over_limit_cache_entries: s.over_limit_cache_entries,
     })
 }
 
 /// The Redis settings, if a URL is set.
 fn redis_settings(s: &Settings) -> Result<Option<RedisSettings>, ConfigError> {
-    let mode = RedisMode::parse(&s.redis_mode).ok_or_else(|| {
-        invalid(
-            "redis_mode",
-            &s.redis_mode,
-            "must be single, sentinel or cluster",
-        )
-    })?;
     let Some(url) = s.redis_url.as_deref().filter(|u| !u.trim().is_empty()) else {
-        return match redis_only_setting(s, mode) {
+        return match redis_only_setting(s) {
             Some(name) => Err(ConfigError::WithoutRedis(name)),
             None => Ok(None),
         };
@@ -603,7 +638,6 @@ fn redis_settings(s: &Settings) -> Result<Option<RedisSettings>, ConfigError> {
         .filter(|u| !u.is_empty())
         .map(str::to_owned)
         .collect();
-    let shown = || urls.len().to_string();
     if let Some(bad) = urls
         .iter()
         .find(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
@@ -614,30 +648,28 @@ fn redis_settings(s: &Settings) -> Result<Option<RedisSettings>, ConfigError> {
             "each URL must start with redis:// or rediss:// (TLS)",
         ));
     }
-    if mode == RedisMode::Single && urls.len() != 1 {
-        return Err(invalid(
-            "redis_url",
-            &shown(),
-            "single mode takes one URL; use redis_mode cluster or sentinel for several",
-        ));
-    }
-    let sentinel_master = s.redis_sentinel_master.clone().filter(|m| !m.is_empty());
-    if mode == RedisMode::Sentinel && sentinel_master.is_none() {
-        return Err(invalid(
-            "redis_sentinel_master",
-            "",
-            "sentinel mode needs the master's name (--redis-sentinel-master)",
-        ));
-    }
-    let password = match (&s.redis_password, &s.redis_password_file) {
-        (Some(_), Some(file)) => {
-            return Err(invalid(
-                "redis_password_file",
-                &file.display().to_string(),
-                "set redis_password or redis_password_file, not both",
-            ));
-        }
-        (Some(password), None) => Some(password.clone()),
+    let topology = redis_topology(s.redis_mode, urls, s.redis_sentinel_master.as_deref())?;
+    Ok(Some(RedisSettings {
+        topology,
+        username: s.redis_username.clone().filter(|u| !u.is_empty()),
+        password: redis_password(s)?,
+        tls: redis_tls(s)?,
+        connect_timeout: s.redis_connect_timeout.get(),
+        command_timeout: s.redis_command_timeout.get(),
+        expiration_jitter_max: s.expiration_jitter_max.get(),
+        batch_max: s.redis_batch_max.get(),
+    }))
+}
+
+/// The data nodes' password: from the setting or from a file, not both.
+fn redis_password(s: &Settings) -> Result<Option<Secret>, ConfigError> {
+    match (&s.redis_password, &s.redis_password_file) {
+        (Some(_), Some(file)) => Err(invalid(
+            "redis_password_file",
+            &file.display().to_string(),
+            "set redis_password or redis_password_file, not both",
+        )),
+        (Some(password), None) => Ok(Some(password.clone())),
         (None, Some(file)) => {
             let text = std::fs::read_to_string(file).map_err(|e| {
                 invalid(
@@ -646,26 +678,32 @@ fn redis_settings(s: &Settings) -> Result<Option<RedisSettings>, ConfigError> {
                     &e.to_string(),
                 )
             })?;
-            Some(Secret::new(text.trim_end_matches(['\r', '\n'])))
+            Ok(Some(Secret::new(text.trim_end_matches(['\r', '\n']))))
         }
-        (None, None) => None,
-    };
-    let tls = TlsFiles {
-        ca: s.redis_tls_ca_file.clone(),
-        cert: s.redis_tls_cert_file.clone(),
-        key: s.redis_tls_key_file.clone(),
-    };
-    if tls.cert.is_some() != tls.key.is_some() {
-        return Err(invalid(
-            "redis_tls_cert_file",
-            "",
-            "redis_tls_cert_file and redis_tls_key_file go together",
-        ));
+        (None, None) => Ok(None),
     }
+}
+
+/// The TLS files: each must exist, and a client certificate comes with its key.
+fn redis_tls(s: &Settings) -> Result<TlsFiles, ConfigError> {
+    let client = match (&s.redis_tls_cert_file, &s.redis_tls_key_file) {
+        (Some(cert), Some(key)) => Some(ClientCertificate {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "redis_tls_cert_file",
+                "",
+                "redis_tls_cert_file and redis_tls_key_file go together",
+            ));
+        }
+    };
     for (name, path) in [
-        ("redis_tls_ca_file", &tls.ca),
-        ("redis_tls_cert_file", &tls.cert),
-        ("redis_tls_key_file", &tls.key),
+        ("redis_tls_ca_file", &s.redis_tls_ca_file),
+        ("redis_tls_cert_file", &s.redis_tls_cert_file),
+        ("redis_tls_key_file", &s.redis_tls_key_file),
     ] {
         if let Some(path) = path
             && !path.is_file()
@@ -673,28 +711,51 @@ fn redis_settings(s: &Settings) -> Result<Option<RedisSettings>, ConfigError> {
             return Err(invalid(name, &path.display().to_string(), "no such file"));
         }
     }
-    Ok(Some(RedisSettings {
-        mode,
-        urls,
-        sentinel_master,
-        username: s.redis_username.clone().filter(|u| !u.is_empty()),
-        password,
-        tls,
-        connect_timeout: nonzero("redis_connect_timeout", &s.redis_connect_timeout)?,
-        command_timeout: nonzero("redis_command_timeout", &s.redis_command_timeout)?,
-        expiration_jitter_max: duration("expiration_jitter_max", &s.expiration_jitter_max)?,
-        batch_max: positive("redis_batch_max", s.redis_batch_max)?,
-    }))
+    Ok(TlsFiles {
+        ca: s.redis_tls_ca_file.clone(),
+        client,
+    })
+}
+
+/// The deployment `mode` names, with its `urls`: one for a single node, a
+/// master's name for Sentinel.
+fn redis_topology(
+    mode: RedisMode,
+    urls: Vec<String>,
+    sentinel_master: Option<&str>,
+) -> Result<RedisTopology, ConfigError> {
+    match mode {
+        RedisMode::Single => match <[String; 1]>::try_from(urls) {
+            Ok([url]) => Ok(RedisTopology::Single(url)),
+            Err(urls) => Err(invalid(
+                "redis_url",
+                &urls.len().to_string(),
+                "single mode takes one URL; use redis_mode cluster or sentinel for several",
+            )),
+        },
+        RedisMode::Sentinel => match sentinel_master.filter(|m| !m.is_empty()) {
+            Some(master) => Ok(RedisTopology::Sentinel {
+                master: master.to_owned(),
+                sentinels: urls,
+            }),
+            None => Err(invalid(
+                "redis_sentinel_master",
+                "",
+                "sentinel mode needs the master's name (--redis-sentinel-master)",
+            )),
+        },
+        RedisMode::Cluster => Ok(RedisTopology::Cluster(urls)),
+    }
 }
 
 /// The first setting that applies only to Redis and is given (not empty,
 /// not its default), if any.
-fn redis_only_setting(s: &Settings, mode: RedisMode) -> Option<&'static str> {
+fn redis_only_setting(s: &Settings) -> Option<&'static str> {
     let d = Settings::default();
     let text = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.is_empty());
     let file = |v: &Option<PathBuf>| v.as_ref().is_some_and(|p| !p.as_os_str().is_empty());
     [
-        ("redis_mode", mode != RedisMode::Single),
+        ("redis_mode", s.redis_mode != d.redis_mode),
         ("redis_sentinel_master", text(&s.redis_sentinel_master)),
         ("redis_username", text(&s.redis_username)),
         (
@@ -725,15 +786,6 @@ fn redis_only_setting(s: &Settings, mode: RedisMode) -> Option<&'static str> {
     .find_map(|(name, given)| given.then_some(name))
 }
 
-/// A count that must be at least 1.
-fn positive(name: &'static str, value: usize) -> Result<usize, ConfigError> {
-    if value == 0 {
-        Err(invalid(name, "0", "must be at least 1"))
-    } else {
-        Ok(value)
-    }
-}
-
 fn invalid(name: &'static str, value: &str, reason: &str) -> ConfigError {
     ConfigError::Invalid {
         name,
@@ -748,39 +800,10 @@ fn address(name: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
         .map_err(|_| invalid(name, value, "expected host:port, e.g. 0.0.0.0:8081"))
 }
 
-/// Parses `250ms`, `10s`, `5m`, `1h` (a bare number is seconds).
+/// Parses `250ms`, `10s`, `5m`, `1h` (a bare number is seconds); an error
+/// names the setting `name`.
 pub fn duration(name: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    let v = value.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (digits, unit) = v.split_at(split);
-    let bad = || {
-        invalid(
-            name,
-            value,
-            "expected a duration such as 250ms, 10s, 5m or 1h",
-        )
-    };
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let seconds = |factor: u64| {
-        n.checked_mul(factor)
-            .map(Duration::from_secs)
-            .ok_or_else(bad)
-    };
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "" | "s" => seconds(1),
-        "m" => seconds(60),
-        "h" => seconds(3_600),
-        _ => Err(bad()),
-    }
-}
-
-/// A duration that must be more than zero.
-fn nonzero(name: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    match duration(name, value)? {
-        d if d.is_zero() => Err(invalid(name, value, "must be more than 0")),
-        d => Ok(d),
-    }
+    value::parse_duration(value).map_err(|e| invalid(name, value, e.reason))
 }
 
 #[cfg(test)]
@@ -794,12 +817,12 @@ mod tests {
         assert_eq!(c.http_addr.port(), 8080);
         assert!(c.redis.is_none());
         assert_eq!(c.listeners, ListenerLimits::default());
-        let s = Settings {
-            max_concurrent_streams: 0,
-            ..Settings::default()
-        };
-        let e = Config::try_from(s).unwrap_err().to_string();
+        let e = flag("max_concurrent_streams", "0").unwrap_err().to_string();
         assert!(e.contains("max_concurrent_streams"), "{e}");
+        assert_eq!(
+            e,
+            "invalid setting max_concurrent_streams = \"0\": must be at least 1"
+        );
     }
 
     #[test]
@@ -814,16 +837,36 @@ mod tests {
             duration("x", "18446744073709551615h").is_err(),
             "overflow is an error, not a panic"
         );
-        let zero = Settings {
-            redis_url: Some("redis://x".into()),
-            redis_command_timeout: "0s".into(),
-            ..Settings::default()
-        };
+        let zero = Settings::load(
+            None,
+            [],
+            &[
+                ("redis_url", Some("redis://x".into())),
+                ("redis_command_timeout", Some("0s".into())),
+            ],
+        );
         assert!(
-            Config::try_from(zero)
+            zero.and_then(Config::try_from)
                 .unwrap_err()
                 .to_string()
                 .contains("must be more than 0")
+        );
+        // Every way a value arrives: a YAML number is seconds, text from
+        // the environment or a flag is parsed the same.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("floodgate.yaml");
+        std::fs::write(&file, "store_deadline: 2\nshutdown_grace: 250ms\n").unwrap();
+        let env = [("FLOODGATE_IDLE_TIMEOUT".to_owned(), "5m".to_owned())];
+        let s = Settings::load(Some(&file), env, &[("request_timeout", Some("1h".into()))]);
+        let c = Config::try_from(s.unwrap()).unwrap();
+        assert_eq!(c.resilience.store_deadline, Duration::from_secs(2));
+        assert_eq!(c.shutdown_grace, Duration::from_millis(250));
+        assert_eq!(c.listeners.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.listeners.request_timeout, Duration::from_secs(3_600));
+        let e = flag("store_deadline", "ten").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "invalid setting store_deadline = \"ten\": expected a duration such as 250ms, 10s, 5m or 1h"
         );
     }
 
@@ -866,16 +909,27 @@ mod tests {
         };
         let e = Config::try_from(s).unwrap_err().to_string();
         assert!(e.contains("grpc_addr") && e.contains("nowhere"), "{e}");
-        let s = Settings {
-            log_format: "xml".into(),
-            ..Settings::default()
-        };
         assert!(
-            Config::try_from(s)
+            flag("log_format", "xml")
                 .unwrap_err()
                 .to_string()
                 .contains("log_format")
         );
+        let e = flag("on_store_failure", "panic").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "invalid setting on_store_failure = \"panic\": must be fallback, allow or deny"
+        );
+        assert_eq!(
+            flag("log_format", "JSON").unwrap().log_format,
+            LogFormat::Json
+        );
+    }
+
+    /// The defaults with one setting given as a flag (text, as from the
+    /// command line or the environment).
+    fn flag(name: &str, value: &str) -> Result<Config, ConfigError> {
+        Settings::load(None, [], &[(name, Some(value.to_owned()))]).and_then(Config::try_from)
     }
 
     fn redis(url: &str, extra: impl FnOnce(&mut Settings)) -> Result<Config, ConfigError> {
@@ -894,25 +948,36 @@ mod tests {
     #[test]
     fn redis_modes_are_validated_once() {
         let c = redis("redis://a:1,redis://b:2", |s| {
-            s.redis_mode = "cluster".into()
+            s.redis_mode = RedisMode::Cluster
         })
         .unwrap();
         let r = c.redis.unwrap();
-        assert_eq!(r.mode, RedisMode::Cluster);
-        assert_eq!(r.urls, vec!["redis://a:1", "redis://b:2"]);
+        assert!(
+            r.topology == RedisTopology::Cluster(vec!["redis://a:1".into(), "redis://b:2".into()])
+        );
 
         let e = error(redis("redis://a:1,redis://b:2", |_| {}));
         assert!(e.contains("single mode takes one URL"), "{e}");
-        let e = error(redis("redis://a:1", |s| s.redis_mode = "proxy".into()));
+        let e = error(
+            Settings::load(
+                None,
+                [],
+                &[
+                    ("redis_url", Some("redis://a:1".into())),
+                    ("redis_mode", Some("proxy".into())),
+                ],
+            )
+            .and_then(Config::try_from),
+        );
         assert!(e.contains("single, sentinel or cluster"), "{e}");
         let e = error(redis("redis://a:26379", |s| {
-            s.redis_mode = "sentinel".into()
+            s.redis_mode = RedisMode::Sentinel
         }));
         assert!(e.contains("redis_sentinel_master"), "{e}");
         let e = error(redis("http://a:1", |_| {}));
         assert!(e.contains("redis:// or rediss://"), "{e}");
         let e = error(redis("redis://a:1", |s| {
-            s.redis_mode = "cluster".into();
+            s.redis_mode = RedisMode::Cluster;
             s.cache_key_prefix = "{fg}:".into();
         }));
         assert!(e.contains("one shard"), "{e}");
@@ -1000,11 +1065,7 @@ mod tests {
 
     #[test]
     fn redis_mode_is_validated_without_a_url() {
-        let s = Settings {
-            redis_mode: "bogus".into(),
-            ..Settings::default()
-        };
-        let e = error(Config::try_from(s));
+        let e = error(flag("redis_mode", "bogus"));
         assert_eq!(
             e,
             "invalid setting redis_mode = \"bogus\": must be single, sentinel or cluster"
@@ -1018,7 +1079,7 @@ mod tests {
         std::fs::write(&file, "x").unwrap();
         type Set = fn(&mut Settings, &std::path::Path);
         let cases: [(&str, Set); 12] = [
-            ("redis_mode", |s, _| s.redis_mode = "sentinel".into()),
+            ("redis_mode", |s, _| s.redis_mode = RedisMode::Sentinel),
             ("redis_sentinel_master", |s, _| {
                 s.redis_sentinel_master = Some("mymaster".into())
             }),
@@ -1039,14 +1100,16 @@ mod tests {
                 s.redis_tls_key_file = Some(f.into())
             }),
             ("redis_connect_timeout", |s, _| {
-                s.redis_connect_timeout = "5s".into()
+                s.redis_connect_timeout = "5s".parse().unwrap()
             }),
             ("redis_command_timeout", |s, _| {
-                s.redis_command_timeout = "5s".into()
+                s.redis_command_timeout = "5s".parse().unwrap()
             }),
-            ("redis_batch_max", |s, _| s.redis_batch_max = 1),
+            ("redis_batch_max", |s, _| {
+                s.redis_batch_max = NonZeroUsize::MIN
+            }),
             ("expiration_jitter_max", |s, _| {
-                s.expiration_jitter_max = "0s".into()
+                s.expiration_jitter_max = HumanDuration(Duration::ZERO)
             }),
         ];
         for (name, set) in cases {
@@ -1069,5 +1132,55 @@ mod tests {
         // The defaults, given explicitly, are not a mistake.
         let s = Settings::load(None, [], &[("redis_mode", Some("single".into()))]).unwrap();
         assert!(Config::try_from(s).unwrap().redis.is_none());
+    }
+
+    /// The README's Configuration table (`| setting | env | flag | default
+    /// | meaning |`) against [`Settings::default`], both ways: every setting
+    /// has a row, every row names a setting, every default is the code's,
+    /// rendered as the README writes it (`none`, `empty`, `10s`, `250ms`).
+    #[test]
+    fn the_readme_states_every_default_as_the_code_does() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
+        let code = serde_json::to_value(Settings::default()).unwrap();
+        let code = code.as_object().unwrap();
+        let render = |v: &serde_json::Value| match v {
+            serde_json::Value::Null => "none".to_owned(),
+            serde_json::Value::String(s) if s.is_empty() => "empty".to_owned(),
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let ticked = |cell: &str| -> Vec<String> {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect()
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        let rows = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| setting (file key) | env | flag | default |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'));
+        for row in rows {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let (names, default) = (ticked(cells[1]), cells[4]);
+            let defaults = match default.split_whitespace().next() {
+                Some(word @ ("none" | "empty")) => vec![word.to_owned(); names.len()],
+                _ => ticked(default),
+            };
+            assert_eq!(names.len(), defaults.len(), "README row: {row}");
+            for (name, default) in names.iter().zip(defaults) {
+                let value = code.get(name.as_str());
+                assert!(value.is_some(), "README names an unknown setting {name}");
+                assert_eq!(render(value.unwrap()), default, "default of {name}");
+                assert!(seen.insert(name.clone()), "{name} twice in the README");
+            }
+        }
+        let missing: Vec<_> = code.keys().filter(|k| !seen.contains(*k)).collect();
+        assert!(
+            missing.is_empty(),
+            "settings missing from the README: {missing:?}"
+        );
     }
 }

@@ -140,7 +140,7 @@ pub async fn build(config: &Config, clock: Clock) -> Result<(RateLimiter, StoreT
         Some(redis) => {
             let primary: Arc<dyn CounterStore> = match RedisStore::connect(redis).await {
                 Ok(connected) => {
-                    tracing::info!(mode = ?redis.mode, endpoint = connected.endpoint(), "connected to Redis");
+                    tracing::info!(mode = ?redis.mode(), endpoint = connected.endpoint(), "connected to Redis");
                     Arc::new(connected)
                 }
                 Err(e) if e.is_transient() => {
@@ -175,7 +175,7 @@ pub async fn build(config: &Config, clock: Clock) -> Result<(RateLimiter, StoreT
     let cluster = config
         .redis
         .as_ref()
-        .is_some_and(|r| r.mode == RedisMode::Cluster);
+        .is_some_and(|r| r.mode() == RedisMode::Cluster);
     let limiter = Limiter::new(
         Rules::new(rules),
         store,
@@ -294,7 +294,7 @@ pub async fn run_with_clock(
     // Only now: the rules loaded, the store is set up, the listeners serve.
     let store = config.redis.as_ref().map_or_else(
         || "memory".to_owned(),
-        |r| format!("redis {:?} ({})", r.mode, r.endpoints()),
+        |r| format!("redis {:?} ({})", r.mode(), r.endpoints()),
     );
     tracing::info!(grpc = %grpc_addr, http = %http_addr, admin = %admin_addr, rules = %config.rules.display(), %store, "floodgate serving");
 

@@ -15,7 +15,7 @@ use floodgate_e2e::{BENCH_RULES, RedisServer, TestServer, config_with_rules, rul
 use floodgate_proto::rate_limit_descriptor::Entry;
 use floodgate_proto::{RateLimitDescriptor, RateLimitRequest, RateLimitServiceClient};
 use floodgate_server::config::Config;
-use floodgate_server::store::redis::{RedisMode, RedisSettings};
+use floodgate_server::store::redis::{RedisSettings, RedisTopology};
 use tokio::time::Instant;
 use tonic::transport::Endpoint;
 
@@ -159,8 +159,9 @@ async fn main() {
     let cluster_server = TestServer::start(config(
         rules.path(),
         RedisSettings {
-            mode: RedisMode::Cluster,
-            urls: cluster.seed_urls().split(',').map(str::to_owned).collect(),
+            topology: RedisTopology::Cluster(
+                cluster.seed_urls().split(',').map(str::to_owned).collect(),
+            ),
             ..RedisSettings::single("")
         },
     ))

@@ -12,7 +12,7 @@ use floodgate_e2e::redis_topology::{RedisCluster, command, key_slot};
 use floodgate_e2e::{ServerProcess, TestServer, config_with_rules, rules_dir};
 use floodgate_proto::rate_limit_response::Code;
 use floodgate_server::config::Config;
-use floodgate_server::store::redis::{RedisMode, RedisSettings};
+use floodgate_server::store::redis::{RedisSettings, RedisTopology};
 use load::{degraded, descriptor, hammer, request, through_failover};
 
 const RULES: &str = "\
@@ -33,8 +33,9 @@ descriptors:
 fn cluster_config(rules: &std::path::Path, cluster: &RedisCluster) -> Config {
     Config {
         redis: Some(RedisSettings {
-            mode: RedisMode::Cluster,
-            urls: cluster.seed_urls().split(',').map(str::to_owned).collect(),
+            topology: RedisTopology::Cluster(
+                cluster.seed_urls().split(',').map(str::to_owned).collect(),
+            ),
             connect_timeout: Duration::from_millis(500),
             command_timeout: Duration::from_millis(500),
             ..RedisSettings::single("")

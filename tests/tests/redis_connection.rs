@@ -17,7 +17,9 @@ use floodgate_e2e::{
 use floodgate_proto::rate_limit_response::Code;
 use floodgate_server::STORE_HEALTH_SERVICE;
 use floodgate_server::config::Config;
-use floodgate_server::store::redis::{RedisMode, RedisSettings, RedisStore, Secret, TlsFiles};
+use floodgate_server::store::redis::{
+    ClientCertificate, RedisSettings, RedisStore, RedisTopology, Secret, TlsFiles,
+};
 use load::{descriptor, request, through_failover};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -81,13 +83,14 @@ async fn sentinel_mode_follows_a_failover() {
     let group = RedisSentinel::start();
     let rules = rules_dir(&[("sale.yaml", RULES)]);
     let settings = RedisSettings {
-        mode: RedisMode::Sentinel,
-        urls: group
-            .sentinel_urls()
-            .split(',')
-            .map(str::to_owned)
-            .collect(),
-        sentinel_master: Some(group.master_name().to_owned()),
+        topology: RedisTopology::Sentinel {
+            master: group.master_name().to_owned(),
+            sentinels: group
+                .sentinel_urls()
+                .split(',')
+                .map(str::to_owned)
+                .collect(),
+        },
         command_timeout: Duration::from_millis(500),
         connect_timeout: Duration::from_millis(500),
         ..RedisSettings::single("")
@@ -126,8 +129,10 @@ fn tls_settings(
         password: Some(Secret::new(password)),
         tls: TlsFiles {
             ca: Some(ca),
-            cert: Some(redis.client_cert_file()),
-            key: Some(redis.client_key_file()),
+            client: Some(ClientCertificate {
+                cert: redis.client_cert_file(),
+                key: redis.client_key_file(),
+            }),
         },
         ..RedisSettings::single(format!("rediss://127.0.0.1:{}", redis.port()))
     }

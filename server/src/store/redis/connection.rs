@@ -1,6 +1,6 @@
-//! How the Redis store reaches Redis: the settings (mode, addresses,
-//! credentials, TLS, timeouts), one connection per mode, and which connect
-//! failures are worth retrying.
+//! How the Redis store reaches Redis: one connection per topology (the
+//! settings, validated once by [`crate::config`], are in `settings.rs`), and
+//! which connect failures are worth retrying.
 //!
 //! - `single`: one node through redis-rs's `ConnectionManager`, which
 //!   reconnects by itself with exponential backoff.
@@ -12,8 +12,7 @@
 //! All three share one multiplexed connection per node, so concurrent calls
 //! are pipelined on it rather than queued for a pool.
 
-use std::fmt;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -25,154 +24,7 @@ use redis::{
 };
 
 use super::sentinel::SentinelConnection;
-
-/// Which Redis deployment the store talks to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum RedisMode {
-    /// One node (primary), possibly behind a proxy.
-    #[default]
-    Single,
-    /// A master found through Redis Sentinel.
-    Sentinel,
-    /// Redis Cluster.
-    Cluster,
-}
-
-impl RedisMode {
-    /// Parses `single`, `sentinel` or `cluster`.
-    pub fn parse(s: &str) -> Option<RedisMode> {
-        match s.to_ascii_lowercase().as_str() {
-            "single" => Some(RedisMode::Single),
-            "sentinel" => Some(RedisMode::Sentinel),
-            "cluster" => Some(RedisMode::Cluster),
-            _ => None,
-        }
-    }
-}
-
-/// A password: never printed (`Debug` shows `<redacted>`).
-#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// TLS files for `rediss://` connections (PEM). With none set, the
-/// platform's trust store verifies the server.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// CA certificate(s) that sign the server's certificate.
-    pub ca: Option<PathBuf>,
-    /// Client certificate, for servers that require one (`tls-auth-clients`).
-    pub cert: Option<PathBuf>,
-    /// The client certificate's private key.
-    pub key: Option<PathBuf>,
-}
-
-/// Redis connection settings, validated by [`crate::config`]. `Debug`
-/// shows the URLs without credentials.
-#[derive(Clone)]
-pub struct RedisSettings {
-    /// Single, Sentinel or Cluster.
-    pub mode: RedisMode,
-    /// `redis://` or `rediss://` URLs: the node (single), the sentinels
-    /// (sentinel) or the seed nodes (cluster). Credentials in a URL apply to
-    /// that node; [`RedisSettings::username`] and [`RedisSettings::password`]
-    /// override them for data nodes.
-    pub urls: Vec<String>,
-    /// Sentinel mode: the master's name in the sentinels' configuration.
-    pub sentinel_master: Option<String>,
-    /// ACL user for data nodes (none: `default`).
-    pub username: Option<String>,
-    /// Password for data nodes (from the setting, `FLOODGATE_REDIS_PASSWORD`
-    /// or `redis_password_file`).
-    pub password: Option<Secret>,
-    /// TLS files, used with `rediss://` URLs.
-    pub tls: TlsFiles,
-    /// Longest wait for a connection.
-    pub connect_timeout: Duration,
-    /// Longest wait for a command's answer.
-    pub command_timeout: Duration,
-    /// A key's TTL is its window plus a random jitter below this, so that
-    /// keys of one window do not all expire at the same instant.
-    pub expiration_jitter_max: Duration,
-    /// Most checks one coalesced EVALSHA carries; 1 sends every call on its
-    /// own (single node and Sentinel; see `store/redis/batch.rs`).
-    pub batch_max: usize,
-}
-
-impl RedisSettings {
-    /// Settings for one plain node at `url`, with the defaults of
-    /// [`crate::config`] (tests and benchmarks).
-    pub fn single(url: impl Into<String>) -> Self {
-        RedisSettings {
-            mode: RedisMode::Single,
-            urls: vec![url.into()],
-            sentinel_master: None,
-            username: None,
-            password: None,
-            tls: TlsFiles::default(),
-            connect_timeout: Duration::from_secs(2),
-            command_timeout: Duration::from_secs(1),
-            expiration_jitter_max: Duration::ZERO,
-            batch_max: 64,
-        }
-    }
-
-    /// The addresses, without credentials, for logs and errors.
-    pub fn endpoints(&self) -> String {
-        self.urls
-            .iter()
-            .map(|u| redact(u))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn uses_tls(&self) -> bool {
-        self.urls.iter().any(|u| u.starts_with("rediss://"))
-    }
-}
-
-impl fmt::Debug for RedisSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisSettings")
-            .field("mode", &self.mode)
-            .field("urls", &self.endpoints())
-            .field("sentinel_master", &self.sentinel_master)
-            .field("username", &self.username)
-            .field("password", &self.password)
-            .field("tls", &self.tls)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("command_timeout", &self.command_timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-/// `url` without its credentials.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}{}", &url[..scheme + 3], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
+use super::settings::{RedisSettings, RedisTopology, TlsFiles, redact};
 
 /// Why a connection attempt failed, and whether trying again may help.
 #[derive(Debug, thiserror::Error)]
@@ -202,19 +54,13 @@ pub(super) enum Connection {
     Cluster(ClusterConnection),
 }
 
-/// Connects in `settings.mode`; the error says what went wrong and whether to retry.
+/// Connects to `settings.topology`; the error says what went wrong and whether to retry.
 pub(super) async fn connect(settings: &RedisSettings) -> Result<Connection, ConnectError> {
     let endpoints = settings.endpoints();
     let certs = certificates(&settings.tls)?;
     let fail = |what: &str, e: RedisError| classify(&format!("{what} {endpoints}"), &e);
-    match settings.mode {
-        RedisMode::Single => {
-            let [url] = settings.urls.as_slice() else {
-                return Err(ConnectError::Rejected(format!(
-                    "single mode takes one Redis URL, got {}",
-                    settings.urls.len()
-                )));
-            };
+    match &settings.topology {
+        RedisTopology::Single(url) => {
             let info = node_info(url, settings)?;
             let client = match certs {
                 Some(certs) => redis::Client::build_with_tls(info, certs),
@@ -233,9 +79,8 @@ pub(super) async fn connect(settings: &RedisSettings) -> Result<Connection, Conn
                 .map_err(|e| fail("cannot connect to Redis at", e))?;
             Ok(Connection::Single(manager))
         }
-        RedisMode::Cluster => {
-            let nodes = settings
-                .urls
+        RedisTopology::Cluster(urls) => {
+            let nodes = urls
                 .iter()
                 .map(|u| node_info(u, settings))
                 .collect::<Result<Vec<_>, _>>()?;
@@ -270,11 +115,9 @@ pub(super) async fn connect(settings: &RedisSettings) -> Result<Connection, Conn
                 .map_err(|e| fail("cannot connect to Redis Cluster at", e))?;
             Ok(Connection::Cluster(connection))
         }
-        RedisMode::Sentinel => {
-            let master = settings.sentinel_master.as_deref().ok_or_else(|| {
-                ConnectError::Rejected("sentinel mode needs redis_sentinel_master".into())
-            })?;
-            let connection = SentinelConnection::connect(settings, master, certs).await?;
+        RedisTopology::Sentinel { master, sentinels } => {
+            let connection =
+                SentinelConnection::connect(settings, master, sentinels, certs).await?;
             Ok(Connection::Sentinel(connection))
         }
     }
@@ -308,7 +151,7 @@ pub(super) fn address(url: &str) -> Result<(ConnectionAddr, ConnectionInfo), Con
 
 /// Reads the TLS files, if any are set.
 pub(super) fn certificates(tls: &TlsFiles) -> Result<Option<TlsCertificates>, ConnectError> {
-    let read = |what: &str, path: &PathBuf| {
+    let read = |what: &str, path: &Path| {
         std::fs::read(path).map_err(|e| {
             ConnectError::Rejected(format!(
                 "cannot read the Redis TLS {what} {}: {e}",
@@ -316,18 +159,13 @@ pub(super) fn certificates(tls: &TlsFiles) -> Result<Option<TlsCertificates>, Co
             ))
         })
     };
-    let root_cert = tls.ca.as_ref().map(|p| read("CA file", p)).transpose()?;
-    let client_tls = match (&tls.cert, &tls.key) {
-        (Some(cert), Some(key)) => Some(ClientTlsConfig {
-            client_cert: read("client certificate", cert)?,
-            client_key: read("client key", key)?,
+    let root_cert = tls.ca.as_deref().map(|p| read("CA file", p)).transpose()?;
+    let client_tls = match &tls.client {
+        Some(client) => Some(ClientTlsConfig {
+            client_cert: read("client certificate", &client.cert)?,
+            client_key: read("client key", &client.key)?,
         }),
-        (None, None) => None,
-        _ => {
-            return Err(ConnectError::Rejected(
-                "redis_tls_cert_file and redis_tls_key_file go together".into(),
-            ));
-        }
+        None => None,
     };
     if root_cert.is_none() && client_tls.is_none() {
         return Ok(None);
@@ -407,24 +245,7 @@ pub(super) fn install_crypto_provider() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn credentials_never_reach_logs() {
-        assert_eq!(
-            redact("redis://user:pw@127.0.0.1:6379/0"),
-            "redis://127.0.0.1:6379/0"
-        );
-        assert_eq!(redact("rediss://127.0.0.1:6380"), "rediss://127.0.0.1:6380");
-        assert_eq!(format!("{:?}", Secret::new("hunter2")), "<redacted>");
-        let mut s = RedisSettings::single("redis://a:b@h:1");
-        s.password = Some(Secret::new("hunter2"));
-        s.urls = vec!["redis://a:pw-in-url@h:1".into()];
-        let shown = format!("{s:?} {}", s.endpoints());
-        assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(!shown.contains("pw-in-url"), "{shown}");
-        s.urls = vec!["redis://a:b@h:1".into()];
-        assert!(s.endpoints() == "redis://h:1");
-    }
+    use crate::store::redis::settings::Secret;
 
     #[test]
     fn rejected_credentials_and_certificates_are_final_the_rest_is_retried() {
@@ -460,13 +281,5 @@ mod tests {
         let info = node_info("redis://old:pw@h:1", &s).unwrap();
         assert_eq!(info.redis_settings().username(), Some("floodgate"));
         assert_eq!(info.redis_settings().password(), Some("new"));
-    }
-
-    #[test]
-    fn modes() {
-        assert_eq!(RedisMode::parse("Cluster"), Some(RedisMode::Cluster));
-        assert_eq!(RedisMode::parse("sentinel"), Some(RedisMode::Sentinel));
-        assert_eq!(RedisMode::parse("single"), Some(RedisMode::Single));
-        assert_eq!(RedisMode::parse("proxy"), None);
     }
 }

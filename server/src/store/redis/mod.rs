@@ -7,7 +7,9 @@
 //! group, `peek.lua` only looks. Scripts are loaded at connect (on every
 //! primary of a cluster) and reloaded on `NOSCRIPT`.
 //!
-//! [`connection`] reaches Redis in its three modes. On a single node or a
+//! [`settings`] says what to connect to (one node, Sentinel or Cluster, as a
+//! [`RedisTopology`]), validated once by [`crate::config`]; [`connection`]
+//! reaches Redis in each topology. On a single node or a
 //! Sentinel-managed master a request is one `EVALSHA` over all its keys; on
 //! Redis Cluster it is one `EVALSHA` per hash slot, sent concurrently
 //! (`cluster.rs`). Under load, on a single node or Sentinel, concurrent
@@ -17,13 +19,17 @@ mod batch;
 mod cluster;
 pub mod connection;
 mod sentinel;
+pub mod settings;
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-pub use self::connection::{ConnectError, RedisMode, RedisSettings, Secret, TlsFiles};
+pub use self::connection::ConnectError;
 use self::connection::{Connection, connect, install_crypto_provider};
+pub use self::settings::{
+    ClientCertificate, RedisMode, RedisSettings, RedisTopology, Secret, TlsFiles,
+};
 use super::{Check, Commit, CounterStore, StoreError, StoreFuture};
 use crate::clock::Clock;
 use crate::limiter::algorithm::{Algorithm, Outcome};
@@ -71,7 +77,7 @@ impl RedisStore {
             jitter_max_secs: settings.expiration_jitter_max.as_secs(),
             jitter: RandomState::new(),
             endpoint,
-            mode: settings.mode,
+            mode: settings.mode(),
             local_time: None,
             batch_max: settings.batch_max,
             batch: Arc::default(),

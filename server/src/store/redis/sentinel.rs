@@ -27,7 +27,8 @@ use redis::aio::MultiplexedConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, RedisError, TlsCertificates, TlsMode};
 
-use super::connection::{ConnectError, RedisSettings, address, classify};
+use super::connection::{ConnectError, address, classify};
+use super::settings::RedisSettings;
 
 /// The current master connection, re-resolved through the sentinels on failover.
 #[derive(Clone)]
@@ -53,11 +54,12 @@ impl SentinelConnection {
     pub(crate) async fn connect(
         settings: &RedisSettings,
         master: &str,
+        urls: &[String],
         certs: Option<TlsCertificates>,
     ) -> Result<Self, ConnectError> {
-        let mut sentinels = Vec::with_capacity(settings.urls.len());
+        let mut sentinels = Vec::with_capacity(urls.len());
         let mut sentinel_auth = None;
-        for url in &settings.urls {
+        for url in urls {
             let (addr, info) = address(url)?;
             let r = info.redis_settings();
             if sentinel_auth.is_none() && r.password().is_some() {
@@ -68,11 +70,7 @@ impl SentinelConnection {
             }
             sentinels.push(addr);
         }
-        let tls = settings
-            .urls
-            .iter()
-            .any(|u| u.starts_with("rediss://"))
-            .then_some(TlsMode::Secure);
+        let tls = settings.uses_tls().then_some(TlsMode::Secure);
         let mut builder = SentinelClientBuilder::new(sentinels, master, SentinelServerType::Master)
             .map_err(|e| classify("invalid sentinel settings", &e))?;
         if let Some((user, password)) = sentinel_auth {
