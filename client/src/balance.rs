@@ -10,7 +10,7 @@ use std::time::Duration;
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::client::Error;
+use crate::error::Error;
 
 /// Pending address changes the channel may hold (the resolver waits when it
 /// is full).

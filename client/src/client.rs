@@ -13,31 +13,10 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use crate::balance::{self, Resolver};
 use crate::decision::{Decision, DescriptorDecision, Source};
 use crate::descriptor::Descriptor;
+use crate::error::Error;
 use crate::memo::OverLimitMemo;
 use crate::retry::{self, RetryPolicy};
 use crate::throttle::{AdaptiveThrottle, KeyedThrottles, ThrottleSettings};
-
-/// Why a call failed (only errors the failure policy does not cover: a
-/// caller's mistake, or settings that cannot work).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An endpoint or TLS setting is invalid, or (with
-    /// [`Client::connect`]) the endpoint cannot be reached.
-    #[error("cannot connect: {0}")]
-    Connect(#[from] tonic::transport::Error),
-    /// An endpoint is not a valid `http://` or `https://` URL.
-    #[error("invalid endpoint {endpoint:?}: {reason}")]
-    Endpoint {
-        /// The endpoint as given.
-        endpoint: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The service rejected the call itself (e.g. `INVALID_ARGUMENT` for an
-    /// empty domain): retrying cannot help.
-    #[error("rate limit service error: {0}")]
-    Status(#[from] tonic::Status),
-}
 
 /// What to answer when the service cannot be reached (after retries), or
 /// when the client has stopped calling it because it keeps failing.

@@ -19,6 +19,7 @@ use crate::resilience::breaker::BreakerSettings;
 use crate::resilience::retry::RetrySettings;
 use crate::resilience::store::{FailurePolicy, ResilienceSettings};
 use crate::store::redis::{RedisMode, RedisSettings, Secret, TlsFiles};
+pub use crate::telemetry::LogFormat;
 use crate::transport::ListenerLimits;
 
 /// Prefix of the environment variables that set [`Settings`].
@@ -266,15 +267,6 @@ pub enum ConfigError {
         "{0} is set but redis_url is not: it applies only to Redis (without redis_url, counters live in memory)"
     )]
     WithoutRedis(&'static str),
-}
-
-/// Log output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Validated settings.

@@ -25,6 +25,11 @@
 //!    encodes it (statuses, optional headers and dynamic metadata);
 //!    [`grpc::status`] is the one place errors become wire statuses.
 //!
+//! Under the path: [`model`], the arithmetic every step shares (the
+//! algorithms, capacity's decision, units, the failure policy), which imports
+//! nothing from the rest of the crate; `server/tests/layers.rs` checks that
+//! imports only point down this map.
+//!
 //! Around the path: [`config`] (settings, validated once), [`run`] (listeners,
 //! background tasks, graceful drain), [`shutdown`] (signals), [`cli`] (the
 //! `floodgate` binary), [`clock`] (injectable time), [`metrics`] (what each
@@ -41,6 +46,7 @@ pub mod grpc;
 pub mod http;
 pub mod limiter;
 pub mod metrics;
+pub mod model;
 pub mod resilience;
 pub mod rules;
 pub mod shutdown;

@@ -370,8 +370,8 @@ async fn counter_keys_use_the_reference_format_with_the_prefix() {
     let check = floodgate_server::store::Check {
         key,
         hits: 0,
-        algorithm: floodgate_server::limiter::algorithm::Algorithm::FixedWindow,
-        rate: floodgate_server::limiter::algorithm::Rate {
+        algorithm: floodgate_server::model::algorithm::Algorithm::FixedWindow,
+        rate: floodgate_server::model::algorithm::Rate {
             limit: 3,
             period_ms: 60_000.0,
             burst: 0,
@@ -777,8 +777,8 @@ async fn a_replaced_sibling_does_not_move_the_other_limits_key() {
     let check = floodgate_server::store::Check {
         key: format!("multi_api_k_{hour_start}_1"),
         hits: 0,
-        algorithm: floodgate_server::limiter::algorithm::Algorithm::FixedWindow,
-        rate: floodgate_server::limiter::algorithm::Rate {
+        algorithm: floodgate_server::model::algorithm::Algorithm::FixedWindow,
+        rate: floodgate_server::model::algorithm::Rate {
             limit: 3,
             period_ms: 3_600_000.0,
             burst: 0,
@@ -803,7 +803,7 @@ impl floodgate_server::store::CounterStore for Frozen {
         &'a self,
         _: &'a [floodgate_server::store::Check],
         _: floodgate_server::store::Commit,
-    ) -> floodgate_server::store::StoreFuture<'a, Vec<floodgate_server::limiter::algorithm::Outcome>>
+    ) -> floodgate_server::store::StoreFuture<'a, Vec<floodgate_server::model::algorithm::Outcome>>
     {
         Box::pin(std::future::pending())
     }

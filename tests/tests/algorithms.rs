@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use floodgate_e2e::RedisServer;
 use floodgate_server::clock::Clock;
-use floodgate_server::limiter::algorithm::{Algorithm, Outcome, Rate};
+use floodgate_server::model::algorithm::{Algorithm, Outcome, Rate};
 use floodgate_server::store::memory::MemoryStore;
 use floodgate_server::store::redis::{RedisSettings, RedisStore};
 use floodgate_server::store::{Check, Commit, CounterStore};

@@ -17,8 +17,8 @@ use std::time::Duration;
 use floodgate_e2e::{RedisServer, TestServer, config_with_rules, http_get, request, rules_dir};
 use floodgate_proto::rate_limit_response::Code as WireCode;
 use floodgate_server::clock::Clock;
-use floodgate_server::limiter::capacity::{Capacity, CapacityRule, LimitNames};
 use floodgate_server::limiter::{Code, Limiter, LimiterOptions, Request, RequestLimits, Status};
+use floodgate_server::model::capacity::{Capacity, CapacityRule, LimitNames};
 use floodgate_server::rules::{Rules, Unit, load_files};
 use floodgate_server::store::key::CacheKey;
 use floodgate_server::store::memory::MemoryStore;
@@ -312,8 +312,8 @@ fn redis_decides_exactly_as_the_memory_store() {
                 let check = Check {
                     key: format!("prop{n}"),
                     hits,
-                    algorithm: floodgate_server::limiter::algorithm::Algorithm::Capacity,
-                    rate: floodgate_server::limiter::algorithm::Rate {
+                    algorithm: floodgate_server::model::algorithm::Algorithm::Capacity,
+                    rate: floodgate_server::model::algorithm::Rate {
                         limit: total,
                         period_ms: 1_000.0,
                         burst: 0,
@@ -336,8 +336,8 @@ fn redis_decides_exactly_as_the_memory_store() {
                         let small = Check {
                             key: format!("prop{n}_fw_{}", now_ms / 1_000),
                             reset_after: Duration::from_millis(1_000 - now_ms % 1_000),
-                            algorithm: floodgate_server::limiter::algorithm::Algorithm::FixedWindow,
-                            rate: floodgate_server::limiter::algorithm::Rate {
+                            algorithm: floodgate_server::model::algorithm::Algorithm::FixedWindow,
+                            rate: floodgate_server::model::algorithm::Rate {
                                 limit: 2,
                                 period_ms: 1_000.0,
                                 burst: 0,

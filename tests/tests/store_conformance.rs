@@ -13,7 +13,7 @@ use floodgate_e2e::RedisServer;
 use floodgate_e2e::redis_topology::info_number;
 use floodgate_server::clock::Clock;
 use floodgate_server::limiter::MAX_HITS;
-use floodgate_server::limiter::algorithm::{Algorithm, Rate};
+use floodgate_server::model::algorithm::{Algorithm, Rate};
 use floodgate_server::store::memory::MemoryStore;
 use floodgate_server::store::redis::{RedisSettings, RedisStore};
 use floodgate_server::store::{Check, Commit, CounterStore, MAX_COUNT, StoreError};

@@ -8,8 +8,6 @@
 //! limit with unit `u` starts at `floor(now / len(u)) * len(u)`. A hit is over
 //! the limit when the count after it is strictly greater than the limit.
 
-pub mod algorithm;
-pub mod capacity;
 mod request;
 
 use std::borrow::Cow;
@@ -23,12 +21,13 @@ pub use request::{Descriptor, MAX_HITS, Override, Request, RequestError, Request
 
 use crate::clock::Clock;
 use crate::metrics::{CapacityKey, Metrics, RuleOutcome};
-use crate::rules::{Allowance, CapacityMatch, Domain, Node, Rules, Unit};
+use crate::model::Unit;
+use crate::model::algorithm::{Algorithm, Outcome, Rate};
+use crate::model::capacity::{CapacityRule, Verdict};
+use crate::rules::{Allowance, CapacityMatch, Domain, Node, Rules};
 use crate::store::key::CacheKey;
 use crate::store::key::KeySuffix;
 use crate::store::{Applied, CapacityCall, Check, Commit, CounterStore, StoreError};
-use algorithm::{Algorithm, Outcome, Rate};
-use capacity::{CapacityRule, Verdict};
 
 /// A decision code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -515,7 +514,7 @@ impl Limiter {
 
     /// The limit a capacity decision reports: the client's share when
     /// admitted; when rejected, the bound that rejected it, named so
-    /// ([`capacity::LimitNames`]).
+    /// ([`crate::model::capacity::LimitNames`]).
     fn capacity_limit(plan: &CapacityPlan<'_>, verdict: Verdict, limit: u64) -> AppliedLimit {
         AppliedLimit {
             requests_per_unit: u32::try_from(limit).unwrap_or(u32::MAX),

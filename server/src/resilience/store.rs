@@ -21,8 +21,8 @@ use tokio::time::Instant;
 use super::breaker::{BreakerSettings, BreakerState, CircuitBreaker};
 use super::overlimit::OverLimitCache;
 use super::retry::{Retry, RetrySettings};
-use crate::limiter::algorithm::{Algorithm, Outcome, Rate};
-pub use crate::store::FailurePolicy;
+pub use crate::model::FailurePolicy;
+use crate::model::algorithm::{Algorithm, Outcome, Rate};
 use crate::store::memory::MemoryStore;
 use crate::store::{Applied, Check, Commit, CounterStore, StoreError, StoreFuture};
 

@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use super::{Check, Commit, CounterStore, StoreError, StoreFuture};
-use crate::limiter::algorithm::Outcome;
+use crate::model::algorithm::Outcome;
 
 /// Stands in for a store until it is connected.
 #[derive(Debug)]

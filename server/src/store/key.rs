@@ -21,7 +21,7 @@
 
 use std::fmt::{self, Write};
 
-use crate::limiter::algorithm::Algorithm;
+use crate::model::algorithm::Algorithm;
 
 /// How a key ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,7 +170,7 @@ mod tests {
         let bucket = keys.build(
             "edge",
             entries.into_iter(),
-            KeySuffix::Algorithm(crate::limiter::algorithm::Algorithm::TokenBucket, 1),
+            KeySuffix::Algorithm(crate::model::algorithm::Algorithm::TokenBucket, 1),
         );
         assert_eq!(window, "fg:{edge_user_alice_path_/a}_60");
         assert_eq!(bucket, "fg:{edge_user_alice_path_/a}_tb1");

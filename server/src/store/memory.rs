@@ -6,7 +6,7 @@
 //! `std::sync::Mutex`: a request locks only the shard of each key it touches,
 //! for the few nanoseconds of an update, and never across an `.await`, so a
 //! blocking mutex is cheaper than an async one. Each key holds the state of
-//! its algorithm ([`crate::limiter::algorithm`]) and the time it can be
+//! its algorithm ([`crate::model::algorithm`]) and the time it can be
 //! dropped. The store is bounded: ended state is swept by
 //! [`MemoryStore::sweep_expired`] (run periodically by the server), and a
 //! full shard evicts the entry that ends first among a small sample, so
@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use super::{Check, Commit, CounterStore, MAX_COUNT, StoreFuture};
 use crate::clock::Clock;
-use crate::limiter::algorithm::{self, Algorithm, Bucket, Outcome, SlidingCounts};
-use crate::limiter::capacity::{self, WindowState};
+use crate::model::algorithm::{self, Algorithm, Bucket, Outcome, SlidingCounts};
+use crate::model::capacity::{self, WindowState};
 
 const SHARDS: usize = 64;
 /// Entries looked at to choose a victim when a shard is full.
@@ -445,7 +445,7 @@ impl CounterStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limiter::algorithm::Rate;
+    use crate::model::algorithm::Rate;
 
     fn fixed(key: &str, hits: u64, reset_after: u64) -> Check {
         Check {

@@ -1,6 +1,6 @@
 //! Counter storage: the last step of a decision. The limiter hands the store
 //! one [`Check`] per limit to apply; the store applies the limit's algorithm
-//! ([`crate::limiter::algorithm`]) to its counter atomically and returns one
+//! ([`crate::model::algorithm`]) to its counter atomically and returns one
 //! [`Outcome`] per check.
 //!
 //! Two backends implement [`CounterStore`]: [`memory::MemoryStore`], the
@@ -18,16 +18,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use crate::limiter::algorithm::{Algorithm, Outcome, Rate};
-use crate::limiter::capacity::CapacityRule;
 use std::sync::Arc;
 
-/// The most a stored count holds: 2^53 - 1, exact in Redis's Lua (doubles)
-/// and in every JSON client. Counts saturate here in both stores, whatever
-/// the hits (at most [`crate::limiter::MAX_HITS`] a call) and however many
-/// calls add them, so no caller can push a counter into an overflow error;
-/// every limit (at most `u32::MAX`) is far below it.
-pub const MAX_COUNT: u64 = (1 << 53) - 1;
+use crate::model::algorithm::{Algorithm, Outcome, Rate};
+use crate::model::capacity::CapacityRule;
+pub use crate::model::{FailurePolicy, MAX_COUNT};
 
 /// One limit to apply to one counter key.
 #[derive(Clone, Debug, PartialEq)]
@@ -114,30 +109,6 @@ impl StoreError {
     /// True when the call certainly did not run, so it may be retried.
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::NotSent(_))
-    }
-}
-
-/// What to answer when the store cannot be used.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum FailurePolicy {
-    /// Count in a local in-memory store (per server instance).
-    #[default]
-    Fallback,
-    /// Fail open: allow.
-    Allow,
-    /// Fail closed: reject.
-    Deny,
-}
-
-impl FailurePolicy {
-    /// Parses `fallback`, `allow` or `deny`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "fallback" => Some(FailurePolicy::Fallback),
-            "allow" => Some(FailurePolicy::Allow),
-            "deny" => Some(FailurePolicy::Deny),
-            _ => None,
-        }
     }
 }
 

@@ -53,7 +53,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::limiter::algorithm::{Algorithm, Rate};
+    use crate::model::algorithm::{Algorithm, Rate};
 
     fn check(key: &str) -> Check {
         Check {

@@ -26,8 +26,8 @@ pub use self::connection::{ConnectError, RedisMode, RedisSettings, Secret, TlsFi
 use self::connection::{Connection, connect, install_crypto_provider};
 use super::{Check, Commit, CounterStore, StoreError, StoreFuture};
 use crate::clock::Clock;
-use crate::limiter::algorithm::{Algorithm, Outcome};
-use crate::limiter::capacity::{Decided, Verdict};
+use crate::model::algorithm::{Algorithm, Outcome};
+use crate::model::capacity::{Decided, Verdict};
 
 /// Counters in Redis: one node, a Sentinel-managed master, or a cluster.
 #[derive(Clone)]

@@ -1,7 +1,7 @@
 //! The counting algorithms, as pure functions of the stored state and "now".
 //!
 //! The memory store calls these directly; the Redis scripts
-//! (`store/scripts/*.lua`) perform the same arithmetic in the same order on
+//! (`store/redis/scripts/algorithms/*.lua`) perform the same arithmetic in the same order on
 //! the same IEEE doubles, so both stores reach the same decisions for the
 //! same inputs. Times are milliseconds since the Unix epoch as `f64`: exact
 //! for whole milliseconds, and fine-grained enough (about 0.2 µs at today's

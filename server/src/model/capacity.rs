@@ -36,7 +36,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::rules::Unit;
+use super::Unit;
 
 /// The name under which clients past the bound are counted together.
 pub const OTHER_CLIENTS: &str = "\u{0}other";
@@ -406,7 +406,7 @@ pub fn decide(
         // Demand counts every ask: it saturates like a fixed-window count.
         state.class_demand[class] = state.class_demand[class]
             .saturating_add(hits)
-            .min(crate::store::MAX_COUNT);
+            .min(super::MAX_COUNT);
         if seen.is_none() {
             state.weight = weight_now;
         }
