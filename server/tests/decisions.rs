@@ -370,15 +370,12 @@ async fn counter_keys_use_the_reference_format_with_the_prefix() {
     let check = floodgate_server::store::Check {
         key,
         hits: 0,
-        algorithm: floodgate_server::model::algorithm::Algorithm::FixedWindow,
-        rate: floodgate_server::model::algorithm::Rate {
+        limit: floodgate_server::store::Limit::FixedWindow {
             limit: 3,
             period_ms: 60_000.0,
-            burst: 0,
+            reset_after: Duration::from_secs(60),
         },
-        reset_after: Duration::from_secs(60),
         veto: true,
-        capacity: None,
     };
     assert_eq!(
         f.store.apply_one(&check).remaining,
@@ -777,15 +774,12 @@ async fn a_replaced_sibling_does_not_move_the_other_limits_key() {
     let check = floodgate_server::store::Check {
         key: format!("multi_api_k_{hour_start}_1"),
         hits: 0,
-        algorithm: floodgate_server::model::algorithm::Algorithm::FixedWindow,
-        rate: floodgate_server::model::algorithm::Rate {
+        limit: floodgate_server::store::Limit::FixedWindow {
             limit: 3,
             period_ms: 3_600_000.0,
-            burst: 0,
+            reset_after: Duration::from_secs(60),
         },
-        reset_after: Duration::from_secs(60),
         veto: true,
-        capacity: None,
     };
     assert_eq!(
         store.apply_one(&check).remaining,

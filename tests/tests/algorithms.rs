@@ -19,7 +19,7 @@ use floodgate_server::clock::Clock;
 use floodgate_server::model::algorithm::{Algorithm, Outcome, Rate};
 use floodgate_server::store::memory::MemoryStore;
 use floodgate_server::store::redis::{RedisSettings, RedisStore};
-use floodgate_server::store::{Check, Commit, CounterStore};
+use floodgate_server::store::{Check, Commit, CounterStore, Limit};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
@@ -206,11 +206,12 @@ impl Stores {
             let check = Check {
                 key,
                 hits,
-                algorithm,
-                rate,
-                reset_after: Duration::from_millis(period - now % period),
+                limit: Limit::of(
+                    algorithm,
+                    rate,
+                    Duration::from_millis(period - now % period),
+                ),
                 veto: true,
-                capacity: None,
             };
             let m: Outcome = memory.apply_one(&check);
             let r: Outcome = self
@@ -264,7 +265,7 @@ fn property(algorithm: Algorithm, model: impl Fn(&Case, Rate) -> Box<dyn Model>)
                 },
                 // Buckets: one token per interval, `burst` at most.
                 // Capacity has its own property test (tests/capacity.rs).
-                Algorithm::TokenBucket | Algorithm::Gcra | Algorithm::Capacity => Rate {
+                Algorithm::TokenBucket | Algorithm::Gcra => Rate {
                     limit: case.limit,
                     period_ms: (case.interval_ms * case.limit) as f64,
                     burst: case.burst,

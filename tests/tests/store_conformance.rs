@@ -16,7 +16,7 @@ use floodgate_server::limiter::MAX_HITS;
 use floodgate_server::model::algorithm::{Algorithm, Rate};
 use floodgate_server::store::memory::MemoryStore;
 use floodgate_server::store::redis::{RedisSettings, RedisStore};
-use floodgate_server::store::{Check, Commit, CounterStore, MAX_COUNT, StoreError};
+use floodgate_server::store::{Check, Commit, CounterStore, Limit, MAX_COUNT, StoreError};
 use redis::AsyncCommands;
 
 /// A fixed-window limit so high it is never reached: the outcome's
@@ -27,15 +27,17 @@ fn hit(key: &str, hits: u64) -> Check {
     Check {
         key: key.into(),
         hits,
-        algorithm: Algorithm::FixedWindow,
-        rate: Rate {
-            limit: LIMIT,
-            period_ms: 60_000.0,
-            burst: 0,
-        },
-        reset_after: Duration::from_secs(30),
+        limit: fixed_window(LIMIT),
         veto: true,
-        capacity: None,
+    }
+}
+
+/// A fixed window of `limit` a minute, 30 s from its end.
+fn fixed_window(limit: u64) -> Limit {
+    Limit::FixedWindow {
+        limit,
+        period_ms: 60_000.0,
+        reset_after: Duration::from_secs(30),
     }
 }
 
@@ -424,10 +426,7 @@ async fn huge_counts(store: &dyn CounterStore, prefix: &str) -> Vec<(bool, u64)>
     let mut seen = Vec::new();
     for limit in 1..=1_030u64 {
         let check = Check {
-            rate: Rate {
-                limit,
-                ..hit(&key, MAX_HITS).rate
-            },
+            limit: fixed_window(limit),
             ..hit(&key, MAX_HITS)
         };
         for commit in [Commit::Each, Commit::AllOrNothing] {
@@ -439,10 +438,7 @@ async fn huge_counts(store: &dyn CounterStore, prefix: &str) -> Vec<(bool, u64)>
     // At the ceiling, a limit just under it still rejects, and a check of
     // 0 hits reads the count without adding.
     let at = |limit: u64, hits: u64| Check {
-        rate: Rate {
-            limit,
-            ..hit(&key, 0).rate
-        },
+        limit: fixed_window(limit),
         ..hit(&key, hits)
     };
     for check in [at(MAX_COUNT - 1, 0), at(MAX_COUNT, 0), at(MAX_COUNT, 1)] {
@@ -479,20 +475,15 @@ async fn huge_counts_saturate_alike_in_memory_and_in_redis() {
 async fn all_or_nothing(store: &dyn CounterStore, prefix: &str) {
     let k = |name: &str| format!("{prefix}{name}");
     let fixed = |key: &str, limit: u64| Check {
-        rate: Rate {
-            limit,
-            period_ms: 60_000.0,
-            burst: 0,
-        },
+        limit: fixed_window(limit),
         ..hit(key, 1)
     };
     let bucket = |key: &str| Check {
-        algorithm: Algorithm::TokenBucket,
-        rate: Rate {
+        limit: Limit::TokenBucket(Rate {
             limit: 1,
             period_ms: 3_600_000.0,
             burst: 5,
-        },
+        }),
         ..hit(key, 1)
     };
     let group = |tight: &str| {
@@ -569,15 +560,16 @@ async fn rounding_at_the_epoch(store: &dyn CounterStore, prefix: &str) {
             let check = |key: &str, hits: u64, burst: u64| Check {
                 key: format!("{prefix}{key}_{}_{limit}", algorithm.name()),
                 hits,
-                algorithm,
-                rate: Rate {
-                    limit,
-                    period_ms: 1_000.0,
-                    burst,
-                },
-                reset_after: Duration::ZERO,
+                limit: Limit::of(
+                    algorithm,
+                    Rate {
+                        limit,
+                        period_ms: 1_000.0,
+                        burst,
+                    },
+                    Duration::ZERO,
+                ),
                 veto: true,
-                capacity: None,
             };
             let first = store
                 .apply(&[check("one", 1, 1)], Commit::Each)

@@ -27,7 +27,7 @@ use crate::model::capacity::{CapacityRule, Verdict};
 use crate::rules::{Allowance, CapacityMatch, Domain, Node, Rules};
 use crate::store::key::CacheKey;
 use crate::store::key::KeySuffix;
-use crate::store::{Applied, CapacityCall, Check, Commit, CounterStore, StoreError};
+use crate::store::{Applied, CapacityCall, Check, Commit, CounterStore, Limit, StoreError};
 
 /// A decision code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,129 +262,116 @@ impl Limiter {
                 .collect(),
         };
         drop_replaced(&mut matched);
-
-        // Fixed windows are whole seconds, as in the reference: a window of
-        // length `len` starts at floor(now / len) * len and resets
-        // `len - now % len` seconds from now (so never 0).
         let now = self.clock.now().as_secs();
         let mut checks = Vec::new();
         let plans: Vec<Plan<'_>> = request
             .descriptors
             .iter()
             .zip(matched)
-            .map(|(descriptor, m)| {
-                let Some(Matched {
-                    limits,
-                    node,
-                    shared,
-                    capacity,
-                }) = m
-                else {
-                    return Plan::NoLimit(None);
-                };
-                // Only a rejection that rejects the request may stop the
-                // others from taking (stop_increment_when_over_limit).
-                let veto = !self.options.global_shadow_mode
-                    && !node.is_some_and(|n| n.shadow_mode || n.quota_mode);
-                // The key names the entries down to the rule's node (for a
-                // capacity rule, not its client and priority entries).
-                let depth = capacity.map_or(usize::MAX, |(_, at)| at.depth);
-                let entries = descriptor
-                    .pairs()
-                    .take(depth)
-                    .enumerate()
-                    .map(|(i, (k, v))| {
-                        let shared = shared.iter().find(|(at, _)| *at == i);
-                        (k, shared.map_or(v, |(_, pattern)| *pattern))
-                    });
-                if let Some((rule, at)) = capacity {
-                    let len = rule.window_secs();
-                    let check = Check {
-                        key: self.keys.build(
-                            request.domain,
-                            entries,
-                            KeySuffix::Algorithm(Algorithm::Capacity, 0),
-                        ),
-                        hits: descriptor.hits,
-                        algorithm: Algorithm::Capacity,
-                        rate: Rate {
-                            limit: rule.limits.total,
-                            period_ms: (len * 1_000) as f64,
-                            burst: 0,
-                        },
-                        reset_after: Duration::from_secs(len - now % len),
-                        veto,
-                        capacity: None,
-                    };
-                    return self.plan_capacity(descriptor, node, rule, at, check, &mut checks);
-                }
-                match limits.first() {
-                    None => return Plan::NoLimit(node),
-                    Some((_, Allowance::Unlimited, _)) => return Plan::Unlimited(node),
-                    Some(_) => {}
-                }
-                let mut applied = Vec::with_capacity(limits.len());
-                for (index, allowance, name) in limits {
-                    let Allowance::PerUnit {
-                        requests_per_unit,
-                        unit,
-                        unit_multiplier,
-                        algorithm,
-                        burst,
-                    } = allowance
-                    else {
-                        continue;
-                    };
-                    let len = unit.window().as_secs() * u64::from(unit_multiplier);
-                    let start = now / len * len;
-                    // The first limit keeps the reference's key; further ones
-                    // (rate_limits) and other algorithms get a suffix.
-                    let suffix = match (algorithm, index) {
-                        (Algorithm::FixedWindow, 0) => KeySuffix::Window(start),
-                        (Algorithm::FixedWindow, i) => KeySuffix::WindowIndex(start, i),
-                        (a, i) => KeySuffix::Algorithm(a, i),
-                    };
-                    checks.push(Check {
-                        key: self.keys.build(request.domain, entries.clone(), suffix),
-                        hits: descriptor.hits,
-                        algorithm,
-                        rate: Rate {
-                            limit: u64::from(requests_per_unit),
-                            period_ms: (len * 1_000) as f64,
-                            burst: u64::from(burst.unwrap_or(requests_per_unit)),
-                        },
-                        reset_after: Duration::from_secs(start + len - now),
-                        veto,
-                        capacity: None,
-                    });
-                    applied.push((
-                        AppliedLimit {
-                            requests_per_unit,
-                            unit,
-                            name,
-                        },
-                        checks.len() - 1,
-                    ));
-                }
-                Plan::Count {
-                    limits: applied,
-                    node,
-                    capacity: None,
-                }
+            .map(|(descriptor, m)| match m {
+                None => Plan::NoLimit(None),
+                Some(m) => self.plan_one(request.domain, descriptor, m, now, &mut checks),
             })
             .collect();
         (plans, checks)
     }
 
-    /// A capacity rule's check (`check`, with the key and window laid out)
-    /// for `descriptor`: who asks, in which class.
-    fn plan_capacity<'r>(
+    /// One matched descriptor's plan, its checks pushed onto `checks`.
+    fn plan_one<'r>(
         &self,
+        domain: &str,
+        descriptor: &Descriptor<'_>,
+        m: Matched<'r>,
+        now: u64,
+        checks: &mut Vec<Check>,
+    ) -> Plan<'r> {
+        let Matched {
+            limits,
+            node,
+            shared,
+            capacity,
+        } = m;
+        // Only a rejection that rejects the request may stop the
+        // others from taking (stop_increment_when_over_limit).
+        let veto = !self.options.global_shadow_mode
+            && !node.is_some_and(|n| n.shadow_mode || n.quota_mode);
+        // The key names the entries down to the rule's node (for a
+        // capacity rule, not its client and priority entries).
+        let depth = capacity.map_or(usize::MAX, |(_, at)| at.depth);
+        let entries = descriptor
+            .pairs()
+            .take(depth)
+            .enumerate()
+            .map(|(i, (k, v))| {
+                let shared = shared.iter().find(|(at, _)| *at == i);
+                (k, shared.map_or(v, |(_, pattern)| *pattern))
+            });
+        if let Some(capacity) = capacity {
+            let key = self.keys.build(domain, entries, KeySuffix::Capacity);
+            return Self::plan_capacity(descriptor, node, capacity, (key, veto), now, checks);
+        }
+        match limits.first() {
+            None => return Plan::NoLimit(node),
+            Some((_, Allowance::Unlimited, _)) => return Plan::Unlimited(node),
+            Some(_) => {}
+        }
+        let mut applied = Vec::with_capacity(limits.len());
+        for (index, allowance, name) in limits {
+            let Allowance::PerUnit {
+                requests_per_unit,
+                unit,
+                unit_multiplier,
+                algorithm,
+                burst,
+            } = allowance
+            else {
+                continue;
+            };
+            // Fixed windows are whole seconds, as in the reference: a window
+            // of length `len` starts at floor(now / len) * len and resets
+            // `len - now % len` seconds from now (so never 0).
+            let len = unit.window().as_secs() * u64::from(unit_multiplier);
+            let start = now / len * len;
+            // The first limit keeps the reference's key; further ones
+            // (rate_limits) and other algorithms get a suffix.
+            let suffix = match (algorithm, index) {
+                (Algorithm::FixedWindow, 0) => KeySuffix::Window(start),
+                (Algorithm::FixedWindow, i) => KeySuffix::WindowIndex(start, i),
+                (a, i) => KeySuffix::Algorithm(a, i),
+            };
+            let rate = Rate {
+                limit: u64::from(requests_per_unit),
+                period_ms: (len * 1_000) as f64,
+                burst: u64::from(burst.unwrap_or(requests_per_unit)),
+            };
+            checks.push(Check {
+                key: self.keys.build(domain, entries.clone(), suffix),
+                hits: descriptor.hits,
+                limit: Limit::of(algorithm, rate, Duration::from_secs(start + len - now)),
+                veto,
+            });
+            let limit = AppliedLimit {
+                requests_per_unit,
+                unit,
+                name,
+            };
+            applied.push((limit, checks.len() - 1));
+        }
+        Plan::Count {
+            limits: applied,
+            node,
+            capacity: None,
+        }
+    }
+
+    /// A capacity rule's check for `descriptor` (under `key`): who asks, in
+    /// which class.
+    fn plan_capacity<'r>(
         descriptor: &Descriptor<'_>,
         node: Option<&'r Node>,
-        rule: &'r Arc<CapacityRule>,
-        at: CapacityMatch,
-        check: Check,
+        (rule, at): (&'r Arc<CapacityRule>, CapacityMatch),
+        (key, veto): (String, bool),
+        now: u64,
         checks: &mut Vec<Check>,
     ) -> Plan<'r> {
         let value = |at: Option<usize>| {
@@ -393,14 +380,18 @@ impl Limiter {
         };
         let client = value(at.client_at).unwrap_or_default();
         let class = rule.class_of(value(at.class_at));
+        let len = rule.window_secs();
         checks.push(Check {
-            capacity: Some(CapacityCall {
+            key,
+            hits: descriptor.hits,
+            limit: Limit::Capacity(CapacityCall {
                 rule: rule.clone(),
                 client: client.to_owned(),
                 weight: rule.weight_of(client),
                 class,
+                reset_after: Duration::from_secs(len - now % len),
             }),
-            ..check
+            veto,
         });
         let limit = AppliedLimit {
             requests_per_unit: u32::try_from(rule.limits.total).unwrap_or(u32::MAX),

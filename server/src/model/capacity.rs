@@ -3,8 +3,8 @@
 //! its share a client may borrow capacity the others leave unused; and near
 //! the total, the least important traffic is shed first.
 //!
-//! On the request path this is what a [`Check`](crate::store::Check) of
-//! [`Algorithm::Capacity`](super::algorithm::Algorithm::Capacity) decides in
+//! On the request path this is what a [`Check`](crate::store::Check) whose
+//! limit is [`Limit::Capacity`](crate::store::Limit::Capacity) decides in
 //! the store: the limiter resolves the descriptor's client and priority class
 //! ([`CapacityRule::class_of`], [`CapacityRule::weight_of`]), and the store
 //! runs [`decide`] over the rule's [`WindowState`] atomically: under the

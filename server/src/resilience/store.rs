@@ -22,9 +22,9 @@ use super::breaker::{BreakerSettings, BreakerState, CircuitBreaker};
 use super::overlimit::OverLimitCache;
 use super::retry::{Retry, RetrySettings};
 pub use crate::model::FailurePolicy;
-use crate::model::algorithm::{Algorithm, Outcome, Rate};
+use crate::model::algorithm::Outcome;
 use crate::store::memory::MemoryStore;
-use crate::store::{Applied, Check, Commit, CounterStore, StoreError, StoreFuture};
+use crate::store::{Applied, Check, Commit, CounterStore, Limit, StoreError, StoreFuture};
 
 /// Resilience settings, validated by [`crate::config`].
 #[derive(Clone, Debug, PartialEq)]
@@ -194,10 +194,11 @@ impl ResilientStore {
                     .iter()
                     .map(|check| Outcome {
                         allowed,
-                        remaining: if allowed { check.rate.limit } else { 0 },
-                        reset_after: match check.algorithm {
-                            Algorithm::FixedWindow | Algorithm::Capacity => check.reset_after,
-                            _ => Duration::try_from_secs_f64(check.rate.period_ms / 1_000.0)
+                        remaining: if allowed { check.limit.limit() } else { 0 },
+                        reset_after: match &check.limit {
+                            Limit::FixedWindow { reset_after, .. } => *reset_after,
+                            Limit::Capacity(call) => call.reset_after,
+                            other => Duration::try_from_secs_f64(other.period_ms() / 1_000.0)
                                 .unwrap_or(Duration::MAX),
                         },
                         capacity: None,
@@ -225,10 +226,9 @@ impl ResilientStore {
             return self.apply_uncached(checks, commit, policy).await;
         };
         let started = Instant::now();
-        let over = |c: &Check| {
-            (c.algorithm == Algorithm::FixedWindow && c.hits > 0)
-                .then(|| cache.over(&c.key, c.rate.limit))
-                .flatten()
+        let over = |c: &Check| match c.limit {
+            Limit::FixedWindow { limit, .. } if c.hits > 0 => cache.over(&c.key, limit),
+            _ => None,
         };
         // The common case, no key known to be over: nothing allocated here.
         let cached: Vec<Option<Duration>> = if checks.iter().any(|c| over(c).is_some()) {
@@ -271,8 +271,11 @@ impl ResilientStore {
         if !applied.degraded {
             for (i, (check, outcome)) in checks.iter().zip(&applied.outcomes).enumerate() {
                 let was_cached = cached.get(i).is_some_and(Option::is_some);
-                if check.algorithm == Algorithm::FixedWindow && !outcome.allowed && !was_cached {
-                    cache.insert(&check.key, check.rate.limit, outcome.reset_after, started);
+                if let Limit::FixedWindow { limit, .. } = check.limit
+                    && !outcome.allowed
+                    && !was_cached
+                {
+                    cache.insert(&check.key, limit, outcome.reset_after, started);
                 }
             }
         }
@@ -421,16 +424,13 @@ impl ResilientStore {
             .map(|(key, count, left)| Check {
                 key,
                 hits: count,
-                algorithm: Algorithm::FixedWindow,
                 // Only the count matters here: the hits were decided already.
-                rate: Rate {
+                limit: Limit::FixedWindow {
                     limit: u64::from(u32::MAX),
                     period_ms: left.as_secs_f64() * 1_000.0,
-                    burst: u64::from(u32::MAX),
+                    reset_after: left,
                 },
-                reset_after: left,
                 veto: false,
-                capacity: None,
             })
             .collect();
         let mut handed = 0;
@@ -582,15 +582,12 @@ mod tests {
         vec![Check {
             key: "k".into(),
             hits: 1,
-            algorithm: Algorithm::FixedWindow,
-            rate: Rate {
+            limit: Limit::FixedWindow {
                 limit: 10,
                 period_ms: 60_000.0,
-                burst: 10,
+                reset_after: Duration::from_secs(60),
             },
-            reset_after: Duration::from_secs(60),
             veto: true,
-            capacity: None,
         }]
     }
 

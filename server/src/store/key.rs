@@ -33,6 +33,8 @@ pub enum KeySuffix {
     /// The state of another algorithm, for the limit at this index; the
     /// state lives across windows, so no window start.
     Algorithm(Algorithm, usize),
+    /// A capacity rule's window state (one per descriptor node).
+    Capacity,
 }
 
 impl fmt::Display for KeySuffix {
@@ -46,10 +48,10 @@ impl fmt::Display for KeySuffix {
                     Algorithm::SlidingWindow => "sw",
                     Algorithm::TokenBucket => "tb",
                     Algorithm::Gcra => "gcra",
-                    Algorithm::Capacity => "cap",
                 };
                 write!(f, "{tag}{index}")
             }
+            KeySuffix::Capacity => write!(f, "cap0"),
         }
     }
 }

@@ -18,9 +18,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{Check, Commit, CounterStore, MAX_COUNT, StoreFuture};
+use super::{CapacityCall, Check, Commit, CounterStore, Limit, MAX_COUNT, StoreFuture};
 use crate::clock::Clock;
-use crate::model::algorithm::{self, Algorithm, Bucket, Outcome, SlidingCounts};
+use crate::model::algorithm::{self, Bucket, Outcome, Rate, SlidingCounts};
 use crate::model::capacity::{self, WindowState};
 
 const SHARDS: usize = 64;
@@ -99,80 +99,16 @@ impl MemoryStore {
             .get(check.key.as_str())
             .filter(|e| e.expires_at > now)
             .map(|e| &e.state);
-        let (outcome, next, ttl) = match check.algorithm {
-            Algorithm::FixedWindow => {
-                let count = match current {
-                    Some(State::Count(c)) => *c,
-                    _ => 0,
-                }
-                .saturating_add(check.hits)
-                .min(MAX_COUNT);
-                let outcome = algorithm::fixed_window(count, check.rate.limit, check.reset_after);
-                (
-                    outcome,
-                    (check.hits > 0).then_some(State::Count(count)),
-                    check.reset_after,
-                )
-            }
-            Algorithm::SlidingWindow => {
-                let period = check.rate.period_ms;
-                let start_ms = (now_ms / period).floor() * period;
-                let counts = match current {
-                    Some(State::Sliding {
-                        start_ms: s,
-                        counts,
-                    }) if *s == start_ms => *counts,
-                    Some(State::Sliding {
-                        start_ms: s,
-                        counts,
-                    }) if *s + period == start_ms => SlidingCounts {
-                        previous: counts.current,
-                        current: 0,
-                    },
-                    _ => SlidingCounts::default(),
-                };
-                let (outcome, count) =
-                    algorithm::sliding_window(counts, check.rate, now_ms, check.hits);
-                let next = State::Sliding {
-                    start_ms,
-                    counts: SlidingCounts {
-                        current: count,
-                        ..counts
-                    },
-                };
-                // The current window's count matters until the end of the next one.
-                let ttl = Duration::try_from_secs_f64((start_ms + 2.0 * period - now_ms) / 1_000.0)
-                    .unwrap_or(Duration::MAX);
-                (outcome, Some(next), ttl)
-            }
-            Algorithm::TokenBucket => {
-                let bucket = match current {
-                    Some(State::Bucket(b)) => Some(*b),
-                    _ => None,
-                };
-                let (outcome, next) =
-                    algorithm::token_bucket(bucket, check.rate, now_ms, check.hits);
-                let ttl = algorithm::token_bucket_ttl(next, check.rate, now_ms);
-                (
-                    outcome,
-                    (outcome.allowed && check.hits > 0).then_some(State::Bucket(next)),
-                    ttl,
-                )
-            }
-            Algorithm::Capacity => return self.evaluate_capacity(shard, check, now, take),
-            Algorithm::Gcra => {
-                let tat = match current {
-                    Some(State::Tat(t)) => Some(*t),
-                    _ => None,
-                };
-                let (outcome, next) = algorithm::gcra(tat, check.rate, now_ms, check.hits);
-                let ttl = Duration::try_from_secs_f64(((next - now_ms) / 1_000.0).max(0.001))
-                    .unwrap_or(Duration::MAX);
-                (
-                    outcome,
-                    (outcome.allowed && check.hits > 0).then_some(State::Tat(next)),
-                    ttl,
-                )
+        let hits = check.hits;
+        let (outcome, next, ttl) = match &check.limit {
+            Limit::FixedWindow {
+                limit, reset_after, ..
+            } => fixed_window(current, hits, *limit, *reset_after),
+            Limit::SlidingWindow(rate) => sliding_window(current, hits, *rate, now_ms),
+            Limit::TokenBucket(rate) => token_bucket(current, hits, *rate, now_ms),
+            Limit::Gcra(rate) => gcra(current, hits, *rate, now_ms),
+            Limit::Capacity(call) => {
+                return self.evaluate_capacity(shard, check, call, now, take);
             }
         };
         if let (true, Some(state)) = (take, next) {
@@ -207,24 +143,17 @@ impl MemoryStore {
         &self,
         shard: &mut Shard,
         check: &Check,
+        call: &CapacityCall,
         now: Duration,
         take: bool,
     ) -> Outcome {
         // A check of 0 hits (a peek) writes nothing, as in the script.
         let take = take && check.hits > 0;
-        let period = check.rate.period_ms;
+        let period = call.period_ms();
         let now_ms = now.as_secs_f64() * 1_000.0;
         let start_ms = (now_ms / period).floor() * period;
         let reset_after = Duration::try_from_secs_f64((start_ms + period - now_ms) / 1_000.0)
             .unwrap_or(Duration::MAX);
-        let Some(call) = &check.capacity else {
-            // Not built by the limiter (the script answers it with an
-            // error): nothing to decide with, so nothing is admitted.
-            return Outcome {
-                reset_after,
-                ..Outcome::default()
-            };
-        };
         // The key lives until the end of the window after the one it holds.
         let expires_after = |window_ms: f64| {
             Duration::try_from_secs_f64((window_ms + 2.0 * period) / 1_000.0)
@@ -412,6 +341,88 @@ impl MemoryStore {
     }
 }
 
+/// What one algorithm decided over a key's state: the outcome, the state
+/// to store (when it changes) and how long the state matters.
+type Evaluated = (Outcome, Option<State>, Duration);
+
+/// Fixed window: the window's count after the hits; rejected hits count too.
+fn fixed_window(
+    current: Option<&State>,
+    hits: u64,
+    limit: u64,
+    reset_after: Duration,
+) -> Evaluated {
+    let count = match current {
+        Some(State::Count(c)) => *c,
+        _ => 0,
+    }
+    .saturating_add(hits)
+    .min(MAX_COUNT);
+    let outcome = algorithm::fixed_window(count, limit, reset_after);
+    (
+        outcome,
+        (hits > 0).then_some(State::Count(count)),
+        reset_after,
+    )
+}
+
+/// Sliding window: the stored window rolls over when `now` is in the next one.
+fn sliding_window(current: Option<&State>, hits: u64, rate: Rate, now_ms: f64) -> Evaluated {
+    let period = rate.period_ms;
+    let start_ms = (now_ms / period).floor() * period;
+    let counts = match current {
+        Some(State::Sliding {
+            start_ms: s,
+            counts,
+        }) if *s == start_ms => *counts,
+        Some(State::Sliding {
+            start_ms: s,
+            counts,
+        }) if *s + period == start_ms => SlidingCounts {
+            previous: counts.current,
+            current: 0,
+        },
+        _ => SlidingCounts::default(),
+    };
+    let (outcome, count) = algorithm::sliding_window(counts, rate, now_ms, hits);
+    let next = State::Sliding {
+        start_ms,
+        counts: SlidingCounts {
+            current: count,
+            ..counts
+        },
+    };
+    // The current window's count matters until the end of the next one.
+    let ttl = Duration::try_from_secs_f64((start_ms + 2.0 * period - now_ms) / 1_000.0)
+        .unwrap_or(Duration::MAX);
+    (outcome, Some(next), ttl)
+}
+
+/// Token bucket: only hits taken change the bucket.
+fn token_bucket(current: Option<&State>, hits: u64, rate: Rate, now_ms: f64) -> Evaluated {
+    let bucket = match current {
+        Some(State::Bucket(b)) => Some(*b),
+        _ => None,
+    };
+    let (outcome, next) = algorithm::token_bucket(bucket, rate, now_ms, hits);
+    let ttl = algorithm::token_bucket_ttl(next, rate, now_ms);
+    let changed = outcome.allowed && hits > 0;
+    (outcome, changed.then_some(State::Bucket(next)), ttl)
+}
+
+/// GCRA: only hits taken move the TAT.
+fn gcra(current: Option<&State>, hits: u64, rate: Rate, now_ms: f64) -> Evaluated {
+    let tat = match current {
+        Some(State::Tat(t)) => Some(*t),
+        _ => None,
+    };
+    let (outcome, next) = algorithm::gcra(tat, rate, now_ms, hits);
+    let ttl = Duration::try_from_secs_f64(((next - now_ms) / 1_000.0).max(0.001))
+        .unwrap_or(Duration::MAX);
+    let changed = outcome.allowed && hits > 0;
+    (outcome, changed.then_some(State::Tat(next)), ttl)
+}
+
 impl CounterStore for MemoryStore {
     fn apply<'a>(&'a self, checks: &'a [Check], commit: Commit) -> StoreFuture<'a, Vec<Outcome>> {
         let now = self.clock.now();
@@ -445,21 +456,17 @@ impl CounterStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::algorithm::Rate;
 
     fn fixed(key: &str, hits: u64, reset_after: u64) -> Check {
         Check {
             key: key.into(),
             hits,
-            algorithm: Algorithm::FixedWindow,
-            rate: Rate {
+            limit: Limit::FixedWindow {
                 limit: 100,
                 period_ms: 60_000.0,
-                burst: 0,
+                reset_after: Duration::from_secs(reset_after),
             },
-            reset_after: Duration::from_secs(reset_after),
             veto: true,
-            capacity: None,
         }
     }
 
@@ -517,12 +524,11 @@ mod tests {
     async fn rejected_bucket_hits_leave_no_state_behind() {
         let store = MemoryStore::new(100, Clock::anchored(Duration::from_secs(1_000)));
         let check = Check {
-            algorithm: Algorithm::TokenBucket,
-            rate: Rate {
+            limit: Limit::TokenBucket(Rate {
                 limit: 1,
                 period_ms: 60_000.0,
                 burst: 1,
-            },
+            }),
             ..fixed("tb", 2, 0)
         };
         assert!(

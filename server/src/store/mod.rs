@@ -32,18 +32,71 @@ pub struct Check {
     pub key: String,
     /// How much to add. 0 checks without taking anything.
     pub hits: u64,
-    /// How to count.
-    pub algorithm: Algorithm,
-    /// The limit, period and burst.
-    pub rate: Rate,
-    /// Fixed window only: time left in the window, by the limiter's clock.
-    pub reset_after: Duration,
+    /// How to count, with what that way of counting needs.
+    pub limit: Limit,
     /// Under [`Commit::AllOrNothing`], whether this check's rejection stops
     /// the others from taking: false for checks whose rejection does not
     /// reject the request (shadow mode, quota mode).
     pub veto: bool,
-    /// [`Algorithm::Capacity`] only: the rule, and who asks in which class.
-    pub capacity: Option<CapacityCall>,
+}
+
+/// A check's limit: the algorithm, with what it needs and nothing else.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Limit {
+    /// The reference's fixed window ([`crate::model::algorithm::fixed_window`]).
+    FixedWindow {
+        /// Hits per window.
+        limit: u64,
+        /// The window's length, in milliseconds.
+        period_ms: f64,
+        /// Time left in the window, by the limiter's clock.
+        reset_after: Duration,
+    },
+    /// A sliding window ([`crate::model::algorithm::sliding_window`]).
+    SlidingWindow(Rate),
+    /// A token bucket ([`crate::model::algorithm::token_bucket`]).
+    TokenBucket(Rate),
+    /// GCRA ([`crate::model::algorithm::gcra`]).
+    Gcra(Rate),
+    /// A capacity rule ([`crate::model::capacity::decide`]).
+    Capacity(CapacityCall),
+}
+
+impl Limit {
+    /// The limit of a rule's `algorithm` at `rate`; `reset_after` (time
+    /// left in the window) is kept by the fixed window only.
+    pub fn of(algorithm: Algorithm, rate: Rate, reset_after: Duration) -> Limit {
+        match algorithm {
+            Algorithm::FixedWindow => Limit::FixedWindow {
+                limit: rate.limit,
+                period_ms: rate.period_ms,
+                reset_after,
+            },
+            Algorithm::SlidingWindow => Limit::SlidingWindow(rate),
+            Algorithm::TokenBucket => Limit::TokenBucket(rate),
+            Algorithm::Gcra => Limit::Gcra(rate),
+        }
+    }
+
+    /// Hits allowed per period (a capacity rule's total).
+    pub fn limit(&self) -> u64 {
+        match self {
+            Limit::FixedWindow { limit, .. } => *limit,
+            Limit::SlidingWindow(rate) | Limit::TokenBucket(rate) | Limit::Gcra(rate) => rate.limit,
+            Limit::Capacity(call) => call.rule.limits.total,
+        }
+    }
+
+    /// The period (the window of a fixed window or a capacity rule), in ms.
+    pub fn period_ms(&self) -> f64 {
+        match self {
+            Limit::FixedWindow { period_ms, .. } => *period_ms,
+            Limit::SlidingWindow(rate) | Limit::TokenBucket(rate) | Limit::Gcra(rate) => {
+                rate.period_ms
+            }
+            Limit::Capacity(call) => call.period_ms(),
+        }
+    }
 }
 
 /// Who asks a capacity rule for hits.
@@ -57,6 +110,15 @@ pub struct CapacityCall {
     pub weight: f64,
     /// The priority class (0: the most important).
     pub class: usize,
+    /// Time left in the rule's window, by the limiter's clock.
+    pub reset_after: Duration,
+}
+
+impl CapacityCall {
+    /// The rule's window, in milliseconds.
+    pub fn period_ms(&self) -> f64 {
+        (self.rule.window_secs() * 1_000) as f64
+    }
 }
 
 /// How the checks of one call commit.
