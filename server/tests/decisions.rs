@@ -796,9 +796,14 @@ impl floodgate_server::store::CounterStore for Frozen {
     fn apply<'a>(
         &'a self,
         _: &'a [floodgate_server::store::Check],
-        _: floodgate_server::store::Commit,
-    ) -> floodgate_server::store::StoreFuture<'a, Vec<floodgate_server::model::algorithm::Outcome>>
-    {
+        _: floodgate_server::store::CallOptions,
+    ) -> floodgate_server::store::StoreFuture<'a, floodgate_server::store::Applied> {
+        Box::pin(std::future::pending())
+    }
+    fn add<'a>(
+        &'a self,
+        _: &'a [floodgate_server::store::WindowCount],
+    ) -> floodgate_server::store::StoreFuture<'a, ()> {
         Box::pin(std::future::pending())
     }
     fn reset<'a>(&'a self, _: &'a [String]) -> floodgate_server::store::StoreFuture<'a, u64> {

@@ -106,19 +106,29 @@ fn algorithms(c: &mut Criterion) {
         .map(|i| capacity_check(&format!("u{i}")))
         .collect();
     runtime.block_on(async {
-        memory.apply(&fill, Commit::Each).await.expect("memory");
-        redis.apply(&fill, Commit::Each).await.expect("redis");
+        memory
+            .apply(&fill, Commit::Each.into())
+            .await
+            .expect("memory");
+        redis
+            .apply(&fill, Commit::Each.into())
+            .await
+            .expect("redis");
     });
     let mut group = c.benchmark_group("algorithm");
     for (name, algorithm) in ALGORITHMS {
         let one = [check(algorithm)];
         group.bench_function(format!("{name}/memory"), |b| {
-            b.to_async(&runtime)
-                .iter(|| async { memory.apply(&one, Commit::Each).await.expect("memory") })
+            b.to_async(&runtime).iter(|| async {
+                memory
+                    .apply(&one, Commit::Each.into())
+                    .await
+                    .expect("memory")
+            })
         });
         group.bench_function(format!("{name}/redis"), |b| {
             b.to_async(&runtime)
-                .iter(|| async { redis.apply(&one, Commit::Each).await.expect("redis") })
+                .iter(|| async { redis.apply(&one, Commit::Each.into()).await.expect("redis") })
         });
     }
     group.finish();

@@ -216,8 +216,9 @@ impl Stores {
             let m: Outcome = memory.apply_one(&check);
             let r: Outcome = self
                 .runtime
-                .block_on(redis.apply(std::slice::from_ref(&check), Commit::Each))
-                .unwrap()[0];
+                .block_on(redis.apply(std::slice::from_ref(&check), Commit::Each.into()))
+                .unwrap()
+                .outcomes[0];
             let (allowed, remaining) = model.step(now, hits);
             let at = format!("step {i} (t+{} ms, {hits} hits)", now - START_MS);
             prop_assert_eq!(

@@ -348,12 +348,24 @@ fn redis_decides_exactly_as_the_memory_store() {
                         hits: 0,
                         ..check.clone()
                     }];
-                    let m = runtime.block_on(memory.apply(&peek, Commit::Each)).unwrap();
-                    let r = runtime.block_on(redis.apply(&peek, Commit::Each)).unwrap();
+                    let m = runtime
+                        .block_on(memory.apply(&peek, Commit::Each.into()))
+                        .unwrap()
+                        .outcomes;
+                    let r = runtime
+                        .block_on(redis.apply(&peek, Commit::Each.into()))
+                        .unwrap()
+                        .outcomes;
                     prop_assert_eq!(&m, &r, "peek at step {}", i);
                 }
-                let m = runtime.block_on(memory.apply(&checks, commit)).unwrap();
-                let r = runtime.block_on(redis.apply(&checks, commit)).unwrap();
+                let m = runtime
+                    .block_on(memory.apply(&checks, commit.into()))
+                    .unwrap()
+                    .outcomes;
+                let r = runtime
+                    .block_on(redis.apply(&checks, commit.into()))
+                    .unwrap()
+                    .outcomes;
                 for (m, r) in m.iter().zip(&r) {
                     prop_assert_eq!(
                         (m.allowed, m.remaining, m.capacity),

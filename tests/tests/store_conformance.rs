@@ -52,8 +52,9 @@ trait Counts {
 impl<S: CounterStore + ?Sized> Counts for S {
     async fn increment<'a>(&'a self, checks: &'a [Check]) -> Result<Vec<u64>, StoreError> {
         Ok(self
-            .apply(checks, Commit::Each)
+            .apply(checks, Commit::Each.into())
             .await?
+            .outcomes
             .iter()
             .map(|o| LIMIT - o.remaining)
             .collect())
@@ -401,7 +402,7 @@ async fn redis_reports_a_counter_key_holding_something_else() {
         ("fraction", 0, Commit::AllOrNothing),
     ] {
         let err = store
-            .apply(&[hit("ok", 1), hit(key, hits)], commit)
+            .apply(&[hit("ok", 1), hit(key, hits)], commit.into())
             .await
             .unwrap_err();
         // The call's own error, naming the counter: no verdict on Redis.
@@ -430,8 +431,12 @@ async fn huge_counts(store: &dyn CounterStore, prefix: &str) -> Vec<(bool, u64)>
             ..hit(&key, MAX_HITS)
         };
         for commit in [Commit::Each, Commit::AllOrNothing] {
-            let outcome = store.apply(std::slice::from_ref(&check), commit).await;
-            let outcome = outcome.unwrap_or_else(|e| panic!("call {limit}: {e}"))[0];
+            let outcome = store
+                .apply(std::slice::from_ref(&check), commit.into())
+                .await;
+            let outcome = outcome
+                .unwrap_or_else(|e| panic!("call {limit}: {e}"))
+                .outcomes[0];
             seen.push((outcome.allowed, outcome.remaining));
         }
     }
@@ -442,7 +447,11 @@ async fn huge_counts(store: &dyn CounterStore, prefix: &str) -> Vec<(bool, u64)>
         ..hit(&key, hits)
     };
     for check in [at(MAX_COUNT - 1, 0), at(MAX_COUNT, 0), at(MAX_COUNT, 1)] {
-        let outcome = store.apply(&[check], Commit::Each).await.unwrap()[0];
+        let outcome = store
+            .apply(&[check], Commit::Each.into())
+            .await
+            .unwrap()
+            .outcomes[0];
         seen.push((outcome.allowed, outcome.remaining));
     }
     assert_eq!(&seen[seen.len() - 3..], [(false, 0), (true, 0), (true, 0)]);
@@ -464,7 +473,7 @@ async fn huge_counts_saturate_alike_in_memory_and_in_redis() {
     assert_eq!(
         windows
             .iter()
-            .map(|w| (w.0.as_str(), w.1))
+            .map(|w| (w.key.as_str(), w.hits))
             .collect::<Vec<_>>(),
         [("huge", MAX_COUNT)]
     );
@@ -495,9 +504,10 @@ async fn all_or_nothing(store: &dyn CounterStore, prefix: &str) {
     };
 
     let first = store
-        .apply(&group("tight"), Commit::AllOrNothing)
+        .apply(&group("tight"), Commit::AllOrNothing.into())
         .await
-        .unwrap();
+        .unwrap()
+        .outcomes;
     assert!(first.iter().all(|o| o.allowed), "{first:?}");
     assert_eq!(
         first.iter().map(|o| o.remaining).collect::<Vec<_>>(),
@@ -505,9 +515,10 @@ async fn all_or_nothing(store: &dyn CounterStore, prefix: &str) {
     );
 
     let second = store
-        .apply(&group("tight"), Commit::AllOrNothing)
+        .apply(&group("tight"), Commit::AllOrNothing.into())
         .await
-        .unwrap();
+        .unwrap()
+        .outcomes;
     assert_eq!(
         second.iter().map(|o| o.allowed).collect::<Vec<_>>(),
         [false, true, true]
@@ -529,11 +540,19 @@ async fn all_or_nothing(store: &dyn CounterStore, prefix: &str) {
             ..fixed(&k("roomy"), 100)
         },
     ];
-    let counts = store.apply(&peek, Commit::Each).await.unwrap();
+    let counts = store
+        .apply(&peek, Commit::Each.into())
+        .await
+        .unwrap()
+        .outcomes;
     assert_eq!((counts[0].allowed, counts[1].remaining), (false, 99));
 
     // Without all-or-nothing, the others do take their hits.
-    let each = store.apply(&group("tight"), Commit::Each).await.unwrap();
+    let each = store
+        .apply(&group("tight"), Commit::Each.into())
+        .await
+        .unwrap()
+        .outcomes;
     assert_eq!(
         each.iter().map(|o| o.remaining).collect::<Vec<_>>(),
         [0, 98, 3]
@@ -572,17 +591,19 @@ async fn rounding_at_the_epoch(store: &dyn CounterStore, prefix: &str) {
                 veto: true,
             };
             let first = store
-                .apply(&[check("one", 1, 1)], Commit::Each)
+                .apply(&[check("one", 1, 1)], Commit::Each.into())
                 .await
-                .unwrap()[0];
+                .unwrap()
+                .outcomes[0];
             assert!(
                 first.allowed,
                 "{algorithm:?} {limit}/s burst 1: the first hit"
             );
             let whole = store
-                .apply(&[check("burst", limit, limit)], Commit::Each)
+                .apply(&[check("burst", limit, limit)], Commit::Each.into())
                 .await
-                .unwrap()[0];
+                .unwrap()
+                .outcomes[0];
             assert!(
                 whole.allowed,
                 "{algorithm:?} {limit}/s: a whole burst on an idle key"

@@ -21,13 +21,16 @@ pub use request::{Descriptor, MAX_HITS, Override, Request, RequestError, Request
 
 use crate::clock::Clock;
 use crate::metrics::{CapacityKey, Metrics, RuleOutcome};
+use crate::model::FailurePolicy;
 use crate::model::Unit;
 use crate::model::algorithm::{Algorithm, Outcome, Rate};
 use crate::model::capacity::{CapacityRule, Verdict};
 use crate::rules::{Allowance, CapacityMatch, Domain, Node, Rules};
 use crate::store::key::CacheKey;
 use crate::store::key::KeySuffix;
-use crate::store::{Applied, CapacityCall, Check, Commit, CounterStore, Limit, StoreError};
+use crate::store::{
+    Applied, CallOptions, CapacityCall, Check, Commit, CounterStore, Limit, StoreError,
+};
 
 /// A decision code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,7 +224,7 @@ impl Limiter {
             );
             let applied = self
                 .store
-                .apply_marked(&checks, self.commit(checks.len()), on_failure)
+                .apply(&checks, self.options(checks.len(), on_failure))
                 .instrument(span)
                 .await;
             self.metrics.record_store(
@@ -436,13 +439,14 @@ impl Limiter {
         Ok(self.store.reset(&keys).await?)
     }
 
-    /// How a request's checks commit.
-    fn commit(&self, checks: usize) -> Commit {
-        if self.options.stop_increment_when_over_limit && checks > 1 {
+    /// How a request's checks commit, and the domain's failure policy.
+    fn options(&self, checks: usize, on_failure: Option<FailurePolicy>) -> CallOptions {
+        let commit = if self.options.stop_increment_when_over_limit && checks > 1 {
             Commit::AllOrNothing
         } else {
             Commit::Each
-        }
+        };
+        CallOptions { commit, on_failure }
     }
 
     /// The rule (or override) that applies to `d` in `domain`, if any.

@@ -18,7 +18,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{CapacityCall, Check, Commit, CounterStore, Limit, MAX_COUNT, StoreFuture};
+use super::{
+    Applied, CallOptions, CapacityCall, Check, Commit, CounterStore, Limit, MAX_COUNT, StoreFuture,
+    WindowCount,
+};
 use crate::clock::Clock;
 use crate::model::algorithm::{self, Bucket, Outcome, Rate, SlidingCounts};
 use crate::model::capacity::{self, WindowState};
@@ -300,7 +303,7 @@ impl MemoryStore {
     /// Removes every fixed-window counter whose window is still open and
     /// returns it as (key, count, time left in the window); drops the rest.
     /// Used to hand counts taken during an outage back to Redis.
-    pub fn take_windows(&self) -> Vec<(String, u64, Duration)> {
+    pub fn take_windows(&self) -> Vec<WindowCount> {
         let now = self.clock.now();
         let mut taken = Vec::new();
         for shard in self.shards.iter() {
@@ -310,7 +313,11 @@ impl MemoryStore {
                     && count > 0
                     && entry.expires_at > now
                 {
-                    taken.push((key, count, entry.expires_at - now));
+                    taken.push(WindowCount {
+                        key,
+                        hits: count,
+                        reset_after: entry.expires_at - now,
+                    });
                 }
             }
         }
@@ -424,16 +431,36 @@ fn gcra(current: Option<&State>, hits: u64, rate: Rate, now_ms: f64) -> Evaluate
 }
 
 impl CounterStore for MemoryStore {
-    fn apply<'a>(&'a self, checks: &'a [Check], commit: Commit) -> StoreFuture<'a, Vec<Outcome>> {
+    /// Applies the checks now; there is no failure policy to override.
+    fn apply<'a>(&'a self, checks: &'a [Check], options: CallOptions) -> StoreFuture<'a, Applied> {
         let now = self.clock.now();
-        let outcomes = match commit {
+        let outcomes = match options.commit {
             Commit::Each => checks
                 .iter()
                 .map(|check| self.evaluate(&mut self.shard(&check.key), check, now, true))
                 .collect(),
             Commit::AllOrNothing => self.all_or_nothing(checks, now),
         };
-        Box::pin(std::future::ready(Ok(outcomes)))
+        Box::pin(std::future::ready(Ok(Applied {
+            outcomes,
+            ..Applied::default()
+        })))
+    }
+
+    fn add<'a>(&'a self, counts: &'a [WindowCount]) -> StoreFuture<'a, ()> {
+        let now = self.clock.now();
+        for count in counts {
+            let mut shard = self.shard(&count.key);
+            let live = shard
+                .get(count.key.as_str())
+                .filter(|e| e.expires_at > now)
+                .map(|e| &e.state);
+            let (_, state, ttl) = fixed_window(live, count.hits, u64::MAX, count.reset_after);
+            if let Some(state) = state {
+                self.store(&mut shard, &count.key, state, now.saturating_add(ttl), now);
+            }
+        }
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn reset<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, u64> {

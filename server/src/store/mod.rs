@@ -188,32 +188,51 @@ pub struct Applied {
 /// The future a store returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-/// Where fixed-window counters live.
+/// What one call asks of the store beside its checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallOptions {
+    /// How the checks commit.
+    pub commit: Commit,
+    /// Overrides the configured failure policy for this call (a domain's
+    /// `on_store_failure`); only a store with a policy
+    /// ([`crate::resilience::store::ResilientStore`]) has one to override.
+    pub on_failure: Option<FailurePolicy>,
+}
+
+impl From<Commit> for CallOptions {
+    fn from(commit: Commit) -> Self {
+        CallOptions {
+            commit,
+            on_failure: None,
+        }
+    }
+}
+
+/// Hits to add to a fixed window's counter, already decided (the hand-back
+/// of counts taken locally during an outage).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WindowCount {
+    /// The counter's key (it carries the window start).
+    pub key: String,
+    /// The hits to add.
+    pub hits: u64,
+    /// Time left in the window: the counter need not outlive it.
+    pub reset_after: Duration,
+}
+
+/// Where counters live, whatever the algorithm: the memory store, Redis,
+/// or the resilient store in front of Redis.
 pub trait CounterStore: Send + Sync + std::fmt::Debug {
     /// Applies the checks to their counters and returns one outcome per
-    /// check, in order. All checks of one call travel together (one round
-    /// trip, one script call for Redis).
-    fn apply<'a>(&'a self, checks: &'a [Check], commit: Commit) -> StoreFuture<'a, Vec<Outcome>>;
+    /// check, in order, saying whether the answer is degraded (not from the
+    /// real store; see [`crate::resilience`]). All checks of one call travel
+    /// together (one round trip, one script call for Redis).
+    fn apply<'a>(&'a self, checks: &'a [Check], options: CallOptions) -> StoreFuture<'a, Applied>;
 
-    /// [`CounterStore::apply`], also saying whether the answer is degraded
-    /// (not from the real store; see [`crate::resilience`]). `on_failure`
-    /// overrides the configured failure policy for this call (a domain's
-    /// `on_store_failure`); stores without one ignore it.
-    fn apply_marked<'a>(
-        &'a self,
-        checks: &'a [Check],
-        commit: Commit,
-        on_failure: Option<FailurePolicy>,
-    ) -> StoreFuture<'a, Applied> {
-        let _ = on_failure;
-        let applied = self.apply(checks, commit);
-        Box::pin(async move {
-            Ok(Applied {
-                outcomes: applied.await?,
-                ..Applied::default()
-            })
-        })
-    }
+    /// Adds `counts` to their fixed-window counters, whatever their limits
+    /// (the hits were decided already), creating them as needed to live
+    /// as long as their windows.
+    fn add<'a>(&'a self, counts: &'a [WindowCount]) -> StoreFuture<'a, ()>;
 
     /// Deletes the counters under `keys` (an operator unblocking a
     /// client); returns how many existed.

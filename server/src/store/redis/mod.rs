@@ -24,7 +24,9 @@ use std::time::Duration;
 
 pub use self::connection::{ConnectError, RedisMode, RedisSettings, Secret, TlsFiles};
 use self::connection::{Connection, connect, install_crypto_provider};
-use super::{Check, Commit, CounterStore, Limit, StoreError, StoreFuture};
+use super::{
+    Applied, CallOptions, Check, Commit, CounterStore, Limit, StoreError, StoreFuture, WindowCount,
+};
 use crate::clock::Clock;
 use crate::model::algorithm::Outcome;
 use crate::model::capacity::{Decided, Verdict};
@@ -404,6 +406,33 @@ impl RedisStore {
         }
         Ok(out)
     }
+
+    /// Runs the checks: one EVALSHA on a single node or Sentinel (shared
+    /// with concurrent calls when coalescing), one per slot on a cluster.
+    async fn apply_checks(
+        &self,
+        checks: &[Check],
+        commit: Commit,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        if checks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let driver = self.scripts.get(commit);
+        if !matches!(self.connection, Connection::Cluster(_)) {
+            if commit == Commit::Each
+                && let Some(batch) = self.batcher()
+            {
+                return batch.apply(checks).await;
+            }
+            return self.eval(driver, checks.iter()).await;
+        }
+        let groups = cluster::by_slot(checks);
+        match (groups.len(), commit) {
+            (1, _) => self.eval(driver, checks.iter()).await,
+            (_, Commit::Each) => self.eval_groups(driver, checks, &groups).await,
+            (_, Commit::AllOrNothing) => self.all_or_nothing_across_slots(checks, &groups).await,
+        }
+    }
 }
 
 /// Where a cluster loads a script.
@@ -557,29 +586,34 @@ impl Scripts {
 }
 
 impl CounterStore for RedisStore {
-    fn apply<'a>(&'a self, checks: &'a [Check], commit: Commit) -> StoreFuture<'a, Vec<Outcome>> {
+    /// Applies the checks in Redis; there is no failure policy to override.
+    fn apply<'a>(&'a self, checks: &'a [Check], options: CallOptions) -> StoreFuture<'a, Applied> {
         Box::pin(async move {
-            if checks.is_empty() {
-                return Ok(Vec::new());
-            }
-            let driver = self.scripts.get(commit);
-            if !matches!(self.connection, Connection::Cluster(_)) {
-                if commit == Commit::Each
-                    && let Some(batch) = self.batcher()
-                {
-                    return batch.apply(checks).await;
-                }
-                return self.eval(driver, checks.iter()).await;
-            }
-            let groups = cluster::by_slot(checks);
-            match (groups.len(), commit) {
-                (1, _) => self.eval(driver, checks.iter()).await,
-                (_, Commit::Each) => self.eval_groups(driver, checks, &groups).await,
-                (_, Commit::AllOrNothing) => {
-                    self.all_or_nothing_across_slots(checks, &groups).await
-                }
-            }
+            Ok(Applied {
+                outcomes: self.apply_checks(checks, options.commit).await?,
+                ..Applied::default()
+            })
         })
+    }
+
+    /// Adds through the fixed-window script (`INCRBY`, with the window's
+    /// TTL on a new key), under a limit no count reaches: the hits were
+    /// decided already, so the script's verdict is not read.
+    fn add<'a>(&'a self, counts: &'a [WindowCount]) -> StoreFuture<'a, ()> {
+        let checks: Vec<Check> = counts
+            .iter()
+            .map(|count| Check {
+                key: count.key.clone(),
+                hits: count.hits,
+                limit: Limit::FixedWindow {
+                    limit: u64::from(u32::MAX),
+                    period_ms: count.reset_after.as_secs_f64() * 1_000.0,
+                    reset_after: count.reset_after,
+                },
+                veto: false,
+            })
+            .collect();
+        Box::pin(async move { self.apply_checks(&checks, Commit::Each).await.map(drop) })
     }
 
     fn reset<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, u64> {
