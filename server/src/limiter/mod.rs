@@ -1,12 +1,16 @@
-//! The decision: step three of the request path. For a validated
-//! [`Request`], the limiter finds each descriptor's limit in the rules (or
-//! the caller's override), drops limits that another matched limit
-//! `replaces`, sends one [`Check`] per remaining limit to the store in a
-//! single call, and turns the counts into a [`Decision`].
+//! The decision: steps four and six of the request path (see the crate
+//! docs). For a validated [`Request`] (step two, [`Request::parse`]), the limiter
+//! finds each descriptor's limit in the rules (step three) or the caller's
+//! override, drops limits that another matched limit `replaces`, and sends
+//! one [`Check`] per remaining limit to the store in a single call (step
+//! four); then it turns the outcomes into a [`Decision`] (step six).
 //!
-//! Counting is a fixed window aligned to the Unix epoch: the window of a
-//! limit with unit `u` starts at `floor(now / len(u)) * len(u)`. A hit is over
-//! the limit when the count after it is strictly greater than the limit.
+//! Each check carries its limit's algorithm ([`Limit`]): the reference's
+//! fixed window aligned to the Unix epoch (the window of a limit with unit
+//! `u` starts at `floor(now / len(u)) * len(u)`; a hit is over the limit
+//! when the count after it is strictly greater than the limit), a sliding
+//! window, a token bucket, GCRA, or a capacity rule's shares and classes.
+//! The arithmetic of each is in [`crate::model`].
 
 mod request;
 

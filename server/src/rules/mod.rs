@@ -1,9 +1,10 @@
 //! Descriptor rules: the YAML files an operator writes, compiled into an
 //! immutable [`RuleSet`], and the matching of a request descriptor against it.
 //!
-//! On the request path this is step two: the gRPC layer has validated the
-//! request; here each descriptor's entries walk the domain's descriptor tree
-//! to find the [`RateLimit`] that applies (if any); the limiter then counts.
+//! On the request path this is step three: the limiter has validated the
+//! request (step two); here each descriptor's entries walk the domain's
+//! descriptor tree to find the [`RateLimit`] that applies (if any); the
+//! limiter then counts (step four).
 //!
 //! Matching follows envoyproxy/ratelimit: at each level an exact `key`/`value`
 //! match wins, then the first wildcard value in config order, then the

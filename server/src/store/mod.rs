@@ -1,13 +1,17 @@
-//! Counter storage: the last step of a decision. The limiter hands the store
-//! one [`Check`] per limit to apply; the store applies the limit's algorithm
-//! ([`crate::model::algorithm`]) to its counter atomically and returns one
-//! [`Outcome`] per check.
+//! Counter storage: step five of the request path. The limiter hands the
+//! store one [`Check`] per limit to apply, with the call's [`CallOptions`];
+//! the store applies each check's [`Limit`] (the arithmetic is in
+//! [`crate::model`]) to its counter atomically and returns one [`Outcome`]
+//! per check.
 //!
 //! Two backends implement [`CounterStore`]: [`memory::MemoryStore`], the
 //! embedded default, and [`redis::RedisStore`], shared by every server
 //! instance (single node, Sentinel or Cluster). [`connecting::Connecting`]
-//! stands in for Redis until it is first reached. Counter keys follow the reference service's format ([`key`]),
-//! so an operator can move from envoyproxy/ratelimit on the same Redis.
+//! stands in for Redis until it is first reached, and
+//! [`crate::resilience::store::ResilientStore`] wraps Redis with its
+//! failure policy. Counter keys follow the reference service's format
+//! ([`key`]), so an operator can move from envoyproxy/ratelimit on the same
+//! Redis.
 
 pub mod connecting;
 pub mod key;
