@@ -578,48 +578,74 @@ impl Limiter {
                     node,
                     capacity,
                 } => {
-                    let Some((limit, at)) = most_restrictive(&limits, outcomes) else {
-                        return Status::no_limit();
+                    let counted = Counted {
+                        limits: &limits,
+                        node,
+                        capacity: capacity.as_ref(),
                     };
-                    let (mut limit, outcome) = (limit.clone(), outcomes[*at]);
-                    let cached = from_local_cache.get(*at).copied().unwrap_or(false);
-                    let key = stat_key(descriptor, node);
-                    if let (Some(plan), Some(decided)) = (&capacity, outcome.capacity) {
-                        limit = Self::capacity_limit(plan, decided.verdict, decided.limit);
-                        self.record_capacity(
-                            request.domain,
-                            descriptor,
-                            (&key, matches!(key, Cow::Owned(_))),
-                            plan,
-                            decided.verdict,
-                        );
-                    }
-                    self.record(
+                    self.counted_status(
                         request.domain,
                         descriptor,
-                        (&key, node),
-                        &limit,
-                        outcome,
-                        cached,
-                    );
-                    let shadow = node.is_some_and(|n| n.shadow_mode);
-                    Status {
-                        code: if !outcome.allowed && !shadow {
-                            Code::OverLimit
-                        } else {
-                            Code::Ok
-                        },
-                        remaining: u32::try_from(outcome.remaining).unwrap_or(u32::MAX),
-                        reset_after: Some(outcome.reset_after),
-                        quota_mode: node.is_some_and(|n| n.quota_mode),
-                        metadata: metadata(node),
-                        limit: Some(limit),
-                    }
+                        counted,
+                        outcomes,
+                        from_local_cache,
+                    )
                 }
             })
             .collect();
+        Decision {
+            overall: self.overall(&statuses),
+            statuses,
+            degraded: false,
+        }
+    }
+
+    /// The status of a counted descriptor: its most restrictive limit's
+    /// outcome, recorded in the metrics.
+    fn counted_status(
+        &self,
+        domain: &str,
+        descriptor: &Descriptor<'_>,
+        Counted {
+            limits,
+            node,
+            capacity,
+        }: Counted<'_, '_>,
+        outcomes: &[Outcome],
+        from_local_cache: &[bool],
+    ) -> Status {
+        let Some((limit, at)) = most_restrictive(limits, outcomes) else {
+            return Status::no_limit();
+        };
+        let (mut limit, outcome) = (limit.clone(), outcomes[*at]);
+        let cached = from_local_cache.get(*at).copied().unwrap_or(false);
+        let key = stat_key(descriptor, node);
+        if let (Some(plan), Some(decided)) = (capacity, outcome.capacity) {
+            limit = Self::capacity_limit(plan, decided.verdict, decided.limit);
+            let at = (&*key, matches!(key, Cow::Owned(_)));
+            self.record_capacity(domain, descriptor, at, plan, decided.verdict);
+        }
+        self.record(domain, descriptor, (&key, node), &limit, outcome, cached);
+        let shadow = node.is_some_and(|n| n.shadow_mode);
+        Status {
+            code: if !outcome.allowed && !shadow {
+                Code::OverLimit
+            } else {
+                Code::Ok
+            },
+            remaining: u32::try_from(outcome.remaining).unwrap_or(u32::MAX),
+            reset_after: Some(outcome.reset_after),
+            quota_mode: node.is_some_and(|n| n.quota_mode),
+            metadata: node.and_then(|n| n.metadata.clone()),
+            limit: Some(limit),
+        }
+    }
+
+    /// OVER_LIMIT if any non-quota descriptor is over, or if every
+    /// quota-mode descriptor is over, unless in global shadow mode.
+    fn overall(&self, statuses: &[Status]) -> Code {
         let (mut plain_over, mut quota, mut quota_over) = (false, 0, 0);
-        for s in &statuses {
+        for s in statuses {
             let over = s.code == Code::OverLimit;
             if s.quota_mode {
                 quota += 1;
@@ -629,17 +655,19 @@ impl Limiter {
             }
         }
         let over = plain_over || (quota > 0 && quota_over == quota);
-        let overall = if over && !self.options.global_shadow_mode {
+        if over && !self.options.global_shadow_mode {
             Code::OverLimit
         } else {
             Code::Ok
-        };
-        Decision {
-            overall,
-            statuses,
-            degraded: false,
         }
     }
+}
+
+/// A counted descriptor's plan, borrowed for [`Limiter::counted_status`].
+struct Counted<'p, 'r> {
+    limits: &'p [(AppliedLimit, usize)],
+    node: Option<&'r Node>,
+    capacity: Option<&'p CapacityPlan<'r>>,
 }
 
 /// A descriptor's key in the metrics: its rule's stat key (a capacity

@@ -162,14 +162,33 @@ impl MemoryStore {
             Duration::try_from_secs_f64((window_ms + 2.0 * period) / 1_000.0)
                 .unwrap_or(Duration::MAX)
         };
-        let mut expires_at = expires_after(start_ms);
-        let live = shard
-            .get_mut(check.key.as_str())
-            .filter(|e| e.expires_at > now)
-            .and_then(|e| match &mut e.state {
-                State::Capacity { start_ms, window } => Some((start_ms, window)),
-                _ => None,
-            });
+        let (decided, held) = self.decide_in_window(shard, check, call, (now, start_ms), take);
+        let expires_at = expires_after(held);
+        if take && let Some(entry) = shard.get_mut(check.key.as_str()) {
+            entry.expires_at = expires_at;
+        }
+        Outcome {
+            allowed: decided.verdict.admitted(),
+            remaining: decided.remaining,
+            reset_after,
+            capacity: Some(decided),
+        }
+    }
+
+    /// Decides a capacity check in the rule's window starting at
+    /// `start_ms`: in the stored window (rolled over first if it has ended:
+    /// in place when `take`, on a copy otherwise), or in a new one (stored
+    /// when `take`). Returns the decision and the start of the window the
+    /// key holds afterwards.
+    fn decide_in_window(
+        &self,
+        shard: &mut Shard,
+        check: &Check,
+        call: &CapacityCall,
+        (now, start_ms): (Duration, f64),
+        take: bool,
+    ) -> (capacity::Decided, f64) {
+        let period = call.period_ms();
         let decide = |window: &mut WindowState, take: bool| {
             capacity::decide(
                 &call.rule.limits,
@@ -181,21 +200,25 @@ impl MemoryStore {
                 take,
             )
         };
-        let decided = match live {
+        let live = shard
+            .get_mut(check.key.as_str())
+            .filter(|e| e.expires_at > now)
+            .and_then(|e| match &mut e.state {
+                State::Capacity { start_ms, window } => Some((start_ms, window)),
+                _ => None,
+            });
+        match live {
             // This window (or, with a clock that stepped back, a later one).
-            Some((stored, window)) if *stored >= start_ms => {
-                expires_at = expires_after(*stored);
-                decide(window, take)
-            }
+            Some((stored, window)) if *stored >= start_ms => (decide(window, take), *stored),
             Some((stored, window)) if take => {
                 window.roll(*stored + period == start_ms);
                 *stored = start_ms;
-                decide(window, true)
+                (decide(window, true), start_ms)
             }
             Some((stored, window)) => {
                 let mut next = (**window).clone();
                 next.roll(*stored + period == start_ms);
-                decide(&mut next, false)
+                (decide(&mut next, false), start_ms)
             }
             None => {
                 let mut window = WindowState::default();
@@ -205,19 +228,13 @@ impl MemoryStore {
                         start_ms,
                         window: Box::new(window),
                     };
+                    let expires_at =
+                        Duration::try_from_secs_f64((start_ms + 2.0 * period) / 1_000.0)
+                            .unwrap_or(Duration::MAX);
                     self.store(shard, &check.key, state, expires_at, now);
                 }
-                decided
+                (decided, start_ms)
             }
-        };
-        if take && let Some(entry) = shard.get_mut(check.key.as_str()) {
-            entry.expires_at = expires_at;
-        }
-        Outcome {
-            allowed: decided.verdict.admitted(),
-            remaining: decided.remaining,
-            reset_after,
-            capacity: Some(decided),
         }
     }
 
