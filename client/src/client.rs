@@ -6,38 +6,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use floodgate_proto::{RateLimitRequest, RateLimitServiceClient};
+use floodgate_proto::{RateLimitRequest, RateLimitResponse, RateLimitServiceClient};
 use tokio::time::Instant;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::balance::{self, Resolver};
 use crate::decision::{Decision, DescriptorDecision, Source};
 use crate::descriptor::Descriptor;
+use crate::error::Error;
 use crate::memo::OverLimitMemo;
 use crate::retry::{self, RetryPolicy};
 use crate::throttle::{AdaptiveThrottle, KeyedThrottles, ThrottleSettings};
-
-/// Why a call failed (only errors the failure policy does not cover: a
-/// caller's mistake, or settings that cannot work).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An endpoint or TLS setting is invalid, or (with
-    /// [`Client::connect`]) the endpoint cannot be reached.
-    #[error("cannot connect: {0}")]
-    Connect(#[from] tonic::transport::Error),
-    /// An endpoint is not a valid `http://` or `https://` URL.
-    #[error("invalid endpoint {endpoint:?}: {reason}")]
-    Endpoint {
-        /// The endpoint as given.
-        endpoint: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The service rejected the call itself (e.g. `INVALID_ARGUMENT` for an
-    /// empty domain): retrying cannot help.
-    #[error("rate limit service error: {0}")]
-    Status(#[from] tonic::Status),
-}
 
 /// What to answer when the service cannot be reached (after retries), or
 /// when the client has stopped calling it because it keeps failing.
@@ -364,52 +343,91 @@ impl Client {
         deadline: Duration,
     ) -> Result<Decision, Error> {
         let inner = &*self.inner;
-        let counters = &inner.counters;
         let descriptors: Vec<Descriptor> = descriptors.into_iter().collect();
         let now = Instant::now();
         let deadline = now + deadline.min(MAX_DEADLINE);
-
-        // 1. The memo: a descriptor the service said is exhausted.
         let keys: Vec<String> = if inner.memo.is_some() || inner.keyed.is_some() {
             descriptors.iter().map(|d| d.memo_key(domain)).collect()
         } else {
             Vec::new()
         };
+        // 1.-3. The memo and the throttles may answer without a call.
+        let throttle = match self.answer_locally(&descriptors, &keys, now) {
+            Ok(throttle) => throttle,
+            Err(decision) => return Ok(decision),
+        };
+        // 4. The call, retried within the deadline.
+        let response = match self.call(domain, &descriptors, deadline).await {
+            Ok(response) => response,
+            // The service answered, but no answer can come of this call.
+            Err(Answered::Yes(status)) => return Err(Error::Status(status)),
+            // The service failed: the key's throttle counts nothing.
+            Err(Answered::No(status)) => {
+                return Ok(self.policy_answer(descriptors.len(), status.to_string()));
+            }
+        };
+        let decision = Decision::from_response(&response, inner.degraded_header.as_deref());
+        if let Some(t) = &throttle {
+            t.record(decision.allowed);
+        }
+        self.remember_exhausted(&descriptors, keys, &decision, now);
+        Ok(decision)
+    }
+
+    /// Steps 1 to 3 of a call: the memo's answer, or a throttle's drop
+    /// (`Err`); else the request's throttle, to tell the outcome (`Ok`).
+    fn answer_locally(
+        &self,
+        descriptors: &[Descriptor],
+        keys: &[String],
+        now: Instant,
+    ) -> Result<Option<Arc<AdaptiveThrottle>>, Decision> {
+        let inner = &*self.inner;
+        let counters = &inner.counters;
+        // 1. The memo: a descriptor the service said is exhausted.
         if let Some(memo) = &inner.memo
-            && let Some(decision) = memo_answer(memo, &descriptors, &keys, now)
+            && let Some(decision) = memo_answer(memo, descriptors, keys, now)
         {
             counters.memo_answers.fetch_add(1, Ordering::Relaxed);
-            return Ok(decision);
+            return Err(decision);
         }
-
         // 2. This request's throttle: its key has been over the limit a lot.
         // Throttles count a request once its outcome is known, so a call
         // the caller cancels counts for nothing either way.
         let throttle = inner
             .keyed
             .as_ref()
-            .and_then(|keyed| keyed.get(&request_key(&keys)));
+            .and_then(|keyed| keyed.get(&request_key(keys)));
         if let Some(t) = &throttle
             && t.would_drop()
         {
             t.record(false);
             counters.throttled.fetch_add(1, Ordering::Relaxed);
-            return Ok(Decision::local(descriptors.len(), false, Source::Throttled));
+            return Err(Decision::local(descriptors.len(), false, Source::Throttled));
         }
-
         // 3. The service's throttle: it has been failing a lot.
         if let Some(service) = &inner.service
             && service.would_drop()
         {
             service.record(false);
-            return Ok(self.policy_answer(
+            return Err(self.policy_answer(
                 descriptors.len(),
                 "not called: most recent calls to the service failed".to_owned(),
             ));
         }
+        Ok(throttle)
+    }
 
-        // 4. The call, retried within the deadline.
-        counters.service_calls.fetch_add(1, Ordering::Relaxed);
+    /// Step 4: the call, retried within `deadline`; the service's throttle
+    /// learns whether the service answered.
+    async fn call(
+        &self,
+        domain: &str,
+        descriptors: &[Descriptor],
+        deadline: Instant,
+    ) -> Result<RateLimitResponse, Answered> {
+        let inner = &*self.inner;
+        inner.counters.service_calls.fetch_add(1, Ordering::Relaxed);
         let request = RateLimitRequest {
             domain: domain.to_owned(),
             descriptors: descriptors.iter().map(Descriptor::to_proto).collect(),
@@ -429,31 +447,34 @@ impl Client {
         if let Some(service) = &inner.service {
             service.record(answered);
         }
-        let response = match result {
-            Ok(response) => response.into_inner(),
-            // The service answered, but no answer can come of this call.
-            Err(status) if answered => return Err(Error::Status(status)),
-            // The service failed: the key's throttle counts nothing.
-            Err(status) => return Ok(self.policy_answer(descriptors.len(), status.to_string())),
-        };
-        let decision = Decision::from_response(&response, inner.degraded_header.as_deref());
-        if let Some(t) = &throttle {
-            t.record(decision.allowed);
+        match result {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) if answered => Err(Answered::Yes(status)),
+            Err(status) => Err(Answered::No(status)),
         }
-        if let Some(memo) = &inner.memo {
-            for ((d, status), key) in descriptors.iter().zip(&decision.statuses).zip(keys) {
-                // Exhausted: nothing left for any hit before the reset. The
-                // reset is counted from before the call, to end no later
-                // than the service's.
-                if let (false, 0, Some(reset)) =
-                    (status.allowed, status.remaining, status.reset_after)
-                    && !d.is_check_only()
-                {
-                    memo.insert(key, now, reset, status.limit, d.hits_or_one());
-                }
+    }
+
+    /// Puts each exhausted descriptor of `decision` in the memo.
+    fn remember_exhausted(
+        &self,
+        descriptors: &[Descriptor],
+        keys: Vec<String>,
+        decision: &Decision,
+        now: Instant,
+    ) {
+        let Some(memo) = &self.inner.memo else {
+            return;
+        };
+        for ((d, status), key) in descriptors.iter().zip(&decision.statuses).zip(keys) {
+            // Exhausted: nothing left for any hit before the reset. The
+            // reset is counted from before the call, to end no later
+            // than the service's.
+            if let (false, 0, Some(reset)) = (status.allowed, status.remaining, status.reset_after)
+                && !d.is_check_only()
+            {
+                memo.insert(key, now, reset, status.limit, d.hits_or_one());
             }
         }
-        Ok(decision)
     }
 
     /// What the client answers when the service cannot be reached.
@@ -487,6 +508,13 @@ fn is_callers_mistake(code: tonic::Code) -> bool {
             | OutOfRange
             | Unimplemented
     )
+}
+
+/// A failed call: whether the service answered it (a caller's mistake,
+/// which no retry or policy can fix) or not (the failure policy answers).
+enum Answered {
+    Yes(tonic::Status),
+    No(tonic::Status),
 }
 
 /// The key of a whole request for its throttle: its descriptors' keys,

@@ -67,14 +67,16 @@ pub mod balance;
 pub mod client;
 pub mod decision;
 pub mod descriptor;
+pub mod error;
 pub mod layer;
 pub mod memo;
 pub mod retry;
 pub mod throttle;
 
-pub use client::{Client, ClientBuilder, Error, FailurePolicy, Stats};
+pub use client::{Client, ClientBuilder, FailurePolicy, Stats};
 pub use decision::{Decision, DescriptorDecision, Source};
 pub use descriptor::Descriptor;
+pub use error::Error;
 pub use layer::{RateLimit, RateLimitLayer};
 pub use retry::RetryPolicy;
 pub use throttle::{AdaptiveThrottle, ThrottleSettings};

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use floodgate_proto::rate_limit_descriptor::Entry;
 
+pub use crate::bench::entry;
 use crate::config::{Config, Settings};
 use crate::{Listeners, rules};
 
@@ -74,18 +75,6 @@ pub struct DescriptorArgs {
     /// The descriptor's entries, from the most general: KEY=VALUE ...
     #[arg(required = true, value_name = "KEY=VALUE", value_parser = entry)]
     pub entries: Vec<Entry>,
-}
-
-/// A descriptor entry from the command line: `KEY=VALUE` (the value may
-/// hold `=`).
-pub fn entry(arg: &str) -> Result<Entry, String> {
-    match arg.split_once('=') {
-        Some((key, value)) => Ok(Entry {
-            key: key.to_owned(),
-            value: value.to_owned(),
-        }),
-        None => Err(format!("expected KEY=VALUE, got {arg:?}")),
-    }
 }
 
 /// `floodgate serve`. Each flag overrides the config file and `FLOODGATE_*`

@@ -31,6 +31,7 @@ use crate::store::redis::settings as redis_defaults;
 use crate::store::redis::{
     ClientCertificate, RedisMode, RedisSettings, RedisTopology, Secret, TlsFiles,
 };
+pub use crate::telemetry::LogFormat;
 use crate::transport::ListenerLimits;
 
 /// Prefix of the environment variables that set [`Settings`].
@@ -339,15 +340,6 @@ impl ConfigError {
             e => ConfigError::Read(e),
         }
     }
-}
-
-/// Log output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Validated settings.

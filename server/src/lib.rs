@@ -13,17 +13,24 @@
 //!    borrowed view; bad input stops here with `INVALID_ARGUMENT`.
 //! 3. [`rules`]: each descriptor is matched against the domain's compiled,
 //!    immutable [`rules::RuleSet`] (exact value, then wildcard, then default).
-//! 4. [`limiter`]: matched limits become fixed-window counter hits with
-//!    reference-compatible keys ([`store::key`]), all sent in one store call.
-//! 5. [`store`]: the [`store::CounterStore`] adds the hits atomically, in
+//! 4. [`limiter`]: matched limits become one [`store::Check`] each, saying
+//!    its algorithm ([`store::Limit`]: fixed window, sliding window, token
+//!    bucket, GCRA or a capacity rule), under reference-compatible keys
+//!    ([`store::key`]), all sent in one store call.
+//! 5. [`store`]: the [`store::CounterStore`] applies each check atomically, in
 //!    memory ([`store::memory`]) or in Redis through one Lua script
 //!    ([`store::redis`]: one node, Sentinel, or Cluster with one script per
 //!    hash slot; under load, concurrent calls share one script run), and
-//!    returns the counts. While Redis is not reachable at
+//!    returns the outcomes. While Redis is not reachable at
 //!    startup, [`store::connecting`] stands in and answers UNAVAILABLE.
 //! 6. [`limiter`] turns counts into a [`limiter::Decision`]; [`grpc::response`]
 //!    encodes it (statuses, optional headers and dynamic metadata);
 //!    [`grpc::status`] is the one place errors become wire statuses.
+//!
+//! Under the path: [`model`], the arithmetic every step shares (the
+//! algorithms, capacity's decision, units, the failure policy), which imports
+//! nothing from the rest of the crate; `server/tests/layers.rs` checks that
+//! imports only point down this map.
 //!
 //! Around the path: [`config`] (settings, validated once), [`run`] (listeners,
 //! background tasks, graceful drain), [`shutdown`] (signals), [`cli`] (the
@@ -41,6 +48,7 @@ pub mod grpc;
 pub mod http;
 pub mod limiter;
 pub mod metrics;
+pub mod model;
 pub mod resilience;
 pub mod rules;
 pub mod shutdown;

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::limiter::capacity::Verdict;
+use crate::model::capacity::Verdict;
 
 /// The `key` (or `domain`) label of series past the cap.
 pub const OVERFLOW: &str = "__overflow__";

@@ -370,15 +370,12 @@ async fn counter_keys_use_the_reference_format_with_the_prefix() {
     let check = floodgate_server::store::Check {
         key,
         hits: 0,
-        algorithm: floodgate_server::limiter::algorithm::Algorithm::FixedWindow,
-        rate: floodgate_server::limiter::algorithm::Rate {
+        limit: floodgate_server::store::Limit::FixedWindow {
             limit: 3,
             period_ms: 60_000.0,
-            burst: 0,
+            reset_after: Duration::from_secs(60),
         },
-        reset_after: Duration::from_secs(60),
         veto: true,
-        capacity: None,
     };
     assert_eq!(
         f.store.apply_one(&check).remaining,
@@ -777,15 +774,12 @@ async fn a_replaced_sibling_does_not_move_the_other_limits_key() {
     let check = floodgate_server::store::Check {
         key: format!("multi_api_k_{hour_start}_1"),
         hits: 0,
-        algorithm: floodgate_server::limiter::algorithm::Algorithm::FixedWindow,
-        rate: floodgate_server::limiter::algorithm::Rate {
+        limit: floodgate_server::store::Limit::FixedWindow {
             limit: 3,
             period_ms: 3_600_000.0,
-            burst: 0,
+            reset_after: Duration::from_secs(60),
         },
-        reset_after: Duration::from_secs(60),
         veto: true,
-        capacity: None,
     };
     assert_eq!(
         store.apply_one(&check).remaining,
@@ -802,9 +796,14 @@ impl floodgate_server::store::CounterStore for Frozen {
     fn apply<'a>(
         &'a self,
         _: &'a [floodgate_server::store::Check],
-        _: floodgate_server::store::Commit,
-    ) -> floodgate_server::store::StoreFuture<'a, Vec<floodgate_server::limiter::algorithm::Outcome>>
-    {
+        _: floodgate_server::store::CallOptions,
+    ) -> floodgate_server::store::StoreFuture<'a, floodgate_server::store::Applied> {
+        Box::pin(std::future::pending())
+    }
+    fn add<'a>(
+        &'a self,
+        _: &'a [floodgate_server::store::WindowCount],
+    ) -> floodgate_server::store::StoreFuture<'a, ()> {
         Box::pin(std::future::pending())
     }
     fn reset<'a>(&'a self, _: &'a [String]) -> floodgate_server::store::StoreFuture<'a, u64> {

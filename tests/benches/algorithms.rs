@@ -8,20 +8,21 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use floodgate_e2e::RedisServer;
 use floodgate_server::clock::Clock;
-use floodgate_server::limiter::algorithm::{Algorithm, Rate};
-use floodgate_server::limiter::capacity::{Capacity, CapacityRule, LimitNames};
+use floodgate_server::model::algorithm::{Algorithm, Rate};
+use floodgate_server::model::capacity::{Capacity, CapacityRule, LimitNames};
 use floodgate_server::rules::Unit;
 use floodgate_server::store::memory::MemoryStore;
 use floodgate_server::store::redis::{RedisSettings, RedisStore};
-use floodgate_server::store::{CapacityCall, Check, Commit, CounterStore};
+use floodgate_server::store::{CapacityCall, Check, Commit, CounterStore, Limit};
 use std::sync::Arc;
 
-const ALGORITHMS: [(&str, Algorithm); 5] = [
-    ("fixed_window", Algorithm::FixedWindow),
-    ("sliding_window", Algorithm::SlidingWindow),
-    ("token_bucket", Algorithm::TokenBucket),
-    ("gcra", Algorithm::Gcra),
-    ("capacity", Algorithm::Capacity),
+/// The algorithms by name; `None` is a capacity rule.
+const ALGORITHMS: [(&str, Option<Algorithm>); 5] = [
+    ("fixed_window", Some(Algorithm::FixedWindow)),
+    ("sliding_window", Some(Algorithm::SlidingWindow)),
+    ("token_bucket", Some(Algorithm::TokenBucket)),
+    ("gcra", Some(Algorithm::Gcra)),
+    ("capacity", None),
 ];
 
 /// A capacity rule with three classes and 1,000 clients already in the
@@ -51,31 +52,36 @@ fn capacity_call(client: &str) -> CapacityCall {
         client: client.to_owned(),
         weight: 1.0,
         class: 1,
+        reset_after: Duration::from_secs(30),
     }
 }
 
-/// A limit so generous that every hit is allowed (so every call writes).
-fn check(algorithm: Algorithm) -> Check {
-    if algorithm == Algorithm::Capacity {
-        return Check {
-            key: "bench_service_checkout_cap0".into(),
-            algorithm,
-            capacity: Some(capacity_call("u999")),
-            ..check(Algorithm::FixedWindow)
-        };
-    }
+/// A limit so generous that every hit is allowed (so every call writes);
+/// `None`: the capacity rule, asked by client `u999`.
+fn check(algorithm: Option<Algorithm>) -> Check {
+    let Some(algorithm) = algorithm else {
+        return capacity_check("u999");
+    };
+    let rate = Rate {
+        limit: 1 << 40,
+        period_ms: 60_000.0,
+        burst: 1 << 40,
+    };
     Check {
         key: format!("bench_user_alice_{}", algorithm.name()),
         hits: 1,
-        algorithm,
-        rate: Rate {
-            limit: 1 << 40,
-            period_ms: 60_000.0,
-            burst: 1 << 40,
-        },
-        reset_after: Duration::from_secs(30),
+        limit: Limit::of(algorithm, rate, Duration::from_secs(30)),
         veto: true,
-        capacity: None,
+    }
+}
+
+/// One hit on the capacity rule from `client`.
+fn capacity_check(client: &str) -> Check {
+    Check {
+        key: "bench_service_checkout_cap0".into(),
+        hits: 1,
+        limit: Limit::Capacity(capacity_call(client)),
+        veto: true,
     }
 }
 
@@ -97,25 +103,32 @@ fn algorithms(c: &mut Criterion) {
         .expect("connect");
     // Fill the capacity rule's window with 1,000 clients.
     let fill: Vec<Check> = (0..1_000)
-        .map(|i| Check {
-            capacity: Some(capacity_call(&format!("u{i}"))),
-            ..check(Algorithm::Capacity)
-        })
+        .map(|i| capacity_check(&format!("u{i}")))
         .collect();
     runtime.block_on(async {
-        memory.apply(&fill, Commit::Each).await.expect("memory");
-        redis.apply(&fill, Commit::Each).await.expect("redis");
+        memory
+            .apply(&fill, Commit::Each.into())
+            .await
+            .expect("memory");
+        redis
+            .apply(&fill, Commit::Each.into())
+            .await
+            .expect("redis");
     });
     let mut group = c.benchmark_group("algorithm");
     for (name, algorithm) in ALGORITHMS {
         let one = [check(algorithm)];
         group.bench_function(format!("{name}/memory"), |b| {
-            b.to_async(&runtime)
-                .iter(|| async { memory.apply(&one, Commit::Each).await.expect("memory") })
+            b.to_async(&runtime).iter(|| async {
+                memory
+                    .apply(&one, Commit::Each.into())
+                    .await
+                    .expect("memory")
+            })
         });
         group.bench_function(format!("{name}/redis"), |b| {
             b.to_async(&runtime)
-                .iter(|| async { redis.apply(&one, Commit::Each).await.expect("redis") })
+                .iter(|| async { redis.apply(&one, Commit::Each.into()).await.expect("redis") })
         });
     }
     group.finish();

@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use floodgate_e2e::RedisServer;
 use floodgate_server::clock::Clock;
-use floodgate_server::limiter::algorithm::{Algorithm, Outcome, Rate};
+use floodgate_server::model::algorithm::{Algorithm, Outcome, Rate};
 use floodgate_server::store::memory::MemoryStore;
 use floodgate_server::store::redis::{RedisSettings, RedisStore};
-use floodgate_server::store::{Check, Commit, CounterStore};
+use floodgate_server::store::{Check, Commit, CounterStore, Limit};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
@@ -206,17 +206,19 @@ impl Stores {
             let check = Check {
                 key,
                 hits,
-                algorithm,
-                rate,
-                reset_after: Duration::from_millis(period - now % period),
+                limit: Limit::of(
+                    algorithm,
+                    rate,
+                    Duration::from_millis(period - now % period),
+                ),
                 veto: true,
-                capacity: None,
             };
             let m: Outcome = memory.apply_one(&check);
             let r: Outcome = self
                 .runtime
-                .block_on(redis.apply(std::slice::from_ref(&check), Commit::Each))
-                .unwrap()[0];
+                .block_on(redis.apply(std::slice::from_ref(&check), Commit::Each.into()))
+                .unwrap()
+                .outcomes[0];
             let (allowed, remaining) = model.step(now, hits);
             let at = format!("step {i} (t+{} ms, {hits} hits)", now - START_MS);
             prop_assert_eq!(
@@ -264,7 +266,7 @@ fn property(algorithm: Algorithm, model: impl Fn(&Case, Rate) -> Box<dyn Model>)
                 },
                 // Buckets: one token per interval, `burst` at most.
                 // Capacity has its own property test (tests/capacity.rs).
-                Algorithm::TokenBucket | Algorithm::Gcra | Algorithm::Capacity => Rate {
+                Algorithm::TokenBucket | Algorithm::Gcra => Rate {
                     limit: case.limit,
                     period_ms: (case.interval_ms * case.limit) as f64,
                     burst: case.burst,

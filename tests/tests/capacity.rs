@@ -17,13 +17,13 @@ use std::time::Duration;
 use floodgate_e2e::{RedisServer, TestServer, config_with_rules, http_get, request, rules_dir};
 use floodgate_proto::rate_limit_response::Code as WireCode;
 use floodgate_server::clock::Clock;
-use floodgate_server::limiter::capacity::{Capacity, CapacityRule, LimitNames};
 use floodgate_server::limiter::{Code, Limiter, LimiterOptions, Request, RequestLimits, Status};
+use floodgate_server::model::capacity::{Capacity, CapacityRule, LimitNames};
 use floodgate_server::rules::{Rules, Unit, load_files};
 use floodgate_server::store::key::CacheKey;
 use floodgate_server::store::memory::MemoryStore;
 use floodgate_server::store::redis::{RedisSettings, RedisStore};
-use floodgate_server::store::{CapacityCall, Check, Commit, CounterStore};
+use floodgate_server::store::{CapacityCall, Check, Commit, CounterStore, Limit};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
@@ -312,19 +312,15 @@ fn redis_decides_exactly_as_the_memory_store() {
                 let check = Check {
                     key: format!("prop{n}"),
                     hits,
-                    algorithm: floodgate_server::limiter::algorithm::Algorithm::Capacity,
-                    rate: floodgate_server::limiter::algorithm::Rate {
-                        limit: total,
-                        period_ms: 1_000.0,
-                        burst: 0,
-                    },
-                    reset_after: Duration::ZERO,
                     veto: true,
-                    capacity: Some(CapacityCall {
+                    // The rule's window is 1 s; the memory store computes
+                    // the reset time itself.
+                    limit: Limit::Capacity(CapacityCall {
                         weight: rule.weight_of(&client),
                         rule: rule.clone(),
                         client,
                         class,
+                        reset_after: Duration::ZERO,
                     }),
                 };
                 let (checks, commit) = match how {
@@ -335,14 +331,11 @@ fn redis_decides_exactly_as_the_memory_store() {
                         let now_ms = clock.now().as_millis() as u64;
                         let small = Check {
                             key: format!("prop{n}_fw_{}", now_ms / 1_000),
-                            reset_after: Duration::from_millis(1_000 - now_ms % 1_000),
-                            algorithm: floodgate_server::limiter::algorithm::Algorithm::FixedWindow,
-                            rate: floodgate_server::limiter::algorithm::Rate {
+                            limit: Limit::FixedWindow {
                                 limit: 2,
                                 period_ms: 1_000.0,
-                                burst: 0,
+                                reset_after: Duration::from_millis(1_000 - now_ms % 1_000),
                             },
-                            capacity: None,
                             ..check.clone()
                         };
                         (vec![check.clone(), small], Commit::AllOrNothing)
@@ -355,12 +348,24 @@ fn redis_decides_exactly_as_the_memory_store() {
                         hits: 0,
                         ..check.clone()
                     }];
-                    let m = runtime.block_on(memory.apply(&peek, Commit::Each)).unwrap();
-                    let r = runtime.block_on(redis.apply(&peek, Commit::Each)).unwrap();
+                    let m = runtime
+                        .block_on(memory.apply(&peek, Commit::Each.into()))
+                        .unwrap()
+                        .outcomes;
+                    let r = runtime
+                        .block_on(redis.apply(&peek, Commit::Each.into()))
+                        .unwrap()
+                        .outcomes;
                     prop_assert_eq!(&m, &r, "peek at step {}", i);
                 }
-                let m = runtime.block_on(memory.apply(&checks, commit)).unwrap();
-                let r = runtime.block_on(redis.apply(&checks, commit)).unwrap();
+                let m = runtime
+                    .block_on(memory.apply(&checks, commit.into()))
+                    .unwrap()
+                    .outcomes;
+                let r = runtime
+                    .block_on(redis.apply(&checks, commit.into()))
+                    .unwrap()
+                    .outcomes;
                 for (m, r) in m.iter().zip(&r) {
                     prop_assert_eq!(
                         (m.allowed, m.remaining, m.capacity),
@@ -368,7 +373,7 @@ fn redis_decides_exactly_as_the_memory_store() {
                         "step {} ({:?}): {:?}",
                         i,
                         commit,
-                        &check.capacity
+                        &check.limit
                     );
                     prop_assert!(m.reset_after.abs_diff(r.reset_after) <= Duration::from_millis(1));
                 }

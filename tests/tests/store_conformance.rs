@@ -13,10 +13,10 @@ use floodgate_e2e::RedisServer;
 use floodgate_e2e::redis_topology::info_number;
 use floodgate_server::clock::Clock;
 use floodgate_server::limiter::MAX_HITS;
-use floodgate_server::limiter::algorithm::{Algorithm, Rate};
+use floodgate_server::model::algorithm::{Algorithm, Rate};
 use floodgate_server::store::memory::MemoryStore;
 use floodgate_server::store::redis::{RedisSettings, RedisStore};
-use floodgate_server::store::{Check, Commit, CounterStore, MAX_COUNT, StoreError};
+use floodgate_server::store::{Check, Commit, CounterStore, Limit, MAX_COUNT, StoreError};
 use redis::AsyncCommands;
 
 /// A fixed-window limit so high it is never reached: the outcome's
@@ -27,15 +27,17 @@ fn hit(key: &str, hits: u64) -> Check {
     Check {
         key: key.into(),
         hits,
-        algorithm: Algorithm::FixedWindow,
-        rate: Rate {
-            limit: LIMIT,
-            period_ms: 60_000.0,
-            burst: 0,
-        },
-        reset_after: Duration::from_secs(30),
+        limit: fixed_window(LIMIT),
         veto: true,
-        capacity: None,
+    }
+}
+
+/// A fixed window of `limit` a minute, 30 s from its end.
+fn fixed_window(limit: u64) -> Limit {
+    Limit::FixedWindow {
+        limit,
+        period_ms: 60_000.0,
+        reset_after: Duration::from_secs(30),
     }
 }
 
@@ -50,8 +52,9 @@ trait Counts {
 impl<S: CounterStore + ?Sized> Counts for S {
     async fn increment<'a>(&'a self, checks: &'a [Check]) -> Result<Vec<u64>, StoreError> {
         Ok(self
-            .apply(checks, Commit::Each)
+            .apply(checks, Commit::Each.into())
             .await?
+            .outcomes
             .iter()
             .map(|o| LIMIT - o.remaining)
             .collect())
@@ -399,7 +402,7 @@ async fn redis_reports_a_counter_key_holding_something_else() {
         ("fraction", 0, Commit::AllOrNothing),
     ] {
         let err = store
-            .apply(&[hit("ok", 1), hit(key, hits)], commit)
+            .apply(&[hit("ok", 1), hit(key, hits)], commit.into())
             .await
             .unwrap_err();
         // The call's own error, naming the counter: no verdict on Redis.
@@ -424,29 +427,31 @@ async fn huge_counts(store: &dyn CounterStore, prefix: &str) -> Vec<(bool, u64)>
     let mut seen = Vec::new();
     for limit in 1..=1_030u64 {
         let check = Check {
-            rate: Rate {
-                limit,
-                ..hit(&key, MAX_HITS).rate
-            },
+            limit: fixed_window(limit),
             ..hit(&key, MAX_HITS)
         };
         for commit in [Commit::Each, Commit::AllOrNothing] {
-            let outcome = store.apply(std::slice::from_ref(&check), commit).await;
-            let outcome = outcome.unwrap_or_else(|e| panic!("call {limit}: {e}"))[0];
+            let outcome = store
+                .apply(std::slice::from_ref(&check), commit.into())
+                .await;
+            let outcome = outcome
+                .unwrap_or_else(|e| panic!("call {limit}: {e}"))
+                .outcomes[0];
             seen.push((outcome.allowed, outcome.remaining));
         }
     }
     // At the ceiling, a limit just under it still rejects, and a check of
     // 0 hits reads the count without adding.
     let at = |limit: u64, hits: u64| Check {
-        rate: Rate {
-            limit,
-            ..hit(&key, 0).rate
-        },
+        limit: fixed_window(limit),
         ..hit(&key, hits)
     };
     for check in [at(MAX_COUNT - 1, 0), at(MAX_COUNT, 0), at(MAX_COUNT, 1)] {
-        let outcome = store.apply(&[check], Commit::Each).await.unwrap()[0];
+        let outcome = store
+            .apply(&[check], Commit::Each.into())
+            .await
+            .unwrap()
+            .outcomes[0];
         seen.push((outcome.allowed, outcome.remaining));
     }
     assert_eq!(&seen[seen.len() - 3..], [(false, 0), (true, 0), (true, 0)]);
@@ -468,7 +473,7 @@ async fn huge_counts_saturate_alike_in_memory_and_in_redis() {
     assert_eq!(
         windows
             .iter()
-            .map(|w| (w.0.as_str(), w.1))
+            .map(|w| (w.key.as_str(), w.hits))
             .collect::<Vec<_>>(),
         [("huge", MAX_COUNT)]
     );
@@ -479,20 +484,15 @@ async fn huge_counts_saturate_alike_in_memory_and_in_redis() {
 async fn all_or_nothing(store: &dyn CounterStore, prefix: &str) {
     let k = |name: &str| format!("{prefix}{name}");
     let fixed = |key: &str, limit: u64| Check {
-        rate: Rate {
-            limit,
-            period_ms: 60_000.0,
-            burst: 0,
-        },
+        limit: fixed_window(limit),
         ..hit(key, 1)
     };
     let bucket = |key: &str| Check {
-        algorithm: Algorithm::TokenBucket,
-        rate: Rate {
+        limit: Limit::TokenBucket(Rate {
             limit: 1,
             period_ms: 3_600_000.0,
             burst: 5,
-        },
+        }),
         ..hit(key, 1)
     };
     let group = |tight: &str| {
@@ -504,9 +504,10 @@ async fn all_or_nothing(store: &dyn CounterStore, prefix: &str) {
     };
 
     let first = store
-        .apply(&group("tight"), Commit::AllOrNothing)
+        .apply(&group("tight"), Commit::AllOrNothing.into())
         .await
-        .unwrap();
+        .unwrap()
+        .outcomes;
     assert!(first.iter().all(|o| o.allowed), "{first:?}");
     assert_eq!(
         first.iter().map(|o| o.remaining).collect::<Vec<_>>(),
@@ -514,9 +515,10 @@ async fn all_or_nothing(store: &dyn CounterStore, prefix: &str) {
     );
 
     let second = store
-        .apply(&group("tight"), Commit::AllOrNothing)
+        .apply(&group("tight"), Commit::AllOrNothing.into())
         .await
-        .unwrap();
+        .unwrap()
+        .outcomes;
     assert_eq!(
         second.iter().map(|o| o.allowed).collect::<Vec<_>>(),
         [false, true, true]
@@ -538,11 +540,19 @@ async fn all_or_nothing(store: &dyn CounterStore, prefix: &str) {
             ..fixed(&k("roomy"), 100)
         },
     ];
-    let counts = store.apply(&peek, Commit::Each).await.unwrap();
+    let counts = store
+        .apply(&peek, Commit::Each.into())
+        .await
+        .unwrap()
+        .outcomes;
     assert_eq!((counts[0].allowed, counts[1].remaining), (false, 99));
 
     // Without all-or-nothing, the others do take their hits.
-    let each = store.apply(&group("tight"), Commit::Each).await.unwrap();
+    let each = store
+        .apply(&group("tight"), Commit::Each.into())
+        .await
+        .unwrap()
+        .outcomes;
     assert_eq!(
         each.iter().map(|o| o.remaining).collect::<Vec<_>>(),
         [0, 98, 3]
@@ -569,28 +579,31 @@ async fn rounding_at_the_epoch(store: &dyn CounterStore, prefix: &str) {
             let check = |key: &str, hits: u64, burst: u64| Check {
                 key: format!("{prefix}{key}_{}_{limit}", algorithm.name()),
                 hits,
-                algorithm,
-                rate: Rate {
-                    limit,
-                    period_ms: 1_000.0,
-                    burst,
-                },
-                reset_after: Duration::ZERO,
+                limit: Limit::of(
+                    algorithm,
+                    Rate {
+                        limit,
+                        period_ms: 1_000.0,
+                        burst,
+                    },
+                    Duration::ZERO,
+                ),
                 veto: true,
-                capacity: None,
             };
             let first = store
-                .apply(&[check("one", 1, 1)], Commit::Each)
+                .apply(&[check("one", 1, 1)], Commit::Each.into())
                 .await
-                .unwrap()[0];
+                .unwrap()
+                .outcomes[0];
             assert!(
                 first.allowed,
                 "{algorithm:?} {limit}/s burst 1: the first hit"
             );
             let whole = store
-                .apply(&[check("burst", limit, limit)], Commit::Each)
+                .apply(&[check("burst", limit, limit)], Commit::Each.into())
                 .await
-                .unwrap()[0];
+                .unwrap()
+                .outcomes[0];
             assert!(
                 whole.allowed,
                 "{algorithm:?} {limit}/s: a whole burst on an idle key"

@@ -41,6 +41,18 @@ use tokio::time::Instant;
 
 use keys::{Sampler, zipf_cdf};
 
+/// A descriptor entry from the command line (here and in `floodgate admin`): `KEY=VALUE` (the value may
+/// hold `=`).
+pub fn entry(arg: &str) -> Result<Entry, String> {
+    match arg.split_once('=') {
+        Some((key, value)) => Ok(Entry {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        }),
+        None => Err(format!("expected KEY=VALUE, got {arg:?}")),
+    }
+}
+
 /// `floodgate bench` settings.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -72,7 +84,7 @@ pub struct BenchArgs {
     pub domain: String,
     /// Entries before the varying one, as `key=value` (repeatable), e.g.
     /// `--entry service=checkout --key client` for a capacity rule.
-    #[arg(long = "entry", value_name = "KEY=VALUE", value_parser = crate::cli::entry)]
+    #[arg(long = "entry", value_name = "KEY=VALUE", value_parser = entry)]
     pub entries: Vec<Entry>,
     /// The descriptor entry's key (its value comes from --keys).
     #[arg(long, default_value = "user")]

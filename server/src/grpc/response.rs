@@ -11,7 +11,7 @@ use prost_types::value::Kind;
 use prost_types::{ListValue, Struct, Value};
 
 use crate::limiter::{Code, Decision, Status};
-use crate::rules::Unit;
+use crate::model::Unit;
 
 /// Names of the response headers describing the most restrictive limit.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,15 +1,17 @@
-//! The decision: step three of the request path. For a validated
-//! [`Request`], the limiter finds each descriptor's limit in the rules (or
-//! the caller's override), drops limits that another matched limit
-//! `replaces`, sends one [`Check`] per remaining limit to the store in a
-//! single call, and turns the counts into a [`Decision`].
+//! The decision: steps four and six of the request path (see the crate
+//! docs). For a validated [`Request`] (step two, [`Request::parse`]), the limiter
+//! finds each descriptor's limit in the rules (step three) or the caller's
+//! override, drops limits that another matched limit `replaces`, and sends
+//! one [`Check`] per remaining limit to the store in a single call (step
+//! four); then it turns the outcomes into a [`Decision`] (step six).
 //!
-//! Counting is a fixed window aligned to the Unix epoch: the window of a
-//! limit with unit `u` starts at `floor(now / len(u)) * len(u)`. A hit is over
-//! the limit when the count after it is strictly greater than the limit.
+//! Each check carries its limit's algorithm ([`Limit`]): the reference's
+//! fixed window aligned to the Unix epoch (the window of a limit with unit
+//! `u` starts at `floor(now / len(u)) * len(u)`; a hit is over the limit
+//! when the count after it is strictly greater than the limit), a sliding
+//! window, a token bucket, GCRA, or a capacity rule's shares and classes.
+//! The arithmetic of each is in [`crate::model`].
 
-pub mod algorithm;
-pub mod capacity;
 mod request;
 
 use std::borrow::Cow;
@@ -23,12 +25,16 @@ pub use request::{Descriptor, MAX_HITS, Override, Request, RequestError, Request
 
 use crate::clock::Clock;
 use crate::metrics::{CapacityKey, Metrics, RuleOutcome};
-use crate::rules::{Allowance, CapacityMatch, Domain, Node, Rules, Unit};
+use crate::model::FailurePolicy;
+use crate::model::Unit;
+use crate::model::algorithm::{Algorithm, Outcome, Rate};
+use crate::model::capacity::{CapacityRule, Verdict};
+use crate::rules::{Allowance, CapacityMatch, Domain, Node, Rules};
 use crate::store::key::CacheKey;
 use crate::store::key::KeySuffix;
-use crate::store::{Applied, CapacityCall, Check, Commit, CounterStore, StoreError};
-use algorithm::{Algorithm, Outcome, Rate};
-use capacity::{CapacityRule, Verdict};
+use crate::store::{
+    Applied, CallOptions, CapacityCall, Check, Commit, CounterStore, Limit, StoreError,
+};
 
 /// A decision code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,7 +228,7 @@ impl Limiter {
             );
             let applied = self
                 .store
-                .apply_marked(&checks, self.commit(checks.len()), on_failure)
+                .apply(&checks, self.options(checks.len(), on_failure))
                 .instrument(span)
                 .await;
             self.metrics.record_store(
@@ -263,129 +269,116 @@ impl Limiter {
                 .collect(),
         };
         drop_replaced(&mut matched);
-
-        // Fixed windows are whole seconds, as in the reference: a window of
-        // length `len` starts at floor(now / len) * len and resets
-        // `len - now % len` seconds from now (so never 0).
         let now = self.clock.now().as_secs();
         let mut checks = Vec::new();
         let plans: Vec<Plan<'_>> = request
             .descriptors
             .iter()
             .zip(matched)
-            .map(|(descriptor, m)| {
-                let Some(Matched {
-                    limits,
-                    node,
-                    shared,
-                    capacity,
-                }) = m
-                else {
-                    return Plan::NoLimit(None);
-                };
-                // Only a rejection that rejects the request may stop the
-                // others from taking (stop_increment_when_over_limit).
-                let veto = !self.options.global_shadow_mode
-                    && !node.is_some_and(|n| n.shadow_mode || n.quota_mode);
-                // The key names the entries down to the rule's node (for a
-                // capacity rule, not its client and priority entries).
-                let depth = capacity.map_or(usize::MAX, |(_, at)| at.depth);
-                let entries = descriptor
-                    .pairs()
-                    .take(depth)
-                    .enumerate()
-                    .map(|(i, (k, v))| {
-                        let shared = shared.iter().find(|(at, _)| *at == i);
-                        (k, shared.map_or(v, |(_, pattern)| *pattern))
-                    });
-                if let Some((rule, at)) = capacity {
-                    let len = rule.window_secs();
-                    let check = Check {
-                        key: self.keys.build(
-                            request.domain,
-                            entries,
-                            KeySuffix::Algorithm(Algorithm::Capacity, 0),
-                        ),
-                        hits: descriptor.hits,
-                        algorithm: Algorithm::Capacity,
-                        rate: Rate {
-                            limit: rule.limits.total,
-                            period_ms: (len * 1_000) as f64,
-                            burst: 0,
-                        },
-                        reset_after: Duration::from_secs(len - now % len),
-                        veto,
-                        capacity: None,
-                    };
-                    return self.plan_capacity(descriptor, node, rule, at, check, &mut checks);
-                }
-                match limits.first() {
-                    None => return Plan::NoLimit(node),
-                    Some((_, Allowance::Unlimited, _)) => return Plan::Unlimited(node),
-                    Some(_) => {}
-                }
-                let mut applied = Vec::with_capacity(limits.len());
-                for (index, allowance, name) in limits {
-                    let Allowance::PerUnit {
-                        requests_per_unit,
-                        unit,
-                        unit_multiplier,
-                        algorithm,
-                        burst,
-                    } = allowance
-                    else {
-                        continue;
-                    };
-                    let len = unit.window().as_secs() * u64::from(unit_multiplier);
-                    let start = now / len * len;
-                    // The first limit keeps the reference's key; further ones
-                    // (rate_limits) and other algorithms get a suffix.
-                    let suffix = match (algorithm, index) {
-                        (Algorithm::FixedWindow, 0) => KeySuffix::Window(start),
-                        (Algorithm::FixedWindow, i) => KeySuffix::WindowIndex(start, i),
-                        (a, i) => KeySuffix::Algorithm(a, i),
-                    };
-                    checks.push(Check {
-                        key: self.keys.build(request.domain, entries.clone(), suffix),
-                        hits: descriptor.hits,
-                        algorithm,
-                        rate: Rate {
-                            limit: u64::from(requests_per_unit),
-                            period_ms: (len * 1_000) as f64,
-                            burst: u64::from(burst.unwrap_or(requests_per_unit)),
-                        },
-                        reset_after: Duration::from_secs(start + len - now),
-                        veto,
-                        capacity: None,
-                    });
-                    applied.push((
-                        AppliedLimit {
-                            requests_per_unit,
-                            unit,
-                            name,
-                        },
-                        checks.len() - 1,
-                    ));
-                }
-                Plan::Count {
-                    limits: applied,
-                    node,
-                    capacity: None,
-                }
+            .map(|(descriptor, m)| match m {
+                None => Plan::NoLimit(None),
+                Some(m) => self.plan_one(request.domain, descriptor, m, now, &mut checks),
             })
             .collect();
         (plans, checks)
     }
 
-    /// A capacity rule's check (`check`, with the key and window laid out)
-    /// for `descriptor`: who asks, in which class.
-    fn plan_capacity<'r>(
+    /// One matched descriptor's plan, its checks pushed onto `checks`.
+    fn plan_one<'r>(
         &self,
+        domain: &str,
+        descriptor: &Descriptor<'_>,
+        m: Matched<'r>,
+        now: u64,
+        checks: &mut Vec<Check>,
+    ) -> Plan<'r> {
+        let Matched {
+            limits,
+            node,
+            shared,
+            capacity,
+        } = m;
+        // Only a rejection that rejects the request may stop the
+        // others from taking (stop_increment_when_over_limit).
+        let veto = !self.options.global_shadow_mode
+            && !node.is_some_and(|n| n.shadow_mode || n.quota_mode);
+        // The key names the entries down to the rule's node (for a
+        // capacity rule, not its client and priority entries).
+        let depth = capacity.map_or(usize::MAX, |(_, at)| at.depth);
+        let entries = descriptor
+            .pairs()
+            .take(depth)
+            .enumerate()
+            .map(|(i, (k, v))| {
+                let shared = shared.iter().find(|(at, _)| *at == i);
+                (k, shared.map_or(v, |(_, pattern)| *pattern))
+            });
+        if let Some(capacity) = capacity {
+            let key = self.keys.build(domain, entries, KeySuffix::Capacity);
+            return Self::plan_capacity(descriptor, node, capacity, (key, veto), now, checks);
+        }
+        match limits.first() {
+            None => return Plan::NoLimit(node),
+            Some((_, Allowance::Unlimited, _)) => return Plan::Unlimited(node),
+            Some(_) => {}
+        }
+        let mut applied = Vec::with_capacity(limits.len());
+        for (index, allowance, name) in limits {
+            let Allowance::PerUnit {
+                requests_per_unit,
+                unit,
+                unit_multiplier,
+                algorithm,
+                burst,
+            } = allowance
+            else {
+                continue;
+            };
+            // Fixed windows are whole seconds, as in the reference: a window
+            // of length `len` starts at floor(now / len) * len and resets
+            // `len - now % len` seconds from now (so never 0).
+            let len = unit.window().as_secs() * u64::from(unit_multiplier);
+            let start = now / len * len;
+            // The first limit keeps the reference's key; further ones
+            // (rate_limits) and other algorithms get a suffix.
+            let suffix = match (algorithm, index) {
+                (Algorithm::FixedWindow, 0) => KeySuffix::Window(start),
+                (Algorithm::FixedWindow, i) => KeySuffix::WindowIndex(start, i),
+                (a, i) => KeySuffix::Algorithm(a, i),
+            };
+            let rate = Rate {
+                limit: u64::from(requests_per_unit),
+                period_ms: (len * 1_000) as f64,
+                burst: u64::from(burst.unwrap_or(requests_per_unit)),
+            };
+            checks.push(Check {
+                key: self.keys.build(domain, entries.clone(), suffix),
+                hits: descriptor.hits,
+                limit: Limit::of(algorithm, rate, Duration::from_secs(start + len - now)),
+                veto,
+            });
+            let limit = AppliedLimit {
+                requests_per_unit,
+                unit,
+                name,
+            };
+            applied.push((limit, checks.len() - 1));
+        }
+        Plan::Count {
+            limits: applied,
+            node,
+            capacity: None,
+        }
+    }
+
+    /// A capacity rule's check for `descriptor` (under `key`): who asks, in
+    /// which class.
+    fn plan_capacity<'r>(
         descriptor: &Descriptor<'_>,
         node: Option<&'r Node>,
-        rule: &'r Arc<CapacityRule>,
-        at: CapacityMatch,
-        check: Check,
+        (rule, at): (&'r Arc<CapacityRule>, CapacityMatch),
+        (key, veto): (String, bool),
+        now: u64,
         checks: &mut Vec<Check>,
     ) -> Plan<'r> {
         let value = |at: Option<usize>| {
@@ -394,14 +387,18 @@ impl Limiter {
         };
         let client = value(at.client_at).unwrap_or_default();
         let class = rule.class_of(value(at.class_at));
+        let len = rule.window_secs();
         checks.push(Check {
-            capacity: Some(CapacityCall {
+            key,
+            hits: descriptor.hits,
+            limit: Limit::Capacity(CapacityCall {
                 rule: rule.clone(),
                 client: client.to_owned(),
                 weight: rule.weight_of(client),
                 class,
+                reset_after: Duration::from_secs(len - now % len),
             }),
-            ..check
+            veto,
         });
         let limit = AppliedLimit {
             requests_per_unit: u32::try_from(rule.limits.total).unwrap_or(u32::MAX),
@@ -446,13 +443,14 @@ impl Limiter {
         Ok(self.store.reset(&keys).await?)
     }
 
-    /// How a request's checks commit.
-    fn commit(&self, checks: usize) -> Commit {
-        if self.options.stop_increment_when_over_limit && checks > 1 {
+    /// How a request's checks commit, and the domain's failure policy.
+    fn options(&self, checks: usize, on_failure: Option<FailurePolicy>) -> CallOptions {
+        let commit = if self.options.stop_increment_when_over_limit && checks > 1 {
             Commit::AllOrNothing
         } else {
             Commit::Each
-        }
+        };
+        CallOptions { commit, on_failure }
     }
 
     /// The rule (or override) that applies to `d` in `domain`, if any.
@@ -515,7 +513,7 @@ impl Limiter {
 
     /// The limit a capacity decision reports: the client's share when
     /// admitted; when rejected, the bound that rejected it, named so
-    /// ([`capacity::LimitNames`]).
+    /// ([`crate::model::capacity::LimitNames`]).
     fn capacity_limit(plan: &CapacityPlan<'_>, verdict: Verdict, limit: u64) -> AppliedLimit {
         AppliedLimit {
             requests_per_unit: u32::try_from(limit).unwrap_or(u32::MAX),
@@ -580,48 +578,74 @@ impl Limiter {
                     node,
                     capacity,
                 } => {
-                    let Some((limit, at)) = most_restrictive(&limits, outcomes) else {
-                        return Status::no_limit();
+                    let counted = Counted {
+                        limits: &limits,
+                        node,
+                        capacity: capacity.as_ref(),
                     };
-                    let (mut limit, outcome) = (limit.clone(), outcomes[*at]);
-                    let cached = from_local_cache.get(*at).copied().unwrap_or(false);
-                    let key = stat_key(descriptor, node);
-                    if let (Some(plan), Some(decided)) = (&capacity, outcome.capacity) {
-                        limit = Self::capacity_limit(plan, decided.verdict, decided.limit);
-                        self.record_capacity(
-                            request.domain,
-                            descriptor,
-                            (&key, matches!(key, Cow::Owned(_))),
-                            plan,
-                            decided.verdict,
-                        );
-                    }
-                    self.record(
+                    self.counted_status(
                         request.domain,
                         descriptor,
-                        (&key, node),
-                        &limit,
-                        outcome,
-                        cached,
-                    );
-                    let shadow = node.is_some_and(|n| n.shadow_mode);
-                    Status {
-                        code: if !outcome.allowed && !shadow {
-                            Code::OverLimit
-                        } else {
-                            Code::Ok
-                        },
-                        remaining: u32::try_from(outcome.remaining).unwrap_or(u32::MAX),
-                        reset_after: Some(outcome.reset_after),
-                        quota_mode: node.is_some_and(|n| n.quota_mode),
-                        metadata: metadata(node),
-                        limit: Some(limit),
-                    }
+                        counted,
+                        outcomes,
+                        from_local_cache,
+                    )
                 }
             })
             .collect();
+        Decision {
+            overall: self.overall(&statuses),
+            statuses,
+            degraded: false,
+        }
+    }
+
+    /// The status of a counted descriptor: its most restrictive limit's
+    /// outcome, recorded in the metrics.
+    fn counted_status(
+        &self,
+        domain: &str,
+        descriptor: &Descriptor<'_>,
+        Counted {
+            limits,
+            node,
+            capacity,
+        }: Counted<'_, '_>,
+        outcomes: &[Outcome],
+        from_local_cache: &[bool],
+    ) -> Status {
+        let Some((limit, at)) = most_restrictive(limits, outcomes) else {
+            return Status::no_limit();
+        };
+        let (mut limit, outcome) = (limit.clone(), outcomes[*at]);
+        let cached = from_local_cache.get(*at).copied().unwrap_or(false);
+        let key = stat_key(descriptor, node);
+        if let (Some(plan), Some(decided)) = (capacity, outcome.capacity) {
+            limit = Self::capacity_limit(plan, decided.verdict, decided.limit);
+            let at = (&*key, matches!(key, Cow::Owned(_)));
+            self.record_capacity(domain, descriptor, at, plan, decided.verdict);
+        }
+        self.record(domain, descriptor, (&key, node), &limit, outcome, cached);
+        let shadow = node.is_some_and(|n| n.shadow_mode);
+        Status {
+            code: if !outcome.allowed && !shadow {
+                Code::OverLimit
+            } else {
+                Code::Ok
+            },
+            remaining: u32::try_from(outcome.remaining).unwrap_or(u32::MAX),
+            reset_after: Some(outcome.reset_after),
+            quota_mode: node.is_some_and(|n| n.quota_mode),
+            metadata: node.and_then(|n| n.metadata.clone()),
+            limit: Some(limit),
+        }
+    }
+
+    /// OVER_LIMIT if any non-quota descriptor is over, or if every
+    /// quota-mode descriptor is over, unless in global shadow mode.
+    fn overall(&self, statuses: &[Status]) -> Code {
         let (mut plain_over, mut quota, mut quota_over) = (false, 0, 0);
-        for s in &statuses {
+        for s in statuses {
             let over = s.code == Code::OverLimit;
             if s.quota_mode {
                 quota += 1;
@@ -631,17 +655,19 @@ impl Limiter {
             }
         }
         let over = plain_over || (quota > 0 && quota_over == quota);
-        let overall = if over && !self.options.global_shadow_mode {
+        if over && !self.options.global_shadow_mode {
             Code::OverLimit
         } else {
             Code::Ok
-        };
-        Decision {
-            overall,
-            statuses,
-            degraded: false,
         }
     }
+}
+
+/// A counted descriptor's plan, borrowed for [`Limiter::counted_status`].
+struct Counted<'p, 'r> {
+    limits: &'p [(AppliedLimit, usize)],
+    node: Option<&'r Node>,
+    capacity: Option<&'p CapacityPlan<'r>>,
 }
 
 /// A descriptor's key in the metrics: its rule's stat key (a capacity

@@ -6,7 +6,7 @@
 use floodgate_proto::RateLimitRequest;
 use floodgate_proto::rate_limit_descriptor::Entry;
 
-use crate::rules::Unit;
+use crate::model::Unit;
 
 /// Bounds on what one request may carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

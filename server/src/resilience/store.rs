@@ -21,10 +21,12 @@ use tokio::time::Instant;
 use super::breaker::{BreakerSettings, BreakerState, CircuitBreaker};
 use super::overlimit::OverLimitCache;
 use super::retry::{Retry, RetrySettings};
-use crate::limiter::algorithm::{Algorithm, Outcome, Rate};
-pub use crate::store::FailurePolicy;
+pub use crate::model::FailurePolicy;
+use crate::model::algorithm::Outcome;
 use crate::store::memory::MemoryStore;
-use crate::store::{Applied, Check, Commit, CounterStore, StoreError, StoreFuture};
+use crate::store::{
+    Applied, CallOptions, Check, Commit, CounterStore, Limit, StoreError, StoreFuture, WindowCount,
+};
 
 /// Resilience settings, validated by [`crate::config`].
 #[derive(Clone, Debug, PartialEq)]
@@ -187,17 +189,18 @@ impl ResilientStore {
         policy: FailurePolicy,
     ) -> Result<Applied, StoreError> {
         let outcomes = match policy {
-            FailurePolicy::Fallback => self.fallback.apply(checks, commit).await?,
+            FailurePolicy::Fallback => self.fallback.apply(checks, commit.into()).await?.outcomes,
             FailurePolicy::Allow | FailurePolicy::Deny => {
                 let allowed = policy == FailurePolicy::Allow;
                 checks
                     .iter()
                     .map(|check| Outcome {
                         allowed,
-                        remaining: if allowed { check.rate.limit } else { 0 },
-                        reset_after: match check.algorithm {
-                            Algorithm::FixedWindow | Algorithm::Capacity => check.reset_after,
-                            _ => Duration::try_from_secs_f64(check.rate.period_ms / 1_000.0)
+                        remaining: if allowed { check.limit.limit() } else { 0 },
+                        reset_after: match &check.limit {
+                            Limit::FixedWindow { reset_after, .. } => *reset_after,
+                            Limit::Capacity(call) => call.reset_after,
+                            other => Duration::try_from_secs_f64(other.period_ms() / 1_000.0)
                                 .unwrap_or(Duration::MAX),
                         },
                         capacity: None,
@@ -225,10 +228,9 @@ impl ResilientStore {
             return self.apply_uncached(checks, commit, policy).await;
         };
         let started = Instant::now();
-        let over = |c: &Check| {
-            (c.algorithm == Algorithm::FixedWindow && c.hits > 0)
-                .then(|| cache.over(&c.key, c.rate.limit))
-                .flatten()
+        let over = |c: &Check| match c.limit {
+            Limit::FixedWindow { limit, .. } if c.hits > 0 => cache.over(&c.key, limit),
+            _ => None,
         };
         // The common case, no key known to be over: nothing allocated here.
         let cached: Vec<Option<Duration>> = if checks.iter().any(|c| over(c).is_some()) {
@@ -239,42 +241,58 @@ impl ResilientStore {
         let applied = if cached.is_empty() {
             self.apply_uncached(checks, commit, policy).await?
         } else {
-            let rest: Vec<Check> = checks
-                .iter()
-                .zip(&cached)
-                .filter(|(_, c)| c.is_none())
-                .map(|(check, _)| check.clone())
-                .collect();
-            let mut applied = if rest.is_empty() {
-                Applied::default()
-            } else {
-                self.apply_uncached(&rest, commit, policy).await?
-            };
-            let mut from_store = std::mem::take(&mut applied.outcomes).into_iter();
-            applied.from_local_cache = cached.iter().map(Option::is_some).collect();
-            for left in &cached {
-                let outcome = match left {
-                    Some(left) => Outcome {
-                        allowed: false,
-                        remaining: 0,
-                        reset_after: *left,
-                        capacity: None,
-                    },
-                    None => from_store.next().ok_or_else(|| {
-                        StoreError::Protocol("the store returned too few outcomes".into())
-                    })?,
-                };
-                applied.outcomes.push(outcome);
-            }
-            applied
+            self.apply_around_cached(checks, &cached, commit, policy)
+                .await?
         };
         if !applied.degraded {
             for (i, (check, outcome)) in checks.iter().zip(&applied.outcomes).enumerate() {
                 let was_cached = cached.get(i).is_some_and(Option::is_some);
-                if check.algorithm == Algorithm::FixedWindow && !outcome.allowed && !was_cached {
-                    cache.insert(&check.key, check.rate.limit, outcome.reset_after, started);
+                if let Limit::FixedWindow { limit, .. } = check.limit
+                    && !outcome.allowed
+                    && !was_cached
+                {
+                    cache.insert(&check.key, limit, outcome.reset_after, started);
                 }
             }
+        }
+        Ok(applied)
+    }
+
+    /// The checks not answered from the cache (`cached[i]`: time left over
+    /// the limit) go to the store; the outcomes are put back in order.
+    async fn apply_around_cached(
+        &self,
+        checks: &[Check],
+        cached: &[Option<Duration>],
+        commit: Commit,
+        policy: FailurePolicy,
+    ) -> Result<Applied, StoreError> {
+        let rest: Vec<Check> = checks
+            .iter()
+            .zip(cached)
+            .filter(|(_, c)| c.is_none())
+            .map(|(check, _)| check.clone())
+            .collect();
+        let mut applied = if rest.is_empty() {
+            Applied::default()
+        } else {
+            self.apply_uncached(&rest, commit, policy).await?
+        };
+        let mut from_store = std::mem::take(&mut applied.outcomes).into_iter();
+        applied.from_local_cache = cached.iter().map(Option::is_some).collect();
+        for left in cached {
+            let outcome = match left {
+                Some(left) => Outcome {
+                    allowed: false,
+                    remaining: 0,
+                    reset_after: *left,
+                    capacity: None,
+                },
+                None => from_store.next().ok_or_else(|| {
+                    StoreError::Protocol("the store returned too few outcomes".into())
+                })?,
+            };
+            applied.outcomes.push(outcome);
         }
         Ok(applied)
     }
@@ -296,20 +314,44 @@ impl ResilientStore {
         // Only failures that prove the call never ran are retried, so a
         // retry never counts a hit twice.
         let attempt = self.retry.run(deadline, StoreError::is_retryable, || {
-            self.primary.apply(checks, commit)
+            self.primary.apply(checks, commit.into())
         });
-        match tokio::time::timeout_at(deadline, attempt).await {
-            Ok(Ok(outcomes)) => {
+        let answered = match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(result) => result,
+            Err(_) if caller.is_some() => {
+                // The caller's short deadline ran out, not the store's: no
+                // verdict on the store (one impatient client must not open
+                // the breaker for everyone).
+                self.breaker.abandon();
+                return self.degraded(checks, commit, policy).await;
+            }
+            Err(_) => {
+                tracing::debug!("store deadline passed");
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                self.breaker.failure();
+                return self.degraded(checks, commit, policy).await;
+            }
+        };
+        self.settle(answered, checks, commit, policy).await
+    }
+
+    /// What the store answered in time: the answer, or the policy's.
+    async fn settle(
+        &self,
+        answered: Result<Applied, StoreError>,
+        checks: &[Check],
+        commit: Commit,
+        policy: FailurePolicy,
+    ) -> Result<Applied, StoreError> {
+        match answered {
+            Ok(applied) => {
                 self.breaker.success();
                 if self.breaker.state() == BreakerState::Closed {
                     self.set_degraded(false, "");
                 }
-                Ok(Applied {
-                    outcomes,
-                    ..Applied::default()
-                })
+                Ok(applied)
             }
-            Ok(Err(e @ StoreError::Counter { .. })) => {
+            Err(e @ StoreError::Counter { .. }) => {
                 // One counter holds something its algorithm cannot count:
                 // Redis answered, so this is no verdict on its health (one
                 // caller must not open the breaker for everyone); the call
@@ -317,23 +359,10 @@ impl ResilientStore {
                 self.breaker.success();
                 Err(e)
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 // Unreachable, or an error reply (OOM, BUSY, a script
                 // error): either way this call gets the policy's answer.
                 tracing::debug!(error = %e, "store call failed");
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                self.breaker.failure();
-                self.degraded(checks, commit, policy).await
-            }
-            Err(_) if caller.is_some() => {
-                // The caller's short deadline ran out, not the store's: no
-                // verdict on the store (one impatient client must not open
-                // the breaker for everyone).
-                self.breaker.abandon();
-                self.degraded(checks, commit, policy).await
-            }
-            Err(_) => {
-                tracing::debug!("store deadline passed");
                 self.failures.fetch_add(1, Ordering::Relaxed);
                 self.breaker.failure();
                 self.degraded(checks, commit, policy).await
@@ -416,26 +445,9 @@ impl ResilientStore {
             return;
         }
         let keys = taken.len();
-        let checks: Vec<Check> = taken
-            .into_iter()
-            .map(|(key, count, left)| Check {
-                key,
-                hits: count,
-                algorithm: Algorithm::FixedWindow,
-                // Only the count matters here: the hits were decided already.
-                rate: Rate {
-                    limit: u64::from(u32::MAX),
-                    period_ms: left.as_secs_f64() * 1_000.0,
-                    burst: u64::from(u32::MAX),
-                },
-                reset_after: left,
-                veto: false,
-                capacity: None,
-            })
-            .collect();
         let mut handed = 0;
-        for batch in checks.chunks(HAND_BACK_BATCH) {
-            let call = self.primary.apply(batch, Commit::Each);
+        for batch in taken.chunks(HAND_BACK_BATCH) {
+            let call = self.primary.add(batch);
             match tokio::time::timeout(self.settings.check_timeout, call).await {
                 Ok(Ok(_)) => handed += batch.len(),
                 Ok(Err(e)) => {
@@ -462,19 +474,17 @@ const HAND_BACK_BATCH: usize = 256;
 const RECOVERY_CHECKS: u32 = 10;
 
 impl CounterStore for ResilientStore {
-    fn apply<'a>(&'a self, checks: &'a [Check], commit: Commit) -> StoreFuture<'a, Vec<Outcome>> {
-        let policy = self.settings.on_failure;
-        Box::pin(async move { Ok(self.apply_resilient(checks, commit, policy).await?.outcomes) })
+    /// Applies the checks in the store, or as `options.on_failure` (else
+    /// the configured policy) says when the store cannot answer.
+    fn apply<'a>(&'a self, checks: &'a [Check], options: CallOptions) -> StoreFuture<'a, Applied> {
+        let policy = options.on_failure.unwrap_or(self.settings.on_failure);
+        Box::pin(self.apply_resilient(checks, options.commit, policy))
     }
 
-    fn apply_marked<'a>(
-        &'a self,
-        checks: &'a [Check],
-        commit: Commit,
-        on_failure: Option<FailurePolicy>,
-    ) -> StoreFuture<'a, Applied> {
-        let policy = on_failure.unwrap_or(self.settings.on_failure);
-        Box::pin(self.apply_resilient(checks, commit, policy))
+    /// Adds straight to the store (no retry, breaker or fallback): only
+    /// the hand-back adds, once the store is in use again.
+    fn add<'a>(&'a self, counts: &'a [WindowCount]) -> StoreFuture<'a, ()> {
+        self.primary.add(counts)
     }
 
     /// Resets the counters in Redis and in the fallback, and forgets them in
@@ -559,12 +569,19 @@ mod tests {
         fn apply<'a>(
             &'a self,
             checks: &'a [Check],
-            commit: Commit,
-        ) -> StoreFuture<'a, Vec<Outcome>> {
+            options: CallOptions,
+        ) -> StoreFuture<'a, Applied> {
             self.calls.fetch_add(1, Ordering::Relaxed);
             Box::pin(async move {
                 self.act().await?;
-                self.inner.apply(checks, commit).await
+                self.inner.apply(checks, options).await
+            })
+        }
+        fn add<'a>(&'a self, counts: &'a [WindowCount]) -> StoreFuture<'a, ()> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            Box::pin(async move {
+                self.act().await?;
+                self.inner.add(counts).await
             })
         }
         fn reset<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, u64> {
@@ -582,15 +599,12 @@ mod tests {
         vec![Check {
             key: "k".into(),
             hits: 1,
-            algorithm: Algorithm::FixedWindow,
-            rate: Rate {
+            limit: Limit::FixedWindow {
                 limit: 10,
                 period_ms: 60_000.0,
-                burst: 10,
+                reset_after: Duration::from_secs(60),
             },
-            reset_after: Duration::from_secs(60),
             veto: true,
-            capacity: None,
         }]
     }
 
@@ -612,19 +626,13 @@ mod tests {
     async fn a_down_store_is_retried_then_falls_back_and_the_breaker_opens() {
         let fake = Fake::new();
         let store = store(&fake, FailurePolicy::Fallback);
-        let applied = store
-            .apply_marked(&check(), Commit::Each, None)
-            .await
-            .unwrap();
+        let applied = store.apply(&check(), Commit::Each.into()).await.unwrap();
         assert!(!applied.degraded);
         assert_eq!(applied.outcomes[0].remaining, 9);
 
         fake.set(Mode::Down);
         let start = Instant::now();
-        let applied = store
-            .apply_marked(&check(), Commit::Each, None)
-            .await
-            .unwrap();
+        let applied = store.apply(&check(), Commit::Each.into()).await.unwrap();
         assert!(applied.degraded);
         assert_eq!(
             applied.outcomes[0].remaining, 9,
@@ -633,17 +641,11 @@ mod tests {
         assert_eq!(fake.calls(), 1 + 3, "three attempts: 10 ms and 20 ms apart");
         assert_eq!(start.elapsed(), Duration::from_millis(30));
         for _ in 0..2 {
-            store
-                .apply_marked(&check(), Commit::Each, None)
-                .await
-                .unwrap();
+            store.apply(&check(), Commit::Each.into()).await.unwrap();
         }
         assert_eq!(store.circuit_breaker().state(), BreakerState::Open);
         let before = fake.calls();
-        let applied = store
-            .apply_marked(&check(), Commit::Each, None)
-            .await
-            .unwrap();
+        let applied = store.apply(&check(), Commit::Each.into()).await.unwrap();
         assert!(applied.degraded);
         assert_eq!(
             fake.calls(),
@@ -659,10 +661,7 @@ mod tests {
         fake.set(Mode::Hang);
         let store = store(&fake, FailurePolicy::Fallback);
         let start = Instant::now();
-        let applied = store
-            .apply_marked(&check(), Commit::Each, None)
-            .await
-            .unwrap();
+        let applied = store.apply(&check(), Commit::Each.into()).await.unwrap();
         assert!(applied.degraded);
         assert_eq!(
             start.elapsed(),
@@ -678,15 +677,9 @@ mod tests {
         let allow = store(&fake, FailurePolicy::Allow);
         let deny = store(&fake, FailurePolicy::Deny);
         for _ in 0..20 {
-            let a = allow
-                .apply_marked(&check(), Commit::Each, None)
-                .await
-                .unwrap();
+            let a = allow.apply(&check(), Commit::Each.into()).await.unwrap();
             assert!(a.degraded && a.outcomes[0].allowed);
-            let d = deny
-                .apply_marked(&check(), Commit::Each, None)
-                .await
-                .unwrap();
+            let d = deny.apply(&check(), Commit::Each.into()).await.unwrap();
             assert!(d.degraded && !d.outcomes[0].allowed);
         }
         assert!(allow.fallback().is_empty(), "allow counts nothing");
@@ -698,14 +691,17 @@ mod tests {
         fake.set(Mode::Down);
         let store = store(&fake, FailurePolicy::Fallback);
         let denied = store
-            .apply_marked(&check(), Commit::Each, Some(FailurePolicy::Deny))
+            .apply(
+                &check(),
+                CallOptions {
+                    commit: Commit::Each,
+                    on_failure: Some(FailurePolicy::Deny),
+                },
+            )
             .await
             .unwrap();
         assert!(denied.degraded && !denied.outcomes[0].allowed);
-        let counted = store
-            .apply_marked(&check(), Commit::Each, None)
-            .await
-            .unwrap();
+        let counted = store.apply(&check(), Commit::Each.into()).await.unwrap();
         assert!(counted.degraded && counted.outcomes[0].allowed);
         assert_eq!(
             counted.outcomes[0].remaining, 9,
@@ -718,10 +714,7 @@ mod tests {
         let fake = Fake::new();
         fake.set(Mode::Broken);
         let store = store(&fake, FailurePolicy::Fallback);
-        let applied = store
-            .apply_marked(&check(), Commit::Each, None)
-            .await
-            .unwrap();
+        let applied = store.apply(&check(), Commit::Each.into()).await.unwrap();
         assert!(applied.degraded);
         assert_eq!(fake.calls(), 1, "an error reply may have run: not retried");
     }
@@ -735,7 +728,7 @@ mod tests {
             let deadline = Some(Instant::now() + Duration::from_millis(1));
             let applied = super::super::deadline::with_deadline(
                 deadline,
-                store.apply_marked(&check(), Commit::Each, None),
+                store.apply(&check(), Commit::Each.into()),
             )
             .await
             .unwrap();
@@ -745,12 +738,9 @@ mod tests {
         // A long caller deadline is capped by the store deadline.
         let start = Instant::now();
         let far = Some(Instant::now() + Duration::from_secs(30));
-        super::super::deadline::with_deadline(
-            far,
-            store.apply_marked(&check(), Commit::Each, None),
-        )
-        .await
-        .unwrap();
+        super::super::deadline::with_deadline(far, store.apply(&check(), Commit::Each.into()))
+            .await
+            .unwrap();
         assert_eq!(start.elapsed(), Duration::from_millis(50));
     }
 
@@ -778,15 +768,12 @@ mod tests {
         status.wait_for(|ok| !ok).await.unwrap();
         assert!(!store.is_healthy());
         for _ in 0..3 {
-            store
-                .apply_marked(&check(), Commit::Each, None)
-                .await
-                .unwrap();
+            store.apply(&check(), Commit::Each.into()).await.unwrap();
         }
         let calls = fake.calls();
         assert!(
             store
-                .apply_marked(&check(), Commit::Each, None)
+                .apply(&check(), Commit::Each.into())
                 .await
                 .unwrap()
                 .degraded
@@ -800,10 +787,7 @@ mod tests {
             start.elapsed() <= Duration::from_secs(5),
             "within one check_interval"
         );
-        let applied = store
-            .apply_marked(&check(), Commit::Each, None)
-            .await
-            .unwrap();
+        let applied = store.apply(&check(), Commit::Each.into()).await.unwrap();
         assert!(!applied.degraded, "back on the store");
 
         drain_tx.send_replace(true);
@@ -822,10 +806,7 @@ mod tests {
         status.wait_for(|ok| !ok).await.unwrap();
         // Three failed calls open the breaker too.
         for _ in 0..3 {
-            store
-                .apply_marked(&check(), Commit::Each, None)
-                .await
-                .unwrap();
+            store.apply(&check(), Commit::Each.into()).await.unwrap();
         }
         tokio::time::sleep(Duration::from_secs(7)).await;
         assert!(!store.is_healthy());
@@ -835,10 +816,7 @@ mod tests {
         let back = Instant::now();
         status.wait_for(|ok| *ok).await.unwrap();
         loop {
-            let applied = store
-                .apply_marked(&check(), Commit::Each, None)
-                .await
-                .unwrap();
+            let applied = store.apply(&check(), Commit::Each.into()).await.unwrap();
             if !applied.degraded {
                 break;
             }
@@ -861,24 +839,18 @@ mod tests {
         for _ in 0..10 {
             assert!(
                 store
-                    .apply_marked(&check(), Commit::Each, None)
+                    .apply(&check(), Commit::Each.into())
                     .await
                     .unwrap()
                     .outcomes[0]
                     .allowed
             );
         }
-        let over = store
-            .apply_marked(&check(), Commit::Each, None)
-            .await
-            .unwrap();
+        let over = store.apply(&check(), Commit::Each.into()).await.unwrap();
         assert!(!over.outcomes[0].allowed);
         let calls = fake.calls();
         for _ in 0..100 {
-            let a = store
-                .apply_marked(&check(), Commit::Each, None)
-                .await
-                .unwrap();
+            let a = store.apply(&check(), Commit::Each.into()).await.unwrap();
             assert!(!a.degraded && !a.outcomes[0].allowed);
             assert_eq!(a.outcomes[0].reset_after, Duration::from_secs(60));
         }
@@ -889,7 +861,7 @@ mod tests {
             key: "other".into(),
             ..two[0].clone()
         });
-        let a = store.apply_marked(&two, Commit::Each, None).await.unwrap();
+        let a = store.apply(&two, Commit::Each.into()).await.unwrap();
         assert_eq!(fake.calls(), calls + 1);
         assert_eq!(
             (a.outcomes[0].allowed, a.outcomes[1].allowed),
@@ -908,7 +880,7 @@ mod tests {
         for _ in 0..4 {
             assert!(
                 store
-                    .apply_marked(&check(), Commit::Each, None)
+                    .apply(&check(), Commit::Each.into())
                     .await
                     .unwrap()
                     .degraded
@@ -927,7 +899,7 @@ mod tests {
         other[0].key = "other".into();
         assert!(
             !store
-                .apply_marked(&other, Commit::Each, None)
+                .apply(&other, Commit::Each.into())
                 .await
                 .unwrap()
                 .degraded
@@ -936,7 +908,12 @@ mod tests {
         assert!(store.fallback().is_empty(), "handed back, not kept");
         let mut peek = check();
         peek[0].hits = 0;
-        let outcome = fake.inner.apply(&peek, Commit::Each).await.unwrap()[0];
+        let outcome = fake
+            .inner
+            .apply(&peek, Commit::Each.into())
+            .await
+            .unwrap()
+            .outcomes[0];
         assert_eq!(outcome.remaining, 6, "the 4 local hits reached the store");
 
         drain_tx.send_replace(true);

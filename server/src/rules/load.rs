@@ -3,7 +3,7 @@
 //! messages (`<file>: <message>`), plus the YAML path of the offending node.
 //! A file is checked completely, so one run reports every error it has.
 
-use crate::store::FailurePolicy;
+use crate::model::FailurePolicy;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use super::yaml::{MAX_NODES, ParseError, Yaml};
 use super::{Allowance, Domain, KeyRules, Level, Node, RateLimit, RuleSet, Unit, Wildcard};
-use crate::limiter::algorithm::Algorithm;
-use crate::limiter::capacity::{Capacity, CapacityRule, LimitNames};
+use crate::model::algorithm::Algorithm;
+use crate::model::capacity::{Capacity, CapacityRule, LimitNames};
 
 /// A problem in a rules file.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

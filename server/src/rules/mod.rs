@@ -1,9 +1,10 @@
 //! Descriptor rules: the YAML files an operator writes, compiled into an
 //! immutable [`RuleSet`], and the matching of a request descriptor against it.
 //!
-//! On the request path this is step two: the gRPC layer has validated the
-//! request; here each descriptor's entries walk the domain's descriptor tree
-//! to find the [`RateLimit`] that applies (if any); the limiter then counts.
+//! On the request path this is step three: the limiter has validated the
+//! request (step two); here each descriptor's entries walk the domain's
+//! descriptor tree to find the [`RateLimit`] that applies (if any); the
+//! limiter then counts (step four).
 //!
 //! Matching follows envoyproxy/ratelimit: at each level an exact `key`/`value`
 //! match wins, then the first wildcard value in config order, then the
@@ -16,78 +17,17 @@ pub mod reload;
 mod wildcard;
 mod yaml;
 
-use crate::store::FailurePolicy;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 pub use load::{LoadError, load_files, load_paths, read_paths, version_of};
 pub use wildcard::Wildcard;
 
-use crate::limiter::algorithm::Algorithm;
-use crate::limiter::capacity::CapacityRule;
-
-/// The time unit of a limit's window. Windows are aligned to the Unix epoch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Unit {
-    /// 1 s.
-    Second,
-    /// 60 s.
-    Minute,
-    /// 3,600 s.
-    Hour,
-    /// 86,400 s (days reset at 00:00 UTC).
-    Day,
-    /// 604,800 s (weeks start on Thursday 00:00 UTC, as the epoch did).
-    Week,
-    /// 30 days, not calendar months (as the reference service).
-    Month,
-    /// 365 days.
-    Year,
-}
-
-impl Unit {
-    /// Parses a unit name, case-insensitively (`second`, `MINUTE`, ...).
-    pub fn parse(name: &str) -> Option<Unit> {
-        Some(match name.to_ascii_uppercase().as_str() {
-            "SECOND" => Unit::Second,
-            "MINUTE" => Unit::Minute,
-            "HOUR" => Unit::Hour,
-            "DAY" => Unit::Day,
-            "WEEK" => Unit::Week,
-            "MONTH" => Unit::Month,
-            "YEAR" => Unit::Year,
-            _ => return None,
-        })
-    }
-
-    /// The window length.
-    pub fn window(self) -> Duration {
-        Duration::from_secs(match self {
-            Unit::Second => 1,
-            Unit::Minute => 60,
-            Unit::Hour => 3_600,
-            Unit::Day => 86_400,
-            Unit::Week => 604_800,
-            Unit::Month => 2_592_000,
-            Unit::Year => 31_536_000,
-        })
-    }
-
-    /// The upper-case name, as in the RLS `Unit` enum.
-    pub fn name(self) -> &'static str {
-        match self {
-            Unit::Second => "SECOND",
-            Unit::Minute => "MINUTE",
-            Unit::Hour => "HOUR",
-            Unit::Day => "DAY",
-            Unit::Week => "WEEK",
-            Unit::Month => "MONTH",
-            Unit::Year => "YEAR",
-        }
-    }
-}
+use crate::model::FailurePolicy;
+pub use crate::model::Unit;
+use crate::model::algorithm::Algorithm;
+use crate::model::capacity::CapacityRule;
 
 /// What a matched rule allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

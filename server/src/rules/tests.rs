@@ -1,7 +1,8 @@
 //! Matching and loading, on small inline rule sets.
 
 use super::*;
-use crate::limiter::algorithm::Algorithm;
+use crate::model::algorithm::Algorithm;
+use std::time::Duration;
 
 fn set(yaml: &str) -> RuleSet {
     load_files(&[("test.yaml".into(), yaml.into())], false).unwrap()
@@ -248,7 +249,7 @@ fn algorithm_errors_follow_the_reference_style() {
 
 #[test]
 fn a_domain_may_set_its_own_failure_policy() {
-    use crate::store::FailurePolicy;
+    use crate::model::FailurePolicy;
     let rules = set("domain: payments\non_store_failure: deny\ndescriptors: []\n");
     let domain = rules.domain("payments").unwrap();
     assert_eq!(domain.on_store_failure(), Some(FailurePolicy::Deny));

@@ -6,8 +6,7 @@
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use super::{Check, Commit, CounterStore, StoreError, StoreFuture};
-use crate::limiter::algorithm::Outcome;
+use super::{Applied, CallOptions, Check, CounterStore, StoreError, StoreFuture, WindowCount};
 
 /// Stands in for a store until it is connected.
 #[derive(Debug)]
@@ -57,9 +56,19 @@ impl Connecting {
 }
 
 impl CounterStore for Connecting {
-    fn apply<'a>(&'a self, checks: &'a [Check], commit: Commit) -> StoreFuture<'a, Vec<Outcome>> {
+    fn apply<'a>(&'a self, checks: &'a [Check], options: CallOptions) -> StoreFuture<'a, Applied> {
         match self.store.get() {
-            Some(store) => store.apply(checks, commit),
+            Some(store) => store.apply(checks, options),
+            None => {
+                let e = self.not_yet();
+                Box::pin(async move { Err(e) })
+            }
+        }
+    }
+
+    fn add<'a>(&'a self, counts: &'a [WindowCount]) -> StoreFuture<'a, ()> {
+        match self.store.get() {
+            Some(store) => store.add(counts),
             None => {
                 let e = self.not_yet();
                 Box::pin(async move { Err(e) })
@@ -96,6 +105,7 @@ impl CounterStore for Connecting {
 mod tests {
     use super::*;
     use crate::clock::Clock;
+    use crate::store::Commit;
     use crate::store::memory::MemoryStore;
 
     #[tokio::test]
@@ -111,7 +121,7 @@ mod tests {
         connecting.failed("timed out".into());
         assert!(
             connecting
-                .apply(&[], Commit::Each)
+                .apply(&[], Commit::Each.into())
                 .await
                 .unwrap_err()
                 .to_string()
@@ -121,6 +131,9 @@ mod tests {
         connecting.connected(Arc::new(MemoryStore::new(10, Clock::System)));
         assert!(connecting.is_connected());
         connecting.ping().await.unwrap();
-        assert_eq!(connecting.apply(&[], Commit::Each).await.unwrap(), vec![]);
+        assert_eq!(
+            connecting.apply(&[], Commit::Each.into()).await.unwrap(),
+            Applied::default()
+        );
     }
 }

@@ -21,7 +21,7 @@
 
 use std::fmt::{self, Write};
 
-use crate::limiter::algorithm::Algorithm;
+use crate::model::algorithm::Algorithm;
 
 /// How a key ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub enum KeySuffix {
     /// The state of another algorithm, for the limit at this index; the
     /// state lives across windows, so no window start.
     Algorithm(Algorithm, usize),
+    /// A capacity rule's window state (one per descriptor node).
+    Capacity,
 }
 
 impl fmt::Display for KeySuffix {
@@ -46,10 +48,10 @@ impl fmt::Display for KeySuffix {
                     Algorithm::SlidingWindow => "sw",
                     Algorithm::TokenBucket => "tb",
                     Algorithm::Gcra => "gcra",
-                    Algorithm::Capacity => "cap",
                 };
                 write!(f, "{tag}{index}")
             }
+            KeySuffix::Capacity => write!(f, "cap0"),
         }
     }
 }
@@ -170,7 +172,7 @@ mod tests {
         let bucket = keys.build(
             "edge",
             entries.into_iter(),
-            KeySuffix::Algorithm(crate::limiter::algorithm::Algorithm::TokenBucket, 1),
+            KeySuffix::Algorithm(crate::model::algorithm::Algorithm::TokenBucket, 1),
         );
         assert_eq!(window, "fg:{edge_user_alice_path_/a}_60");
         assert_eq!(bucket, "fg:{edge_user_alice_path_/a}_tb1");

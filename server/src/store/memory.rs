@@ -6,7 +6,7 @@
 //! `std::sync::Mutex`: a request locks only the shard of each key it touches,
 //! for the few nanoseconds of an update, and never across an `.await`, so a
 //! blocking mutex is cheaper than an async one. Each key holds the state of
-//! its algorithm ([`crate::limiter::algorithm`]) and the time it can be
+//! its algorithm ([`crate::model::algorithm`]) and the time it can be
 //! dropped. The store is bounded: ended state is swept by
 //! [`MemoryStore::sweep_expired`] (run periodically by the server), and a
 //! full shard evicts the entry that ends first among a small sample, so
@@ -18,10 +18,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{Check, Commit, CounterStore, MAX_COUNT, StoreFuture};
+use super::{
+    Applied, CallOptions, CapacityCall, Check, Commit, CounterStore, Limit, MAX_COUNT, StoreFuture,
+    WindowCount,
+};
 use crate::clock::Clock;
-use crate::limiter::algorithm::{self, Algorithm, Bucket, Outcome, SlidingCounts};
-use crate::limiter::capacity::{self, WindowState};
+use crate::model::algorithm::{self, Bucket, Outcome, Rate, SlidingCounts};
+use crate::model::capacity::{self, WindowState};
 
 const SHARDS: usize = 64;
 /// Entries looked at to choose a victim when a shard is full.
@@ -99,80 +102,16 @@ impl MemoryStore {
             .get(check.key.as_str())
             .filter(|e| e.expires_at > now)
             .map(|e| &e.state);
-        let (outcome, next, ttl) = match check.algorithm {
-            Algorithm::FixedWindow => {
-                let count = match current {
-                    Some(State::Count(c)) => *c,
-                    _ => 0,
-                }
-                .saturating_add(check.hits)
-                .min(MAX_COUNT);
-                let outcome = algorithm::fixed_window(count, check.rate.limit, check.reset_after);
-                (
-                    outcome,
-                    (check.hits > 0).then_some(State::Count(count)),
-                    check.reset_after,
-                )
-            }
-            Algorithm::SlidingWindow => {
-                let period = check.rate.period_ms;
-                let start_ms = (now_ms / period).floor() * period;
-                let counts = match current {
-                    Some(State::Sliding {
-                        start_ms: s,
-                        counts,
-                    }) if *s == start_ms => *counts,
-                    Some(State::Sliding {
-                        start_ms: s,
-                        counts,
-                    }) if *s + period == start_ms => SlidingCounts {
-                        previous: counts.current,
-                        current: 0,
-                    },
-                    _ => SlidingCounts::default(),
-                };
-                let (outcome, count) =
-                    algorithm::sliding_window(counts, check.rate, now_ms, check.hits);
-                let next = State::Sliding {
-                    start_ms,
-                    counts: SlidingCounts {
-                        current: count,
-                        ..counts
-                    },
-                };
-                // The current window's count matters until the end of the next one.
-                let ttl = Duration::try_from_secs_f64((start_ms + 2.0 * period - now_ms) / 1_000.0)
-                    .unwrap_or(Duration::MAX);
-                (outcome, Some(next), ttl)
-            }
-            Algorithm::TokenBucket => {
-                let bucket = match current {
-                    Some(State::Bucket(b)) => Some(*b),
-                    _ => None,
-                };
-                let (outcome, next) =
-                    algorithm::token_bucket(bucket, check.rate, now_ms, check.hits);
-                let ttl = algorithm::token_bucket_ttl(next, check.rate, now_ms);
-                (
-                    outcome,
-                    (outcome.allowed && check.hits > 0).then_some(State::Bucket(next)),
-                    ttl,
-                )
-            }
-            Algorithm::Capacity => return self.evaluate_capacity(shard, check, now, take),
-            Algorithm::Gcra => {
-                let tat = match current {
-                    Some(State::Tat(t)) => Some(*t),
-                    _ => None,
-                };
-                let (outcome, next) = algorithm::gcra(tat, check.rate, now_ms, check.hits);
-                let ttl = Duration::try_from_secs_f64(((next - now_ms) / 1_000.0).max(0.001))
-                    .unwrap_or(Duration::MAX);
-                (
-                    outcome,
-                    (outcome.allowed && check.hits > 0).then_some(State::Tat(next)),
-                    ttl,
-                )
+        let hits = check.hits;
+        let (outcome, next, ttl) = match &check.limit {
+            Limit::FixedWindow {
+                limit, reset_after, ..
+            } => fixed_window(current, hits, *limit, *reset_after),
+            Limit::SlidingWindow(rate) => sliding_window(current, hits, *rate, now_ms),
+            Limit::TokenBucket(rate) => token_bucket(current, hits, *rate, now_ms),
+            Limit::Gcra(rate) => gcra(current, hits, *rate, now_ms),
+            Limit::Capacity(call) => {
+                return self.evaluate_capacity(shard, check, call, now, take);
             }
         };
         if let (true, Some(state)) = (take, next) {
@@ -207,37 +146,49 @@ impl MemoryStore {
         &self,
         shard: &mut Shard,
         check: &Check,
+        call: &CapacityCall,
         now: Duration,
         take: bool,
     ) -> Outcome {
         // A check of 0 hits (a peek) writes nothing, as in the script.
         let take = take && check.hits > 0;
-        let period = check.rate.period_ms;
+        let period = call.period_ms();
         let now_ms = now.as_secs_f64() * 1_000.0;
         let start_ms = (now_ms / period).floor() * period;
         let reset_after = Duration::try_from_secs_f64((start_ms + period - now_ms) / 1_000.0)
             .unwrap_or(Duration::MAX);
-        let Some(call) = &check.capacity else {
-            // Not built by the limiter (the script answers it with an
-            // error): nothing to decide with, so nothing is admitted.
-            return Outcome {
-                reset_after,
-                ..Outcome::default()
-            };
-        };
         // The key lives until the end of the window after the one it holds.
         let expires_after = |window_ms: f64| {
             Duration::try_from_secs_f64((window_ms + 2.0 * period) / 1_000.0)
                 .unwrap_or(Duration::MAX)
         };
-        let mut expires_at = expires_after(start_ms);
-        let live = shard
-            .get_mut(check.key.as_str())
-            .filter(|e| e.expires_at > now)
-            .and_then(|e| match &mut e.state {
-                State::Capacity { start_ms, window } => Some((start_ms, window)),
-                _ => None,
-            });
+        let (decided, held) = self.decide_in_window(shard, check, call, (now, start_ms), take);
+        let expires_at = expires_after(held);
+        if take && let Some(entry) = shard.get_mut(check.key.as_str()) {
+            entry.expires_at = expires_at;
+        }
+        Outcome {
+            allowed: decided.verdict.admitted(),
+            remaining: decided.remaining,
+            reset_after,
+            capacity: Some(decided),
+        }
+    }
+
+    /// Decides a capacity check in the rule's window starting at
+    /// `start_ms`: in the stored window (rolled over first if it has ended:
+    /// in place when `take`, on a copy otherwise), or in a new one (stored
+    /// when `take`). Returns the decision and the start of the window the
+    /// key holds afterwards.
+    fn decide_in_window(
+        &self,
+        shard: &mut Shard,
+        check: &Check,
+        call: &CapacityCall,
+        (now, start_ms): (Duration, f64),
+        take: bool,
+    ) -> (capacity::Decided, f64) {
+        let period = call.period_ms();
         let decide = |window: &mut WindowState, take: bool| {
             capacity::decide(
                 &call.rule.limits,
@@ -249,21 +200,25 @@ impl MemoryStore {
                 take,
             )
         };
-        let decided = match live {
+        let live = shard
+            .get_mut(check.key.as_str())
+            .filter(|e| e.expires_at > now)
+            .and_then(|e| match &mut e.state {
+                State::Capacity { start_ms, window } => Some((start_ms, window)),
+                _ => None,
+            });
+        match live {
             // This window (or, with a clock that stepped back, a later one).
-            Some((stored, window)) if *stored >= start_ms => {
-                expires_at = expires_after(*stored);
-                decide(window, take)
-            }
+            Some((stored, window)) if *stored >= start_ms => (decide(window, take), *stored),
             Some((stored, window)) if take => {
                 window.roll(*stored + period == start_ms);
                 *stored = start_ms;
-                decide(window, true)
+                (decide(window, true), start_ms)
             }
             Some((stored, window)) => {
                 let mut next = (**window).clone();
                 next.roll(*stored + period == start_ms);
-                decide(&mut next, false)
+                (decide(&mut next, false), start_ms)
             }
             None => {
                 let mut window = WindowState::default();
@@ -273,19 +228,13 @@ impl MemoryStore {
                         start_ms,
                         window: Box::new(window),
                     };
+                    let expires_at =
+                        Duration::try_from_secs_f64((start_ms + 2.0 * period) / 1_000.0)
+                            .unwrap_or(Duration::MAX);
                     self.store(shard, &check.key, state, expires_at, now);
                 }
-                decided
+                (decided, start_ms)
             }
-        };
-        if take && let Some(entry) = shard.get_mut(check.key.as_str()) {
-            entry.expires_at = expires_at;
-        }
-        Outcome {
-            allowed: decided.verdict.admitted(),
-            remaining: decided.remaining,
-            reset_after,
-            capacity: Some(decided),
         }
     }
 
@@ -371,7 +320,7 @@ impl MemoryStore {
     /// Removes every fixed-window counter whose window is still open and
     /// returns it as (key, count, time left in the window); drops the rest.
     /// Used to hand counts taken during an outage back to Redis.
-    pub fn take_windows(&self) -> Vec<(String, u64, Duration)> {
+    pub fn take_windows(&self) -> Vec<WindowCount> {
         let now = self.clock.now();
         let mut taken = Vec::new();
         for shard in self.shards.iter() {
@@ -381,7 +330,11 @@ impl MemoryStore {
                     && count > 0
                     && entry.expires_at > now
                 {
-                    taken.push((key, count, entry.expires_at - now));
+                    taken.push(WindowCount {
+                        key,
+                        hits: count,
+                        reset_after: entry.expires_at - now,
+                    });
                 }
             }
         }
@@ -412,17 +365,119 @@ impl MemoryStore {
     }
 }
 
+/// What one algorithm decided over a key's state: the outcome, the state
+/// to store (when it changes) and how long the state matters.
+type Evaluated = (Outcome, Option<State>, Duration);
+
+/// Fixed window: the window's count after the hits; rejected hits count too.
+fn fixed_window(
+    current: Option<&State>,
+    hits: u64,
+    limit: u64,
+    reset_after: Duration,
+) -> Evaluated {
+    let count = match current {
+        Some(State::Count(c)) => *c,
+        _ => 0,
+    }
+    .saturating_add(hits)
+    .min(MAX_COUNT);
+    let outcome = algorithm::fixed_window(count, limit, reset_after);
+    (
+        outcome,
+        (hits > 0).then_some(State::Count(count)),
+        reset_after,
+    )
+}
+
+/// Sliding window: the stored window rolls over when `now` is in the next one.
+fn sliding_window(current: Option<&State>, hits: u64, rate: Rate, now_ms: f64) -> Evaluated {
+    let period = rate.period_ms;
+    let start_ms = (now_ms / period).floor() * period;
+    let counts = match current {
+        Some(State::Sliding {
+            start_ms: s,
+            counts,
+        }) if *s == start_ms => *counts,
+        Some(State::Sliding {
+            start_ms: s,
+            counts,
+        }) if *s + period == start_ms => SlidingCounts {
+            previous: counts.current,
+            current: 0,
+        },
+        _ => SlidingCounts::default(),
+    };
+    let (outcome, count) = algorithm::sliding_window(counts, rate, now_ms, hits);
+    let next = State::Sliding {
+        start_ms,
+        counts: SlidingCounts {
+            current: count,
+            ..counts
+        },
+    };
+    // The current window's count matters until the end of the next one.
+    let ttl = Duration::try_from_secs_f64((start_ms + 2.0 * period - now_ms) / 1_000.0)
+        .unwrap_or(Duration::MAX);
+    (outcome, Some(next), ttl)
+}
+
+/// Token bucket: only hits taken change the bucket.
+fn token_bucket(current: Option<&State>, hits: u64, rate: Rate, now_ms: f64) -> Evaluated {
+    let bucket = match current {
+        Some(State::Bucket(b)) => Some(*b),
+        _ => None,
+    };
+    let (outcome, next) = algorithm::token_bucket(bucket, rate, now_ms, hits);
+    let ttl = algorithm::token_bucket_ttl(next, rate, now_ms);
+    let changed = outcome.allowed && hits > 0;
+    (outcome, changed.then_some(State::Bucket(next)), ttl)
+}
+
+/// GCRA: only hits taken move the TAT.
+fn gcra(current: Option<&State>, hits: u64, rate: Rate, now_ms: f64) -> Evaluated {
+    let tat = match current {
+        Some(State::Tat(t)) => Some(*t),
+        _ => None,
+    };
+    let (outcome, next) = algorithm::gcra(tat, rate, now_ms, hits);
+    let ttl = Duration::try_from_secs_f64(((next - now_ms) / 1_000.0).max(0.001))
+        .unwrap_or(Duration::MAX);
+    let changed = outcome.allowed && hits > 0;
+    (outcome, changed.then_some(State::Tat(next)), ttl)
+}
+
 impl CounterStore for MemoryStore {
-    fn apply<'a>(&'a self, checks: &'a [Check], commit: Commit) -> StoreFuture<'a, Vec<Outcome>> {
+    /// Applies the checks now; there is no failure policy to override.
+    fn apply<'a>(&'a self, checks: &'a [Check], options: CallOptions) -> StoreFuture<'a, Applied> {
         let now = self.clock.now();
-        let outcomes = match commit {
+        let outcomes = match options.commit {
             Commit::Each => checks
                 .iter()
                 .map(|check| self.evaluate(&mut self.shard(&check.key), check, now, true))
                 .collect(),
             Commit::AllOrNothing => self.all_or_nothing(checks, now),
         };
-        Box::pin(std::future::ready(Ok(outcomes)))
+        Box::pin(std::future::ready(Ok(Applied {
+            outcomes,
+            ..Applied::default()
+        })))
+    }
+
+    fn add<'a>(&'a self, counts: &'a [WindowCount]) -> StoreFuture<'a, ()> {
+        let now = self.clock.now();
+        for count in counts {
+            let mut shard = self.shard(&count.key);
+            let live = shard
+                .get(count.key.as_str())
+                .filter(|e| e.expires_at > now)
+                .map(|e| &e.state);
+            let (_, state, ttl) = fixed_window(live, count.hits, u64::MAX, count.reset_after);
+            if let Some(state) = state {
+                self.store(&mut shard, &count.key, state, now.saturating_add(ttl), now);
+            }
+        }
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn reset<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, u64> {
@@ -445,21 +500,17 @@ impl CounterStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limiter::algorithm::Rate;
 
     fn fixed(key: &str, hits: u64, reset_after: u64) -> Check {
         Check {
             key: key.into(),
             hits,
-            algorithm: Algorithm::FixedWindow,
-            rate: Rate {
+            limit: Limit::FixedWindow {
                 limit: 100,
                 period_ms: 60_000.0,
-                burst: 0,
+                reset_after: Duration::from_secs(reset_after),
             },
-            reset_after: Duration::from_secs(reset_after),
             veto: true,
-            capacity: None,
         }
     }
 
@@ -517,12 +568,11 @@ mod tests {
     async fn rejected_bucket_hits_leave_no_state_behind() {
         let store = MemoryStore::new(100, Clock::anchored(Duration::from_secs(1_000)));
         let check = Check {
-            algorithm: Algorithm::TokenBucket,
-            rate: Rate {
+            limit: Limit::TokenBucket(Rate {
                 limit: 1,
                 period_ms: 60_000.0,
                 burst: 1,
-            },
+            }),
             ..fixed("tb", 2, 0)
         };
         assert!(

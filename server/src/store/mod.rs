@@ -1,13 +1,17 @@
-//! Counter storage: the last step of a decision. The limiter hands the store
-//! one [`Check`] per limit to apply; the store applies the limit's algorithm
-//! ([`crate::limiter::algorithm`]) to its counter atomically and returns one
-//! [`Outcome`] per check.
+//! Counter storage: step five of the request path. The limiter hands the
+//! store one [`Check`] per limit to apply, with the call's [`CallOptions`];
+//! the store applies each check's [`Limit`] (the arithmetic is in
+//! [`crate::model`]) to its counter atomically and returns one [`Outcome`]
+//! per check.
 //!
 //! Two backends implement [`CounterStore`]: [`memory::MemoryStore`], the
 //! embedded default, and [`redis::RedisStore`], shared by every server
 //! instance (single node, Sentinel or Cluster). [`connecting::Connecting`]
-//! stands in for Redis until it is first reached. Counter keys follow the reference service's format ([`key`]),
-//! so an operator can move from envoyproxy/ratelimit on the same Redis.
+//! stands in for Redis until it is first reached, and
+//! [`crate::resilience::store::ResilientStore`] wraps Redis with its
+//! failure policy. Counter keys follow the reference service's format
+//! ([`key`]), so an operator can move from envoyproxy/ratelimit on the same
+//! Redis.
 
 pub mod connecting;
 pub mod key;
@@ -18,16 +22,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use crate::limiter::algorithm::{Algorithm, Outcome, Rate};
-use crate::limiter::capacity::CapacityRule;
 use std::sync::Arc;
 
-/// The most a stored count holds: 2^53 - 1, exact in Redis's Lua (doubles)
-/// and in every JSON client. Counts saturate here in both stores, whatever
-/// the hits (at most [`crate::limiter::MAX_HITS`] a call) and however many
-/// calls add them, so no caller can push a counter into an overflow error;
-/// every limit (at most `u32::MAX`) is far below it.
-pub const MAX_COUNT: u64 = (1 << 53) - 1;
+use crate::model::algorithm::{Algorithm, Outcome, Rate};
+use crate::model::capacity::CapacityRule;
+pub use crate::model::{FailurePolicy, MAX_COUNT};
 
 /// One limit to apply to one counter key.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,18 +36,71 @@ pub struct Check {
     pub key: String,
     /// How much to add. 0 checks without taking anything.
     pub hits: u64,
-    /// How to count.
-    pub algorithm: Algorithm,
-    /// The limit, period and burst.
-    pub rate: Rate,
-    /// Fixed window only: time left in the window, by the limiter's clock.
-    pub reset_after: Duration,
+    /// How to count, with what that way of counting needs.
+    pub limit: Limit,
     /// Under [`Commit::AllOrNothing`], whether this check's rejection stops
     /// the others from taking: false for checks whose rejection does not
     /// reject the request (shadow mode, quota mode).
     pub veto: bool,
-    /// [`Algorithm::Capacity`] only: the rule, and who asks in which class.
-    pub capacity: Option<CapacityCall>,
+}
+
+/// A check's limit: the algorithm, with what it needs and nothing else.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Limit {
+    /// The reference's fixed window ([`crate::model::algorithm::fixed_window`]).
+    FixedWindow {
+        /// Hits per window.
+        limit: u64,
+        /// The window's length, in milliseconds.
+        period_ms: f64,
+        /// Time left in the window, by the limiter's clock.
+        reset_after: Duration,
+    },
+    /// A sliding window ([`crate::model::algorithm::sliding_window`]).
+    SlidingWindow(Rate),
+    /// A token bucket ([`crate::model::algorithm::token_bucket`]).
+    TokenBucket(Rate),
+    /// GCRA ([`crate::model::algorithm::gcra`]).
+    Gcra(Rate),
+    /// A capacity rule ([`crate::model::capacity::decide`]).
+    Capacity(CapacityCall),
+}
+
+impl Limit {
+    /// The limit of a rule's `algorithm` at `rate`; `reset_after` (time
+    /// left in the window) is kept by the fixed window only.
+    pub fn of(algorithm: Algorithm, rate: Rate, reset_after: Duration) -> Limit {
+        match algorithm {
+            Algorithm::FixedWindow => Limit::FixedWindow {
+                limit: rate.limit,
+                period_ms: rate.period_ms,
+                reset_after,
+            },
+            Algorithm::SlidingWindow => Limit::SlidingWindow(rate),
+            Algorithm::TokenBucket => Limit::TokenBucket(rate),
+            Algorithm::Gcra => Limit::Gcra(rate),
+        }
+    }
+
+    /// Hits allowed per period (a capacity rule's total).
+    pub fn limit(&self) -> u64 {
+        match self {
+            Limit::FixedWindow { limit, .. } => *limit,
+            Limit::SlidingWindow(rate) | Limit::TokenBucket(rate) | Limit::Gcra(rate) => rate.limit,
+            Limit::Capacity(call) => call.rule.limits.total,
+        }
+    }
+
+    /// The period (the window of a fixed window or a capacity rule), in ms.
+    pub fn period_ms(&self) -> f64 {
+        match self {
+            Limit::FixedWindow { period_ms, .. } => *period_ms,
+            Limit::SlidingWindow(rate) | Limit::TokenBucket(rate) | Limit::Gcra(rate) => {
+                rate.period_ms
+            }
+            Limit::Capacity(call) => call.period_ms(),
+        }
+    }
 }
 
 /// Who asks a capacity rule for hits.
@@ -62,6 +114,15 @@ pub struct CapacityCall {
     pub weight: f64,
     /// The priority class (0: the most important).
     pub class: usize,
+    /// Time left in the rule's window, by the limiter's clock.
+    pub reset_after: Duration,
+}
+
+impl CapacityCall {
+    /// The rule's window, in milliseconds.
+    pub fn period_ms(&self) -> f64 {
+        (self.rule.window_secs() * 1_000) as f64
+    }
 }
 
 /// How the checks of one call commit.
@@ -117,30 +178,6 @@ impl StoreError {
     }
 }
 
-/// What to answer when the store cannot be used.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum FailurePolicy {
-    /// Count in a local in-memory store (per server instance).
-    #[default]
-    Fallback,
-    /// Fail open: allow.
-    Allow,
-    /// Fail closed: reject.
-    Deny,
-}
-
-impl FailurePolicy {
-    /// Parses `fallback`, `allow` or `deny`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "fallback" => Some(FailurePolicy::Fallback),
-            "allow" => Some(FailurePolicy::Allow),
-            "deny" => Some(FailurePolicy::Deny),
-            _ => None,
-        }
-    }
-}
-
 /// Outcomes, and whether they came from a stand-in for the real store.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Applied {
@@ -155,32 +192,51 @@ pub struct Applied {
 /// The future a store returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-/// Where fixed-window counters live.
+/// What one call asks of the store beside its checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallOptions {
+    /// How the checks commit.
+    pub commit: Commit,
+    /// Overrides the configured failure policy for this call (a domain's
+    /// `on_store_failure`); only a store with a policy
+    /// ([`crate::resilience::store::ResilientStore`]) has one to override.
+    pub on_failure: Option<FailurePolicy>,
+}
+
+impl From<Commit> for CallOptions {
+    fn from(commit: Commit) -> Self {
+        CallOptions {
+            commit,
+            on_failure: None,
+        }
+    }
+}
+
+/// Hits to add to a fixed window's counter, already decided (the hand-back
+/// of counts taken locally during an outage).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WindowCount {
+    /// The counter's key (it carries the window start).
+    pub key: String,
+    /// The hits to add.
+    pub hits: u64,
+    /// Time left in the window: the counter need not outlive it.
+    pub reset_after: Duration,
+}
+
+/// Where counters live, whatever the algorithm: the memory store, Redis,
+/// or the resilient store in front of Redis.
 pub trait CounterStore: Send + Sync + std::fmt::Debug {
     /// Applies the checks to their counters and returns one outcome per
-    /// check, in order. All checks of one call travel together (one round
-    /// trip, one script call for Redis).
-    fn apply<'a>(&'a self, checks: &'a [Check], commit: Commit) -> StoreFuture<'a, Vec<Outcome>>;
+    /// check, in order, saying whether the answer is degraded (not from the
+    /// real store; see [`crate::resilience`]). All checks of one call travel
+    /// together (one round trip, one script call for Redis).
+    fn apply<'a>(&'a self, checks: &'a [Check], options: CallOptions) -> StoreFuture<'a, Applied>;
 
-    /// [`CounterStore::apply`], also saying whether the answer is degraded
-    /// (not from the real store; see [`crate::resilience`]). `on_failure`
-    /// overrides the configured failure policy for this call (a domain's
-    /// `on_store_failure`); stores without one ignore it.
-    fn apply_marked<'a>(
-        &'a self,
-        checks: &'a [Check],
-        commit: Commit,
-        on_failure: Option<FailurePolicy>,
-    ) -> StoreFuture<'a, Applied> {
-        let _ = on_failure;
-        let applied = self.apply(checks, commit);
-        Box::pin(async move {
-            Ok(Applied {
-                outcomes: applied.await?,
-                ..Applied::default()
-            })
-        })
-    }
+    /// Adds `counts` to their fixed-window counters, whatever their limits
+    /// (the hits were decided already), creating them as needed to live
+    /// as long as their windows.
+    fn add<'a>(&'a self, counts: &'a [WindowCount]) -> StoreFuture<'a, ()>;
 
     /// Deletes the counters under `keys` (an operator unblocking a
     /// client); returns how many existed.

@@ -25,7 +25,7 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 
 use super::RedisStore;
-use crate::limiter::algorithm::Outcome;
+use crate::model::algorithm::Outcome;
 use crate::store::{Check, StoreError};
 
 /// Batches on the wire at once; more calls wait in the queue and form the

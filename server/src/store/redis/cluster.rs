@@ -53,21 +53,18 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::limiter::algorithm::{Algorithm, Rate};
+    use crate::store::Limit;
 
     fn check(key: &str) -> Check {
         Check {
             key: key.to_owned(),
             hits: 1,
-            algorithm: Algorithm::FixedWindow,
-            rate: Rate {
+            limit: Limit::FixedWindow {
                 limit: 1,
                 period_ms: 1_000.0,
-                burst: 1,
+                reset_after: Duration::ZERO,
             },
-            reset_after: Duration::ZERO,
             veto: true,
-            capacity: None,
         }
     }
 

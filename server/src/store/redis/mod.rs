@@ -30,10 +30,12 @@ use self::connection::{Connection, connect, install_crypto_provider};
 pub use self::settings::{
     ClientCertificate, RedisMode, RedisSettings, RedisTopology, Secret, TlsFiles,
 };
-use super::{Check, Commit, CounterStore, StoreError, StoreFuture};
+use super::{
+    Applied, CallOptions, Check, Commit, CounterStore, Limit, StoreError, StoreFuture, WindowCount,
+};
 use crate::clock::Clock;
-use crate::limiter::algorithm::{Algorithm, Outcome};
-use crate::limiter::capacity::{Decided, Verdict};
+use crate::model::algorithm::Outcome;
+use crate::model::capacity::{Decided, Verdict};
 
 /// Counters in Redis: one node, a Sentinel-managed master, or a cluster.
 #[derive(Clone)]
@@ -129,19 +131,15 @@ impl RedisStore {
         &self.endpoint
     }
 
-    /// The fixed window's key TTL (the other algorithms set their own TTLs
-    /// in their scripts and ignore this argument, so it costs nothing there).
-    fn ttl_secs(&self, check: &Check) -> u64 {
-        if check.algorithm != Algorithm::FixedWindow {
-            return 0;
-        }
+    /// The fixed window's key TTL: the window plus a jitter.
+    fn ttl_secs(&self, key: &str, period_ms: f64) -> u64 {
         // A hash of the key is as good as a random number here and needs no
         // RNG: it spreads expiries evenly and is stable per key.
         let jitter = match self.jitter_max_secs {
             0 => 0,
-            max => self.jitter.hash_one(check.key.as_str()) % max,
+            max => self.jitter.hash_one(key) % max,
         };
-        (check.rate.period_ms / 1_000.0).ceil().max(1.0) as u64 + jitter
+        (period_ms / 1_000.0).ceil().max(1.0) as u64 + jitter
     }
 
     /// Loads every driver: on the node, or on every primary of a cluster
@@ -211,43 +209,62 @@ impl RedisStore {
             None => cmd.arg(""),
         };
         for check in checks {
-            let code = match check.algorithm {
-                Algorithm::FixedWindow => "f",
-                Algorithm::SlidingWindow => "s",
-                Algorithm::TokenBucket => "t",
-                Algorithm::Gcra => "g",
-                Algorithm::Capacity => match &check.capacity {
-                    Some(call) => {
-                        // Its own use of the slots (see capacity.lua).
-                        let mut params = format!("{} {}", call.weight, call.class);
-                        for share in &call.rule.limits.class_max_share {
-                            params.push(' ');
-                            params.push_str(&share.to_string());
-                        }
-                        cmd.arg("c")
-                            .arg(check.hits)
-                            .arg(check.rate.limit)
-                            .arg(check.rate.period_ms)
-                            .arg(call.rule.limits.max_clients)
-                            .arg(call.client.as_str())
-                            .arg(params)
-                            .arg(if check.veto { "1" } else { "0" });
-                        continue;
-                    }
-                    // Not built by the limiter: the script answers it with an error.
-                    None => "?",
-                },
-            };
-            cmd.arg(code)
-                .arg(check.hits)
-                .arg(check.rate.limit)
-                .arg(check.rate.period_ms)
-                .arg(check.rate.burst)
-                .arg(self.ttl_secs(check))
-                .arg(check.reset_after.as_millis() as u64)
-                .arg(if check.veto { "1" } else { "0" });
+            self.push_check(&mut cmd, check);
         }
         cmd
+    }
+
+    /// One check's eight arguments (layout in `scripts/common.lua`). Only
+    /// the fixed window takes a TTL and a reset time (the other algorithms
+    /// set their own TTLs and get 0 for both); a capacity check uses the
+    /// slots its own way (see `capacity.lua`).
+    fn push_check(&self, cmd: &mut redis::Cmd, check: &Check) {
+        let veto = if check.veto { "1" } else { "0" };
+        let (code, rate) = match &check.limit {
+            Limit::FixedWindow {
+                limit,
+                period_ms,
+                reset_after,
+            } => {
+                cmd.arg("f")
+                    .arg(check.hits)
+                    .arg(*limit)
+                    .arg(*period_ms)
+                    // Unused by the fixed window: the limit, as ever.
+                    .arg(*limit)
+                    .arg(self.ttl_secs(&check.key, *period_ms))
+                    .arg(reset_after.as_millis() as u64)
+                    .arg(veto);
+                return;
+            }
+            Limit::Capacity(call) => {
+                let mut params = format!("{} {}", call.weight, call.class);
+                for share in &call.rule.limits.class_max_share {
+                    params.push(' ');
+                    params.push_str(&share.to_string());
+                }
+                cmd.arg("c")
+                    .arg(check.hits)
+                    .arg(call.rule.limits.total)
+                    .arg(call.period_ms())
+                    .arg(call.rule.limits.max_clients)
+                    .arg(call.client.as_str())
+                    .arg(params)
+                    .arg(veto);
+                return;
+            }
+            Limit::SlidingWindow(rate) => ("s", rate),
+            Limit::TokenBucket(rate) => ("t", rate),
+            Limit::Gcra(rate) => ("g", rate),
+        };
+        cmd.arg(code)
+            .arg(check.hits)
+            .arg(rate.limit)
+            .arg(rate.period_ms)
+            .arg(rate.burst)
+            .arg(0)
+            .arg(0)
+            .arg(veto);
     }
 
     /// Runs `driver` over `checks` (which share a slot on a cluster), with
@@ -371,7 +388,7 @@ impl RedisStore {
             .iter()
             .zip(&peeked)
             .map(|(check, outcome)| Check {
-                hits: if !outcome.allowed && check.algorithm == Algorithm::FixedWindow {
+                hits: if !outcome.allowed && matches!(check.limit, Limit::FixedWindow { .. }) {
                     check.hits
                 } else {
                     0
@@ -394,6 +411,33 @@ impl RedisStore {
             }
         }
         Ok(out)
+    }
+
+    /// Runs the checks: one EVALSHA on a single node or Sentinel (shared
+    /// with concurrent calls when coalescing), one per slot on a cluster.
+    async fn apply_checks(
+        &self,
+        checks: &[Check],
+        commit: Commit,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        if checks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let driver = self.scripts.get(commit);
+        if !matches!(self.connection, Connection::Cluster(_)) {
+            if commit == Commit::Each
+                && let Some(batch) = self.batcher()
+            {
+                return batch.apply(checks).await;
+            }
+            return self.eval(driver, checks.iter()).await;
+        }
+        let groups = cluster::by_slot(checks);
+        match (groups.len(), commit) {
+            (1, _) => self.eval(driver, checks.iter()).await,
+            (_, Commit::Each) => self.eval_groups(driver, checks, &groups).await,
+            (_, Commit::AllOrNothing) => self.all_or_nothing_across_slots(checks, &groups).await,
+        }
     }
 }
 
@@ -548,29 +592,34 @@ impl Scripts {
 }
 
 impl CounterStore for RedisStore {
-    fn apply<'a>(&'a self, checks: &'a [Check], commit: Commit) -> StoreFuture<'a, Vec<Outcome>> {
+    /// Applies the checks in Redis; there is no failure policy to override.
+    fn apply<'a>(&'a self, checks: &'a [Check], options: CallOptions) -> StoreFuture<'a, Applied> {
         Box::pin(async move {
-            if checks.is_empty() {
-                return Ok(Vec::new());
-            }
-            let driver = self.scripts.get(commit);
-            if !matches!(self.connection, Connection::Cluster(_)) {
-                if commit == Commit::Each
-                    && let Some(batch) = self.batcher()
-                {
-                    return batch.apply(checks).await;
-                }
-                return self.eval(driver, checks.iter()).await;
-            }
-            let groups = cluster::by_slot(checks);
-            match (groups.len(), commit) {
-                (1, _) => self.eval(driver, checks.iter()).await,
-                (_, Commit::Each) => self.eval_groups(driver, checks, &groups).await,
-                (_, Commit::AllOrNothing) => {
-                    self.all_or_nothing_across_slots(checks, &groups).await
-                }
-            }
+            Ok(Applied {
+                outcomes: self.apply_checks(checks, options.commit).await?,
+                ..Applied::default()
+            })
         })
+    }
+
+    /// Adds through the fixed-window script (`INCRBY`, with the window's
+    /// TTL on a new key), under a limit no count reaches: the hits were
+    /// decided already, so the script's verdict is not read.
+    fn add<'a>(&'a self, counts: &'a [WindowCount]) -> StoreFuture<'a, ()> {
+        let checks: Vec<Check> = counts
+            .iter()
+            .map(|count| Check {
+                key: count.key.clone(),
+                hits: count.hits,
+                limit: Limit::FixedWindow {
+                    limit: u64::from(u32::MAX),
+                    period_ms: count.reset_after.as_secs_f64() * 1_000.0,
+                    reset_after: count.reset_after,
+                },
+                veto: false,
+            })
+            .collect();
+        Box::pin(async move { self.apply_checks(&checks, Commit::Each).await.map(drop) })
     }
 
     fn reset<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, u64> {

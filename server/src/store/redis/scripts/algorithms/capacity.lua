@@ -2,7 +2,7 @@
 --   -> allowed, remaining, reset_ms, limit, verdict
 --
 -- A capacity rule's fair shares and priority classes; the same arithmetic,
--- in the same order, as `decide` in server/src/limiter/capacity.rs (see
+-- in the same order, as `decide` in server/src/model/capacity.rs (see
 -- there for the rules).
 -- key     one hash per rule, holding one window and what the previous left:
 --           s          the window's start (ms)

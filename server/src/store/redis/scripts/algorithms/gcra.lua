@@ -2,7 +2,7 @@
 --
 -- GCRA (a leaky bucket as a meter), emission interval T = period / limit and
 -- tolerance burst * T; the same arithmetic as `gcra` in
--- server/src/limiter/algorithm.rs.
+-- server/src/model/algorithm.rs.
 -- key     the theoretical arrival time (TAT) in ms; no key means now
 -- hits    0: would one more hit be allowed? nothing is taken
 -- take    false: only compute, write nothing

@@ -1,7 +1,7 @@
 -- sliding_window(key, now, hits, limit, period, take) -> allowed, remaining, reset_ms
 --
 -- The weighted two-window estimate; the same arithmetic as `sliding_window`
--- in server/src/limiter/algorithm.rs.
+-- in server/src/model/algorithm.rs.
 -- key     a hash {s = current window start (ms), p = previous count, c = current count}
 -- hits    0: would one more hit be allowed? nothing is taken
 -- take    false: only compute, write nothing

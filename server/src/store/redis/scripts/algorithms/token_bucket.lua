@@ -1,7 +1,7 @@
 -- token_bucket(key, now, hits, limit, period, burst, take) -> allowed, remaining, reset_ms
 --
 -- A bucket of `burst` tokens refilled at `limit` per `period` ms; the same
--- arithmetic as `token_bucket` in server/src/limiter/algorithm.rs.
+-- arithmetic as `token_bucket` in server/src/model/algorithm.rs.
 -- key     a hash {t = tokens, a = when counted (ms)}; no key means a full bucket
 -- hits    0: would one more hit be allowed? nothing is taken
 -- take    false: only compute, write nothing

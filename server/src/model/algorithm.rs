@@ -1,7 +1,7 @@
 //! The counting algorithms, as pure functions of the stored state and "now".
 //!
 //! The memory store calls these directly; the Redis scripts
-//! (`store/scripts/*.lua`) perform the same arithmetic in the same order on
+//! (`store/redis/scripts/algorithms/*.lua`) perform the same arithmetic in the same order on
 //! the same IEEE doubles, so both stores reach the same decisions for the
 //! same inputs. Times are milliseconds since the Unix epoch as `f64`: exact
 //! for whole milliseconds, and fine-grained enough (about 0.2 µs at today's
@@ -20,7 +20,8 @@
 
 use std::time::Duration;
 
-/// Which algorithm a limit uses.
+/// Which algorithm a limit uses (a rule's `algorithm:`; a capacity rule,
+/// set by a `capacity:` block, is none of these: see [`super::capacity`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Algorithm {
     /// Counts per window aligned to the Unix epoch (the reference's).
@@ -31,9 +32,6 @@ pub enum Algorithm {
     TokenBucket,
     /// The generic cell rate algorithm (a leaky bucket as a meter).
     Gcra,
-    /// A capacity rule's shares and classes ([`super::capacity`]); set by a
-    /// `capacity:` block, not by `algorithm:`.
-    Capacity,
 }
 
 impl Algorithm {
@@ -55,7 +53,6 @@ impl Algorithm {
             Algorithm::SlidingWindow => "sliding_window",
             Algorithm::TokenBucket => "token_bucket",
             Algorithm::Gcra => "gcra",
-            Algorithm::Capacity => "capacity",
         }
     }
 
