@@ -160,7 +160,7 @@ pub async fn build(config: &Config, clock: Clock) -> Result<(RateLimiter, StoreT
                 .sweep
                 .push((fallback.clone(), resilience.fallback_sweep_interval));
             let store = Arc::new(ResilientStore::new(primary, fallback, resilience.clone()));
-            metrics.add_gauges(store.metric_source());
+            metrics.add_samples(store.metric_source());
             tasks.health = Some(store.clone());
             store
         }
