@@ -332,29 +332,8 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let conn = {
-                    let mut registry = registry.lock().unwrap_or_else(|p| p.into_inner());
-                    match registry.make_room(limits.max_connections) {
-                        None => {
-                            add(&counters.rejected);
-                            tracing::debug!("max_connections reached, every connection busy: connection refused");
-                            continue;
-                        }
-                        Some(evicted) => {
-                            if evicted {
-                                add(&counters.evicted);
-                            }
-                            let conn = Arc::new(Conn {
-                                active: watch::Sender::new(0),
-                                idle_since: Mutex::new(Instant::now()),
-                                evict: Notify::new(),
-                            });
-                            registry.next += 1;
-                            let id = registry.next;
-                            registry.conns.insert(id, conn.clone());
-                            (id, conn)
-                        }
-                    }
+                let Some(conn) = admit(&registry, limits.max_connections, &counters) else {
+                    continue;
                 };
                 let task = Connection {
                     router: router.clone(),
@@ -373,6 +352,34 @@ pub async fn serve(
     drop(listener);
     while conns.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Registers a new connection under `max` (evicting the connection idle
+/// the longest if full); `None`, counted as rejected, when every
+/// connection is busy.
+fn admit(
+    registry: &Mutex<Registry>,
+    max: usize,
+    counters: &ListenerCounters,
+) -> Option<(u64, Arc<Conn>)> {
+    let mut registry = registry.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(evicted) = registry.make_room(max) else {
+        add(&counters.rejected);
+        tracing::debug!("max_connections reached, every connection busy: connection refused");
+        return None;
+    };
+    if evicted {
+        add(&counters.evicted);
+    }
+    let conn = Arc::new(Conn {
+        active: watch::Sender::new(0),
+        idle_since: Mutex::new(Instant::now()),
+        evict: Notify::new(),
+    });
+    registry.next += 1;
+    let id = registry.next;
+    registry.conns.insert(id, conn.clone());
+    Some((id, conn))
 }
 
 /// Resolves once draining starts (or the sender is gone, which also means
