@@ -192,8 +192,16 @@ mod tests {
         let answer = post(&addr, "/counters/get", Some("t0ken"), "{}").await;
         assert_eq!(answer, Ok((200, "hello!".to_owned())));
         let request = server.await.unwrap().to_ascii_lowercase();
-        assert!(request.starts_with("post /counters/get http/1.1\r\n"), "{request}");
-        for header in ["host: 127.0.0.1:", "content-type: application/json", "content-length: 2", "authorization: bearer t0ken"] {
+        assert!(
+            request.starts_with("post /counters/get http/1.1\r\n"),
+            "{request}"
+        );
+        for header in [
+            "host: 127.0.0.1:",
+            "content-type: application/json",
+            "content-length: 2",
+            "authorization: bearer t0ken",
+        ] {
             assert!(request.contains(header), "{header} in {request}");
         }
     }

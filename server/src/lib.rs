@@ -128,7 +128,11 @@ pub async fn build(config: &Config, clock: Clock) -> Result<(RateLimiter, StoreT
     metrics.set_rules_version(rules.version());
     let (store, tasks) = match &config.redis {
         Some(redis) => redis_store(redis, &config.resilience, &clock, &metrics).await?,
-        None => memory_store(config.memory_max_entries, config.memory_sweep_interval, &clock),
+        None => memory_store(
+            config.memory_max_entries,
+            config.memory_sweep_interval,
+            &clock,
+        ),
     };
     let cluster = config
         .redis
@@ -220,7 +224,15 @@ pub async fn run_with_clock(
     let mut servers = lifecycle::serve(&config, listeners, &service, health_service, &phases)?;
     lifecycle::log_serving(&config, &bound);
     let failure = lifecycle::wait_for_stop(shutdown, &mut servers, &mut background).await;
-    lifecycle::drain(&config, failure.is_some(), servers, background, &phases, &health).await;
+    lifecycle::drain(
+        &config,
+        failure.is_some(),
+        servers,
+        background,
+        &phases,
+        &health,
+    )
+    .await;
     match failure {
         None => {
             tracing::info!("stopped");

@@ -12,8 +12,8 @@ use tokio::sync::watch;
 
 use super::redis::{ConnectError, RedisSettings, RedisStore};
 use super::{Check, Commit, CounterStore, StoreError, StoreFuture};
-use crate::limiter::algorithm::Outcome;
 use crate::backoff::{Backoff, Jitter};
+use crate::limiter::algorithm::Outcome;
 
 /// Connects to Redis once. Settings that Redis rejects (wrong password,
 /// untrusted certificate) are an error; a Redis that is not up yet is not:
