@@ -1,7 +1,8 @@
 //! The gRPC health service: what the server reports about itself and its
-//! store. [`crate::run`] sets the server's names SERVING once it serves and
-//! NOT_SERVING as soon as shutdown starts; [`report_store`], a background
-//! task, mirrors the store health check into [`STORE_HEALTH_SERVICE`].
+//! store. [`crate::run`] sets the server's names SERVING once the decision
+//! path is built (before the listeners open) and NOT_SERVING as soon as
+//! shutdown starts; [`report_store`], a background task, mirrors the store
+//! health check into [`STORE_HEALTH_SERVICE`].
 
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
