@@ -13,14 +13,17 @@
 //!   over-limit cache); answers `{"reset": <counters that existed>}`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 use crate::grpc::RateLimiter;
 use crate::http::JsonCodec;
@@ -119,90 +122,100 @@ async fn reset(State(state): State<AdminState>, body: Bytes) -> Response {
 }
 
 /// One HTTP/1.1 POST of `body` to `path` on the admin listener at `addr`
-/// (what `floodgate admin` sends): (status, body).
+/// (what `floodgate admin` sends): (status, body). HTTP is hyper's: this
+/// only connects, with a 5 s limit, and bounds the exchange to 30 s.
 pub async fn post(
     addr: &str,
     path: &str,
     token: Option<&str>,
     body: &str,
 ) -> Result<(u16, String), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        tokio::net::TcpStream::connect(addr),
-    )
-    .await
-    .map_err(|_| format!("cannot reach {addr}: no answer within 5 s"))?
-    .map_err(|e| format!("cannot reach {addr}: {e}"))?;
-    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{auth}\r\n{body}",
-        body.len()
-    );
-    let mut reply = Vec::new();
-    let exchange = async {
-        stream.write_all(request.as_bytes()).await?;
-        stream.read_to_end(&mut reply).await
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(30), exchange)
+    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("cannot reach {addr}: no answer within 5 s"))?
+        .map_err(|e| format!("cannot reach {addr}: {e}"))?;
+    let mut request = http::Request::post(path)
+        .header(header::HOST, addr)
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
+        .body(body.to_owned())
+        .map_err(|e| format!("{addr}: {e}"))?;
+    tokio::time::timeout(Duration::from_secs(30), exchange(stream, request))
         .await
         .map_err(|_| format!("{addr}: no answer within 30 s"))?
-        .map_err(|e| format!("{addr}: {e}"))?;
-    let split = reply
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("{addr}: not an HTTP answer"))?;
-    let (head, body) = (
-        String::from_utf8_lossy(&reply[..split]),
-        &reply[split + 4..],
-    );
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("{addr}: not an HTTP answer"))?;
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_vec()
-    };
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        .map_err(|e| format!("{addr}: {e}"))
 }
 
-/// The body of a chunked HTTP/1.1 answer (stops at anything malformed).
-fn dechunk(mut body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") {
-        let size = String::from_utf8_lossy(&body[..line_end]);
-        // A chunk size may carry extensions: `5;name=value`.
-        let size = size.split(';').next().unwrap_or_default().trim();
-        let Ok(size) = usize::from_str_radix(size, 16) else {
-            break;
-        };
-        let rest = &body[line_end + 2..];
-        let Some(chunk) = rest.get(..size).filter(|_| size > 0) else {
-            break;
-        };
-        out.extend_from_slice(chunk);
-        body = rest.get(size..).unwrap_or_default();
-        body = body.strip_prefix(b"\r\n").unwrap_or(body);
-    }
-    out
+/// Sends `request` on `stream` and reads the whole answer.
+async fn exchange(
+    stream: TcpStream,
+    request: http::Request<String>,
+) -> Result<(u16, String), axum::BoxError> {
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let call = async move {
+        let response = sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(Body::new(response.into_body()), usize::MAX).await?;
+        Ok::<_, axum::BoxError>((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    // The connection ends once the call is done (its sender dropped).
+    let (answer, _) = tokio::join!(call, connection);
+    answer
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{dechunk, same};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[test]
-    fn chunked_bodies_are_joined() {
-        assert_eq!(dechunk(b"5\r\nhello\r\n1;x=y\r\n!\r\n0\r\n\r\n"), b"hello!");
-        // A chunk cut short, or a multibyte character split across chunks.
-        assert_eq!(dechunk(b"9\r\nhel"), b"");
-        assert_eq!(dechunk("1\r\n\u{e9}".as_bytes()), &"\u{e9}".as_bytes()[..1]);
+    use super::{post, same};
+
+    #[tokio::test]
+    async fn chunked_answers_are_joined() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0; 1024];
+            while !String::from_utf8_lossy(&seen).ends_with("{}") {
+                let n = stream.read(&mut buf).await.unwrap();
+                seen.extend_from_slice(&buf[..n]);
+            }
+            let answer = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1;x=y\r\n!\r\n0\r\n\r\n";
+            stream.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8(seen).unwrap()
+        });
+        let answer = post(&addr, "/counters/get", Some("t0ken"), "{}").await;
+        assert_eq!(answer, Ok((200, "hello!".to_owned())));
+        let request = server.await.unwrap().to_ascii_lowercase();
+        assert!(
+            request.starts_with("post /counters/get http/1.1\r\n"),
+            "{request}"
+        );
+        for header in [
+            "host: 127.0.0.1:",
+            "content-type: application/json",
+            "content-length: 2",
+            "authorization: bearer t0ken",
+        ] {
+            assert!(request.contains(header), "{header} in {request}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_is_not_http_is_an_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let _ = stream.write_all(b"+OK\r\n").await;
+        });
+        let e = post(&addr, "/counters/get", None, "{}").await.unwrap_err();
+        assert!(e.starts_with(&format!("{addr}: ")), "{e}");
     }
 
     #[test]

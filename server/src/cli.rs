@@ -264,26 +264,7 @@ fn bench(args: &crate::bench::BenchArgs) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let overrides = [
-        ("rules", args.rules.map(|p| p.display().to_string())),
-        ("redis_url", args.redis_url),
-        ("redis_mode", args.redis_mode),
-        ("redis_sentinel_master", args.redis_sentinel_master),
-        ("on_store_failure", args.on_store_failure),
-        ("grpc_addr", args.grpc_addr),
-        ("http_addr", args.http_addr),
-        ("admin_addr", args.admin_addr),
-        ("cache_key_prefix", args.cache_key_prefix),
-        (
-            "merge_domains",
-            args.merge_domains.then(|| "true".to_owned()),
-        ),
-        ("log_level", args.log_level),
-        ("log_format", args.log_format),
-    ];
-    let config = match Settings::load(args.config.as_deref(), std::env::vars(), &overrides)
-        .and_then(Config::try_from)
-    {
+    let config = match serve_config(args) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("floodgate: {e}");
@@ -314,32 +295,14 @@ fn serve(args: ServeArgs) -> ExitCode {
         // Signal handlers first: a SIGTERM or SIGHUP during startup must not
         // kill the process.
         let shutdown = crate::shutdown::signal();
-        let backlog = config.listeners.listen_backlog;
-        let bind = |addr| {
-            crate::transport::bind(addr, backlog)
-                .map_err(|e| format!("cannot listen on {addr}: {e}"))
-        };
-        let admin = match config.admin_addr {
-            Some(addr) => bind(addr).map(Some),
-            None => Ok(None),
-        };
-        let listeners = match (bind(config.grpc_addr), bind(config.http_addr), admin) {
-            (Ok(grpc), Ok(http), Ok(admin)) => Listeners { grpc, http, admin },
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+        let listeners = match bind_listeners(&config) {
+            Ok(listeners) => listeners,
+            Err(e) => {
                 tracing::error!("{e}");
                 return ExitCode::FAILURE;
             }
         };
-        let clock = match config.clock_offset_ms {
-            0 => crate::clock::Clock::System,
-            offset => {
-                tracing::warn!(
-                    offset_ms = offset,
-                    "clock_offset_ms is set: this server's clock is skewed on purpose"
-                );
-                crate::clock::Clock::Offset(offset)
-            }
-        };
+        let clock = clock(&config);
         match crate::run_with_clock(config, listeners, shutdown, clock).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -348,4 +311,56 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// The settings: the file, then the environment, then the flags.
+fn serve_config(args: ServeArgs) -> Result<Config, crate::config::ConfigError> {
+    let overrides = [
+        ("rules", args.rules.map(|p| p.display().to_string())),
+        ("redis_url", args.redis_url),
+        ("redis_mode", args.redis_mode),
+        ("redis_sentinel_master", args.redis_sentinel_master),
+        ("on_store_failure", args.on_store_failure),
+        ("grpc_addr", args.grpc_addr),
+        ("http_addr", args.http_addr),
+        ("admin_addr", args.admin_addr),
+        ("cache_key_prefix", args.cache_key_prefix),
+        (
+            "merge_domains",
+            args.merge_domains.then(|| "true".to_owned()),
+        ),
+        ("log_level", args.log_level),
+        ("log_format", args.log_format),
+    ];
+    Settings::load(args.config.as_deref(), std::env::vars(), &overrides).and_then(Config::try_from)
+}
+
+/// Binds the gRPC, HTTP and (if set) admin listeners.
+fn bind_listeners(config: &Config) -> Result<Listeners, String> {
+    let backlog = config.listeners.listen_backlog;
+    let bind = |addr| {
+        crate::transport::bind(addr, backlog).map_err(|e| format!("cannot listen on {addr}: {e}"))
+    };
+    let admin = match config.admin_addr {
+        Some(addr) => bind(addr).map(Some),
+        None => Ok(None),
+    };
+    match (bind(config.grpc_addr), bind(config.http_addr), admin) {
+        (Ok(grpc), Ok(http), Ok(admin)) => Ok(Listeners { grpc, http, admin }),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
+    }
+}
+
+/// The system clock, skewed by `clock_offset_ms` if set (for tests).
+fn clock(config: &Config) -> crate::clock::Clock {
+    match config.clock_offset_ms {
+        0 => crate::clock::Clock::System,
+        offset => {
+            tracing::warn!(
+                offset_ms = offset,
+                "clock_offset_ms is set: this server's clock is skewed on purpose"
+            );
+            crate::clock::Clock::Offset(offset)
+        }
+    }
 }

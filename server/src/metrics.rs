@@ -165,10 +165,73 @@ impl Histogram {
     }
 }
 
-/// Metrics read from elsewhere when `/metrics` is scraped: (name, help,
-/// type, value).
-pub type GaugeSource =
-    Arc<dyn Fn() -> Vec<(&'static str, &'static str, &'static str, f64)> + Send + Sync>;
+/// What a metric family is, as its `# TYPE` line says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        }
+    }
+}
+
+/// A metric family: its name, help text and kind (the `# HELP` and `# TYPE`
+/// lines above its series).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Family {
+    /// The metric name.
+    pub name: &'static str,
+    /// The `# HELP` text.
+    pub help: &'static str,
+    /// The `# TYPE`.
+    pub kind: Kind,
+}
+
+impl Family {
+    /// A counter family.
+    pub const fn counter(name: &'static str, help: &'static str) -> Self {
+        Family {
+            name,
+            help,
+            kind: Kind::Counter,
+        }
+    }
+
+    /// A gauge family.
+    pub const fn gauge(name: &'static str, help: &'static str) -> Self {
+        Family {
+            name,
+            help,
+            kind: Kind::Gauge,
+        }
+    }
+
+    /// Appends the family's `# HELP` and `# TYPE` lines.
+    pub fn header(&self, out: &mut String) {
+        header(out, self.name, self.help, self.kind);
+    }
+}
+
+/// A family's one unlabelled value, read when `/metrics` is scraped.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    /// What the value is.
+    pub family: Family,
+    /// The value now.
+    pub value: f64,
+}
+
+/// Values read from elsewhere when `/metrics` is scraped (the store's
+/// breaker and mode, [`crate::resilience::store`]).
+pub type SampleSource = Arc<dyn Fn() -> Vec<Sample> + Send + Sync>;
 
 /// Series written by another part at each scrape, in the text format
 /// (the listeners' connection counters, [`crate::transport`]).
@@ -200,7 +263,7 @@ pub struct Metrics {
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     rules_version: RwLock<String>,
-    gauges: RwLock<Vec<GaugeSource>>,
+    samples: RwLock<Vec<SampleSource>>,
     texts: RwLock<Vec<TextSource>>,
     capacity: Mutex<CapacitySeries>,
 }
@@ -271,7 +334,7 @@ impl Metrics {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             rules_version: RwLock::default(),
-            gauges: RwLock::default(),
+            samples: RwLock::default(),
             texts: RwLock::default(),
             capacity: Mutex::default(),
         }
@@ -459,9 +522,9 @@ impl Metrics {
         *write(&self.rules_version) = version.to_owned();
     }
 
-    /// Adds gauges read at each scrape (the store's breaker and mode).
-    pub fn add_gauges(&self, source: GaugeSource) {
-        write(&self.gauges).push(source);
+    /// Adds values read at each scrape (the store's breaker and mode).
+    pub fn add_samples(&self, source: SampleSource) {
+        write(&self.samples).push(source);
     }
 
     /// Adds series written at each scrape.
@@ -474,32 +537,50 @@ impl Metrics {
         let mut out = String::new();
         self.render_rules(&mut out);
         self.render_capacity(&mut out);
-        {
-            let map = self
-                .domain_not_found
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let mut domains: Vec<_> = map.iter().collect();
-            domains.sort();
-            header(
-                &mut out,
-                "floodgate_domain_not_found_total",
-                "Calls to a domain no rules file defines.",
-                "counter",
-            );
-            for (domain, n) in domains {
-                let _ = writeln!(
-                    out,
-                    "floodgate_domain_not_found_total{{domain=\"{}\"}} {n}",
-                    escape(domain)
-                );
+        self.render_domain_not_found(&mut out);
+        self.render_calls(&mut out);
+        self.render_reloads(&mut out);
+        for source in read(&self.samples).iter() {
+            for Sample { family, value } in source() {
+                family.header(&mut out);
+                let _ = writeln!(out, "{} {value}", family.name);
             }
         }
+        for source in read(&self.texts).iter() {
+            source(&mut out);
+        }
+        out
+    }
+
+    fn render_domain_not_found(&self, out: &mut String) {
+        let map = self
+            .domain_not_found
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut domains: Vec<_> = map.iter().collect();
+        domains.sort();
         header(
-            &mut out,
+            out,
+            "floodgate_domain_not_found_total",
+            "Calls to a domain no rules file defines.",
+            Kind::Counter,
+        );
+        for (domain, n) in domains {
+            let _ = writeln!(
+                out,
+                "floodgate_domain_not_found_total{{domain=\"{}\"}} {n}",
+                escape(domain)
+            );
+        }
+    }
+
+    /// Calls by outcome, their latency and the store step's.
+    fn render_calls(&self, out: &mut String) {
+        header(
+            out,
             "floodgate_calls_total",
             "ShouldRateLimit calls (gRPC and /json), by outcome.",
-            "counter",
+            Kind::Counter,
         );
         for (code, n) in CallCode::ALL.iter().zip(&self.calls) {
             let _ = writeln!(
@@ -510,32 +591,36 @@ impl Metrics {
             );
         }
         self.call_latency.render(
-            &mut out,
+            out,
             "floodgate_call_duration_seconds",
             "Time to answer a call.",
         );
         self.store_latency.render(
-            &mut out,
+            out,
             "floodgate_store_duration_seconds",
             "Time of the store step of a call (local over-limit cache and fallback included).",
         );
         counter(
-            &mut out,
+            out,
             "floodgate_store_call_errors_total",
             "Store steps that ended a call in an error (no failure policy answered).",
             self.store_errors.load(Ordering::Relaxed),
         );
         counter(
-            &mut out,
+            out,
             "floodgate_degraded_answers_total",
             "Calls answered without the real store (fallback, allow or deny policy).",
             self.degraded_answers.load(Ordering::Relaxed),
         );
+    }
+
+    /// Rules reloads and the version in force.
+    fn render_reloads(&self, out: &mut String) {
         header(
-            &mut out,
+            out,
             "floodgate_rules_reloads_total",
             "Rules reloads, by result.",
-            "counter",
+            Kind::Counter,
         );
         let _ = writeln!(
             out,
@@ -544,29 +629,66 @@ impl Metrics {
             self.reloads_failed.load(Ordering::Relaxed)
         );
         header(
-            &mut out,
+            out,
             "floodgate_rules_info",
             "The rules in force: their version (a content hash).",
-            "gauge",
+            Kind::Gauge,
         );
         let _ = writeln!(
             out,
             "floodgate_rules_info{{version=\"{}\"}} 1",
             escape(&read(&self.rules_version))
         );
-        for source in read(&self.gauges).iter() {
-            for (name, help, kind, value) in source() {
-                header(&mut out, name, help, kind);
-                let _ = writeln!(out, "{name} {value}");
-            }
-        }
-        for source in read(&self.texts).iter() {
-            source(&mut out);
-        }
-        out
     }
 
+    /// Capacity hits by class and verdict, then by client (nothing before
+    /// the first capacity hit).
     fn render_capacity(&self, out: &mut String) {
+        let (classes, clients) = self.capacity_snapshot();
+        if classes.is_empty() {
+            return;
+        }
+        header(
+            out,
+            "floodgate_capacity_hits_total",
+            "Hits under a capacity rule, by priority class and verdict (guaranteed, borrowed, over_total, over_class, over_share).",
+            Kind::Counter,
+        );
+        for ((domain, key, class, verdict), n) in classes {
+            let _ = writeln!(
+                out,
+                "floodgate_capacity_hits_total{{domain=\"{}\",key=\"{}\",class=\"{}\",verdict=\"{verdict}\"}} {n}",
+                escape(&domain),
+                escape(&key),
+                escape(&class)
+            );
+        }
+        header(
+            out,
+            "floodgate_capacity_client_hits_total",
+            "Hits under a capacity rule, by client and whether they were admitted (clients past metrics_max_series_per_domain count as __overflow__).",
+            Kind::Counter,
+        );
+        for ((domain, key, client, admitted), n) in clients {
+            let _ = writeln!(
+                out,
+                "floodgate_capacity_client_hits_total{{domain=\"{}\",key=\"{}\",client=\"{}\",admitted=\"{admitted}\"}} {n}",
+                escape(&domain),
+                escape(&key),
+                escape(&client)
+            );
+        }
+    }
+
+    /// The capacity series, sorted, copied out of the lock: (domain, key,
+    /// class, verdict) and (domain, key, client, admitted), each with its hits.
+    #[allow(clippy::type_complexity)]
+    fn capacity_snapshot(
+        &self,
+    ) -> (
+        Vec<((Box<str>, Box<str>, Box<str>, &'static str), u64)>,
+        Vec<((Box<str>, Box<str>, Box<str>, &'static str), u64)>,
+    ) {
         let mut classes = Vec::new();
         let mut clients = Vec::new();
         {
@@ -591,41 +713,9 @@ impl Metrics {
                 }
             }
         }
-        if classes.is_empty() {
-            return;
-        }
         classes.sort();
         clients.sort();
-        header(
-            out,
-            "floodgate_capacity_hits_total",
-            "Hits under a capacity rule, by priority class and verdict (guaranteed, borrowed, over_total, over_class, over_share).",
-            "counter",
-        );
-        for ((domain, key, class, verdict), n) in classes {
-            let _ = writeln!(
-                out,
-                "floodgate_capacity_hits_total{{domain=\"{}\",key=\"{}\",class=\"{}\",verdict=\"{verdict}\"}} {n}",
-                escape(&domain),
-                escape(&key),
-                escape(&class)
-            );
-        }
-        header(
-            out,
-            "floodgate_capacity_client_hits_total",
-            "Hits under a capacity rule, by client and whether they were admitted (clients past metrics_max_series_per_domain count as __overflow__).",
-            "counter",
-        );
-        for ((domain, key, client, admitted), n) in clients {
-            let _ = writeln!(
-                out,
-                "floodgate_capacity_client_hits_total{{domain=\"{}\",key=\"{}\",client=\"{}\",admitted=\"{admitted}\"}} {n}",
-                escape(&domain),
-                escape(&key),
-                escape(&client)
-            );
-        }
+        (classes, clients)
     }
 
     fn render_rules(&self, out: &mut String) {
@@ -667,7 +757,7 @@ impl Metrics {
         ];
         for (name, help, field) in metrics {
             let name = format!("floodgate_rule_{name}_total");
-            header(out, &name, help, "counter");
+            header(out, &name, help, Kind::Counter);
             for (domain, key, c) in &series {
                 let _ = writeln!(
                     out,
@@ -688,12 +778,13 @@ impl Metrics {
     }
 }
 
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+fn header(out: &mut String, name: &str, help: &str, kind: Kind) {
+    let kind = kind.as_str();
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {
-    header(out, name, help, "counter");
+    header(out, name, help, Kind::Counter);
     let _ = writeln!(out, "{name} {value}");
 }
 

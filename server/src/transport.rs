@@ -45,6 +45,8 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::metrics::Family;
+
 /// Limits every listener holds its connections to (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerLimits {
@@ -121,14 +123,8 @@ pub struct ListenerCounters {
     request: AtomicU64,
 }
 
-/// One metric family: name, help, type, and its series (labels beside
-/// `listener`, and the counter).
-type Family = (
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static [(&'static str, fn(&ListenerCounters) -> &AtomicU64)],
-);
+/// A family's series: labels beside `listener`, and the counter.
+type Series = &'static [(&'static str, fn(&ListenerCounters) -> &AtomicU64)];
 
 /// The listeners' counters, rendered on `/metrics`.
 #[derive(Debug, Default)]
@@ -155,29 +151,33 @@ impl TransportMetrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let families: [Family; 4] = [
+        let families: [(Family, Series); 4] = [
             (
-                "floodgate_open_connections",
-                "Connections open, by listener.",
-                "gauge",
+                Family::gauge(
+                    "floodgate_open_connections",
+                    "Connections open, by listener.",
+                ),
                 &[("", |c| &c.open)],
             ),
             (
-                "floodgate_connections_rejected_total",
-                "Connections closed at accept: max_connections reached and none idle.",
-                "counter",
+                Family::counter(
+                    "floodgate_connections_rejected_total",
+                    "Connections closed at accept: max_connections reached and none idle.",
+                ),
                 &[("reason=\"max_connections\"", |c| &c.rejected)],
             ),
             (
-                "floodgate_connections_evicted_total",
-                "Idle connections closed to make room for a new one at max_connections.",
-                "counter",
+                Family::counter(
+                    "floodgate_connections_evicted_total",
+                    "Idle connections closed to make room for a new one at max_connections.",
+                ),
                 &[("", |c| &c.evicted)],
             ),
             (
-                "floodgate_connection_timeouts_total",
-                "Connections closed, or requests answered, by a listener timeout.",
-                "counter",
+                Family::counter(
+                    "floodgate_connection_timeouts_total",
+                    "Connections closed, or requests answered, by a listener timeout.",
+                ),
                 &[
                     ("kind=\"header_read\"", |c| &c.header_read),
                     ("kind=\"idle\"", |c| &c.idle),
@@ -185,8 +185,9 @@ impl TransportMetrics {
                 ],
             ),
         ];
-        for (name, help, kind, series) in families {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (family, series) in families {
+            family.header(out);
+            let name = family.name;
             for (listener, counters) in &all {
                 for (label, field) in series {
                     let sep = if label.is_empty() { "" } else { "," };
@@ -331,29 +332,8 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let conn = {
-                    let mut registry = registry.lock().unwrap_or_else(|p| p.into_inner());
-                    match registry.make_room(limits.max_connections) {
-                        None => {
-                            add(&counters.rejected);
-                            tracing::debug!("max_connections reached, every connection busy: connection refused");
-                            continue;
-                        }
-                        Some(evicted) => {
-                            if evicted {
-                                add(&counters.evicted);
-                            }
-                            let conn = Arc::new(Conn {
-                                active: watch::Sender::new(0),
-                                idle_since: Mutex::new(Instant::now()),
-                                evict: Notify::new(),
-                            });
-                            registry.next += 1;
-                            let id = registry.next;
-                            registry.conns.insert(id, conn.clone());
-                            (id, conn)
-                        }
-                    }
+                let Some(conn) = admit(&registry, limits.max_connections, &counters) else {
+                    continue;
                 };
                 let task = Connection {
                     router: router.clone(),
@@ -372,6 +352,34 @@ pub async fn serve(
     drop(listener);
     while conns.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Registers a new connection under `max` (evicting the connection idle
+/// the longest if full); `None`, counted as rejected, when every
+/// connection is busy.
+fn admit(
+    registry: &Mutex<Registry>,
+    max: usize,
+    counters: &ListenerCounters,
+) -> Option<(u64, Arc<Conn>)> {
+    let mut registry = registry.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(evicted) = registry.make_room(max) else {
+        add(&counters.rejected);
+        tracing::debug!("max_connections reached, every connection busy: connection refused");
+        return None;
+    };
+    if evicted {
+        add(&counters.evicted);
+    }
+    let conn = Arc::new(Conn {
+        active: watch::Sender::new(0),
+        idle_since: Mutex::new(Instant::now()),
+        evict: Notify::new(),
+    });
+    registry.next += 1;
+    let id = registry.next;
+    registry.conns.insert(id, conn.clone());
+    Some((id, conn))
 }
 
 /// Resolves once draining starts (or the sender is gone, which also means

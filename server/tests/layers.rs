@@ -23,7 +23,7 @@ const SPLIT: &[&str] = &["store", "limiter", "rules", "resilience", "grpc", "mod
 /// layer or of a lower one (a unit not listed is an error, so a new module
 /// must be placed). Within a layer the graph must still be acyclic.
 const SERVER_LAYERS: &[&[&str]] = &[
-    // Leaves: pure arithmetic, time, signals.
+    // Leaves: pure arithmetic, time, signals, the retry backoff.
     &[
         "model",
         "model::algorithm",
@@ -32,6 +32,7 @@ const SERVER_LAYERS: &[&[&str]] = &[
         "model::unit",
         "clock",
         "shutdown",
+        "backoff",
     ],
     // What a decision records and logs.
     &["metrics", "telemetry"],
@@ -67,7 +68,7 @@ const SERVER_LAYERS: &[&[&str]] = &[
     &["http", "admin"],
     // Settings, the composition root, the binary's commands.
     &["config"],
-    &["lib"],
+    &["health", "lifecycle", "lib"],
     &["bench", "cli"],
 ];
 

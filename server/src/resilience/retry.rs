@@ -6,12 +6,14 @@
 //! jitter" (a random wait up to that bound, so that many servers do not
 //! retry in step). A retry whose wait would end past the deadline is not
 //! made: the caller gets the last error at once and falls back.
+//! The waits come from [`Backoff`], the server's one backoff.
 
 use std::future::Future;
-use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::backoff::{Backoff, Jitter};
 
 /// Retry settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -44,33 +46,31 @@ impl Default for RetrySettings {
 #[derive(Debug)]
 pub struct Retry {
     settings: RetrySettings,
-    seed: RandomState,
+    backoff: Backoff,
 }
 
 impl Retry {
     /// A policy with `settings`.
     pub fn new(settings: RetrySettings) -> Self {
+        let jitter = if settings.use_jitter {
+            Jitter::Full
+        } else {
+            Jitter::None
+        };
         Retry {
             settings,
-            seed: RandomState::new(),
+            backoff: Backoff::new(
+                settings.initial_backoff,
+                settings.max_backoff,
+                settings.backoff_multiplier,
+                jitter,
+            ),
         }
     }
 
     /// The wait after failed attempt `attempt` (1-based).
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let s = &self.settings;
-        let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
-        let bound = s
-            .initial_backoff
-            .mul_f64(s.backoff_multiplier.powi(exponent).min(1e9))
-            .min(s.max_backoff);
-        if !s.use_jitter {
-            return bound;
-        }
-        // Random enough and cheap: a per-process random hasher over the
-        // attempt and the time.
-        let r = self.seed.hash_one((attempt, Instant::now())) % 1_000_000;
-        bound.mul_f64(r as f64 / 1_000_000.0)
+        self.backoff.wait(attempt)
     }
 
     /// Runs `call` until it succeeds, fails for good (`transient` says no),

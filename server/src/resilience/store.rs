@@ -127,7 +127,20 @@ impl ResilientStore {
     }
 
     /// The gauges and counters `/metrics` reads from this store.
-    pub fn metric_source(self: &Arc<Self>) -> crate::metrics::GaugeSource {
+    pub fn metric_source(self: &Arc<Self>) -> crate::metrics::SampleSource {
+        use crate::metrics::{Family, Sample};
+        const BREAKER: Family = Family::gauge(
+            "floodgate_store_breaker_state",
+            "The circuit breaker in front of Redis: 0 closed, 1 half-open, 2 open.",
+        );
+        const DEGRADED: Family = Family::gauge(
+            "floodgate_store_degraded",
+            "1 while calls are answered without Redis (degraded mode).",
+        );
+        const FAILURES: Family = Family::counter(
+            "floodgate_store_failures_total",
+            "Calls to Redis that failed or passed the store deadline.",
+        );
         let store = Arc::downgrade(self);
         Arc::new(move || {
             let Some(store) = store.upgrade() else {
@@ -138,25 +151,11 @@ impl ResilientStore {
                 BreakerState::HalfOpen => 1.0,
                 BreakerState::Open => 2.0,
             };
+            let sample = |family, value| Sample { family, value };
             vec![
-                (
-                    "floodgate_store_breaker_state",
-                    "The circuit breaker in front of Redis: 0 closed, 1 half-open, 2 open.",
-                    "gauge",
-                    breaker,
-                ),
-                (
-                    "floodgate_store_degraded",
-                    "1 while calls are answered without Redis (degraded mode).",
-                    "gauge",
-                    f64::from(u8::from(store.is_degraded())),
-                ),
-                (
-                    "floodgate_store_failures_total",
-                    "Calls to Redis that failed or passed the store deadline.",
-                    "counter",
-                    store.failures() as f64,
-                ),
+                sample(BREAKER, breaker),
+                sample(DEGRADED, f64::from(u8::from(store.is_degraded()))),
+                sample(FAILURES, store.failures() as f64),
             ]
         })
     }

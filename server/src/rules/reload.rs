@@ -285,26 +285,11 @@ impl Reloader {
                 continue;
             }
             poll.read(now, Instant::now());
-            let (mut version, ..) = self.read().await;
+            let (version, ..) = self.read().await;
             if !forced && version == seen {
                 continue;
             }
-            // Let the change settle: apply only what two reads 200 ms apart
-            // agree on (a file being written, a symlink being swapped), up
-            // to 10 tries, then whatever is there.
-            let (mut settled, mut files, mut errors);
-            let mut tries = 0;
-            loop {
-                tokio::time::sleep(SETTLE).await;
-                let now = self.stamp().await;
-                (settled, files, errors) = self.read().await;
-                poll.read(now, Instant::now());
-                tries += 1;
-                if settled == version || tries == 10 {
-                    break;
-                }
-                version = settled.clone();
-            }
+            let (settled, files, errors) = self.settle(version, &mut poll).await;
             seen = settled;
             let why = if forced { "SIGHUP" } else { "files changed" };
             match self.apply(files, errors) {
@@ -316,6 +301,28 @@ impl Reloader {
                     "rules not reloaded: the files are invalid; the last good rules stay in force"
                 ),
             }
+        }
+    }
+
+    /// Lets a change first read as `version` settle: returns what two reads
+    /// 200 ms apart agree on (a file being written, a symlink being
+    /// swapped), up to 10 tries, then whatever is there.
+    async fn settle(
+        &self,
+        mut version: String,
+        poll: &mut Poll,
+    ) -> (String, Vec<(String, String)>, Vec<LoadError>) {
+        let mut tries = 0;
+        loop {
+            tokio::time::sleep(SETTLE).await;
+            let now = self.stamp().await;
+            let (settled, files, errors) = self.read().await;
+            poll.read(now, Instant::now());
+            tries += 1;
+            if settled == version || tries == 10 {
+                return (settled, files, errors);
+            }
+            version = settled;
         }
     }
 }

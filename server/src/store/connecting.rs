@@ -1,12 +1,76 @@
 //! A store that is still connecting: what the resilient store wraps while
 //! Redis is not up yet at startup. Every call fails fast (so the failure
-//! policy answers, and `floodgate.store` health says NOT_SERVING) until the
-//! connector in [`crate::run`] hands over the connected store; from then on
-//! calls go straight to it.
+//! policy answers, and `floodgate.store` health says NOT_SERVING) until
+//! [`connect_redis`], a background task of [`crate::run`], hands over the
+//! connected store; from then on calls go straight to it. [`open_redis`]
+//! decides at startup which of the two the server starts with.
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
+use tokio::sync::watch;
+
+use super::redis::{ConnectError, RedisSettings, RedisStore};
 use super::{Applied, CallOptions, Check, CounterStore, StoreError, StoreFuture, WindowCount};
+use crate::backoff::{Backoff, Jitter};
+
+/// Connects to Redis once. Settings that Redis rejects (wrong password,
+/// untrusted certificate) are an error; a Redis that is not up yet is not:
+/// the answer is then a [`Connecting`] store, to hand to [`connect_redis`].
+pub async fn open_redis(
+    settings: &RedisSettings,
+) -> Result<(Arc<dyn CounterStore>, Option<Arc<Connecting>>), ConnectError> {
+    match RedisStore::connect(settings).await {
+        Ok(connected) => {
+            tracing::info!(mode = ?settings.mode(), endpoint = connected.endpoint(), "connected to Redis");
+            Ok((Arc::new(connected), None))
+        }
+        Err(e) if e.is_transient() => {
+            tracing::warn!(error = %e, "Redis is not reachable yet; answering in degraded mode until it is");
+            let connecting = Arc::new(Connecting::new("redis", e.to_string()));
+            Ok((connecting.clone(), Some(connecting)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Connects to Redis in the background after a failed first attempt:
+/// retries with exponential backoff (100 ms doubling to 5 s, plus up to a
+/// quarter more), then hands the store over (the health check then routes
+/// calls to it). Returns an error, which stops the server, only if Redis
+/// rejects the settings; stops quietly when `drain` turns true.
+pub async fn connect_redis(
+    connecting: Arc<Connecting>,
+    settings: RedisSettings,
+    mut drain: watch::Receiver<bool>,
+) -> Result<(), ConnectError> {
+    let backoff = Backoff::new(
+        Duration::from_millis(100),
+        Duration::from_secs(5),
+        2.0,
+        Jitter::UpToAQuarterMore,
+    );
+    let mut attempts = 1u32;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(backoff.wait(attempts)) => {}
+            _ = drain.wait_for(|d| *d) => return Ok(()),
+        }
+        attempts += 1;
+        match RedisStore::connect(&settings).await {
+            Ok(store) => {
+                tracing::info!(attempts, endpoint = store.endpoint(), "connected to Redis");
+                connecting.connected(Arc::new(store));
+                return Ok(());
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(attempts, error = %e, retry_in = ?backoff.bound(attempts), "Redis still not reachable");
+                connecting.failed(e.to_string());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
 
 /// Stands in for a store until it is connected.
 #[derive(Debug)]

@@ -8,15 +8,18 @@
 //! blocking mutex is cheaper than an async one. Each key holds the state of
 //! its algorithm ([`crate::model::algorithm`]) and the time it can be
 //! dropped. The store is bounded: ended state is swept by
-//! [`MemoryStore::sweep_expired`] (run periodically by the server), and a
+//! [`MemoryStore::sweep_expired`] (run periodically by
+//! [`MemoryStore::sweep_until_drained`]), and a
 //! full shard evicts the entry that ends first among a small sample, so
 //! memory stays within `max_entries` under any key flood.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use super::{
     Applied, CallOptions, CapacityCall, Check, Commit, CounterStore, Limit, MAX_COUNT, StoreFuture,
@@ -362,6 +365,38 @@ impl MemoryStore {
     /// The most entries the store holds.
     pub fn capacity(&self) -> usize {
         self.per_shard * SHARDS
+    }
+
+    /// The sweeper, a background task of [`crate::run`]: drops ended state
+    /// every `every` until `drain` turns true. Warns (at most once per
+    /// sweep) when a full store had to evict live counters, since every
+    /// eviction resets a client's count.
+    pub async fn sweep_until_drained(
+        self: Arc<Self>,
+        every: Duration,
+        mut drain: watch::Receiver<bool>,
+    ) {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut evictions = self.evictions();
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let removed = self.sweep_expired();
+                    tracing::debug!(removed, held = self.len(), "memory store swept");
+                    let now = self.evictions();
+                    if now > evictions {
+                        tracing::warn!(
+                            evicted = now - evictions,
+                            capacity = self.capacity(),
+                            "memory store full: live counters were evicted (raise memory_max_entries)"
+                        );
+                    }
+                    evictions = now;
+                }
+                _ = drain.wait_for(|d| *d) => return,
+            }
+        }
     }
 }
 
