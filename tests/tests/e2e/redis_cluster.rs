@@ -4,16 +4,14 @@
 
 #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
 
-mod load;
-
 use std::time::Duration;
 
+use crate::load::{degraded, descriptor, hammer, request, through_failover};
 use floodgate_e2e::redis_topology::{RedisCluster, command, key_slot};
 use floodgate_e2e::{ServerProcess, TestServer, config_with_rules, rules_dir};
 use floodgate_proto::rate_limit_response::Code;
 use floodgate_server::config::Config;
 use floodgate_server::store::redis::{RedisMode, RedisSettings};
-use load::{degraded, descriptor, hammer, request, through_failover};
 
 const RULES: &str = "\
 domain: sale

@@ -4,12 +4,11 @@
 
 #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
 
-mod load;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::load::{descriptor, request, through_failover};
 use floodgate_e2e::redis_topology::{RedisSentinel, TlsRedis};
 use floodgate_e2e::{
     RedisServer, TestServer, config_with_rules, floodgate_bin, free_port, rules_dir,
@@ -18,7 +17,6 @@ use floodgate_proto::rate_limit_response::Code;
 use floodgate_server::STORE_HEALTH_SERVICE;
 use floodgate_server::config::Config;
 use floodgate_server::store::redis::{RedisMode, RedisSettings, RedisStore, Secret, TlsFiles};
-use load::{descriptor, request, through_failover};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 

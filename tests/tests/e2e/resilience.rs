@@ -4,15 +4,13 @@
 
 #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
 
-mod load;
-
 use std::time::Duration;
 
+use crate::load::{degraded, descriptor, request, steady_load};
 use floodgate_e2e::{RedisServer, TestServer, config_with_rules, rules_dir};
 use floodgate_proto::rate_limit_response::Code;
 use floodgate_server::config::Config;
 use floodgate_server::store::redis::RedisSettings;
-use load::{degraded, descriptor, request, steady_load};
 use redis::AsyncCommands;
 
 const RULES: &str = "\

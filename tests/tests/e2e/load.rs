@@ -2,8 +2,6 @@
 //! connections (exactness), or steady load until stopped, with every call's
 //! time and result (failover).
 
-#![allow(dead_code)] // Each test binary uses its own part of this module.
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
