@@ -16,24 +16,24 @@
 //! `redis.log`, and every wait is bounded: it panics with what it was waiting
 //! for, the last thing it saw, and the tail of the relevant logs.
 //!
-//! [`command`] speaks RESP2 over a blocking `TcpStream`, one connection per
-//! call, so nothing here needs optional features of the `redis` crate.
+//! [`command`] sends one command through the `redis` crate's blocking
+//! client (RESP2), one connection per call, with bounded waits.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use redis::{ConnectionLike, IntoConnectionInfo, RedisResult, Value};
 use tokio::time::Instant;
 
-use crate::{free_port, ping};
+use crate::free_port;
 use real_time::Deadline;
 
 /// Number of hash slots in a Redis Cluster.
@@ -108,60 +108,21 @@ pub fn key_slot(key: &[u8]) -> u16 {
 }
 
 // ---------------------------------------------------------------------------
-// RESP
+// Commands
 
-/// A RESP2 reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    /// `+...`
-    Status(String),
-    /// `-...`: the server's error message.
-    Error(String),
-    /// `:...`
-    Integer(i64),
-    /// `$...`
-    Bulk(Vec<u8>),
-    /// `$-1` or `*-1`.
-    Nil,
-    /// `*...`
-    Array(Vec<Reply>),
-}
-
-impl Reply {
-    /// The text of a status or bulk reply (bulk bytes decoded lossily).
-    pub fn as_text(&self) -> Option<String> {
-        match self {
-            Reply::Status(s) => Some(s.clone()),
-            Reply::Bulk(b) => Some(String::from_utf8_lossy(b).into_owned()),
-            _ => None,
-        }
-    }
-
-    /// The value of an integer reply.
-    pub fn as_integer(&self) -> Option<i64> {
-        match self {
-            Reply::Integer(i) => Some(*i),
-            _ => None,
-        }
-    }
-
-    /// The items of an array reply.
-    pub fn as_array(&self) -> Option<&[Reply]> {
-        match self {
-            Reply::Array(items) => Some(items),
-            _ => None,
-        }
-    }
-}
+/// How long a command may take to connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a command may take to be sent and answered.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a readiness probe waits for `PONG`.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Sends one command to `127.0.0.1:port` on a new connection and reads its
-/// reply. A Redis error is `Ok(Reply::Error(..))`; `Err` is a connection or
-/// protocol failure (1 s to connect, 2 s to answer).
-pub fn command(port: u16, args: &[&str]) -> io::Result<Reply> {
-    let mut replies = pipeline(port, &[args])?;
-    replies
-        .pop()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no reply"))
+/// reply. A Redis error is `Ok(Value::ServerError(..))` (see
+/// [`error_text`]); `Err` is a connection or protocol failure (1 s to
+/// connect, 2 s to answer).
+pub fn command(port: u16, args: &[&str]) -> RedisResult<Value> {
+    connect(port, ANSWER_TIMEOUT)?.req_command(&to_cmd(args))
 }
 
 /// A number from `INFO section`: the value of `name` (`connected_clients`),
@@ -170,7 +131,7 @@ pub fn command(port: u16, args: &[&str]) -> io::Result<Reply> {
 pub fn info_number(port: u16, section: &str, name: &str, field: Option<&str>) -> u64 {
     let text = command(port, &["INFO", section])
         .ok()
-        .and_then(|r| r.as_text())
+        .and_then(|r| text(&r))
         .unwrap_or_else(|| panic!("INFO {section} from port {port}"));
     let Some(value) = text
         .lines()
@@ -191,75 +152,64 @@ pub fn info_number(port: u16, section: &str, name: &str, field: Option<&str>) ->
 
 /// Sends `commands` on one new connection (e.g. `AUTH` then the command) and
 /// reads one reply per command, in order.
-pub fn pipeline(port: u16, commands: &[&[&str]]) -> io::Result<Vec<Reply>> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut request = Vec::new();
-    for args in commands {
-        request.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-        for arg in *args {
-            request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-            request.extend_from_slice(arg.as_bytes());
-            request.extend_from_slice(b"\r\n");
-        }
-    }
-    (&stream).write_all(&request)?;
-    let mut reader = BufReader::new(&stream);
-    commands.iter().map(|_| read_reply(&mut reader)).collect()
+pub fn pipeline(port: u16, commands: &[&[&str]]) -> RedisResult<Vec<Value>> {
+    let mut connection = connect(port, ANSWER_TIMEOUT)?;
+    commands
+        .iter()
+        .map(|args| connection.req_command(&to_cmd(args)))
+        .collect()
 }
 
-fn read_reply(reader: &mut impl BufRead) -> io::Result<Reply> {
-    let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
-    let mut line = Vec::new();
-    reader.read_until(b'\n', &mut line)?;
-    let Some(body) = line.strip_suffix(b"\r\n") else {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "connection closed before a full reply",
-        ));
-    };
-    let Some((&kind, rest)) = body.split_first() else {
-        return Err(invalid("empty reply line".to_owned()));
-    };
-    let rest = String::from_utf8_lossy(rest).into_owned();
-    let number = |text: &str| -> io::Result<i64> {
-        text.parse()
-            .map_err(|_| invalid(format!("bad number in reply: {text:?}")))
-    };
-    match kind {
-        b'+' => Ok(Reply::Status(rest)),
-        b'-' => Ok(Reply::Error(rest)),
-        b':' => Ok(Reply::Integer(number(&rest)?)),
-        b'$' => match usize::try_from(number(&rest)?) {
-            Err(_) => Ok(Reply::Nil),
-            Ok(len) => {
-                let mut data = vec![0; len + 2];
-                reader.read_exact(&mut data)?;
-                data.truncate(len);
-                Ok(Reply::Bulk(data))
-            }
-        },
-        b'*' => match usize::try_from(number(&rest)?) {
-            Err(_) => Ok(Reply::Nil),
-            Ok(len) => (0..len)
-                .map(|_| read_reply(reader))
-                .collect::<io::Result<_>>()
-                .map(Reply::Array),
-        },
-        other => Err(invalid(format!(
-            "unknown reply type {:?}",
-            char::from(other)
-        ))),
+/// A blocking RESP2 connection to `127.0.0.1:port` that sends nothing of its
+/// own (no `CLIENT SETINFO`: the node sees only the caller's commands).
+fn connect(port: u16, answer_within: Duration) -> RedisResult<redis::Connection> {
+    let info = ("127.0.0.1", port).into_connection_info()?;
+    let settings = info.redis_settings().clone().set_skip_set_lib_name();
+    let client = redis::Client::open(info.set_redis_settings(settings))?;
+    let connection = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+    connection.set_read_timeout(Some(answer_within))?;
+    connection.set_write_timeout(Some(answer_within))?;
+    Ok(connection)
+}
+
+fn to_cmd(args: &[&str]) -> redis::Cmd {
+    let mut cmd = redis::Cmd::new();
+    for arg in args {
+        cmd.arg(*arg);
     }
+    cmd
+}
+
+/// The text of a simple-string (`OK` included) or bulk reply (bulk bytes
+/// decoded lossily).
+pub fn text(reply: &Value) -> Option<String> {
+    match reply {
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Okay => Some("OK".to_owned()),
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
+}
+
+/// An error reply as the server wrote it, without the `-`
+/// (`MOVED 12182 127.0.0.1:7001`); `None` for any other reply.
+pub fn error_text(reply: &Value) -> Option<String> {
+    let Value::ServerError(error) = reply else {
+        return None;
+    };
+    Some(match error.details() {
+        Some(details) => format!("{} {details}", error.code()),
+        None => error.code().to_owned(),
+    })
 }
 
 /// `command`, with Redis errors and connection failures both as a message.
-fn query(port: u16, args: &[&str]) -> Result<Reply, String> {
+fn query(port: u16, args: &[&str]) -> Result<Value, String> {
     match command(port, args) {
-        Ok(Reply::Error(e)) => Err(format!("port {port}: {args:?} -> -{e}")),
-        Ok(reply) => Ok(reply),
+        Ok(reply) => match error_text(&reply) {
+            Some(e) => Err(format!("port {port}: {args:?} -> -{e}")),
+            None => Ok(reply),
+        },
         Err(e) => Err(format!("port {port}: {args:?} -> {e}")),
     }
 }
@@ -267,15 +217,13 @@ fn query(port: u16, args: &[&str]) -> Result<Reply, String> {
 /// `query` for a command answering text (INFO, CLUSTER NODES, ...).
 fn query_text(port: u16, args: &[&str]) -> Result<String, String> {
     let reply = query(port, args)?;
-    reply
-        .as_text()
-        .ok_or_else(|| format!("port {port}: {args:?} -> unexpected {reply:?}"))
+    text(&reply).ok_or_else(|| format!("port {port}: {args:?} -> unexpected {reply:?}"))
 }
 
 /// `query` for a reply that must be `+OK`.
 fn query_ok(port: u16, args: &[&str]) -> Result<(), String> {
     match query(port, args)? {
-        Reply::Status(s) if s == "OK" => Ok(()),
+        Value::Okay => Ok(()),
         other => Err(format!("port {port}: {args:?} -> unexpected {other:?}")),
     }
 }
@@ -293,29 +241,30 @@ fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
 fn role(port: u16) -> Result<String, String> {
     let reply = query(port, &["ROLE"])?;
     reply
-        .as_array()
+        .as_sequence()
         .and_then(|items| items.first())
-        .and_then(Reply::as_text)
+        .and_then(text)
         .ok_or_else(|| format!("port {port}: ROLE -> unexpected {reply:?}"))
 }
 
 /// A flat `[field, value, field, value, ...]` array (SENTINEL replies) as a map.
-fn flat_map(reply: &Reply) -> HashMap<String, String> {
-    let items = reply.as_array().unwrap_or_default();
+fn flat_map(reply: &Value) -> HashMap<String, String> {
+    let items = reply.as_sequence().unwrap_or_default();
     items
         .chunks(2)
-        .filter_map(|pair| Some((pair.first()?.as_text()?, pair.get(1)?.as_text()?)))
+        .filter_map(|pair| Some((text(pair.first()?)?, text(pair.get(1)?)?)))
         .collect()
 }
 
-/// Whether `127.0.0.1:port` answers like a Redis server: `+PONG`, or
-/// `-NOAUTH` when it requires a password.
+/// Whether `127.0.0.1:port` answers like a Redis server (within 200 ms):
+/// `+PONG`, or `-NOAUTH` when it requires a password.
 pub(crate) fn answers(port: u16) -> bool {
-    ping(port)
-        || matches!(
-            command(port, &["PING"]),
-            Ok(Reply::Error(e)) if e.starts_with("NOAUTH")
-        )
+    let ping = connect(port, PROBE_TIMEOUT).and_then(|mut c| c.req_command(&to_cmd(&["PING"])));
+    let Ok(reply) = ping else {
+        return false;
+    };
+    matches!(&reply, Value::SimpleString(s) if s == "PONG")
+        || error_text(&reply).is_some_and(|e| e.starts_with("NOAUTH"))
 }
 
 // ---------------------------------------------------------------------------
@@ -1144,7 +1093,7 @@ impl RedisSentinel {
                     }
                     let replicas = query(port, &["SENTINEL", "REPLICAS", MASTER_NAME])?;
                     let replicas: Vec<HashMap<String, String>> = replicas
-                        .as_array()
+                        .as_sequence()
                         .unwrap_or_default()
                         .iter()
                         .map(flat_map)
@@ -1275,9 +1224,9 @@ fn sentinel_master_port(sentinel: u16) -> Result<u16, String> {
         &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME],
     )?;
     reply
-        .as_array()
+        .as_sequence()
         .and_then(|a| a.get(1))
-        .and_then(Reply::as_text)
+        .and_then(text)
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| format!("sentinel {sentinel}: GET-MASTER-ADDR-BY-NAME -> {reply:?}"))
 }
