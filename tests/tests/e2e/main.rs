@@ -13,8 +13,6 @@
 
 #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
 
-mod load;
-
 mod algorithms;
 mod algorithms_e2e;
 mod bench;

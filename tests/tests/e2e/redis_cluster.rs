@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
-use crate::load::{degraded, descriptor, hammer, request, through_failover};
-use floodgate_e2e::redis_topology::{RedisCluster, command, key_slot, text};
+use floodgate_e2e::load::{degraded, descriptor, hammer, request, through_failover};
+use floodgate_e2e::redis_command::{command, text};
+use floodgate_e2e::{RedisCluster, key_slot};
 use floodgate_e2e::{ServerProcess, TestServer, config_with_rules, rules_dir};
 use floodgate_proto::rate_limit_response::Code;
 use floodgate_server::config::Config;

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::load::{descriptor, request, through_failover};
-use floodgate_e2e::redis_topology::{RedisSentinel, TlsRedis};
+use floodgate_e2e::load::{descriptor, request, through_failover};
+use floodgate_e2e::{RedisSentinel, TlsRedis};
 use floodgate_e2e::{
     RedisServer, TestServer, config_with_rules, floodgate_bin, free_port, rules_dir,
 };

@@ -14,7 +14,8 @@ use std::time::Duration;
 use redis::Value;
 use tokio::time::Instant;
 
-use floodgate_e2e::redis_topology::{CLUSTER_SLOTS, command, crc16, error_text, pipeline, text};
+use floodgate_e2e::redis_cluster::{CLUSTER_SLOTS, crc16};
+use floodgate_e2e::redis_command::{command, error_text, pipeline, text};
 use floodgate_e2e::{RedisCluster, RedisSentinel, RedisServer, TlsRedis, key_slot};
 
 #[test]

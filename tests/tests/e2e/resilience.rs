@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::load::{degraded, descriptor, request, steady_load};
+use floodgate_e2e::load::{degraded, descriptor, request, steady_load};
 use floodgate_e2e::{RedisServer, TestServer, config_with_rules, rules_dir};
 use floodgate_proto::rate_limit_response::Code;
 use floodgate_server::config::Config;
