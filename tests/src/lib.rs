@@ -35,8 +35,8 @@ pub use redis_node::Failover;
 pub use redis_sentinel::RedisSentinel;
 pub use redis_single::RedisServer;
 pub use redis_tls::TlsRedis;
-pub use rpc::{descriptor, http_get, http_post, request};
+pub use rpc::{degraded, descriptor, http_get, http_post, metric, metric_value, request};
 pub use server::{
-    BENCH_RULES, ServerProcess, TestServer, config_with_rules, floodgate_bin, rules_dir,
-    user_rules, wait_until_listening,
+    BENCH_RULES, ServerProcess, TestServer, config_with_redis, config_with_rules, floodgate_bin,
+    rules_dir, user_rules, wait_until_listening,
 };

@@ -15,6 +15,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::rpc::degraded;
+
 /// One descriptor with one entry.
 pub fn descriptor(key: &str, value: &str) -> RateLimitDescriptor {
     RateLimitDescriptor {
@@ -37,13 +39,6 @@ pub fn request(domain: &str, descriptors: Vec<RateLimitDescriptor>) -> RateLimit
 
 /// The error a steady load records for an answer made without Redis.
 pub const DEGRADED: &str = "degraded (answered without Redis)";
-
-/// Floodgate marked the answer as made without Redis.
-pub fn degraded(resp: &floodgate_proto::RateLimitResponse) -> bool {
-    resp.response_headers_to_add
-        .iter()
-        .any(|h| h.key == "x-floodgate-degraded")
-}
 
 /// One HTTP/2 connection per call of this (tonic shares nothing between
 /// channels built from separate endpoints).

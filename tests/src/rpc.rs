@@ -1,8 +1,12 @@
 //! Calls as a client makes them: RLS requests and descriptors, and minimal
-//! HTTP/1.1 GET and POST over loopback (one connection per call).
+//! HTTP/1.1 GET and POST over loopback (one connection per call), and what
+//! a caller reads back: the degraded marker, `/metrics` values.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
 
 use floodgate_proto::rate_limit_descriptor::Entry;
-use floodgate_proto::{RateLimitDescriptor, RateLimitRequest};
+use floodgate_proto::{RateLimitDescriptor, RateLimitRequest, RateLimitResponse};
 
 /// A minimal HTTP/1.1 GET over loopback: (status, body).
 pub async fn http_get(url: &str) -> (u16, String) {
@@ -85,4 +89,31 @@ pub async fn http_post(url: &str, content_type: Option<&str>, body: &[u8]) -> (u
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (code, body)
+}
+
+/// Floodgate marked the answer as made without Redis (the
+/// `x-floodgate-degraded` header).
+pub fn degraded(resp: &RateLimitResponse) -> bool {
+    resp.response_headers_to_add
+        .iter()
+        .any(|h| h.key == "x-floodgate-degraded")
+}
+
+/// The value of `series` (its name and labels, exactly as printed) on a
+/// Prometheus text page; `None` if it is not there.
+pub fn metric_value<T: FromStr>(page: &str, series: &str) -> Option<T> {
+    page.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// The value of `series` on the `/metrics` page served at `http_addr` (see
+/// [`metric_value`]).
+pub async fn metric<T: FromStr>(http_addr: SocketAddr, series: &str) -> Option<T> {
+    let (_, page) = http_get(&format!("http://{http_addr}/metrics")).await;
+    metric_value(&page, series)
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use floodgate_proto::RateLimitServiceClient;
 use floodgate_server::clock::Clock;
 use floodgate_server::config::Config;
+use floodgate_server::store::redis::RedisSettings;
 use floodgate_server::{Listeners, RunError};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -122,6 +123,22 @@ pub fn config_with_rules(rules: &Path) -> Config {
         rules: rules.to_path_buf(),
         ..Config::default()
     }
+}
+
+/// [`config_with_rules`], counting in the Redis at `redis_url` with
+/// connect, command and store deadlines of `timeout` (a debug build on a
+/// busy machine must not miss the 50 ms default store deadline).
+pub fn config_with_redis(rules: &Path, redis_url: String, timeout: Duration) -> Config {
+    let mut config = Config {
+        redis: Some(RedisSettings {
+            connect_timeout: timeout,
+            command_timeout: timeout,
+            ..RedisSettings::single(redis_url)
+        }),
+        ..config_with_rules(rules)
+    };
+    config.resilience.store_deadline = timeout;
+    config
 }
 
 /// Rules for domain `edge`: each `user` value may make `per_hour` requests an

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use floodgate_e2e::load::{degraded, descriptor, hammer, request, through_failover};
+use floodgate_e2e::degraded;
+use floodgate_e2e::load::{descriptor, hammer, request, through_failover};
 use floodgate_e2e::redis_command::{command, text};
 use floodgate_e2e::{RedisCluster, key_slot};
 use floodgate_e2e::{ServerProcess, TestServer, config_with_rules, rules_dir};
