@@ -1,7 +1,7 @@
 //! The processes behind every Redis topology of the harness: one
-//! `redis-server` (data node or sentinel) per [`Node`], started on a free
-//! port in its own temporary directory by [`launch`], polled until ready,
-//! and SIGKILLed on drop; [`wait_for`] bounds every wait in real time and
+//! `redis-server` (data node or sentinel) per `Node`, started on a free
+//! port in its own temporary directory by `launch`, polled until ready,
+//! and SIGKILLed on drop; `wait_for` bounds every wait in real time and
 //! panics with the logs; [`Failover`] is what a topology's failover looked
 //! like from outside.
 

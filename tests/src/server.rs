@@ -164,10 +164,6 @@ descriptors:
 /// The `floodgate` binary of this build: next to the test executables'
 /// `deps/` directory. `cargo test --workspace` (the README's test command)
 /// builds it; after `cargo test -p floodgate-e2e` alone, build it first.
-
-/// The `floodgate` binary of this build: next to the test executables'
-/// `deps/` directory. `cargo test --workspace` (the README's test command)
-/// builds it; after `cargo test -p floodgate-e2e` alone, build it first.
 pub fn floodgate_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
