@@ -2,9 +2,11 @@
 //! free loopback ports, tools from the test venv, and signals to the
 //! processes the harness starts (to freeze and thaw them).
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, PoisonError};
 
 /// The repository root.
 pub fn workspace_root() -> PathBuf {
@@ -14,13 +16,31 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; the race with another
-/// process taking it first is small and fails loudly).
+/// A free TCP port on 127.0.0.1 (bound and released), never one this
+/// process handed out or claimed before: the tests of the suite share one
+/// process and run in parallel, so two of them must not get the same port
+/// between its release and its use. (The race with another process taking
+/// it first is small and fails loudly.)
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free loopback port");
+        if claim(port) {
+            return port;
+        }
+    }
+}
+
+/// Records `port` as used by this process; false if it already was (by
+/// [`free_port`] or another claim), so the caller picks another one.
+pub fn claim(port: u16) -> bool {
+    static CLAIMED: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    CLAIMED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(port)
 }
 
 /// An executable from the test venv (`.venv/bin/NAME`, or

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 use crate::free_port;
+use crate::host::claim;
 use crate::host::signal;
 
 /// A rules directory holding `files` (name, YAML text).
@@ -50,10 +51,16 @@ impl TestServer {
 
     /// [`TestServer::start`], with the server's local time read from `clock`.
     pub async fn start_with_clock(config: Config, clock: Clock) -> TestServer {
-        let bind = |what| {
+        // A port another test of this process was handed out (and may
+        // not have bound yet) is given back, and another one bound.
+        let bind = |what| loop {
             let any = SocketAddr::from(([127, 0, 0, 1], 0));
-            floodgate_server::transport::bind(any, config.listeners.listen_backlog)
-                .unwrap_or_else(|e| panic!("bind {what}: {e}"))
+            let listener = floodgate_server::transport::bind(any, config.listeners.listen_backlog)
+                .unwrap_or_else(|e| panic!("bind {what}: {e}"));
+            let port = listener.local_addr().map_or(0, |a| a.port());
+            if claim(port) {
+                break listener;
+            }
         };
         let (grpc, http, admin) = (bind("gRPC"), bind("HTTP"), bind("admin"));
         let admin_addr = admin.local_addr().expect("admin address");
