@@ -25,7 +25,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use floodgate_e2e::redis_topology::{RedisCluster, info_number};
+use floodgate_e2e::RedisCluster;
+use floodgate_e2e::redis_command::info_number;
 use floodgate_e2e::{
     BENCH_RULES, RedisServer, ServerProcess, free_port, rules_dir, wait_until_listening,
 };

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use floodgate_e2e::redis_topology::{RedisCluster, command, info_number};
+use floodgate_e2e::RedisCluster;
+use floodgate_e2e::redis_command::{command, info_number};
 use floodgate_e2e::{BENCH_RULES, RedisServer, TestServer, config_with_rules, rules_dir};
 use floodgate_proto::rate_limit_descriptor::Entry;
 use floodgate_proto::{RateLimitDescriptor, RateLimitRequest, RateLimitServiceClient};

@@ -4,16 +4,16 @@
 
 #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
 
-mod load;
-
 use std::time::Duration;
 
-use floodgate_e2e::redis_topology::{RedisCluster, command, key_slot};
+use floodgate_e2e::degraded;
+use floodgate_e2e::load::{descriptor, hammer, request, through_failover};
+use floodgate_e2e::redis_command::{command, text};
+use floodgate_e2e::{RedisCluster, key_slot};
 use floodgate_e2e::{ServerProcess, TestServer, config_with_rules, rules_dir};
 use floodgate_proto::rate_limit_response::Code;
 use floodgate_server::config::Config;
 use floodgate_server::store::redis::{RedisSettings, RedisTopology};
-use load::{degraded, descriptor, hammer, request, through_failover};
 
 const RULES: &str = "\
 domain: sale
@@ -149,10 +149,10 @@ async fn a_request_over_two_shards_counts_each_key_exactly() {
     ] {
         let port = cluster.primary_for_slot(key_slot(key.as_bytes()));
         let keys = command(port, &["KEYS", &format!("{key}_*")]).unwrap();
-        let keys = keys.as_array().unwrap();
+        let keys = keys.as_sequence().unwrap();
         assert_eq!(keys.len(), 1, "one window key for {key}");
-        let name = keys[0].as_text().unwrap();
-        let count = command(port, &["GET", &name]).unwrap().as_text().unwrap();
+        let name = text(&keys[0]).unwrap();
+        let count = text(&command(port, &["GET", &name]).unwrap()).unwrap();
         assert_eq!(count, (64 * 40).to_string(), "{name}");
     }
 }
@@ -324,10 +324,7 @@ descriptors:
     // One key, in the slot of its hash tag.
     let key = "{shop_service_checkout}_cap0";
     let port = cluster.primary_for_slot(key_slot(key.as_bytes()));
-    let total = command(port, &["HGET", key, "t"])
-        .unwrap()
-        .as_text()
-        .unwrap();
+    let total = text(&command(port, &["HGET", key, "t"]).unwrap()).unwrap();
     assert_eq!(
         total,
         admitted.values().sum::<usize>().to_string(),

@@ -1,8 +1,7 @@
 //! Load for the Redis topology tests: a fixed number of calls over many
 //! connections (exactness), or steady load until stopped, with every call's
-//! time and result (failover).
-
-#![allow(dead_code)] // Each test binary uses its own part of this module.
+//! time and result (failover). Requests here are built from
+//! `(key, value)` descriptors of one entry each ([`descriptor`], [`request`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,8 +15,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::rpc::degraded;
+
 /// One descriptor with one entry.
-pub(crate) fn descriptor(key: &str, value: &str) -> RateLimitDescriptor {
+pub fn descriptor(key: &str, value: &str) -> RateLimitDescriptor {
     RateLimitDescriptor {
         entries: vec![Entry {
             key: key.into(),
@@ -28,7 +29,7 @@ pub(crate) fn descriptor(key: &str, value: &str) -> RateLimitDescriptor {
 }
 
 /// A request for `domain`.
-pub(crate) fn request(domain: &str, descriptors: Vec<RateLimitDescriptor>) -> RateLimitRequest {
+pub fn request(domain: &str, descriptors: Vec<RateLimitDescriptor>) -> RateLimitRequest {
     RateLimitRequest {
         domain: domain.into(),
         descriptors,
@@ -37,49 +38,42 @@ pub(crate) fn request(domain: &str, descriptors: Vec<RateLimitDescriptor>) -> Ra
 }
 
 /// The error a steady load records for an answer made without Redis.
-pub(crate) const DEGRADED: &str = "degraded (answered without Redis)";
-
-/// Floodgate marked the answer as made without Redis.
-pub(crate) fn degraded(resp: &floodgate_proto::RateLimitResponse) -> bool {
-    resp.response_headers_to_add
-        .iter()
-        .any(|h| h.key == "x-floodgate-degraded")
-}
+pub const DEGRADED: &str = "degraded (answered without Redis)";
 
 /// One HTTP/2 connection per call of this (tonic shares nothing between
 /// channels built from separate endpoints).
 async fn connect(addr: SocketAddr) -> RateLimitServiceClient<Channel> {
     let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
+        .expect("an endpoint URI")
         .connect()
         .await
-        .unwrap();
+        .expect("connect to the server");
     RateLimitServiceClient::new(channel)
 }
 
 /// What a batch of calls got.
 #[derive(Debug, Default)]
-pub(crate) struct Tally {
+pub struct Tally {
     /// Calls answered OK overall.
-    pub(crate) overall_ok: usize,
+    pub overall_ok: usize,
     /// Calls answered OVER_LIMIT overall.
-    pub(crate) overall_over: usize,
+    pub overall_over: usize,
     /// Per descriptor position: how many calls that descriptor allowed.
-    pub(crate) per_descriptor_ok: Vec<usize>,
+    pub per_descriptor_ok: Vec<usize>,
     /// Failed calls (status code and message).
-    pub(crate) errors: Vec<String>,
+    pub errors: Vec<String>,
 }
 
 impl Tally {
     /// Every call.
-    pub(crate) fn total(&self) -> usize {
+    pub fn total(&self) -> usize {
         self.overall_ok + self.overall_over + self.errors.len()
     }
 }
 
 /// `connections` connections spread round-robin over `addrs`, all started
 /// together, each sending `per_connection` calls of `req` one after another.
-pub(crate) async fn hammer(
+pub async fn hammer(
     addrs: &[SocketAddr],
     connections: usize,
     per_connection: usize,
@@ -108,7 +102,7 @@ pub(crate) async fn hammer(
         ..Tally::default()
     };
     while let Some(results) = tasks.join_next().await {
-        for result in results.unwrap() {
+        for result in results.expect("a load task panicked") {
             match result {
                 Ok(resp) => {
                     let resp = resp.into_inner();
@@ -135,18 +129,14 @@ pub(crate) async fn hammer(
 }
 
 /// Steady load running in the background until [`SteadyLoad::stop`].
-pub(crate) struct SteadyLoad {
+pub struct SteadyLoad {
     stop: Arc<AtomicBool>,
     tasks: JoinSet<Vec<(Instant, Result<(), String>)>>,
 }
 
 /// Starts `connections` connections over `addrs`, each calling in a loop with
 /// one descriptor `steady=<key>` per key (keys rotate per call).
-pub(crate) fn steady_load(
-    addrs: Vec<SocketAddr>,
-    connections: usize,
-    keys: Vec<String>,
-) -> SteadyLoad {
+pub fn steady_load(addrs: Vec<SocketAddr>, connections: usize, keys: Vec<String>) -> SteadyLoad {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = JoinSet::new();
     for i in 0..connections {
@@ -186,11 +176,11 @@ pub(crate) fn steady_load(
 
 impl SteadyLoad {
     /// Stops the load and returns every call's result.
-    pub(crate) async fn stop(mut self) -> LoadReport {
+    pub async fn stop(mut self) -> LoadReport {
         self.stop.store(true, Ordering::Relaxed);
         let mut calls = Vec::new();
         while let Some(results) = self.tasks.join_next().await {
-            calls.extend(results.unwrap());
+            calls.extend(results.expect("a load task panicked"));
         }
         calls.sort_by_key(|(at, _)| *at);
         LoadReport { calls }
@@ -199,13 +189,13 @@ impl SteadyLoad {
 
 /// Every call of a steady load: when it ended and how.
 #[derive(Debug)]
-pub(crate) struct LoadReport {
+pub struct LoadReport {
     calls: Vec<(Instant, Result<(), String>)>,
 }
 
 impl LoadReport {
     /// Every call, the degraded answers, and the failed calls.
-    pub(crate) fn counts(&self) -> (usize, usize, usize) {
+    pub fn counts(&self) -> (usize, usize, usize) {
         let degraded = self
             .calls
             .iter()
@@ -216,7 +206,7 @@ impl LoadReport {
     }
 
     /// Successful calls that ended before `t`.
-    pub(crate) fn ok_before(&self, t: Instant) -> usize {
+    pub fn ok_before(&self, t: Instant) -> usize {
         self.calls
             .iter()
             .filter(|(at, r)| *at < t && r.is_ok())
@@ -224,7 +214,7 @@ impl LoadReport {
     }
 
     /// Successful calls that ended after `t`.
-    pub(crate) fn ok_after(&self, t: Instant) -> usize {
+    pub fn ok_after(&self, t: Instant) -> usize {
         self.calls
             .iter()
             .filter(|(at, r)| *at > t && r.is_ok())
@@ -232,7 +222,7 @@ impl LoadReport {
     }
 
     /// Failed calls that ended before `t`.
-    pub(crate) fn errors_before(&self, t: Instant) -> usize {
+    pub fn errors_before(&self, t: Instant) -> usize {
         self.calls
             .iter()
             .filter(|(at, r)| *at < t && r.is_err())
@@ -240,7 +230,7 @@ impl LoadReport {
     }
 
     /// Failed calls that ended after `t`.
-    pub(crate) fn errors_after(&self, t: Instant) -> usize {
+    pub fn errors_after(&self, t: Instant) -> usize {
         self.calls
             .iter()
             .filter(|(at, r)| *at > t && r.is_err())
@@ -248,7 +238,7 @@ impl LoadReport {
     }
 
     /// Prints what the failover cost: errors, when the last one was, calls/s.
-    pub(crate) fn print(&self, what: &str, killed: Instant, promoted: Instant) {
+    pub fn print(&self, what: &str, killed: Instant, promoted: Instant) {
         let errors: Vec<_> = self.calls.iter().filter(|(_, r)| r.is_err()).collect();
         let last = errors
             .last()
@@ -275,11 +265,11 @@ impl LoadReport {
 /// load on for 12 s after the promotion, and checks what the issue asks:
 /// no error before the kill, errors only in the failover window, zero
 /// errors from 10 s after the promotion on, and calls answered then.
-pub(crate) async fn through_failover(
+pub async fn through_failover(
     what: &str,
     addrs: Vec<SocketAddr>,
     keys: Vec<String>,
-    failover: impl FnOnce() -> floodgate_e2e::Failover,
+    failover: impl FnOnce() -> crate::Failover,
 ) -> LoadReport {
     let load = steady_load(addrs, 16, keys);
     tokio::time::sleep(Duration::from_secs(2)).await;

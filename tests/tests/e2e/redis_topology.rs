@@ -11,9 +11,11 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
+use redis::Value;
 use tokio::time::Instant;
 
-use floodgate_e2e::redis_topology::{CLUSTER_SLOTS, Reply, command, crc16, pipeline};
+use floodgate_e2e::redis_cluster::{CLUSTER_SLOTS, crc16};
+use floodgate_e2e::redis_command::{command, error_text, pipeline, text};
 use floodgate_e2e::{RedisCluster, RedisSentinel, RedisServer, TlsRedis, key_slot};
 
 #[test]
@@ -39,11 +41,8 @@ fn key_slot_matches_known_values() {
     assert_eq!(key_slot(b"foo{bar"), crc16(b"foo{bar") % CLUSTER_SLOTS);
 }
 
-fn error_of(reply: Reply) -> String {
-    match reply {
-        Reply::Error(e) => e,
-        other => panic!("expected an error, got {other:?}"),
-    }
+fn error_of(reply: Value) -> String {
+    error_text(&reply).unwrap_or_else(|| panic!("expected an error, got {reply:?}"))
 }
 
 #[test]
@@ -91,7 +90,7 @@ fn cluster_has_three_replicated_primaries_and_fails_over() {
         let server = command(any, &["CLUSTER", "KEYSLOT", key]).unwrap();
         assert_eq!(
             server,
-            Reply::Integer(i64::from(key_slot(key.as_bytes()))),
+            Value::Int(i64::from(key_slot(key.as_bytes()))),
             "{key}"
         );
     }
@@ -103,23 +102,17 @@ fn cluster_has_three_replicated_primaries_and_fails_over() {
         .iter()
         .find(|&&p| p != owner)
         .unwrap();
-    assert_eq!(
-        command(owner, &["SET", "foo", "1"]).unwrap(),
-        Reply::Status("OK".into())
-    );
+    assert_eq!(command(owner, &["SET", "foo", "1"]).unwrap(), Value::Okay);
     let moved = error_of(command(other, &["GET", "foo"]).unwrap());
     assert_eq!(moved, format!("MOVED 12182 127.0.0.1:{owner}"));
 
     // flushall and script_flush reach the owner.
     cluster.flushall();
-    assert_eq!(command(owner, &["GET", "foo"]).unwrap(), Reply::Nil);
-    let sha = command(owner, &["SCRIPT", "LOAD", "return 7"])
-        .unwrap()
-        .as_text()
-        .unwrap();
+    assert_eq!(command(owner, &["GET", "foo"]).unwrap(), Value::Nil);
+    let sha = text(&command(owner, &["SCRIPT", "LOAD", "return 7"]).unwrap()).unwrap();
     assert_eq!(
         command(owner, &["EVALSHA", &sha, "0"]).unwrap(),
-        Reply::Integer(7)
+        Value::Int(7)
     );
     cluster.script_flush();
     let noscript = error_of(command(owner, &["EVALSHA", &sha, "0"]).unwrap());
@@ -143,10 +136,7 @@ fn cluster_has_three_replicated_primaries_and_fails_over() {
     assert_eq!(new, replica);
     assert_eq!((failover.old_port, failover.new_port), (owner, new));
     assert_eq!(cluster.primary_for_slot(key_slot(b"foo")), new);
-    assert_eq!(
-        command(new, &["SET", "foo", "2"]).unwrap(),
-        Reply::Status("OK".into())
-    );
+    assert_eq!(command(new, &["SET", "foo", "2"]).unwrap(), Value::Okay);
     assert_eq!(cluster.primary_ports().len(), 3);
 
     // The old primary comes back as a replica of the new one.
@@ -171,9 +161,9 @@ fn sentinels_promote_the_replica_when_the_master_dies() {
     };
     assert_eq!(sentinel.master_port(), master);
     assert_eq!(sentinel.replica_ports(), [replica]);
-    let role = |port| command(port, &["ROLE"]).unwrap().as_array().unwrap()[0].clone();
-    assert_eq!(role(master), Reply::Bulk(b"master".to_vec()));
-    assert_eq!(role(replica), Reply::Bulk(b"slave".to_vec()));
+    let role = |port| command(port, &["ROLE"]).unwrap().as_sequence().unwrap()[0].clone();
+    assert_eq!(role(master), Value::BulkString(b"master".to_vec()));
+    assert_eq!(role(replica), Value::BulkString(b"slave".to_vec()));
 
     assert_eq!(sentinel.kill_master(), master);
     let new = sentinel.wait_for_failover(Duration::from_secs(15));
@@ -184,12 +174,9 @@ fn sentinels_promote_the_replica_when_the_master_dies() {
         failover.settle_delay()
     );
     assert_eq!(new, replica);
-    assert_eq!(role(new), Reply::Bulk(b"master".to_vec()));
+    assert_eq!(role(new), Value::BulkString(b"master".to_vec()));
     assert_eq!(sentinel.master_port(), new);
-    assert_eq!(
-        command(new, &["SET", "k", "v"]).unwrap(),
-        Reply::Status("OK".into())
-    );
+    assert_eq!(command(new, &["SET", "k", "v"]).unwrap(), Value::Okay);
 }
 
 /// `redis-cli --tls ... [--cert CERT --key KEY] --user USER --pass PW PING`.
@@ -260,7 +247,7 @@ fn tls_redis_answers_clients_that_trust_its_ca() {
     // No plain-text port: a RESP PING on the TLS port gets no PONG.
     assert!(!matches!(
         command(redis.port(), &["PING"]),
-        Ok(Reply::Status(s)) if s == "PONG"
+        Ok(Value::SimpleString(s)) if s == "PONG"
     ));
 }
 
@@ -296,8 +283,5 @@ fn a_plain_redis_server_can_require_a_password() {
     let noauth = error_of(command(redis.port(), &["PING"]).unwrap());
     assert!(noauth.starts_with("NOAUTH"), "{noauth}");
     let replies = pipeline(redis.port(), &[&["AUTH", "pw"], &["PING"]]).unwrap();
-    assert_eq!(
-        replies,
-        [Reply::Status("OK".into()), Reply::Status("PONG".into())]
-    );
+    assert_eq!(replies, [Value::Okay, Value::SimpleString("PONG".into())]);
 }

@@ -7,14 +7,14 @@
 use std::time::Duration;
 
 use floodgate_e2e::{
-    RedisServer, TestServer, config_with_rules, descriptor, free_port, http_get, request, rules_dir,
+    RedisServer, TestServer, config_with_redis, degraded, descriptor, free_port, http_get, metric,
+    request, rules_dir,
 };
 use floodgate_proto::RateLimitRequest;
 use floodgate_proto::rate_limit_descriptor::RateLimitOverride;
 use floodgate_proto::rate_limit_response::Code;
 use floodgate_server::config::Config;
 use floodgate_server::limiter::MAX_HITS;
-use floodgate_server::store::redis::RedisSettings;
 use redis::AsyncCommands;
 
 /// Two domains, one per failure policy, sharing one Redis and one breaker.
@@ -32,31 +32,10 @@ descriptors:
     rate_limit: {unit: hour, requests_per_unit: 100}
 ";
 
+/// Redis deadlines of 500 ms: a debug build on a busy machine must not
+/// miss the 50 ms default.
 fn config(rules: &std::path::Path, redis_url: String) -> Config {
-    let mut config = Config {
-        redis: Some(RedisSettings {
-            connect_timeout: Duration::from_millis(500),
-            command_timeout: Duration::from_millis(500),
-            ..RedisSettings::single(redis_url)
-        }),
-        ..config_with_rules(rules)
-    };
-    // A debug build on a busy machine must not miss the 50 ms default.
-    config.resilience.store_deadline = Duration::from_millis(500);
-    config
-}
-
-fn degraded(resp: &floodgate_proto::RateLimitResponse) -> bool {
-    resp.response_headers_to_add
-        .iter()
-        .any(|h| h.key == "x-floodgate-degraded")
-}
-
-async fn metric(server: &TestServer, name: &str) -> f64 {
-    let (_, page) = http_get(&format!("http://{}/metrics", server.http_addr)).await;
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{page}"))
+    config_with_redis(rules, redis_url, Duration::from_millis(500))
 }
 
 /// The issue's attack: hits of 2^53 - 1 with a limit override that rises
@@ -107,8 +86,14 @@ async fn huge_hits_with_a_rising_override_never_open_the_breaker() {
         assert_eq!(resp.overall_code(), Code::Ok, "{domain}: {resp:?}");
         assert_eq!(resp.statuses[0].limit_remaining, 99, "{domain}");
     }
-    assert_eq!(metric(&server, "floodgate_store_breaker_state").await, 0.0);
-    assert_eq!(metric(&server, "floodgate_store_failures_total").await, 0.0);
+    assert_eq!(
+        metric(server.http_addr, "floodgate_store_breaker_state").await,
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(server.http_addr, "floodgate_store_failures_total").await,
+        Some(0.0)
+    );
     server.stop().await.unwrap();
 }
 
@@ -162,8 +147,14 @@ async fn a_counter_holding_a_non_integer_fails_only_its_own_calls() {
         assert!(!degraded(&resp), "{domain}: {resp:?}");
         assert_eq!(resp.overall_code(), Code::Ok, "{domain}: {resp:?}");
     }
-    assert_eq!(metric(&server, "floodgate_store_breaker_state").await, 0.0);
-    assert_eq!(metric(&server, "floodgate_store_failures_total").await, 0.0);
+    assert_eq!(
+        metric(server.http_addr, "floodgate_store_breaker_state").await,
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(server.http_addr, "floodgate_store_failures_total").await,
+        Some(0.0)
+    );
     server.stop().await.unwrap();
 }
 
@@ -281,7 +272,10 @@ async fn recovery_within_half_a_health_interval_of_redis_returning() {
         assert!(degraded(&resp) || down.elapsed() < interval);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(metric(&server, "floodgate_store_degraded").await, 1.0);
+    assert_eq!(
+        metric(server.http_addr, "floodgate_store_degraded").await,
+        Some(1.0)
+    );
 
     let redis = tokio::task::block_in_place(|| RedisServer::start_on(port));
     let back = tokio::time::Instant::now();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use floodgate_e2e::RedisServer;
-use floodgate_e2e::redis_topology::info_number;
+use floodgate_e2e::redis_command::info_number;
 use floodgate_server::clock::Clock;
 use floodgate_server::limiter::MAX_HITS;
 use floodgate_server::model::algorithm::{Algorithm, Rate};

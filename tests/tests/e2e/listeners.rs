@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use floodgate_e2e::{
-    ServerProcess, TestServer, config_with_rules, http_get, request, rules_dir, user_rules,
+    ServerProcess, TestServer, config_with_rules, http_get, metric, metric_value, request,
+    rules_dir, user_rules,
 };
 use floodgate_proto::rate_limit_response::Code;
 use floodgate_server::config::Config;
@@ -19,17 +20,6 @@ use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-
-/// The value of `series` (name and labels, exactly) on a `/metrics` page.
-fn value(page: &str, series: &str) -> Option<u64> {
-    page.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-async fn metric(server: &TestServer, series: &str) -> Option<u64> {
-    let (_, page) = http_get(&format!("http://{}/metrics", server.http_addr)).await;
-    value(&page, series)
-}
 
 fn server_config(rules: &std::path::Path, limits: ListenerLimits) -> Config {
     Config {
@@ -86,6 +76,21 @@ async fn grpc_status(response: http::Response<h2::RecvStream>) -> String {
         .to_owned()
 }
 
+/// One complete ShouldRateLimit call for `user` on an open HTTP/2
+/// connection: its `grpc-status`.
+async fn complete_call(
+    conn: &mut H2,
+    send: &h2::client::SendRequest<Bytes>,
+    addr: SocketAddr,
+    user: &str,
+) -> String {
+    let mut ready = driving(conn, send.clone().ready()).await.expect("ready");
+    let (answer, mut body) = ready.send_request(grpc_head(addr), false).expect("send");
+    body.send_data(grpc_body(user), true).expect("body");
+    let answer = driving(conn, answer).await.expect("answer");
+    driving(conn, grpc_status(answer)).await
+}
+
 /// Item 2: the gRPC listener advertises SETTINGS_MAX_CONCURRENT_STREAMS, and
 /// streams whose body never ends are answered DEADLINE_EXCEEDED after
 /// `request_timeout` (freeing their slots), counted on `/metrics`.
@@ -101,15 +106,10 @@ async fn stalled_grpc_streams_are_bounded_per_connection_and_time_out() {
     let (send, mut conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
 
     // A complete call: answered OK (and the server's settings are in).
-    let mut ready = driving(&mut conn, send.clone().ready())
-        .await
-        .expect("ready");
-    let (answer, mut body) = ready
-        .send_request(grpc_head(server.grpc_addr), false)
-        .expect("send");
-    body.send_data(grpc_body("a"), true).expect("body");
-    let answer = driving(&mut conn, answer).await.expect("answer");
-    assert_eq!(driving(&mut conn, grpc_status(answer)).await, "0");
+    assert_eq!(
+        complete_call(&mut conn, &send, server.grpc_addr, "a").await,
+        "0"
+    );
     assert_eq!(
         conn.max_concurrent_send_streams(),
         ListenerLimits::default().max_concurrent_streams as usize,
@@ -147,8 +147,8 @@ async fn stalled_grpc_streams_are_bounded_per_connection_and_time_out() {
     }
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(
-        metric(
-            &server,
+        metric::<u64>(
+            server.http_addr,
             "floodgate_connection_timeouts_total{listener=\"grpc\",kind=\"request\"}"
         )
         .await,
@@ -156,15 +156,10 @@ async fn stalled_grpc_streams_are_bounded_per_connection_and_time_out() {
     );
 
     // The connection still serves calls.
-    let mut ready = driving(&mut conn, send.clone().ready())
-        .await
-        .expect("ready");
-    let (answer, mut body) = ready
-        .send_request(grpc_head(server.grpc_addr), false)
-        .expect("send");
-    body.send_data(grpc_body("c"), true).expect("body");
-    let answer = driving(&mut conn, answer).await.expect("answer");
-    assert_eq!(driving(&mut conn, grpc_status(answer)).await, "0");
+    assert_eq!(
+        complete_call(&mut conn, &send, server.grpc_addr, "c").await,
+        "0"
+    );
 
     // A header list over max_header_list_bytes is refused.
     let mut ready = driving(&mut conn, send.clone().ready())
@@ -252,7 +247,7 @@ async fn idle_and_slowloris_connections_are_closed_on_every_listener() {
     // gRPC speaks HTTP/2 only: it closes the HTTP/1.1 slowloris at once
     // (a bad preface), so only its silent socket times out.
     for (name, expected) in [("grpc", 1), ("http", 2), ("admin", 2)] {
-        let n = value(
+        let n = metric_value::<u64>(
             &page,
             &format!(
                 "floodgate_connection_timeouts_total{{listener=\"{name}\",kind=\"header_read\"}}"
@@ -264,15 +259,10 @@ async fn idle_and_slowloris_connections_are_closed_on_every_listener() {
     // A gRPC connection idle after a call is closed (GOAWAY) after idle_timeout.
     let tcp = TcpStream::connect(server.grpc_addr).await.expect("connect");
     let (send, mut conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
-    let mut ready = driving(&mut conn, send.clone().ready())
-        .await
-        .expect("ready");
-    let (answer, mut body) = ready
-        .send_request(grpc_head(server.grpc_addr), false)
-        .expect("send");
-    body.send_data(grpc_body("a"), true).expect("body");
-    let answer = driving(&mut conn, answer).await.expect("answer");
-    assert_eq!(driving(&mut conn, grpc_status(answer)).await, "0");
+    assert_eq!(
+        complete_call(&mut conn, &send, server.grpc_addr, "a").await,
+        "0"
+    );
     let idle_from = Instant::now();
     tokio::time::timeout(within, &mut conn)
         .await
@@ -280,8 +270,8 @@ async fn idle_and_slowloris_connections_are_closed_on_every_listener() {
         .expect("closed cleanly");
     assert!(idle_from.elapsed() >= Duration::from_millis(500));
     assert_eq!(
-        metric(
-            &server,
+        metric::<u64>(
+            server.http_addr,
             "floodgate_connection_timeouts_total{listener=\"grpc\",kind=\"idle\"}"
         )
         .await,
@@ -320,13 +310,17 @@ async fn max_connections_holds_and_idle_sockets_cannot_lock_callers_out() {
     .expect("a caller locked out by idle sockets")
     .expect("call");
     assert_eq!(called.into_inner().overall_code(), Code::Ok);
-    let evicted = metric(
-        &server,
+    let evicted = metric::<u64>(
+        server.http_addr,
         "floodgate_connections_evicted_total{listener=\"grpc\"}",
     )
     .await;
     assert!(evicted >= Some(1), "evicted: {evicted:?}");
-    let open = metric(&server, "floodgate_open_connections{listener=\"grpc\"}").await;
+    let open = metric::<u64>(
+        server.http_addr,
+        "floodgate_open_connections{listener=\"grpc\"}",
+    )
+    .await;
     assert!(
         open <= Some(MAX as u64) && open >= Some(1),
         "open: {open:?}"
@@ -362,15 +356,19 @@ async fn max_connections_holds_and_idle_sockets_cannot_lock_callers_out() {
     )
     .await;
     assert_eq!(
-        metric(
-            &server,
+        metric::<u64>(
+            server.http_addr,
             "floodgate_connections_rejected_total{listener=\"admin\",reason=\"max_connections\"}"
         )
         .await,
         Some(1)
     );
     assert_eq!(
-        metric(&server, "floodgate_open_connections{listener=\"admin\"}").await,
+        metric::<u64>(
+            server.http_addr,
+            "floodgate_open_connections{listener=\"admin\"}"
+        )
+        .await,
         Some(MAX as u64)
     );
     drop(busy);

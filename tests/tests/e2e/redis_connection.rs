@@ -4,13 +4,12 @@
 
 #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
 
-mod load;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use floodgate_e2e::redis_topology::{RedisSentinel, TlsRedis};
+use floodgate_e2e::load::{descriptor, request, through_failover};
+use floodgate_e2e::{RedisSentinel, TlsRedis};
 use floodgate_e2e::{
     RedisServer, TestServer, config_with_rules, floodgate_bin, free_port, rules_dir,
 };
@@ -20,7 +19,6 @@ use floodgate_server::config::Config;
 use floodgate_server::store::redis::{
     ClientCertificate, RedisSettings, RedisStore, RedisTopology, Secret, TlsFiles,
 };
-use load::{descriptor, request, through_failover};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 

@@ -4,15 +4,13 @@
 
 #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
 
-mod load;
-
 use std::time::Duration;
 
-use floodgate_e2e::{RedisServer, TestServer, config_with_rules, rules_dir};
+use floodgate_e2e::degraded;
+use floodgate_e2e::load::{descriptor, request, steady_load};
+use floodgate_e2e::{RedisServer, TestServer, config_with_redis, rules_dir};
 use floodgate_proto::rate_limit_response::Code;
 use floodgate_server::config::Config;
-use floodgate_server::store::redis::RedisSettings;
-use load::{degraded, descriptor, request, steady_load};
 use redis::AsyncCommands;
 
 const RULES: &str = "\
@@ -25,18 +23,10 @@ descriptors:
 ";
 
 fn config(rules: &std::path::Path, redis: &RedisServer) -> Config {
-    let mut config = Config {
-        redis: Some(RedisSettings {
-            connect_timeout: Duration::from_millis(200),
-            command_timeout: Duration::from_millis(200),
-            ..RedisSettings::single(redis.url())
-        }),
-        ..config_with_rules(rules)
-    };
-    config.resilience.check_interval = Duration::from_millis(500);
     // Degraded answers here must come from the outage, not from a debug
     // build on a busy CI machine missing the 50 ms default deadline.
-    config.resilience.store_deadline = Duration::from_millis(200);
+    let mut config = config_with_redis(rules, redis.url(), Duration::from_millis(200));
+    config.resilience.check_interval = Duration::from_millis(500);
     config
 }
 
