@@ -45,8 +45,24 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/counters/get", routing::post(get))
         .route("/counters/reset", routing::post(reset))
+        .route_layer(middleware::from_fn(require_json))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
+}
+
+/// Refuses bodies that are not `application/json` (415): a browser sends a
+/// cross-origin form or `text/plain` POST without a CORS preflight, so
+/// without this a web page open on the server's host could reset counters
+/// on a loopback admin listener that has no token.
+async fn require_json(request: Request, next: Next) -> Response {
+    if !crate::http::is_json(request.headers().get(header::CONTENT_TYPE)) {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "admin calls take Content-Type: application/json\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// Refuses calls without the configured bearer token.
@@ -159,7 +175,8 @@ async fn exchange(
     let call = async move {
         let response = sender.send_request(request).await?;
         let status = response.status().as_u16();
-        let body = axum::body::to_bytes(Body::new(response.into_body()), usize::MAX).await?;
+        // An answer is one RateLimitResponse: far below 16 MiB.
+        let body = axum::body::to_bytes(Body::new(response.into_body()), 16 << 20).await?;
         Ok::<_, axum::BoxError>((status, String::from_utf8_lossy(&body).into_owned()))
     };
     // The connection ends once the call is done (its sender dropped).

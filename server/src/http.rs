@@ -147,7 +147,9 @@ async fn json(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -
 
 /// Whether a `Content-Type` is `application/json`, with or without
 /// parameters (`; charset=utf-8`); media types ignore case.
-fn is_json(content_type: Option<&HeaderValue>) -> bool {
+/// True for `Content-Type: application/json` (any case, parameters such as
+/// `; charset=utf-8` allowed): what `/json` and the admin endpoints take.
+pub(crate) fn is_json(content_type: Option<&HeaderValue>) -> bool {
     content_type
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use floodgate_e2e::{
     RedisServer, ServerProcess, TestServer, config_with_rules, descriptor, floodgate_bin, http_get,
-    request, rules_dir, user_rules,
+    http_post, request, rules_dir, user_rules,
 };
 use floodgate_proto::RateLimitRequest;
 use floodgate_proto::rate_limit_response::Code;
@@ -515,4 +515,40 @@ async fn polling_an_unchanged_rules_directory_costs_next_to_no_cpu() {
         assert!(Instant::now() < deadline, "the edit was not applied");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The admin endpoints take only `application/json`: a browser's
+/// cross-origin `text/plain` or form POST (sent without a CORS preflight)
+/// to a loopback admin listener without a token resets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_calls_of_another_content_type_are_refused_and_reset_nothing() {
+    let rules = rules_dir(&[("edge.yaml", user_rules(1).as_str())]);
+    let server = TestServer::start(config_with_rules(rules.path())).await;
+    assert_eq!(remaining(&server, "dee").await.0, Code::Ok);
+    assert_eq!(remaining(&server, "dee").await.0, Code::OverLimit);
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        for path in ["/counters/reset", "/counters/get"] {
+            let url = format!("http://{}{path}", server.admin_addr);
+            let (status, body) = http_post(&url, content_type, admin_body("dee").as_bytes()).await;
+            assert_eq!(status, 415, "{content_type:?} {path}: {body}");
+        }
+    }
+    assert_eq!(
+        remaining(&server, "dee").await.0,
+        Code::OverLimit,
+        "nothing was reset"
+    );
+    let url = format!("http://{}/counters/reset", server.admin_addr);
+    let (status, body) = http_post(
+        &url,
+        Some("application/json; charset=utf-8"),
+        admin_body("dee").as_bytes(),
+    )
+    .await;
+    assert_eq!((status, body.trim()), (200, "{\"reset\":1}"));
+    server.stop().await.unwrap();
 }
