@@ -12,8 +12,12 @@
 //! request's last entry. Unlike the reference, keys and values are matched as
 //! separate strings, so `("a_b", "c")` and `("a", "b_c")` never collide.
 
+mod error;
+mod files;
 mod load;
+mod parse;
 pub mod reload;
+mod tree;
 mod wildcard;
 mod yaml;
 
@@ -21,7 +25,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
-pub use load::{LoadError, load_files, load_paths, read_paths, version_of};
+pub use error::LoadError;
+pub use files::{read_paths, version_of};
+pub use load::{load_files, load_paths};
 pub use wildcard::Wildcard;
 
 use crate::model::FailurePolicy;
