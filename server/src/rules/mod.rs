@@ -11,6 +11,13 @@
 //! key-only default; a limit applies only if it sits at the depth of the
 //! request's last entry. Unlike the reference, keys and values are matched as
 //! separate strings, so `("a_b", "c")` and `("a", "b_c")` never collide.
+//!
+//! Before any request, at startup and on each reload ([`reload`]), the
+//! rules are loaded by job: `files` finds and reads the files and names
+//! their version, `yaml` parses each into an untyped tree, `parse` checks
+//! it block by block (one submodule per block), `tree` places the
+//! descriptors, and `load` composes them into a [`RuleSet`]; every problem
+//! is a [`LoadError`] with the reference service's exact message.
 
 mod error;
 mod files;

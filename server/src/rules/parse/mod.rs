@@ -1,7 +1,7 @@
 //! Parsing one rules file: the walk over its YAML tree ([`super::yaml`])
 //! that checks every key and type and turns each block into the rules'
 //! types, reporting each problem with the reference service's exact message
-//! and its YAML path. One submodule per block: the file's root ([`file`]),
+//! and its YAML path. One submodule per block: the file's root ([`mod@file`]),
 //! a descriptor ([`descriptor`]), a `rate_limit` ([`rate_limit`]), a
 //! `capacity` block ([`capacity`]); [`fields`] reads the typed fields they
 //! share.
