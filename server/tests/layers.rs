@@ -47,6 +47,10 @@ const SERVER_LAYERS: &[&[&str]] = &[
     &[
         "rules::wildcard",
         "rules::yaml",
+        "rules::error",
+        "rules::files",
+        "rules::parse",
+        "rules::tree",
         "rules::load",
         "rules",
         "rules::reload",

@@ -11,9 +11,20 @@
 //! key-only default; a limit applies only if it sits at the depth of the
 //! request's last entry. Unlike the reference, keys and values are matched as
 //! separate strings, so `("a_b", "c")` and `("a", "b_c")` never collide.
+//!
+//! Before any request, at startup and on each reload ([`reload`]), the
+//! rules are loaded by job: `files` finds and reads the files and names
+//! their version, `yaml` parses each into an untyped tree, `parse` checks
+//! it block by block (one submodule per block), `tree` places the
+//! descriptors, and `load` composes them into a [`RuleSet`]; every problem
+//! is a [`LoadError`] with the reference service's exact message.
 
+mod error;
+mod files;
 mod load;
+mod parse;
 pub mod reload;
+mod tree;
 mod wildcard;
 mod yaml;
 
@@ -21,7 +32,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
-pub use load::{LoadError, load_files, load_paths, read_paths, version_of};
+pub use error::LoadError;
+pub use files::{read_paths, version_of};
+pub use load::{load_files, load_paths};
 pub use wildcard::Wildcard;
 
 use crate::model::FailurePolicy;
