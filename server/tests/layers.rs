@@ -6,7 +6,8 @@
 //! install: it reads the sources, collects every `crate::…`, `super::…` and
 //! `self::…` path outside comments, strings and `#[cfg(test)]` items (a test
 //! may reach anywhere), and builds the graph between units: the crate's
-//! top-level modules, and the submodules of the ones in [`SPLIT`]. Then it
+//! top-level modules, and the submodules of the ones in [`SPLIT`] (at any
+//! depth: `store::redis` is split too). Then it
 //! fails, naming the modules, on any cycle, and on any edge from a unit to a
 //! unit of a higher layer in [`SERVER_LAYERS`] (or [`CLIENT_LAYERS`]).
 //!
@@ -16,8 +17,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Top-level modules whose submodules are units of their own.
-const SPLIT: &[&str] = &["store", "limiter", "rules", "resilience", "grpc", "model"];
+/// Modules whose submodules are units of their own (a nested one is split
+/// only if its parent is).
+const SPLIT: &[&str] = &[
+    "store",
+    "store::redis",
+    "limiter",
+    "rules",
+    "resilience",
+    "grpc",
+    "model",
+];
 
 /// The server's layers, from the bottom: a unit may import units of its own
 /// layer or of a lower one (a unit not listed is an error, so a new module
@@ -41,6 +51,12 @@ const SERVER_LAYERS: &[&[&str]] = &[
         "store::key",
         "store",
         "store::memory",
+        "store::redis::settings",
+        "store::redis::error",
+        "store::redis::connection",
+        "store::redis::sentinel",
+        "store::redis::cluster",
+        "store::redis::batch",
         "store::redis",
         "store::connecting",
     ],
@@ -212,7 +228,8 @@ fn module_of(src: &Path, file: &Path) -> Vec<String> {
 }
 
 /// The unit a module path belongs to: `lib` for the crate root and its
-/// items, the top-level module, or for a [`SPLIT`] one its submodule.
+/// items, the top-level module, or for a [`SPLIT`] one its submodule (and
+/// so on down while the submodule is split too).
 fn unit(path: &[String], modules: &BTreeSet<Vec<String>>) -> String {
     let Some(top) = path.first() else {
         return "lib".into();
@@ -220,13 +237,18 @@ fn unit(path: &[String], modules: &BTreeSet<Vec<String>>) -> String {
     if !modules.contains(&vec![top.clone()]) {
         return "lib".into();
     }
-    if SPLIT.contains(&top.as_str())
-        && let Some(sub) = path.get(1)
-        && modules.contains(&vec![top.clone(), sub.clone()])
+    let mut unit = vec![top.clone()];
+    while SPLIT.contains(&unit.join("::").as_str())
+        && let Some(sub) = path.get(unit.len())
     {
-        return format!("{top}::{sub}");
+        let mut next = unit.clone();
+        next.push(sub.clone());
+        if !modules.contains(&next) {
+            break;
+        }
+        unit = next;
     }
-    top.clone()
+    unit.join("::")
 }
 
 /// Every module path the code names, resolved from the crate root.

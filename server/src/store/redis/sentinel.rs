@@ -25,9 +25,12 @@ use tokio::time::Instant;
 
 use redis::aio::MultiplexedConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, RedisError, TlsCertificates, TlsMode};
+use redis::{
+    AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue, IntoConnectionInfo,
+    RedisError, TlsCertificates, TlsMode,
+};
 
-use super::connection::{ConnectError, address, classify};
+use super::error::{ConnectError, classify, invalid_url};
 use super::settings::RedisSettings;
 
 /// The current master connection, re-resolved through the sentinels on failover.
@@ -213,6 +216,14 @@ impl SentinelConnection {
         }
         Ok((generation, connection))
     }
+}
+
+/// The address part of a URL (sentinels).
+fn address(url: &str) -> Result<(ConnectionAddr, ConnectionInfo), ConnectError> {
+    let info = url
+        .into_connection_info()
+        .map_err(|e| invalid_url(url, &e))?;
+    Ok((info.addr().clone(), info))
 }
 
 /// The connection no longer leads to a writable master.
