@@ -36,71 +36,88 @@ pub(super) enum Connection {
 
 /// Connects to `settings.topology`; the error says what went wrong and whether to retry.
 pub(super) async fn connect(settings: &RedisSettings) -> Result<Connection, ConnectError> {
-    let endpoints = settings.endpoints();
     let certs = certificates(&settings.tls)?;
-    let fail = |what: &str, e: RedisError| classify(&format!("{what} {endpoints}"), &e);
     match &settings.topology {
-        RedisTopology::Single(url) => {
-            let info = node_info(url, settings)?;
-            let client = match certs {
-                Some(certs) => redis::Client::build_with_tls(info, certs),
-                None => redis::Client::open(info),
-            }
-            .map_err(|e| fail("invalid Redis URL", e))?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(settings.connect_timeout))
-                .set_response_timeout(Some(settings.command_timeout))
-                .set_number_of_retries(3)
-                .set_min_delay(Duration::from_millis(50))
-                .set_max_delay(Duration::from_secs(2));
-            let manager = client
-                .get_connection_manager_with_config(config)
-                .await
-                .map_err(|e| fail("cannot connect to Redis at", e))?;
-            Ok(Connection::Single(manager))
-        }
-        RedisTopology::Cluster(urls) => {
-            let nodes = urls
-                .iter()
-                .map(|u| node_info(u, settings))
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut builder = ClusterClientBuilder::new(nodes)
-                .connection_timeout(settings.connect_timeout)
-                .response_timeout(settings.command_timeout)
-                // The whole call, redirects and retries included.
-                .overall_response_timeout(Some(settings.command_timeout))
-                // While a primary fails over, commands to its slots wait
-                // and retry: about 50 ms, 100 ms, ... up to 1 s between tries.
-                .retries(6)
-                .min_retry_wait(50)
-                .max_retry_wait(1_000);
-            if let Some(user) = &settings.username {
-                builder = builder.username(user);
-            }
-            if let Some(password) = &settings.password {
-                builder = builder.password(password.expose());
-            }
-            if settings.uses_tls() {
-                builder = builder.tls(TlsMode::Secure);
-            }
-            if let Some(certs) = certs {
-                builder = builder.certs(certs);
-            }
-            let client = builder
-                .build()
-                .map_err(|e| fail("invalid Redis Cluster settings for", e))?;
-            let connection = client
-                .get_async_connection()
-                .await
-                .map_err(|e| fail("cannot connect to Redis Cluster at", e))?;
-            Ok(Connection::Cluster(connection))
-        }
+        RedisTopology::Single(url) => connect_single(settings, url, certs).await,
+        RedisTopology::Cluster(urls) => connect_cluster(settings, urls, certs).await,
         RedisTopology::Sentinel { master, sentinels } => {
             let connection =
                 SentinelConnection::connect(settings, master, sentinels, certs).await?;
             Ok(Connection::Sentinel(connection))
         }
     }
+}
+
+/// A failed step, with the endpoints it was for.
+fn failed(settings: &RedisSettings, what: &str, e: &RedisError) -> ConnectError {
+    classify(&format!("{what} {}", settings.endpoints()), e)
+}
+
+/// One node, through a `ConnectionManager` that reconnects by itself.
+async fn connect_single(
+    settings: &RedisSettings,
+    url: &str,
+    certs: Option<TlsCertificates>,
+) -> Result<Connection, ConnectError> {
+    let info = node_info(url, settings)?;
+    let client = match certs {
+        Some(certs) => redis::Client::build_with_tls(info, certs),
+        None => redis::Client::open(info),
+    }
+    .map_err(|e| failed(settings, "invalid Redis URL", &e))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(settings.connect_timeout))
+        .set_response_timeout(Some(settings.command_timeout))
+        .set_number_of_retries(3)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_secs(2));
+    let manager = client
+        .get_connection_manager_with_config(config)
+        .await
+        .map_err(|e| failed(settings, "cannot connect to Redis at", &e))?;
+    Ok(Connection::Single(manager))
+}
+
+/// A cluster, from its seed nodes.
+async fn connect_cluster(
+    settings: &RedisSettings,
+    urls: &[String],
+    certs: Option<TlsCertificates>,
+) -> Result<Connection, ConnectError> {
+    let nodes = urls
+        .iter()
+        .map(|u| node_info(u, settings))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut builder = ClusterClientBuilder::new(nodes)
+        .connection_timeout(settings.connect_timeout)
+        .response_timeout(settings.command_timeout)
+        // The whole call, redirects and retries included.
+        .overall_response_timeout(Some(settings.command_timeout))
+        // While a primary fails over, commands to its slots wait
+        // and retry: about 50 ms, 100 ms, ... up to 1 s between tries.
+        .retries(6)
+        .min_retry_wait(50)
+        .max_retry_wait(1_000);
+    if let Some(user) = &settings.username {
+        builder = builder.username(user);
+    }
+    if let Some(password) = &settings.password {
+        builder = builder.password(password.expose());
+    }
+    if settings.uses_tls() {
+        builder = builder.tls(TlsMode::Secure);
+    }
+    if let Some(certs) = certs {
+        builder = builder.certs(certs);
+    }
+    let client = builder
+        .build()
+        .map_err(|e| failed(settings, "invalid Redis Cluster settings for", &e))?;
+    let connection = client
+        .get_async_connection()
+        .await
+        .map_err(|e| failed(settings, "cannot connect to Redis Cluster at", &e))?;
+    Ok(Connection::Cluster(connection))
 }
 
 /// A data node's connection info: the URL with the configured credentials.
