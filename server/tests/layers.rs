@@ -11,7 +11,12 @@
 //! fails, naming the modules, on any cycle, and on any edge from a unit to a
 //! unit of a higher layer in [`SERVER_LAYERS`] (or [`CLIENT_LAYERS`]).
 //!
-//! Run it alone with `cargo test -p floodgate-server --test layers`; set
+//! A second test holds production functions (test code excluded again)
+//! under [`LONG`] lines, from `fn` to the closing brace, but for the ones
+//! listed in [`LONG_ON_PURPOSE`], which README.md's Development section
+//! explains.
+//!
+//! Run them alone with `cargo test -p floodgate-server --test layers`; set
 //! `FLOODGATE_LAYERS_ROOT` to a checkout to check that one's sources instead.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -114,6 +119,112 @@ fn client_modules_form_one_way_layers() {
     check(&workspace().join("client/src"), CLIENT_LAYERS);
 }
 
+/// A production function this long or longer must be listed below.
+const LONG: usize = 60;
+
+/// Production functions of [`LONG`] lines or more that stay so on purpose
+/// (README.md's Development section says why), as `file: name`.
+const LONG_ON_PURPOSE: &[&str] = &[
+    // One flat table of every setting's default.
+    "server/src/config.rs: default",
+    // Mirrors capacity.lua step by step.
+    "server/src/model/capacity.rs: decide",
+];
+
+/// Long functions being split on another branch (issue 17 item 5,
+/// `rules/load.rs`): drop them from this list when that lands.
+const BEING_SPLIT: &[&str] = &[
+    "server/src/rules/load.rs: descriptor",
+    "server/src/rules/load.rs: rate_limit",
+    "server/src/rules/load.rs: capacity",
+];
+
+#[test]
+fn no_production_function_is_over_60_lines_but_the_listed_ones() {
+    let root = workspace();
+    let mut long = Vec::new();
+    let mut still_long = BTreeSet::new();
+    for dir in ["server/src", "client/src"] {
+        let src = root.join(dir);
+        for (_, file, code) in production_sources(&src) {
+            let rel = file.strip_prefix(&src).unwrap_or(&file).display();
+            for (name, line, lines) in functions(&code) {
+                let id = format!("{dir}/{rel}: {name}");
+                let listed =
+                    LONG_ON_PURPOSE.contains(&id.as_str()) || BEING_SPLIT.contains(&id.as_str());
+                if lines >= LONG {
+                    still_long.insert(id.clone());
+                }
+                if lines >= LONG && !listed {
+                    long.push(format!("{dir}/{rel}:{line}: {name} ({lines} lines)"));
+                }
+            }
+        }
+    }
+    // The README names these: it must stay true.
+    for id in LONG_ON_PURPOSE {
+        if !still_long.contains(*id) {
+            long.push(format!(
+                "{id} is no longer long: drop it from LONG_ON_PURPOSE and the README"
+            ));
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "production functions of {LONG} lines or more: split them by job, or list them in \
+         LONG_ON_PURPOSE and say why in README.md's Development section:\n  {}",
+        long.join("\n  ")
+    );
+}
+
+/// Every function with a body in `code` (as [`strip`] leaves it): its name,
+/// first line and length in lines, from `fn` to the closing brace.
+fn functions(code: &str) -> Vec<(String, usize, usize)> {
+    let bytes = code.as_bytes();
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(found) = code[from..].find("fn ") {
+        let at = from + found;
+        from = at + "fn ".len();
+        if at > 0 && is_ident(bytes[at - 1]) {
+            continue;
+        }
+        let rest = &code[from..];
+        let name: String = rest
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if name.is_empty() {
+            continue;
+        }
+        // The body is the first `{` outside parentheses and brackets (a
+        // `[u8; 4]` parameter has a `;`), unless a `;` ends a declaration.
+        let mut depth = 0;
+        let mut open = None;
+        for (i, c) in rest.char_indices() {
+            match c {
+                '(' | '[' => depth += 1,
+                ')' | ']' => depth -= 1,
+                ';' if depth == 0 => break,
+                '{' if depth == 0 => {
+                    open = Some(from + i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let Some(open) = open else {
+            continue;
+        };
+        let end = open + matching(&code[open..]);
+        let line = code[..at].matches('\n').count() + 1;
+        let lines = code[at..end].matches('\n').count() + 1;
+        out.push((name, line, lines));
+    }
+    out
+}
+
 /// This checkout, or the one `FLOODGATE_LAYERS_ROOT` names (to check
 /// another branch's sources with this test).
 fn workspace() -> PathBuf {
@@ -161,26 +272,11 @@ fn check(src: &Path, layers: &[&[&str]]) {
 type Graph = BTreeMap<String, BTreeMap<String, String>>;
 
 fn graph(src: &Path) -> Graph {
-    let files = rust_files(src);
-    let modules: BTreeSet<Vec<String>> = files.iter().map(|f| module_of(src, f)).collect();
-    let mut excluded = BTreeSet::new();
+    let modules: BTreeSet<Vec<String>> =
+        rust_files(src).iter().map(|f| module_of(src, f)).collect();
     let mut graph = Graph::new();
-    let mut sources: Vec<(Vec<String>, PathBuf, String)> = Vec::new();
-    for file in &files {
-        let text = std::fs::read_to_string(file).expect("a readable source file");
-        let module = module_of(src, file);
-        let (code, test_modules) = strip(&text);
-        for name in test_modules {
-            let mut m = module.clone();
-            m.push(name);
-            excluded.insert(m);
-        }
-        sources.push((module, file.clone(), code));
-    }
-    for (module, file, code) in sources {
-        if module.first().is_some_and(|m| m == "main")
-            || excluded.iter().any(|e| module.starts_with(e))
-        {
+    for (module, file, code) in production_sources(src) {
+        if module.first().is_some_and(|m| m == "main") {
             continue;
         }
         let from = unit(&module, &modules);
@@ -198,6 +294,26 @@ fn graph(src: &Path) -> Graph {
         }
     }
     graph
+}
+
+/// Every source file under `src` but the test modules that live in files
+/// of their own: its module path, its path and its code as [`strip`] leaves it.
+fn production_sources(src: &Path) -> Vec<(Vec<String>, PathBuf, String)> {
+    let mut excluded = BTreeSet::new();
+    let mut sources = Vec::new();
+    for file in rust_files(src) {
+        let text = std::fs::read_to_string(&file).expect("a readable source file");
+        let module = module_of(src, &file);
+        let (code, test_modules) = strip(&text);
+        for name in test_modules {
+            let mut m = module.clone();
+            m.push(name);
+            excluded.insert(m);
+        }
+        sources.push((module, file, code));
+    }
+    sources.retain(|(module, _, _)| !excluded.iter().any(|e| module.starts_with(e)));
+    sources
 }
 
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
@@ -353,7 +469,8 @@ fn is_ident(b: u8) -> bool {
 }
 
 /// The code without comments, string and char literals, and `#[cfg(test)]`
-/// items; and the names of the test modules declared in other files.
+/// items (their line breaks kept, so that lines keep their numbers); and the
+/// names of the test modules declared in other files.
 fn strip(text: &str) -> (String, Vec<String>) {
     let code = without_literals(text);
     let mut out = String::with_capacity(code.len());
@@ -373,6 +490,7 @@ fn strip(text: &str) -> (String, Vec<String>) {
             (_, Some(b)) => b + matching(&item[b..]),
             _ => item.len(),
         };
+        out.extend(line_breaks(&item[..end]));
         rest = &item[end..];
     }
     out.push_str(rest);
@@ -397,7 +515,13 @@ fn matching(s: &str) -> usize {
     s.len()
 }
 
-/// Blanks out comments and the contents of string and char literals.
+/// The line breaks in `s`.
+fn line_breaks(s: &str) -> impl Iterator<Item = char> + '_ {
+    s.chars().filter(|c| *c == '\n')
+}
+
+/// Blanks out comments and the contents of string and char literals (but
+/// not their line breaks).
 fn without_literals(text: &str) -> String {
     let b = text.as_bytes();
     let mut out = String::with_capacity(text.len());
@@ -423,9 +547,11 @@ fn without_literals(text: &str) -> String {
                     j += 1;
                 }
             }
+            out.extend(line_breaks(&rest[..j]));
             i += j;
         } else if let Some(len) = raw_string(rest) {
             out.push_str("\"\"");
+            out.extend(line_breaks(&rest[..len]));
             i += len;
         } else if rest.starts_with('"') {
             let mut j = 1;
@@ -433,6 +559,7 @@ fn without_literals(text: &str) -> String {
                 j += if b[i + j] == b'\\' { 2 } else { 1 };
             }
             out.push_str("\"\"");
+            out.extend(line_breaks(rest.get(..j + 1).unwrap_or(rest)));
             i += j + 1;
         } else if rest.starts_with('\'') && char_literal(rest).is_some() {
             out.push_str("' '");
