@@ -6,18 +6,33 @@
 //! install: it reads the sources, collects every `crate::…`, `super::…` and
 //! `self::…` path outside comments, strings and `#[cfg(test)]` items (a test
 //! may reach anywhere), and builds the graph between units: the crate's
-//! top-level modules, and the submodules of the ones in [`SPLIT`]. Then it
+//! top-level modules, and the submodules of the ones in [`SPLIT`] (at any
+//! depth: `store::redis` is split too). Then it
 //! fails, naming the modules, on any cycle, and on any edge from a unit to a
 //! unit of a higher layer in [`SERVER_LAYERS`] (or [`CLIENT_LAYERS`]).
 //!
-//! Run it alone with `cargo test -p floodgate-server --test layers`; set
+//! A second test holds production functions (test code excluded again)
+//! under [`LONG`] lines, from `fn` to the closing brace, but for the ones
+//! listed in [`LONG_ON_PURPOSE`], which README.md's Development section
+//! explains.
+//!
+//! Run them alone with `cargo test -p floodgate-server --test layers`; set
 //! `FLOODGATE_LAYERS_ROOT` to a checkout to check that one's sources instead.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Top-level modules whose submodules are units of their own.
-const SPLIT: &[&str] = &["store", "limiter", "rules", "resilience", "grpc", "model"];
+/// Modules whose submodules are units of their own (a nested one is split
+/// only if its parent is).
+const SPLIT: &[&str] = &[
+    "store",
+    "store::redis",
+    "limiter",
+    "rules",
+    "resilience",
+    "grpc",
+    "model",
+];
 
 /// The server's layers, from the bottom: a unit may import units of its own
 /// layer or of a lower one (a unit not listed is an error, so a new module
@@ -41,6 +56,12 @@ const SERVER_LAYERS: &[&[&str]] = &[
         "store::key",
         "store",
         "store::memory",
+        "store::redis::settings",
+        "store::redis::error",
+        "store::redis::connection",
+        "store::redis::sentinel",
+        "store::redis::cluster",
+        "store::redis::batch",
         "store::redis",
         "store::connecting",
     ],
@@ -102,6 +123,103 @@ fn client_modules_form_one_way_layers() {
     check(&workspace().join("client/src"), CLIENT_LAYERS);
 }
 
+/// A production function this long or longer must be listed below.
+const LONG: usize = 60;
+
+/// Production functions of [`LONG`] lines or more that stay so on purpose
+/// (README.md's Development section says why), as `file: name`.
+const LONG_ON_PURPOSE: &[&str] = &[
+    // One flat table of every setting's default.
+    "server/src/config.rs: default",
+    // Mirrors capacity.lua step by step.
+    "server/src/model/capacity.rs: decide",
+];
+
+#[test]
+fn no_production_function_is_over_60_lines_but_the_listed_ones() {
+    let root = workspace();
+    let mut long = Vec::new();
+    let mut still_long = BTreeSet::new();
+    for dir in ["server/src", "client/src"] {
+        let src = root.join(dir);
+        for (_, file, code) in production_sources(&src) {
+            let rel = file.strip_prefix(&src).unwrap_or(&file).display();
+            for (name, line, lines) in functions(&code) {
+                let id = format!("{dir}/{rel}: {name}");
+                let listed = LONG_ON_PURPOSE.contains(&id.as_str());
+                if lines >= LONG {
+                    still_long.insert(id.clone());
+                }
+                if lines >= LONG && !listed {
+                    long.push(format!("{dir}/{rel}:{line}: {name} ({lines} lines)"));
+                }
+            }
+        }
+    }
+    // The README names these: it must stay true.
+    for id in LONG_ON_PURPOSE {
+        if !still_long.contains(*id) {
+            long.push(format!(
+                "{id} is no longer long: drop it from LONG_ON_PURPOSE and the README"
+            ));
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "production functions of {LONG} lines or more: split them by job, or list them in \
+         LONG_ON_PURPOSE and say why in README.md's Development section:\n  {}",
+        long.join("\n  ")
+    );
+}
+
+/// Every function with a body in `code` (as [`strip`] leaves it): its name,
+/// first line and length in lines, from `fn` to the closing brace.
+fn functions(code: &str) -> Vec<(String, usize, usize)> {
+    let bytes = code.as_bytes();
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(found) = code[from..].find("fn ") {
+        let at = from + found;
+        from = at + "fn ".len();
+        if at > 0 && is_ident(bytes[at - 1]) {
+            continue;
+        }
+        let rest = &code[from..];
+        let name: String = rest
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if name.is_empty() {
+            continue;
+        }
+        // The body is the first `{` outside parentheses and brackets (a
+        // `[u8; 4]` parameter has a `;`), unless a `;` ends a declaration.
+        let mut depth = 0;
+        let mut open = None;
+        for (i, c) in rest.char_indices() {
+            match c {
+                '(' | '[' => depth += 1,
+                ')' | ']' => depth -= 1,
+                ';' if depth == 0 => break,
+                '{' if depth == 0 => {
+                    open = Some(from + i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let Some(open) = open else {
+            continue;
+        };
+        let end = open + matching(&code[open..]);
+        let line = code[..at].matches('\n').count() + 1;
+        let lines = code[at..end].matches('\n').count() + 1;
+        out.push((name, line, lines));
+    }
+    out
+}
+
 /// This checkout, or the one `FLOODGATE_LAYERS_ROOT` names (to check
 /// another branch's sources with this test).
 fn workspace() -> PathBuf {
@@ -149,26 +267,11 @@ fn check(src: &Path, layers: &[&[&str]]) {
 type Graph = BTreeMap<String, BTreeMap<String, String>>;
 
 fn graph(src: &Path) -> Graph {
-    let files = rust_files(src);
-    let modules: BTreeSet<Vec<String>> = files.iter().map(|f| module_of(src, f)).collect();
-    let mut excluded = BTreeSet::new();
+    let modules: BTreeSet<Vec<String>> =
+        rust_files(src).iter().map(|f| module_of(src, f)).collect();
     let mut graph = Graph::new();
-    let mut sources: Vec<(Vec<String>, PathBuf, String)> = Vec::new();
-    for file in &files {
-        let text = std::fs::read_to_string(file).expect("a readable source file");
-        let module = module_of(src, file);
-        let (code, test_modules) = strip(&text);
-        for name in test_modules {
-            let mut m = module.clone();
-            m.push(name);
-            excluded.insert(m);
-        }
-        sources.push((module, file.clone(), code));
-    }
-    for (module, file, code) in sources {
-        if module.first().is_some_and(|m| m == "main")
-            || excluded.iter().any(|e| module.starts_with(e))
-        {
+    for (module, file, code) in production_sources(src) {
+        if module.first().is_some_and(|m| m == "main") {
             continue;
         }
         let from = unit(&module, &modules);
@@ -186,6 +289,26 @@ fn graph(src: &Path) -> Graph {
         }
     }
     graph
+}
+
+/// Every source file under `src` but the test modules that live in files
+/// of their own: its module path, its path and its code as [`strip`] leaves it.
+fn production_sources(src: &Path) -> Vec<(Vec<String>, PathBuf, String)> {
+    let mut excluded = BTreeSet::new();
+    let mut sources = Vec::new();
+    for file in rust_files(src) {
+        let text = std::fs::read_to_string(&file).expect("a readable source file");
+        let module = module_of(src, &file);
+        let (code, test_modules) = strip(&text);
+        for name in test_modules {
+            let mut m = module.clone();
+            m.push(name);
+            excluded.insert(m);
+        }
+        sources.push((module, file, code));
+    }
+    sources.retain(|(module, _, _)| !excluded.iter().any(|e| module.starts_with(e)));
+    sources
 }
 
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
@@ -216,7 +339,8 @@ fn module_of(src: &Path, file: &Path) -> Vec<String> {
 }
 
 /// The unit a module path belongs to: `lib` for the crate root and its
-/// items, the top-level module, or for a [`SPLIT`] one its submodule.
+/// items, the top-level module, or for a [`SPLIT`] one its submodule (and
+/// so on down while the submodule is split too).
 fn unit(path: &[String], modules: &BTreeSet<Vec<String>>) -> String {
     let Some(top) = path.first() else {
         return "lib".into();
@@ -224,13 +348,18 @@ fn unit(path: &[String], modules: &BTreeSet<Vec<String>>) -> String {
     if !modules.contains(&vec![top.clone()]) {
         return "lib".into();
     }
-    if SPLIT.contains(&top.as_str())
-        && let Some(sub) = path.get(1)
-        && modules.contains(&vec![top.clone(), sub.clone()])
+    let mut unit = vec![top.clone()];
+    while SPLIT.contains(&unit.join("::").as_str())
+        && let Some(sub) = path.get(unit.len())
     {
-        return format!("{top}::{sub}");
+        let mut next = unit.clone();
+        next.push(sub.clone());
+        if !modules.contains(&next) {
+            break;
+        }
+        unit = next;
     }
-    top.clone()
+    unit.join("::")
 }
 
 /// Every module path the code names, resolved from the crate root.
@@ -335,7 +464,8 @@ fn is_ident(b: u8) -> bool {
 }
 
 /// The code without comments, string and char literals, and `#[cfg(test)]`
-/// items; and the names of the test modules declared in other files.
+/// items (their line breaks kept, so that lines keep their numbers); and the
+/// names of the test modules declared in other files.
 fn strip(text: &str) -> (String, Vec<String>) {
     let code = without_literals(text);
     let mut out = String::with_capacity(code.len());
@@ -355,6 +485,7 @@ fn strip(text: &str) -> (String, Vec<String>) {
             (_, Some(b)) => b + matching(&item[b..]),
             _ => item.len(),
         };
+        out.extend(line_breaks(&item[..end]));
         rest = &item[end..];
     }
     out.push_str(rest);
@@ -379,7 +510,13 @@ fn matching(s: &str) -> usize {
     s.len()
 }
 
-/// Blanks out comments and the contents of string and char literals.
+/// The line breaks in `s`.
+fn line_breaks(s: &str) -> impl Iterator<Item = char> + '_ {
+    s.chars().filter(|c| *c == '\n')
+}
+
+/// Blanks out comments and the contents of string and char literals (but
+/// not their line breaks).
 fn without_literals(text: &str) -> String {
     let b = text.as_bytes();
     let mut out = String::with_capacity(text.len());
@@ -405,9 +542,11 @@ fn without_literals(text: &str) -> String {
                     j += 1;
                 }
             }
+            out.extend(line_breaks(&rest[..j]));
             i += j;
         } else if let Some(len) = raw_string(rest) {
             out.push_str("\"\"");
+            out.extend(line_breaks(&rest[..len]));
             i += len;
         } else if rest.starts_with('"') {
             let mut j = 1;
@@ -415,6 +554,7 @@ fn without_literals(text: &str) -> String {
                 j += if b[i + j] == b'\\' { 2 } else { 1 };
             }
             out.push_str("\"\"");
+            out.extend(line_breaks(rest.get(..j + 1).unwrap_or(rest)));
             i += j + 1;
         } else if rest.starts_with('\'') && char_literal(rest).is_some() {
             out.push_str("' '");

@@ -296,20 +296,7 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
         _ => Arc::from(Vec::new()),
     };
     let target = wire::Target::parse(&args.target)?;
-    // The connections' drivers: aborted when the run ends.
-    let drivers = Arc::new(std::sync::Mutex::new(JoinSet::new()));
-    let mut links = Vec::with_capacity(args.connections);
-    for _ in 0..args.connections {
-        let (send, driver) = wire::connect(&target, args.streams).await?;
-        spawn_driver(&drivers, driver);
-        links.push(Arc::new(Link {
-            target: target.clone(),
-            streams: args.streams,
-            current: tokio::sync::Mutex::new((0, send)),
-            drivers: drivers.clone(),
-            reconnects: AtomicU64::new(0),
-        }));
-    }
+    let (links, drivers) = connect(args, &target).await?;
     let budget = Arc::new(AtomicU64::new(args.requests.unwrap_or(u64::MAX)));
     let done = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
@@ -323,64 +310,71 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
         .map(|r| Duration::from_secs_f64(callers as f64 / r as f64));
     let mut tasks = JoinSet::new();
     for i in 0..callers {
-        let link = links[i % args.connections].clone();
-        let target = target.clone();
-        let mut sampler = Sampler::new(&keys, cdf.clone(), i as u64 + 1);
-        let (budget, done, sent) = (budget.clone(), done.clone(), sent.clone());
-        let (domain, key, hits) = (args.domain.clone(), args.key.clone(), args.hits);
-        let fixed = fixed.clone();
-        let first = interval.map(|every| start + every.mul_f64(i as f64 / callers as f64));
-        tasks.spawn(async move {
-            let mut tally = Tally::new()?;
-            let (mut generation, mut send) = link.current().await;
-            let mut next = first;
-            while !done.load(Ordering::Relaxed) {
-                if budget
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
-                    .is_err()
-                {
-                    break;
-                }
-                let scheduled = match next {
-                    Some(at) => {
-                        if at >= end {
-                            break;
-                        }
-                        next = interval.map(|every| at + every);
-                        if Instant::now() < at {
-                            // Idle until the slot: count from when the
-                            // timer (1 ms resolution) actually woke us, so
-                            // its lateness is not charged to the server.
-                            tokio::time::sleep_until(at).await;
-                            Instant::now()
-                        } else {
-                            // Late because the last call took too long:
-                            // that wait is the server's, count it.
-                            at
-                        }
-                    }
-                    None => Instant::now(),
-                };
-                if scheduled >= end {
-                    break;
-                }
-                let body = wire::frame(&make_request(&domain, &fixed, &key, sampler.value(), hits));
-                let result = wire::call(&mut send, &target, body).await;
-                let lost = matches!(&result, Err(failure) if failure.connection_lost);
-                tally.record(scheduled.elapsed(), result);
-                sent.fetch_add(1, Ordering::Relaxed);
-                if lost {
-                    // Wait for a working connection rather than fail
-                    // every next call at once on the dead one.
-                    match link.replace(generation, end, &done).await {
-                        Some(replaced) => (generation, send) = replaced,
-                        None => break,
-                    }
-                }
-            }
-            Ok::<_, String>(tally)
-        });
+        let caller = Caller {
+            link: links[i % args.connections].clone(),
+            target: target.clone(),
+            sampler: Sampler::new(&keys, cdf.clone(), i as u64 + 1),
+            budget: budget.clone(),
+            done: done.clone(),
+            sent: sent.clone(),
+            domain: args.domain.clone(),
+            key: args.key.clone(),
+            hits: args.hits,
+            fixed: fixed.clone(),
+            next: interval.map(|every| start + every.mul_f64(i as f64 / callers as f64)),
+            interval,
+            end,
+        };
+        tasks.spawn(caller.run());
     }
+    watch(args, &tasks, start, end, &budget, &sent).await;
+    done.store(true, Ordering::Relaxed);
+    let mut total = Tally::new()?;
+    while let Some(joined) = tasks.join_next().await {
+        let tally = joined.map_err(|e| format!("a caller failed: {e}"))??;
+        total.merge(tally);
+    }
+    drivers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .abort_all();
+    Ok(summary(total, &links, start))
+}
+
+/// The connections' drivers, aborted when the run ends.
+type Drivers = Arc<std::sync::Mutex<JoinSet<()>>>;
+
+/// Opens `args.connections` connections to `target`.
+async fn connect(
+    args: &BenchArgs,
+    target: &wire::Target,
+) -> Result<(Vec<Arc<Link>>, Drivers), String> {
+    let drivers = Arc::new(std::sync::Mutex::new(JoinSet::new()));
+    let mut links = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        let (send, driver) = wire::connect(target, args.streams).await?;
+        spawn_driver(&drivers, driver);
+        links.push(Arc::new(Link {
+            target: target.clone(),
+            streams: args.streams,
+            current: tokio::sync::Mutex::new((0, send)),
+            drivers: drivers.clone(),
+            reconnects: AtomicU64::new(0),
+        }));
+    }
+    Ok((links, drivers))
+}
+
+/// Waits until `end`, or until every caller stopped or the request budget
+/// is spent; prints the progress every second on a terminal.
+async fn watch(
+    args: &BenchArgs,
+    tasks: &JoinSet<Result<Tally, String>>,
+    start: Instant,
+    end: Instant,
+    budget: &AtomicU64,
+    sent: &AtomicU64,
+) {
     let progress = std::io::stderr().is_terminal() && !args.json;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
@@ -398,16 +392,10 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
             }
         }
     }
-    done.store(true, Ordering::Relaxed);
-    let mut total = Tally::new()?;
-    while let Some(joined) = tasks.join_next().await {
-        let tally = joined.map_err(|e| format!("a caller failed: {e}"))??;
-        total.merge(tally);
-    }
-    drivers
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .abort_all();
+}
+
+/// What the run measured, from the callers' tallies merged.
+fn summary(total: Tally, links: &[Arc<Link>], start: Instant) -> Summary {
     let reconnects = links
         .iter()
         .map(|l| l.reconnects.load(Ordering::Relaxed))
@@ -415,7 +403,7 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
     let seconds = start.elapsed().as_secs_f64();
     let calls = total.ok + total.over + total.errors.values().sum::<u64>();
     let h = &total.latency;
-    Ok(Summary {
+    Summary {
         calls,
         seconds,
         calls_per_second: calls as f64 / seconds,
@@ -431,7 +419,92 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
             p999: h.value_at_quantile(0.999),
             max: h.max(),
         },
-    })
+    }
+}
+
+/// One caller: sends its calls one after another on its connection, until
+/// the run ends or the request budget is spent.
+struct Caller {
+    link: Arc<Link>,
+    target: wire::Target,
+    sampler: Sampler,
+    budget: Arc<AtomicU64>,
+    done: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    domain: String,
+    key: String,
+    hits: u32,
+    fixed: Arc<Vec<Entry>>,
+    /// Open loop: this caller's next slot on the schedule.
+    next: Option<Instant>,
+    /// Open loop: the time between this caller's slots.
+    interval: Option<Duration>,
+    end: Instant,
+}
+
+impl Caller {
+    async fn run(mut self) -> Result<Tally, String> {
+        let mut tally = Tally::new()?;
+        let (mut generation, mut send) = self.link.current().await;
+        while !self.done.load(Ordering::Relaxed) {
+            if self
+                .budget
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
+                .is_err()
+            {
+                break;
+            }
+            let Some(scheduled) = self.slot().await else {
+                break;
+            };
+            let request = make_request(
+                &self.domain,
+                &self.fixed,
+                &self.key,
+                self.sampler.value(),
+                self.hits,
+            );
+            let result = wire::call(&mut send, &self.target, wire::frame(&request)).await;
+            let lost = matches!(&result, Err(failure) if failure.connection_lost);
+            tally.record(scheduled.elapsed(), result);
+            self.sent.fetch_add(1, Ordering::Relaxed);
+            if lost {
+                // Wait for a working connection rather than fail
+                // every next call at once on the dead one.
+                match self.link.replace(generation, self.end, &self.done).await {
+                    Some(replaced) => (generation, send) = replaced,
+                    None => break,
+                }
+            }
+        }
+        Ok(tally)
+    }
+
+    /// When the next call counts from (waiting for its slot in an open
+    /// loop), or `None` if it would start after the end of the run.
+    async fn slot(&mut self) -> Option<Instant> {
+        let scheduled = match self.next {
+            Some(at) => {
+                if at >= self.end {
+                    return None;
+                }
+                self.next = self.interval.map(|every| at + every);
+                if Instant::now() < at {
+                    // Idle until the slot: count from when the
+                    // timer (1 ms resolution) actually woke us, so
+                    // its lateness is not charged to the server.
+                    tokio::time::sleep_until(at).await;
+                    Instant::now()
+                } else {
+                    // Late because the last call took too long:
+                    // that wait is the server's, count it.
+                    at
+                }
+            }
+            None => Instant::now(),
+        };
+        (scheduled < self.end).then_some(scheduled)
+    }
 }
 
 fn make_request(

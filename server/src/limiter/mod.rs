@@ -322,6 +322,25 @@ impl Limiter {
             Some((_, Allowance::Unlimited, _)) => return Plan::Unlimited(node),
             Some(_) => {}
         }
+        let applied = self.plan_windows(domain, descriptor, limits, entries, (veto, now), checks);
+        Plan::Count {
+            limits: applied,
+            node,
+            capacity: None,
+        }
+    }
+
+    /// The checks of a descriptor's per-unit limits (keyed by `entries`),
+    /// pushed onto `checks`; each limit that applies, with its check's index.
+    fn plan_windows<'e>(
+        &self,
+        domain: &str,
+        descriptor: &Descriptor<'_>,
+        limits: Vec<(usize, Allowance, Option<Arc<str>>)>,
+        entries: impl Iterator<Item = (&'e str, &'e str)> + Clone,
+        (veto, now): (bool, u64),
+        checks: &mut Vec<Check>,
+    ) -> Vec<(AppliedLimit, usize)> {
         let mut applied = Vec::with_capacity(limits.len());
         for (index, allowance, name) in limits {
             let Allowance::PerUnit {
@@ -364,11 +383,7 @@ impl Limiter {
             };
             applied.push((limit, checks.len() - 1));
         }
-        Plan::Count {
-            limits: applied,
-            node,
-            capacity: None,
-        }
+        applied
     }
 
     /// A capacity rule's check for `descriptor` (under `key`): who asks, in

@@ -3,8 +3,8 @@
 //! rest of the path never meets an empty domain, an empty key or an
 //! oversized request.
 
-use floodgate_proto::RateLimitRequest;
 use floodgate_proto::rate_limit_descriptor::Entry;
+use floodgate_proto::{RateLimitDescriptor, RateLimitRequest};
 
 use crate::model::Unit;
 
@@ -161,54 +161,78 @@ impl<'a> Request<'a> {
         let request_hits = u64::from(proto.hits_addend.max(1));
         let mut descriptors = Vec::with_capacity(proto.descriptors.len());
         for (index, d) in proto.descriptors.iter().enumerate() {
-            if d.entries.len() > limits.max_entries {
-                return Err(RequestError::TooManyEntries {
-                    index,
-                    count: d.entries.len(),
-                    max: limits.max_entries,
-                });
-            }
-            for (entry, e) in d.entries.iter().enumerate() {
-                if e.key.is_empty() {
-                    return Err(RequestError::EmptyKey { index, entry });
-                }
-                for (part, text) in [("key", &e.key), ("value", &e.value)] {
-                    if text.len() > limits.max_value_bytes {
-                        let what = format!("descriptor {index} entry {entry} {part}");
-                        return Err(RequestError::TooLong {
-                            what,
-                            len: text.len(),
-                            max: limits.max_value_bytes,
-                        });
-                    }
-                }
-            }
-            let hits = d.hits_addend.unwrap_or(request_hits);
-            if hits > MAX_HITS {
-                return Err(RequestError::TooManyHits { index, hits });
-            }
-            let limit_override = match &d.limit {
-                None => None,
-                Some(o) => Some(Override {
-                    requests_per_unit: o.requests_per_unit,
-                    unit: override_unit(o.unit).ok_or(RequestError::BadOverrideUnit {
-                        index,
-                        unit: o.unit,
-                    })?,
-                }),
-            };
-            descriptors.push(Descriptor {
-                entries: &d.entries,
-                hits,
-                limit_override,
-                negative: d.is_negative_hits,
-            });
+            descriptors.push(Descriptor::parse(index, d, request_hits, limits)?);
         }
         Ok(Request {
             domain: &proto.domain,
             descriptors,
         })
     }
+}
+
+impl<'a> Descriptor<'a> {
+    /// Validates descriptor `index`; `request_hits` is the request's
+    /// `hits_addend`, which the descriptor's own replaces.
+    fn parse(
+        index: usize,
+        d: &'a RateLimitDescriptor,
+        request_hits: u64,
+        limits: &RequestLimits,
+    ) -> Result<Self, RequestError> {
+        check_entries(index, &d.entries, limits)?;
+        let hits = d.hits_addend.unwrap_or(request_hits);
+        if hits > MAX_HITS {
+            return Err(RequestError::TooManyHits { index, hits });
+        }
+        let limit_override = match &d.limit {
+            None => None,
+            Some(o) => Some(Override {
+                requests_per_unit: o.requests_per_unit,
+                unit: override_unit(o.unit).ok_or(RequestError::BadOverrideUnit {
+                    index,
+                    unit: o.unit,
+                })?,
+            }),
+        };
+        Ok(Descriptor {
+            entries: &d.entries,
+            hits,
+            limit_override,
+            negative: d.is_negative_hits,
+        })
+    }
+}
+
+/// Descriptor `index` has at most `max_entries` entries, each with a key,
+/// and no key or value longer than `max_value_bytes`.
+fn check_entries(
+    index: usize,
+    entries: &[Entry],
+    limits: &RequestLimits,
+) -> Result<(), RequestError> {
+    if entries.len() > limits.max_entries {
+        return Err(RequestError::TooManyEntries {
+            index,
+            count: entries.len(),
+            max: limits.max_entries,
+        });
+    }
+    for (entry, e) in entries.iter().enumerate() {
+        if e.key.is_empty() {
+            return Err(RequestError::EmptyKey { index, entry });
+        }
+        for (part, text) in [("key", &e.key), ("value", &e.value)] {
+            if text.len() > limits.max_value_bytes {
+                let what = format!("descriptor {index} entry {entry} {part}");
+                return Err(RequestError::TooLong {
+                    what,
+                    len: text.len(),
+                    max: limits.max_value_bytes,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_len(what: &str, s: &str, limits: &RequestLimits) -> Result<(), RequestError> {

@@ -9,15 +9,17 @@
 //!
 //! [`settings`] says what to connect to (one node, Sentinel or Cluster, as a
 //! [`RedisTopology`]), validated once by [`crate::config`]; [`connection`]
-//! reaches Redis in each topology. On a single node or a
-//! Sentinel-managed master a request is one `EVALSHA` over all its keys; on
-//! Redis Cluster it is one `EVALSHA` per hash slot, sent concurrently
+//! reaches Redis in each topology (following a Sentinel failover in
+//! `sentinel.rs`); a failed attempt is a [`ConnectError`] (`error.rs`). On a
+//! single node or a Sentinel-managed master a request is one `EVALSHA` over
+//! all its keys; on Redis Cluster it is one `EVALSHA` per hash slot, sent concurrently
 //! (`cluster.rs`). Under load, on a single node or Sentinel, concurrent
 //! calls share one `EVALSHA` (`batch.rs`: nothing waits to fill a batch).
 
 mod batch;
 mod cluster;
 pub mod connection;
+mod error;
 mod sentinel;
 pub mod settings;
 
@@ -25,8 +27,8 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-pub use self::connection::ConnectError;
 use self::connection::{Connection, connect, install_crypto_provider};
+pub use self::error::ConnectError;
 pub use self::settings::{
     ClientCertificate, RedisMode, RedisSettings, RedisTopology, Secret, TlsFiles,
 };
@@ -87,7 +89,7 @@ impl RedisStore {
         // Load the scripts up front so that the first burst of calls does
         // not race into NOSCRIPT; after a Redis restart, NOSCRIPT reloads them.
         store.load_scripts().await.map_err(|e| {
-            connection::classify(
+            error::classify(
                 &format!(
                     "cannot load the counter scripts into Redis at {}",
                     store.endpoint

@@ -25,9 +25,12 @@ use tokio::time::Instant;
 
 use redis::aio::MultiplexedConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, RedisError, TlsCertificates, TlsMode};
+use redis::{
+    AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue, IntoConnectionInfo,
+    RedisError, TlsCertificates, TlsMode,
+};
 
-use super::connection::{ConnectError, address, classify};
+use super::error::{ConnectError, classify, invalid_url};
 use super::settings::RedisSettings;
 
 /// The current master connection, re-resolved through the sentinels on failover.
@@ -57,49 +60,7 @@ impl SentinelConnection {
         urls: &[String],
         certs: Option<TlsCertificates>,
     ) -> Result<Self, ConnectError> {
-        let mut sentinels = Vec::with_capacity(urls.len());
-        let mut sentinel_auth = None;
-        for url in urls {
-            let (addr, info) = address(url)?;
-            let r = info.redis_settings();
-            if sentinel_auth.is_none() && r.password().is_some() {
-                sentinel_auth = Some((
-                    r.username().map(str::to_owned),
-                    r.password().map(str::to_owned),
-                ));
-            }
-            sentinels.push(addr);
-        }
-        let tls = settings.uses_tls().then_some(TlsMode::Secure);
-        let mut builder = SentinelClientBuilder::new(sentinels, master, SentinelServerType::Master)
-            .map_err(|e| classify("invalid sentinel settings", &e))?;
-        if let Some((user, password)) = sentinel_auth {
-            if let Some(user) = user {
-                builder = builder.set_client_to_sentinel_username(user);
-            }
-            if let Some(password) = password {
-                builder = builder.set_client_to_sentinel_password(password);
-            }
-        }
-        if let Some(user) = &settings.username {
-            builder = builder.set_client_to_redis_username(user);
-        }
-        if let Some(password) = &settings.password {
-            builder = builder.set_client_to_redis_password(password.expose());
-        }
-        if let Some(tls) = tls {
-            builder = builder
-                .set_client_to_redis_tls_mode(tls)
-                .set_client_to_sentinel_tls_mode(tls);
-        }
-        if let Some(certs) = certs {
-            builder = builder
-                .set_client_to_redis_certificates(certs.clone())
-                .set_client_to_sentinel_certificates(certs);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| classify("invalid sentinel settings", &e))?;
+        let client = client(settings, master, urls, certs)?;
         let connection = SentinelConnection {
             inner: Arc::new(Inner {
                 client: tokio::sync::Mutex::new(client),
@@ -213,6 +174,77 @@ impl SentinelConnection {
         }
         Ok((generation, connection))
     }
+}
+
+/// The client that asks the sentinels for `master`, with the credentials
+/// and TLS settings for both the sentinels and the data nodes.
+fn client(
+    settings: &RedisSettings,
+    master: &str,
+    urls: &[String],
+    certs: Option<TlsCertificates>,
+) -> Result<SentinelClient, ConnectError> {
+    let (sentinels, sentinel_auth) = sentinels(urls)?;
+    let tls = settings.uses_tls().then_some(TlsMode::Secure);
+    let mut builder = SentinelClientBuilder::new(sentinels, master, SentinelServerType::Master)
+        .map_err(|e| classify("invalid sentinel settings", &e))?;
+    if let Some((user, password)) = sentinel_auth {
+        if let Some(user) = user {
+            builder = builder.set_client_to_sentinel_username(user);
+        }
+        if let Some(password) = password {
+            builder = builder.set_client_to_sentinel_password(password);
+        }
+    }
+    if let Some(user) = &settings.username {
+        builder = builder.set_client_to_redis_username(user);
+    }
+    if let Some(password) = &settings.password {
+        builder = builder.set_client_to_redis_password(password.expose());
+    }
+    if let Some(tls) = tls {
+        builder = builder
+            .set_client_to_redis_tls_mode(tls)
+            .set_client_to_sentinel_tls_mode(tls);
+    }
+    if let Some(certs) = certs {
+        builder = builder
+            .set_client_to_redis_certificates(certs.clone())
+            .set_client_to_sentinel_certificates(certs);
+    }
+    builder
+        .build()
+        .map_err(|e| classify("invalid sentinel settings", &e))
+}
+
+/// A sentinel's username and password (either may be absent).
+type SentinelAuth = (Option<String>, Option<String>);
+
+/// The sentinels' addresses, and the credentials of the first sentinel URL
+/// that has a password.
+fn sentinels(urls: &[String]) -> Result<(Vec<ConnectionAddr>, Option<SentinelAuth>), ConnectError> {
+    let mut sentinels = Vec::with_capacity(urls.len());
+    let mut sentinel_auth = None;
+    for url in urls {
+        let (addr, info) = address(url)?;
+        let r = info.redis_settings();
+        if sentinel_auth.is_none() && r.password().is_some() {
+            sentinel_auth = Some((
+                r.username().map(str::to_owned),
+                r.password().map(str::to_owned),
+            ));
+        }
+        sentinels.push(addr);
+    }
+    Ok((sentinels, sentinel_auth))
+}
+
+/// The address part of a URL (sentinels).
+fn address(url: &str) -> Result<(ConnectionAddr, ConnectionInfo), ConnectError> {
+    let info = url
+        .into_connection_info()
+        .map_err(|e| invalid_url(url, &e))?;
+    Ok((info.addr().clone(), info))
 }
 
 /// The connection no longer leads to a writable master.
