@@ -165,3 +165,19 @@ pub(crate) fn answers(port: u16) -> bool {
     matches!(&reply, Value::SimpleString(s) if s == "PONG")
         || error_text(&reply).is_some_and(|e| e.starts_with("NOAUTH"))
 }
+
+/// The one key of the Redis at `url` matching `pattern`, with its count and
+/// TTL in seconds; panics (a failed test) unless exactly one key matches.
+pub async fn the_counter(url: &str, pattern: &str) -> (String, u64, i64) {
+    use redis::AsyncCommands as _;
+    let mut redis = redis::Client::open(url)
+        .expect("Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis");
+    let keys: Vec<String> = redis.keys(pattern).await.expect("KEYS");
+    assert_eq!(keys.len(), 1, "one key matches {pattern}: {keys:?}");
+    let count: u64 = redis.get(&keys[0]).await.expect("GET");
+    let ttl: i64 = redis.ttl(&keys[0]).await.expect("TTL");
+    (keys[0].clone(), count, ttl)
+}

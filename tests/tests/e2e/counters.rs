@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use floodgate_e2e::redis_command::the_counter;
 use floodgate_e2e::{
     RedisServer, TestServer, config_with_redis, degraded, descriptor, free_port, http_get, metric,
     request, rules_dir,
@@ -63,16 +64,8 @@ async fn huge_hits_with_a_rising_override_never_open_the_breaker() {
     }
 
     // The stored count sits at the ceiling.
-    let mut redis_client = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let keys: Vec<String> = redis_client.keys("open_user_mallory_*").await.unwrap();
-    assert_eq!(keys.len(), 1, "{keys:?}");
-    let count: u64 = redis_client.get(&keys[0]).await.unwrap();
+    let (_, count, ttl) = the_counter(&redis.url(), "open_user_mallory_*").await;
     assert_eq!(count, MAX_HITS, "saturated at 2^53 - 1");
-    let ttl: i64 = redis_client.ttl(&keys[0]).await.unwrap();
     assert!(ttl > 0, "the saturated key keeps its TTL: {ttl}");
 
     // Unrelated keys are still answered by Redis, under both policies.

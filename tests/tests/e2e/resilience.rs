@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use floodgate_e2e::degraded;
 use floodgate_e2e::load::{descriptor, request, steady_load};
+use floodgate_e2e::redis_command::the_counter;
 use floodgate_e2e::{RedisServer, TestServer, config_with_redis, rules_dir};
 use floodgate_proto::rate_limit_response::Code;
 use floodgate_server::config::Config;
-use redis::AsyncCommands;
 
 const RULES: &str = "\
 domain: sale
@@ -85,16 +85,8 @@ async fn redis_killed_and_restarted_under_load() {
 
     // The restarted Redis is empty but for what was handed back: eve's two
     // local hits (the first, before the outage, died with the old Redis).
-    let mut redis_client = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let keys: Vec<String> = redis_client.keys("sale_user_eve_*").await.unwrap();
-    assert_eq!(keys.len(), 1, "{keys:?}");
-    let count: u64 = redis_client.get(&keys[0]).await.unwrap();
+    let (_, count, ttl) = the_counter(&redis.url(), "sale_user_eve_*").await;
     assert_eq!(count, 2, "the outage's hits reached Redis");
-    let ttl: i64 = redis_client.ttl(&keys[0]).await.unwrap();
     assert!(ttl > 0, "handed-back keys expire with their window");
     let resp = client.should_rate_limit(eve()).await.unwrap().into_inner();
     assert!(!degraded(&resp));
