@@ -59,6 +59,7 @@ pub mod rules;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod transport;
 
 use std::future::Future;

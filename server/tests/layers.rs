@@ -32,6 +32,7 @@ const SPLIT: &[&str] = &[
     "resilience",
     "grpc",
     "model",
+    "tls",
 ];
 
 /// The server's layers, from the bottom: a unit may import units of its own
@@ -88,7 +89,7 @@ const SERVER_LAYERS: &[&[&str]] = &[
     // The decision.
     &["limiter::request", "limiter"],
     // The wire: connections, then gRPC, then what serves beside it.
-    &["transport"],
+    &["tls::files", "tls::server", "tls::client", "tls", "transport"],
     &["grpc::codec", "grpc::response", "grpc::status", "grpc"],
     &["http", "admin"],
     // Settings, the composition root, the binary's commands.
