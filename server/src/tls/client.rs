@@ -1,1 +1,1 @@
-//! (being written)
+//! The client side of TLS, for `floodgate bench` and `floodgate admin` (being written).
