@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// YAML settings file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Also read another service's environment variables (under the
+    /// `FLOODGATE_*` ones): `envoy-ratelimit` for envoyproxy/ratelimit's.
+    #[arg(long, value_name = "SERVICE")]
+    pub compat: Option<crate::config::compat::Compat>,
     /// Rules directory (every *.yaml / *.yml file in it) or file.
     #[arg(long, value_name = "DIR")]
     pub rules: Option<PathBuf>,
@@ -291,7 +295,7 @@ fn bench(args: &crate::bench::BenchArgs) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let config = match serve_config(args) {
+    let (config, ignored) = match serve_config(args) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("floodgate: {e}");
@@ -318,6 +322,9 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for line in &ignored {
+        tracing::warn!("{line} (envoyproxy/ratelimit variable without effect)");
+    }
     runtime.block_on(async move {
         // Signal handlers first: a SIGTERM or SIGHUP during startup must not
         // kill the process.
@@ -340,8 +347,20 @@ fn serve(args: ServeArgs) -> ExitCode {
     })
 }
 
-/// The settings: the file, then the environment, then the flags.
-fn serve_config(args: ServeArgs) -> Result<Config, crate::config::ConfigError> {
+/// The settings: the file, then the environment (with another service's
+/// variables under `FLOODGATE_*` ones, with `--compat`), then the flags.
+/// Also: the lines saying which of the other service's variables have no
+/// effect, to log.
+fn serve_config(args: ServeArgs) -> Result<(Config, Vec<String>), crate::config::ConfigError> {
+    let mut env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let ignored = match args.compat {
+        Some(crate::config::compat::Compat::EnvoyRatelimit) => {
+            let translated = crate::config::compat::envoy_ratelimit(&env);
+            env.extend(translated.variables);
+            translated.ignored
+        }
+        None => Vec::new(),
+    };
     let path = |p: Option<PathBuf>| p.map(|p| p.display().to_string());
     let overrides = [
         ("rules", args.rules.map(|p| p.display().to_string())),
@@ -378,7 +397,9 @@ fn serve_config(args: ServeArgs) -> Result<Config, crate::config::ConfigError> {
             path(args.admin_tls_client_ca_file),
         ),
     ];
-    Settings::load(args.config.as_deref(), std::env::vars(), &overrides).and_then(Config::try_from)
+    let config =
+        Settings::load(args.config.as_deref(), env, &overrides).and_then(Config::try_from)?;
+    Ok((config, ignored))
 }
 
 /// Binds the gRPC, HTTP and (if set) admin listeners.

@@ -10,6 +10,7 @@
 //! that reads the setting; the README lists each with its default, and a
 //! test keeps the two in step.
 
+pub mod compat;
 pub mod value;
 
 use std::net::SocketAddr;

@@ -303,3 +303,73 @@ async fn floodgate_serve_stops_at_startup_on_each_bad_tls_file_naming_it() {
         );
     }
 }
+
+/// A gRPC channel to `addr` over TLS trusting `pki`'s CA, presenting
+/// `client.pem` if `with_client_cert`.
+async fn tls_channel(
+    addr: std::net::SocketAddr,
+    pki: &Path,
+    with_client_cert: bool,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let read = |name: &str| std::fs::read(pki.join(name)).unwrap();
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem")))
+        .domain_name("localhost");
+    if with_client_cert {
+        tls = tls.identity(Identity::from_pem(read("client.pem"), read("client.key")));
+    }
+    Endpoint::from_shared(format!("https://{addr}"))?
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_ratelimits_tls_variables_serve_grpc_over_mtls_with_compat() {
+    use floodgate_e2e::{ServerProcess, request};
+    use floodgate_proto::RateLimitServiceClient;
+    let certs = tempfile::tempdir().unwrap();
+    pki::write_test_pki(certs.path()).unwrap();
+    let rules = rules_dir(&[("edge.yaml", user_rules(2).as_str())]);
+    let file = |name: &str| certs.path().join(name).display().to_string();
+    let (cert, key, ca) = (file("server.pem"), file("server.key"), file("ca.pem"));
+    // As Envoy Gateway's resource.go writes them.
+    let server = ServerProcess::start(
+        rules.path(),
+        &["--compat", "envoy-ratelimit"],
+        &[
+            ("GRPC_SERVER_USE_TLS", "true"),
+            ("GRPC_SERVER_TLS_CERT", &cert),
+            ("GRPC_SERVER_TLS_KEY", &key),
+            ("GRPC_SERVER_TLS_CA_CERT", &ca),
+        ],
+    )
+    .await;
+    let channel = tls_channel(server.grpc_addr, certs.path(), true)
+        .await
+        .unwrap();
+    let mut client = RateLimitServiceClient::new(channel);
+    let call = request("edge", &[("user", "alice")]);
+    let answer = client.should_rate_limit(call).await.unwrap().into_inner();
+    assert_eq!(answer.overall_code, 1, "OK over mTLS: {answer:?}");
+
+    // Without a client certificate, no call gets through.
+    let failed = match tls_channel(server.grpc_addr, certs.path(), false).await {
+        Err(e) => format!("{e:?}"),
+        Ok(channel) => {
+            let call = request("edge", &[("user", "bob")]);
+            match RateLimitServiceClient::new(channel)
+                .should_rate_limit(call)
+                .await
+            {
+                Ok(answer) => panic!("answered without a client certificate: {answer:?}"),
+                Err(status) => format!("{status:?}"),
+            }
+        }
+    };
+    let series = "floodgate_tls_handshake_failures_total{listener=\"grpc\",reason=\"no_client_certificate\"}";
+    // (tonic's channel tries more than once.)
+    let refused = metric::<u64>(server.http_addr, series).await.unwrap_or(0);
+    assert!(refused >= 1, "the server refused the handshake: {failed}");
+}
