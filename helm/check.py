@@ -9,10 +9,14 @@ Run by scripts/test (with the .venv it makes):
 2. render with the default values and with each ci/*-values.yaml scenario,
    print the kinds each renders;
 3. validate every rendered manifest with kubernetes-validate --strict against
-   several Kubernetes versions (the Prometheus Operator's ServiceMonitor is a
-   CRD kubernetes-validate has no schema for: its shape is checked here);
+   several Kubernetes versions (the Prometheus Operator's ServiceMonitor and
+   cert-manager's Certificate are CRDs kubernetes-validate has no schema for:
+   their shape is checked here), and check the TLS wiring each scenario's
+   values ask for (env, Secret mounts, probes, Service, ServiceMonitor,
+   Certificate, the test pod);
 4. yamllint the values, Chart.yaml, the scenarios and the rendered output;
-5. check that values.schema.json rejects wrong values;
+5. check that values.schema.json rejects wrong values, and that the templates
+   refuse the values that cannot work with a message saying what to do;
 6. run `floodgate check` on the rules each scenario renders into its ConfigMap.
 
 Exits 1 on the first failed check, naming it.
@@ -70,6 +74,169 @@ def check_service_monitor(doc):
         fail(f"ServiceMonitor: endpoints should scrape port http at /metrics: {endpoints}")
 
 
+LISTENERS = ("grpc", "http", "admin")
+TLS_DIR = "/etc/floodgate/tls"
+CRDS = ("ServiceMonitor", "Certificate")
+
+
+def check_tls(name, merged, rendered):
+    """The TLS values of a scenario (defaults merged in) against what the
+    chart rendered: per listener, the FLOODGATE_<L>_TLS_* settings, its
+    Secret mounted as a whole directory (rotation relies on the kubelet's
+    `..data` swap, which a subPath mount never sees), probes that work with
+    TLS on, and the Service, ServiceMonitor, Certificate, test pod and
+    install notes."""
+    tls = merged.get("tls") or fail(f"{name}: the chart has no tls values")
+    docs = list(documents(rendered))
+    notes = rendered.get("floodgate/templates/NOTES.txt", "")
+    kinds = {}
+    for _, d in docs:
+        kinds.setdefault(d["kind"], []).append(d)
+    deployment = kinds["Deployment"][0]
+    fullname = deployment["metadata"]["name"]
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    chart_secret = f"{fullname}-tls"
+
+    def secret_mount(path, secret):
+        mount = mounts.get(path)
+        if not mount:
+            fail(f"{name}: no volume mounted at {path}: {sorted(mounts)}")
+        if "subPath" in mount or "subPathExpr" in mount:
+            fail(f"{name}: {path} is a subPath mount, which never sees Secret updates: {mount}")
+        if not mount.get("readOnly"):
+            fail(f"{name}: {path} is mounted writable")
+        volume = volumes.get(mount["name"], {})
+        if volume.get("secret", {}).get("secretName") != secret:
+            fail(f"{name}: {path} should mount Secret {secret}: {volume}")
+
+    for listener in LISTENERS:
+        t = tls[listener]
+        prefix = f"FLOODGATE_{listener.upper()}_TLS_"
+        ours = {k: v for k, v in env.items() if k.startswith(prefix)}
+        base = f"{TLS_DIR}/{listener}"
+        if not t["enabled"]:
+            if ours or any(p.startswith(base) for p in mounts):
+                fail(f"{name}: {listener} has no TLS, yet renders {ours} {sorted(mounts)}")
+            continue
+        want = {f"{prefix}CERT_FILE": f"{base}/tls.crt", f"{prefix}KEY_FILE": f"{base}/tls.key"}
+        secret_mount(base, t["secretName"] or chart_secret)
+        if t["mtls"]:
+            ca_dir = base
+            if t["clientCaSecretName"]:
+                ca_dir = f"{base}-client-ca"
+                secret_mount(ca_dir, t["clientCaSecretName"])
+            want[f"{prefix}CLIENT_CA_FILE"] = f"{ca_dir}/ca.crt"
+            want[f"{prefix}CLIENT_AUTH"] = t["clientAuth"]
+            if t["clientNames"]:
+                want[f"{prefix}CLIENT_NAMES"] = ",".join(t["clientNames"])
+        if ours != want:
+            fail(f"{name}: {listener} TLS settings:\n  rendered {ours}\n  expected {want}")
+
+    any_tls = any(tls[listener]["enabled"] for listener in LISTENERS)
+    reload = env.get("FLOODGATE_TLS_RELOAD_INTERVAL")
+    if reload != (tls["reloadInterval"] if any_tls else None):
+        fail(f"{name}: FLOODGATE_TLS_RELOAD_INTERVAL is {reload!r}")
+
+    # Kubelet's gRPC probe speaks no TLS: with TLS on gRPC the probes ask
+    # GET /healthcheck on the HTTP port, over HTTPS when HTTP has TLS
+    # (kubelet does not verify the certificate, and presents none).
+    grpc_tls, http_tls = tls["grpc"]["enabled"], tls["http"]["enabled"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        got = container[probe]
+        if grpc_tls:
+            want = {"path": "/healthcheck", "port": "http", "scheme": "HTTPS" if http_tls else "HTTP"}
+            if got.get("httpGet") != want or "grpc" in got:
+                fail(f"{name}: {probe} should be httpGet {want}: {got}")
+        elif got.get("grpc", {}).get("port") != 8081 or "httpGet" in got:
+            fail(f"{name}: {probe} should be the gRPC probe on 8081: {got}")
+
+    service = kinds["Service"][0]
+    protocols = {p["name"]: p.get("appProtocol") for p in service["spec"]["ports"]}
+    want = {"grpc": "https" if grpc_tls else "kubernetes.io/h2c", "http": "https" if http_tls else "http"}
+    if protocols != want:
+        fail(f"{name}: Service appProtocol {protocols}, expected {want}")
+
+    for monitor in kinds.get("ServiceMonitor", []):
+        endpoint = monitor["spec"]["endpoints"][0]
+        if http_tls:
+            want = merged["serviceMonitor"]["tlsConfig"] or {
+                "serverName": f"{fullname}.{NAMESPACE}.svc",
+                "ca": {"secret": {"name": tls["http"]["secretName"] or chart_secret, "key": "ca.crt"}},
+            }
+            if endpoint.get("scheme") != "https" or endpoint.get("tlsConfig") != want:
+                fail(f"{name}: ServiceMonitor should scrape https with tlsConfig {want}: {endpoint}")
+        elif endpoint.get("scheme", "http") != "http" or "tlsConfig" in endpoint:
+            fail(f"{name}: ServiceMonitor scrapes with TLS, but HTTP has none: {endpoint}")
+
+    for test in kinds.get("Pod", []):
+        script = " ".join(test["spec"]["containers"][0]["command"])
+        scheme = "https" if http_tls else "http"
+        if f"base={scheme}://" not in script or http_tls != ("--insecure" in script):
+            fail(f"{name}: the test pod should ask {scheme}:// (without checking a certificate): {script}")
+
+    admin = tls["admin"]
+    flags = {"--tls-ca /etc/floodgate/tls/admin/ca.crt": admin["enabled"],
+             "--tls-cert /etc/floodgate/tls/admin/tls.crt": admin["enabled"] and admin["mtls"]}
+    for flag, wanted in flags.items():
+        if (flag in notes) != wanted:
+            fail(f"{name}: the install notes' admin command {'lacks' if wanted else 'has'} {flag}:\n{notes}")
+
+    certificates = kinds.get("Certificate", [])
+    c = tls["certificate"]
+    if not c["create"]:
+        if certificates:
+            fail(f"{name}: a Certificate rendered with tls.certificate.create false")
+        return
+    if len(certificates) != 1:
+        fail(f"{name}: expected one Certificate, got {len(certificates)}")
+    cert = certificates[0]
+    spec = cert["spec"]
+    if cert["apiVersion"] != "cert-manager.io/v1" or cert["metadata"]["name"] != chart_secret:
+        fail(f"{name}: Certificate {cert['apiVersion']} {cert['metadata']}")
+    if spec.get("secretName") != chart_secret or spec.get("issuerRef") != c["issuerRef"]:
+        fail(f"{name}: Certificate secretName/issuerRef: {spec}")
+    names = c["dnsNames"] or [fullname, f"{fullname}.{NAMESPACE}", f"{fullname}.{NAMESPACE}.svc",
+                              f"{fullname}.{NAMESPACE}.svc.cluster.local"]
+    if spec.get("dnsNames") != names:
+        fail(f"{name}: Certificate dnsNames {spec.get('dnsNames')}, expected {names}")
+    if (spec.get("duration"), spec.get("renewBefore")) != (c["duration"], c["renewBefore"]):
+        fail(f"{name}: Certificate duration/renewBefore: {spec}")
+    client = admin["enabled"] and admin["mtls"] and not admin["secretName"]
+    usages = c["usages"] + (["client auth"] if client and "client auth" not in c["usages"] else [])
+    if spec.get("usages") != usages:
+        fail(f"{name}: Certificate usages {spec.get('usages')}, expected {usages}")
+
+
+def make_certificates(out):
+    """A CA and a server certificate it signed (openssl, which Debian's
+    ca-certificates depends on), as the files of a cert-manager Secret."""
+    import shutil
+    if not shutil.which("openssl"):
+        fail("openssl is needed to make test certificates for the TLS scenarios")
+    out.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args):
+        run(["openssl", *args], f"openssl {args[0]}")
+
+    ca_key, ca, key, csr, crt = (out / f for f in ("ca.key", "ca.crt", "tls.key", "tls.csr", "tls.crt"))
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(ca_key))
+    openssl("req", "-x509", "-new", "-key", str(ca_key), "-subj", "/CN=floodgate test CA", "-days", "2",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-out", str(ca))
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(key))
+    openssl("req", "-new", "-key", str(key), "-subj", "/CN=floodgate", "-out", str(csr))
+    ext = out / "ext.cnf"
+    ext.write_text("subjectAltName=DNS:floodgate,DNS:localhost,IP:127.0.0.1\n"
+                   "extendedKeyUsage=serverAuth,clientAuth\n")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+            "-days", "2", "-extfile", str(ext), "-out", str(crt))
+    return {"tls.crt": crt, "tls.key": key, "ca.crt": ca}
+
+
 def free_port():
     import socket
     with socket.socket() as s:
@@ -96,6 +263,12 @@ def serve_with(floodgate, name, deployment, out, maps):
     for tls in ("FLOODGATE_REDIS_TLS_CA_FILE", "FLOODGATE_REDIS_TLS_CERT_FILE", "FLOODGATE_REDIS_TLS_KEY_FILE"):
         env.pop(tls, None)
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    # The listeners' certificates: real files in place of the mounted Secrets.
+    tls_files = [var for var, value in env.items() if var.startswith("FLOODGATE_") and value.startswith(f"{TLS_DIR}/")]
+    if tls_files:
+        made = make_certificates(out / f"{name}-certs")
+        for var in tls_files:
+            env[var] = str(made[pathlib.PurePosixPath(env[var]).name])
     if "FLOODGATE_REDIS_URL" in env:
         scheme, rest = env["FLOODGATE_REDIS_URL"].split(",")[0].split("://", 1)
         # Keep the credentials part (Kubernetes expands $(VAR) from the env).
@@ -235,10 +408,11 @@ def main():
         docs = list(documents(rendered))
         kinds = sorted(f"{d['kind']}" for _, d in docs)
         print(f"render {name}: {', '.join(kinds)}")
-        core = [d for _, d in docs if d["kind"] != "ServiceMonitor"]
+        core = [d for _, d in docs if d["kind"] not in CRDS]
         for _, d in docs:
             if d["kind"] == "ServiceMonitor":
                 check_service_monitor(d)
+        check_tls(name, chart.merge_values(values), rendered)
         manifest = out / f"{name}.yaml"
         manifest.write_text("".join(f"---\n{yaml.safe_dump(d, sort_keys=False)}" for d in core))
         rendered_files.append(manifest)
@@ -279,6 +453,32 @@ def main():
             fail(f"{name}: terminationGracePeriodSeconds {grace} does not outlast the drain ({drain} s)")
     print(f"kubernetes-validate --strict (k8s {', '.join(KUBE_VERSIONS)}): ok")
 
+    # The TLS combinations the scenarios leave out, rendered and checked the
+    # same way (probe scheme, env, mounts, ServiceMonitor, Certificate).
+    variants = {
+        "gRPC TLS, HTTP plaintext": {"tls": {"grpc": {"enabled": True, "secretName": "g"}},
+                                     "serviceMonitor": {"enabled": True}},
+        "HTTP TLS only, gRPC probes": {"tls": {"http": {"enabled": True, "secretName": "h"}},
+                                       "serviceMonitor": {"enabled": True, "tlsConfig": {"insecureSkipVerify": True}}},
+        "admin mTLS on its own CA, a Certificate with given names": {
+            "tls": {"admin": {"enabled": True, "mtls": True, "clientCaSecretName": "ops-ca", "clientNames": ["ops"]},
+                    "certificate": {"create": True, "issuerRef": {"name": "ca", "kind": "ClusterIssuer"},
+                                    "dnsNames": ["rl.example.com"], "usages": ["server auth", "client auth"]}}},
+    }
+    # The chart README's cert-manager example.
+    readme = (CHART / "README.md").read_text()
+    example = readme.split("```yaml\n# values-tls.yaml\n", 1)
+    if len(example) != 2:
+        fail("the chart README has no values-tls.yaml example")
+    variants["the README's values-tls.yaml"] = yaml.safe_load(example[1].split("```", 1)[0])
+    for what, values in variants.items():
+        try:
+            rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        except helm.HelmError as e:
+            fail(f"render {what}: {e}")
+        check_tls(what, chart.merge_values(values), rendered)
+    print(f"TLS wiring of {len(variants)} more combinations: ok")
+
     # 4. yamllint.
     config = str(ROOT / ".yamllint")
     run([str(VENV_BIN / "yamllint"), "--strict", "-c", config,
@@ -306,6 +506,11 @@ def main():
         "a password in a Redis address": {"redis": {"enabled": True, "addresses": [":pw@a:6379"]}},
         "an admin port on the gRPC port": {"admin": {"port": 8081}},
         "a test domain with shell characters": {"tests": {"domain": "edge\"; rm -rf /"}},
+        "a client auth mode that does not exist": {"tls": {"grpc": {"clientAuth": "maybe"}}},
+        "client names as one string": {"tls": {"grpc": {"clientNames": "a,b"}}},
+        "a misspelled TLS key": {"tls": {"grpc": {"certFile": "/tls.crt"}}},
+        "a fractional TLS reload interval": {"tls": {"reloadInterval": "1.5s"}},
+        "TLS settings through settings": {"settings": {"grpc_tls_cert_file": "/tls.crt"}},
     }
     def refuses(call, error, values):
         try:
@@ -323,16 +528,37 @@ def main():
         if not refuses(render, helm.HelmError, values):
             fail(f"render accepts {what}")
     chart.validate_schema({})
-    # Valid by the schema, refused by the templates with a message.
+    # Valid by the schema, refused by the templates with a message (the
+    # part of it that says what to do).
     refused = {
-        "autoscaling without a CPU request": {"autoscaling": {"enabled": True}},
-        "autoscaling with min above max": {
+        "autoscaling without a CPU request": ({"autoscaling": {"enabled": True}}, "resources.requests.cpu"),
+        "autoscaling with min above max": ({
             "autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2},
             "resources": {"requests": {"cpu": "100m"}},
-        },
+        }, "autoscaling.minReplicas is above"),
+        # Kubelet's probes (and the test pod) present no client certificate.
+        "HTTP requiring client certificates": (
+            {"tls": {"http": {"enabled": True, "mtls": True}, "certificate": {"create": True, "issuerRef": {"name": "ca"}}}},
+            "set tls.http.clientAuth=optional, or keep HTTP plaintext",
+        ),
+        "a TLS listener without a Secret": ({"tls": {"grpc": {"enabled": True}}}, "tls.grpc.secretName"),
+        "client names without mTLS": (
+            {"tls": {"admin": {"enabled": True, "secretName": "s", "clientNames": ["a"]}}},
+            "tls.admin.clientNames needs tls.admin.mtls",
+        ),
+        "a client CA Secret without mTLS": (
+            {"tls": {"grpc": {"enabled": True, "secretName": "s", "clientCaSecretName": "ca"}}},
+            "tls.grpc.clientCaSecretName needs tls.grpc.mtls",
+        ),
+        "a Certificate without an issuer": ({"tls": {"certificate": {"create": True}}}, "tls.certificate.issuerRef.name"),
     }
-    for what, values in refused.items():
-        if not refuses(render, helm.HelmError, values):
+    for what, (values, message) in refused.items():
+        try:
+            render(values)
+        except helm.HelmError as e:
+            if message not in str(e):
+                fail(f"render refuses {what}, but its message does not say {message!r}: {e}")
+        else:
             fail(f"render accepts {what}")
     print(f"values.schema.json rejects {len(wrong)} kinds of wrong values, the templates {len(refused)} more: ok")
 

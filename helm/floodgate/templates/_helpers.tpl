@@ -98,3 +98,65 @@ plus a margin, so that Kubernetes never kills a draining server.
 {{- define "floodgate.terminationGracePeriod" -}}
 {{- add .Values.shutdown.delaySeconds .Values.shutdown.graceSeconds 10 }}
 {{- end }}
+
+{{/*
+The Secret a TLS listener's certificate comes from: its own, or the one the
+chart's Certificate writes. Called with (dict "root" $ "tls" .Values.tls.<listener>).
+*/}}
+{{- define "floodgate.tlsSecret" -}}
+{{- default (printf "%s-tls" (include "floodgate.fullname" .root)) .tls.secretName }}
+{{- end }}
+
+{{/*
+"true" when any listener serves TLS (empty otherwise).
+*/}}
+{{- define "floodgate.tlsAny" -}}
+{{- if or .Values.tls.grpc.enabled .Values.tls.http.enabled .Values.tls.admin.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+Refuses TLS values that cannot work, with what to do instead. Renders nothing.
+*/}}
+{{- define "floodgate.tlsValidate" -}}
+{{- range $listener := list "grpc" "http" "admin" }}
+{{- $t := index $.Values.tls $listener }}
+{{- if $t.enabled }}
+{{- if not (or $t.secretName $.Values.tls.certificate.create) }}
+{{- fail (printf "tls.%s.enabled needs tls.%s.secretName (a Secret with tls.crt and tls.key, as cert-manager writes them) or tls.certificate.create=true" $listener $listener) }}
+{{- end }}
+{{- if and $t.clientNames (not $t.mtls) }}
+{{- fail (printf "tls.%s.clientNames needs tls.%s.mtls=true: without a client CA no client certificate is asked for, so no identity is checked" $listener $listener) }}
+{{- end }}
+{{- if and $t.clientCaSecretName (not $t.mtls) }}
+{{- fail (printf "tls.%s.clientCaSecretName needs tls.%s.mtls=true" $listener $listener) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.tls.http }}
+{{- if and .enabled .mtls (eq .clientAuth "require") }}
+{{- fail "tls.http.clientAuth=require is refused: kubelet's probes (which ask the HTTP port once gRPC has TLS) and the chart's test pod present no client certificate. With mTLS on HTTP, set tls.http.clientAuth=optional, or keep HTTP plaintext (tls.http.enabled=false) or TLS without client certificates (tls.http.mtls=false)" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+What a probe asks. Kubelet's gRPC probe speaks no TLS, so with TLS on gRPC
+the probes ask GET /healthcheck on the HTTP port (the same verdict as the
+gRPC health service: serving until shutdown starts), over HTTPS when HTTP has
+TLS; kubelet neither verifies the server's certificate nor presents one.
+Called with (dict "root" $ "service" "<gRPC health service name, or empty>").
+*/}}
+{{- define "floodgate.probe" -}}
+{{- if .root.Values.tls.grpc.enabled -}}
+httpGet:
+  path: /healthcheck
+  port: http
+  scheme: {{ ternary "HTTPS" "HTTP" .root.Values.tls.http.enabled }}
+{{- else -}}
+grpc:
+  port: 8081
+  {{- with .service }}
+  service: {{ . }}
+  {{- end }}
+{{- end }}
+{{- end }}
