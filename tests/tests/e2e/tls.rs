@@ -373,3 +373,153 @@ async fn envoy_ratelimits_tls_variables_serve_grpc_over_mtls_with_compat() {
     let refused = metric::<u64>(server.http_addr, series).await.unwrap_or(0);
     assert!(refused >= 1, "the server refused the handshake: {failed}");
 }
+
+/// The serial number of the certificate a new TLS connection to `addr`
+/// is served (trusting `pki`'s CA, presenting `client.pem`).
+async fn served_serial(addr: std::net::SocketAddr, pki: &Path) -> Option<String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.join("ca.pem")).ok()?)
+        .ok()?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_file(pki.join("client.pem")).ok()?],
+            PrivateKeyDer::from_pem_file(pki.join("client.key")).ok()?,
+        )
+        .ok()?;
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = ServerName::try_from("localhost").ok()?;
+    let stream = connector.connect(name, tcp).await.ok()?;
+    let leaf = stream.get_ref().1.peer_certificates()?.first()?.clone();
+    Some(pki::serial_of(leaf.as_ref()))
+}
+
+/// Points `link` at `target` atomically, as Kubernetes swaps a mounted
+/// Secret's `..data`.
+fn swap(link: &Path, target: &Path) {
+    let next = link.with_file_name("..data_tmp");
+    std::os::unix::fs::symlink(target, &next).unwrap();
+    std::fs::rename(&next, link).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_rotate_through_a_data_swap_while_a_bench_runs_over_mtls() {
+    use floodgate_e2e::ServerProcess;
+    let certs = tempfile::tempdir().unwrap();
+    pki::write_test_pki(certs.path()).unwrap();
+    // A Secret's mount: tls.crt -> ..data/tls.crt, ..data -> a version.
+    let mount = certs.path().join("mount");
+    for (version, leaf) in [("v1", "server"), ("v2", "server-2")] {
+        let dir = mount.join(version);
+        std::fs::create_dir_all(&dir).unwrap();
+        let copy = |from: String, to: &str| std::fs::copy(certs.path().join(from), dir.join(to));
+        copy(format!("{leaf}.pem"), "tls.crt").unwrap();
+        copy(format!("{leaf}.key"), "tls.key").unwrap();
+        copy("ca.pem".into(), "ca.crt").unwrap();
+    }
+    swap(&mount.join("..data"), &mount.join("v1"));
+    for file in ["tls.crt", "tls.key", "ca.crt"] {
+        std::os::unix::fs::symlink(Path::new("..data").join(file), mount.join(file)).unwrap();
+    }
+    let rules = rules_dir(&[("edge.yaml", user_rules(1_000_000).as_str())]);
+    let file = |name: &str| mount.join(name).display().to_string();
+    let (cert, key, ca) = (file("tls.crt"), file("tls.key"), file("ca.crt"));
+    let server = ServerProcess::start(
+        rules.path(),
+        &[
+            "--grpc-tls-cert-file",
+            &cert,
+            "--grpc-tls-key-file",
+            &key,
+            "--grpc-tls-client-ca-file",
+            &ca,
+        ],
+        &[("FLOODGATE_TLS_RELOAD_INTERVAL", "200ms")],
+    )
+    .await;
+    let old = format!("{:x}", pki::SERVER_SERIAL);
+    let new = format!("{:x}", pki::SERVER_2_SERIAL);
+    assert_eq!(
+        served_serial(server.grpc_addr, certs.path()).await,
+        Some(old)
+    );
+
+    let client_file = |name: &str| certs.path().join(name).display().to_string();
+    let bench = tokio::process::Command::new(floodgate_bin())
+        .arg("bench")
+        .args(["--target", &format!("https://{}", server.grpc_addr)])
+        .args(["--tls-ca", &client_file("ca.pem")])
+        .args(["--tls-cert", &client_file("client.pem")])
+        .args(["--tls-key", &client_file("client.key")])
+        .args(["--tls-server-name", "localhost"])
+        .args(["--domain", "edge", "--key", "user", "--keys", "uniform:100"])
+        .args(["--connections", "4", "--streams", "4", "--duration", "4s"])
+        .arg("--json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    // Mid-run: the Secret is updated.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    swap(&mount.join("..data"), &mount.join("v2"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let serial = served_serial(server.grpc_addr, certs.path()).await;
+        if serial.as_deref() == Some(new.as_str()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a new connection still sees {serial:?} 10 s after the swap"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let out = tokio::time::timeout(Duration::from_secs(30), bench.wait_with_output())
+        .await
+        .expect("the bench ends")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(summary["calls"].as_u64().unwrap() > 0, "{summary}");
+    assert_eq!(
+        summary["ok"], summary["calls"],
+        "every call answered: {summary}"
+    );
+    assert_eq!(summary["errors"], serde_json::json!({}), "{summary}");
+    assert_eq!(
+        summary["reconnects"], 0,
+        "open connections kept working: {summary}"
+    );
+    let reloads = metric::<u64>(
+        server.http_addr,
+        "floodgate_tls_certificate_reloads_total{listener=\"grpc\",result=\"ok\"}",
+    )
+    .await;
+    assert_eq!(reloads, Some(1));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let not_after = metric::<u64>(
+        server.http_addr,
+        "floodgate_tls_certificate_not_after_seconds{listener=\"grpc\"}",
+    )
+    .await
+    .unwrap();
+    assert!(
+        not_after > now,
+        "the served certificate's expiry: {not_after}"
+    );
+}
