@@ -173,6 +173,33 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text].
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// gRPC listener over TLS: certificate chain (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub grpc_tls_cert_file: Option<PathBuf>,
+    /// gRPC listener over TLS: the certificate's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub grpc_tls_key_file: Option<PathBuf>,
+    /// gRPC listener: CA bundle (PEM) for client certificates (mTLS).
+    #[arg(long, value_name = "FILE")]
+    pub grpc_tls_client_ca_file: Option<PathBuf>,
+    /// HTTP listener over TLS: certificate chain (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub http_tls_cert_file: Option<PathBuf>,
+    /// HTTP listener over TLS: the certificate's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub http_tls_key_file: Option<PathBuf>,
+    /// HTTP listener: CA bundle (PEM) for client certificates (mTLS).
+    #[arg(long, value_name = "FILE")]
+    pub http_tls_client_ca_file: Option<PathBuf>,
+    /// admin listener over TLS: certificate chain (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub admin_tls_cert_file: Option<PathBuf>,
+    /// admin listener over TLS: the certificate's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub admin_tls_key_file: Option<PathBuf>,
+    /// admin listener: CA bundle (PEM) for client certificates (mTLS).
+    #[arg(long, value_name = "FILE")]
+    pub admin_tls_client_ca_file: Option<PathBuf>,
 }
 
 /// `floodgate check`.
@@ -374,6 +401,7 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 /// The settings: the file, then the environment, then the flags.
 fn serve_config(args: ServeArgs) -> Result<Config, crate::config::ConfigError> {
+    let path = |p: Option<PathBuf>| p.map(|p| p.display().to_string());
     let overrides = [
         ("rules", args.rules.map(|p| p.display().to_string())),
         ("redis_url", args.redis_url),
@@ -390,6 +418,24 @@ fn serve_config(args: ServeArgs) -> Result<Config, crate::config::ConfigError> {
         ),
         ("log_level", args.log_level),
         ("log_format", args.log_format),
+        ("grpc_tls_cert_file", path(args.grpc_tls_cert_file)),
+        ("grpc_tls_key_file", path(args.grpc_tls_key_file)),
+        (
+            "grpc_tls_client_ca_file",
+            path(args.grpc_tls_client_ca_file),
+        ),
+        ("http_tls_cert_file", path(args.http_tls_cert_file)),
+        ("http_tls_key_file", path(args.http_tls_key_file)),
+        (
+            "http_tls_client_ca_file",
+            path(args.http_tls_client_ca_file),
+        ),
+        ("admin_tls_cert_file", path(args.admin_tls_cert_file)),
+        ("admin_tls_key_file", path(args.admin_tls_key_file)),
+        (
+            "admin_tls_client_ca_file",
+            path(args.admin_tls_client_ca_file),
+        ),
     ];
     Settings::load(args.config.as_deref(), std::env::vars(), &overrides).and_then(Config::try_from)
 }

@@ -32,6 +32,8 @@ use crate::store::redis::{
     ClientCertificate, RedisMode, RedisSettings, RedisTopology, Secret, TlsFiles,
 };
 pub use crate::telemetry::LogFormat;
+use crate::tls::TlsSettings;
+use crate::tls::files::{self as tls_files, ClientAuth, ClientCerts, ListenerTls};
 use crate::transport::ListenerLimits;
 
 /// Prefix of the environment variables that set [`Settings`].
@@ -206,6 +208,47 @@ pub struct Settings {
     /// Each listener's accept queue (capped by `net.core.somaxconn`).
     #[serde(deserialize_with = "value::at_least_1")]
     pub listen_backlog: NonZeroU32,
+    /// gRPC listener: certificate chain (PEM, leaf first); unset: plaintext.
+    pub grpc_tls_cert_file: Option<PathBuf>,
+    /// gRPC listener: the certificate's private key (PEM).
+    pub grpc_tls_key_file: Option<PathBuf>,
+    /// gRPC listener: CA bundle (PEM) client certificates must chain to
+    /// (mTLS); unset: no client certificate asked.
+    pub grpc_tls_client_ca_file: Option<PathBuf>,
+    /// gRPC listener, with a client CA: `require` or `optional`.
+    #[serde(with = "value::client_auth")]
+    pub grpc_tls_client_auth: ClientAuth,
+    /// gRPC listener, with a client CA: the client identities (SAN DNS
+    /// names or URIs, comma-separated) let in; empty: any the CA signed.
+    pub grpc_tls_client_names: String,
+    /// HTTP listener: certificate chain (PEM, leaf first); unset: plaintext.
+    pub http_tls_cert_file: Option<PathBuf>,
+    /// HTTP listener: the certificate's private key (PEM).
+    pub http_tls_key_file: Option<PathBuf>,
+    /// HTTP listener: CA bundle (PEM) client certificates must chain to
+    /// (mTLS); unset: no client certificate asked.
+    pub http_tls_client_ca_file: Option<PathBuf>,
+    /// HTTP listener, with a client CA: `require` or `optional`.
+    #[serde(with = "value::client_auth")]
+    pub http_tls_client_auth: ClientAuth,
+    /// HTTP listener, with a client CA: the client identities (SAN DNS
+    /// names or URIs, comma-separated) let in; empty: any the CA signed.
+    pub http_tls_client_names: String,
+    /// admin listener: certificate chain (PEM, leaf first); unset: plaintext.
+    pub admin_tls_cert_file: Option<PathBuf>,
+    /// admin listener: the certificate's private key (PEM).
+    pub admin_tls_key_file: Option<PathBuf>,
+    /// admin listener: CA bundle (PEM) client certificates must chain to
+    /// (mTLS); unset: no client certificate asked.
+    pub admin_tls_client_ca_file: Option<PathBuf>,
+    /// admin listener, with a client CA: `require` or `optional`.
+    #[serde(with = "value::client_auth")]
+    pub admin_tls_client_auth: ClientAuth,
+    /// admin listener, with a client CA: the client identities (SAN DNS
+    /// names or URIs, comma-separated) let in; empty: any the CA signed.
+    pub admin_tls_client_names: String,
+    /// How often the listeners' TLS files are re-read (`0s`: never).
+    pub tls_reload_interval: HumanDuration,
 }
 
 impl Default for Settings {
@@ -287,6 +330,22 @@ impl Default for Settings {
             request_timeout: positive(listeners.request_timeout),
             idle_timeout: positive(listeners.idle_timeout),
             listen_backlog: value::count_u32(listeners.listen_backlog),
+            grpc_tls_cert_file: None,
+            grpc_tls_key_file: None,
+            grpc_tls_client_ca_file: None,
+            grpc_tls_client_auth: ClientAuth::default(),
+            grpc_tls_client_names: String::new(),
+            http_tls_cert_file: None,
+            http_tls_key_file: None,
+            http_tls_client_ca_file: None,
+            http_tls_client_auth: ClientAuth::default(),
+            http_tls_client_names: String::new(),
+            admin_tls_cert_file: None,
+            admin_tls_key_file: None,
+            admin_tls_client_ca_file: None,
+            admin_tls_client_auth: ClientAuth::default(),
+            admin_tls_client_names: String::new(),
+            tls_reload_interval: HumanDuration(Duration::from_secs(2)),
         }
     }
 }
@@ -394,6 +453,8 @@ pub struct Config {
     pub trace_sampling_ratio: f64,
     /// Connection, stream and timeout limits of every listener.
     pub listeners: ListenerLimits,
+    /// Each listener's TLS, if any.
+    pub tls: TlsSettings,
 }
 
 impl Default for Config {
@@ -455,6 +516,7 @@ impl TryFrom<Settings> for Config {
             ));
         }
         let response = response_options(&s)?;
+        let tls = tls_settings(&s)?;
         Ok(Config {
             grpc_addr: address("grpc_addr", &s.grpc_addr)?,
             http_addr: address("http_addr", &s.http_addr)?,
@@ -482,9 +544,16 @@ impl TryFrom<Settings> for Config {
                 max_series_per_domain: s.metrics_max_series_per_domain.get(),
             },
             rules_reload_interval: Some(s.rules_reload_interval.get()).filter(|d| !d.is_zero()),
-            admin_addr: admin_addr(&s.admin_addr, &s.admin_token)?,
+            admin_addr: admin_addr(
+                &s.admin_addr,
+                &s.admin_token,
+                tls.admin
+                    .as_ref()
+                    .is_some_and(ListenerTls::requires_client_certificates),
+            )?,
             trace_sampling_ratio: ratio("trace_sampling_ratio", s.trace_sampling_ratio)?,
             listeners: listener_limits(&s),
+            tls,
             admin_token: (!s.admin_token.is_empty()).then(|| Secret::new(s.admin_token)),
             rules: s.rules,
             merge_domains: s.merge_domains,
@@ -530,20 +599,166 @@ fn listener_limits(s: &Settings) -> ListenerLimits {
 }
 
 /// The admin listener's address. Anyone who reaches it can reset
-/// counters, so off loopback it needs a token.
-fn admin_addr(addr: &str, token: &str) -> Result<Option<SocketAddr>, ConfigError> {
+/// counters, so off loopback it needs a token or required client
+/// certificates.
+fn admin_addr(addr: &str, token: &str, mtls: bool) -> Result<Option<SocketAddr>, ConfigError> {
     if addr.is_empty() {
         return Ok(None);
     }
     let parsed = address("admin_addr", addr)?;
-    if !parsed.ip().is_loopback() && token.is_empty() {
+    if !parsed.ip().is_loopback() && token.is_empty() && !mtls {
         return Err(invalid(
             "admin_addr",
             addr,
-            "is not a loopback address: set admin_token too, or anyone who reaches it can reset counters",
+            "is not a loopback address: set admin_token, or admin_tls_client_ca_file with admin_tls_client_auth = require, or anyone who reaches it can reset counters",
         ));
     }
     Ok(Some(parsed))
+}
+
+/// One listener's TLS settings, as given.
+struct TlsGiven<'a> {
+    listener: &'static str,
+    cert: &'a Option<PathBuf>,
+    key: &'a Option<PathBuf>,
+    ca: &'a Option<PathBuf>,
+    auth: ClientAuth,
+    names: &'a str,
+}
+
+/// Every listener's TLS: complete, and its files usable now.
+fn tls_settings(s: &Settings) -> Result<TlsSettings, ConfigError> {
+    let given = |listener, cert, key, ca, auth, names| TlsGiven {
+        listener,
+        cert,
+        key,
+        ca,
+        auth,
+        names,
+    };
+    Ok(TlsSettings {
+        grpc: listener_tls(&given(
+            "grpc",
+            &s.grpc_tls_cert_file,
+            &s.grpc_tls_key_file,
+            &s.grpc_tls_client_ca_file,
+            s.grpc_tls_client_auth,
+            &s.grpc_tls_client_names,
+        ))?,
+        http: listener_tls(&given(
+            "http",
+            &s.http_tls_cert_file,
+            &s.http_tls_key_file,
+            &s.http_tls_client_ca_file,
+            s.http_tls_client_auth,
+            &s.http_tls_client_names,
+        ))?,
+        admin: listener_tls(&given(
+            "admin",
+            &s.admin_tls_cert_file,
+            &s.admin_tls_key_file,
+            &s.admin_tls_client_ca_file,
+            s.admin_tls_client_auth,
+            &s.admin_tls_client_names,
+        ))?,
+        reload_interval: Some(s.tls_reload_interval.get()).filter(|d| !d.is_zero()),
+    })
+}
+
+/// One listener's TLS, or `None` for plaintext. A certificate comes with
+/// its key; client settings need a client CA, which needs TLS. The files
+/// are read and checked here, so that a bad one stops startup with the
+/// setting's name.
+fn listener_tls(g: &TlsGiven<'_>) -> Result<Option<ListenerTls>, ConfigError> {
+    let set = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+    let (cert, key, ca) = (set(g.cert), set(g.key), set(g.ca));
+    let name = |part| tls_files::setting(g.listener, part);
+    let names: Vec<String> = g
+        .names
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if ca.is_none() {
+        client_settings_alone(g, &names)?;
+    }
+    let (cert_file, key_file) = match (cert, key, ca.as_ref()) {
+        (Some(cert), Some(key), _) => (cert, key),
+        (None, None, None) => return Ok(None),
+        (None, None, Some(ca)) => {
+            let reason = format!(
+                "client certificates need TLS: set {} and {} too",
+                name("cert"),
+                name("key")
+            );
+            return Err(invalid(
+                name("client_ca"),
+                &ca.display().to_string(),
+                &reason,
+            ));
+        }
+        (cert, _, _) => {
+            let reason = format!("{} and {} go together", name("cert"), name("key"));
+            return Err(invalid(
+                name(if cert.is_some() { "key" } else { "cert" }),
+                "",
+                &reason,
+            ));
+        }
+    };
+    let tls = ListenerTls {
+        listener: g.listener,
+        cert_file,
+        key_file,
+        client: ca.map(|ca_file| ClientCerts {
+            ca_file,
+            auth: g.auth,
+            names,
+        }),
+    };
+    let provider = rustls::crypto::ring::default_provider();
+    tls_files::Material::load(&tls, &provider, std::time::SystemTime::now()).map_err(|e| {
+        ConfigError::Invalid {
+            name: e.setting,
+            value: e.path.display().to_string(),
+            reason: e.reason,
+        }
+    })?;
+    Ok(Some(tls))
+}
+
+/// Client certificate settings given without a client CA: an error, as
+/// they would be ignored.
+fn client_settings_alone(g: &TlsGiven<'_>, names: &[String]) -> Result<(), ConfigError> {
+    let ca = tls_files::setting(g.listener, "client_ca");
+    if !names.is_empty() {
+        return Err(invalid(
+            client_setting(g.listener, "names"),
+            g.names,
+            &format!("needs {ca}: identities are read from verified client certificates"),
+        ));
+    }
+    if g.auth == ClientAuth::Optional {
+        return Err(invalid(
+            client_setting(g.listener, "auth"),
+            "optional",
+            &format!("needs {ca}: without it no client certificate is asked for"),
+        ));
+    }
+    Ok(())
+}
+
+/// `L_tls_client_auth` or `L_tls_client_names`.
+fn client_setting(listener: &str, part: &str) -> &'static str {
+    match (listener, part) {
+        ("grpc", "auth") => "grpc_tls_client_auth",
+        ("grpc", _) => "grpc_tls_client_names",
+        ("http", "auth") => "http_tls_client_auth",
+        ("http", _) => "http_tls_client_names",
+        (_, "auth") => "admin_tls_client_auth",
+        _ => "admin_tls_client_names",
+    }
 }
 
 /// A ratio setting: between 0 and 1.

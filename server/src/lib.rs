@@ -4,7 +4,9 @@
 //! # The request path, top to bottom
 //!
 //! 1. [`transport`]: the listener accepts the connection and holds it to its
-//!    limits (connections, HTTP/2 streams, header size, timeouts); then
+//!    limits (connections, HTTP/2 streams, header size, timeouts); on a
+//!    listener with TLS, [`tls`] runs the handshake first (and, for mTLS,
+//!    checks the client's certificate and identity); then
 //!    [`grpc`]: the tonic service receives a `RateLimitRequest` (the HTTP
 //!    `/json` endpoint in [`http`] feeds the same path); bytes that are not
 //!    one stop here with `INVALID_ARGUMENT` (HTTP 400, or 415 for a `/json`
@@ -80,6 +82,8 @@ use crate::store::key::CacheKey;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{ConnectError, RedisMode, RedisSettings};
 use crate::store::{CounterStore, StoreError};
+use crate::tls::Tls;
+use crate::tls::files::TlsFileError;
 
 pub use crate::health::{HEALTH_SERVICES, STORE_HEALTH_SERVICE};
 
@@ -106,6 +110,9 @@ pub enum RunError {
     /// Redis refused the settings (bad URL, wrong password, untrusted certificate).
     #[error("cannot use Redis: {0}")]
     Redis(#[from] ConnectError),
+    /// A listener's TLS files cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsFileError),
     /// A part of the server could not be set up.
     #[error("cannot start: {0}")]
     Setup(String),
@@ -224,13 +231,20 @@ pub async fn run_with_clock(
     clock: Clock,
 ) -> Result<(), RunError> {
     let (service, store_tasks) = build(&config, clock).await?;
+    let tls = Tls::load(&config.tls)?;
     let bound = lifecycle::Bound::of(&listeners);
     let phases = lifecycle::Phases::new();
     let (health, health_service) = tonic_health::server::health_reporter();
     health::set_serving(&health, true).await;
     let mut background =
-        lifecycle::spawn_background(&config, &service, store_tasks, &health, &phases);
-    let mut servers = lifecycle::serve(&config, listeners, &service, health_service, &phases)?;
+        lifecycle::spawn_background(&config, &service, (store_tasks, &tls), &health, &phases);
+    let mut servers = lifecycle::serve(
+        &config,
+        (listeners, &tls),
+        &service,
+        health_service,
+        &phases,
+    )?;
     lifecycle::log_serving(&config, &bound);
     let failure = lifecycle::wait_for_stop(shutdown, &mut servers, &mut background).await;
     lifecycle::drain(

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::grpc::{RateLimitGrpc, RateLimiter};
 use crate::store::connecting;
 use crate::store::redis::ConnectError;
+use crate::tls::{self, Tls};
 use crate::{Listeners, RunError, StoreTasks, admin, health, http, rules, transport};
 
 /// The two moments of a shutdown, which every part can wait on.
@@ -46,18 +47,23 @@ pub(crate) struct Background {
     connector: JoinSet<Result<(), ConnectError>>,
 }
 
-/// Spawns the background tasks: rules reload, memory sweeps, the store
+/// Spawns the background tasks: rules reload, TLS files reload, memory sweeps, the store
 /// health check (mirrored into gRPC health) and, if Redis was not up at
 /// startup, the connector.
 pub(crate) fn spawn_background(
     config: &Config,
     service: &RateLimiter,
-    store: StoreTasks,
+    (store, tls): (StoreTasks, &Tls),
     health: &HealthReporter,
     phases: &Phases,
 ) -> Background {
     let drain = phases.drain.subscribe();
     let mut tasks = JoinSet::new();
+    tasks.spawn(tls::server::watch(
+        tls.all(),
+        config.tls.reload_interval,
+        drain.clone(),
+    ));
     let reloader = rules::reload::Reloader {
         rules: service.limiter().rules().clone(),
         path: config.rules.clone(),
@@ -84,7 +90,7 @@ pub(crate) fn spawn_background(
 /// admin endpoints if bound. Each listener's task ends once drained.
 pub(crate) fn serve(
     config: &Config,
-    listeners: Listeners,
+    (listeners, tls): (Listeners, &Tls),
     service: &RateLimiter,
     health_service: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
@@ -106,18 +112,48 @@ pub(crate) fn serve(
             codec,
             token: config.admin_token.clone(),
         });
-        ("admin", listener, router, transport::Protocol::Http)
+        (
+            "admin",
+            listener,
+            router,
+            transport::Protocol::Http,
+            tls.admin.clone(),
+        )
     });
+    add_tls_metrics(service, tls);
     Ok(transport::serve_all(
         [
-            Some(("grpc", listeners.grpc, grpc, transport::Protocol::Grpc)),
-            Some(("http", listeners.http, http, transport::Protocol::Http)),
+            Some((
+                "grpc",
+                listeners.grpc,
+                grpc,
+                transport::Protocol::Grpc,
+                tls.grpc.clone(),
+            )),
+            Some((
+                "http",
+                listeners.http,
+                http,
+                transport::Protocol::Http,
+                tls.http.clone(),
+            )),
             admin,
         ],
         &config.listeners,
         service.limiter().metrics(),
         &phases.drain.subscribe(),
     ))
+}
+
+/// Serves the listeners' TLS counters on `/metrics`.
+fn add_tls_metrics(service: &RateLimiter, tls: &Tls) {
+    let all = tls.all();
+    service
+        .limiter()
+        .metrics()
+        .add_text(Arc::new(move |out: &mut String| {
+            tls::server::render(&all, out);
+        }));
 }
 
 /// The gRPC routes: health, reflection (v1 and v1alpha), rate limiting.

@@ -11,6 +11,8 @@
 //! - HTTP/2: `max_concurrent_streams` streams per connection (advertised as
 //!   `SETTINGS_MAX_CONCURRENT_STREAMS`) and `max_header_list_bytes` of
 //!   headers (`SETTINGS_MAX_HEADER_LIST_SIZE`; for HTTP/1.1, the head);
+//! - on a listener with TLS, a new connection first finishes its handshake
+//!   ([`crate::tls::server`]) within `header_read_timeout`;
 //! - a new connection must start its first request, and an HTTP/1.1
 //!   request finish its headers, within `header_read_timeout`;
 //! - a request must be read and answered within `request_timeout` (a stalled
@@ -46,6 +48,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::metrics::Family;
+use crate::tls::server::ServerTls;
 
 /// Limits every listener holds its connections to (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -273,9 +276,15 @@ impl Registry {
     }
 }
 
-/// One listener to serve: its name (the `listener` label), socket, routes
-/// and protocol.
-pub type Served = (&'static str, TcpListener, Router, Protocol);
+/// One listener to serve: its name (the `listener` label), socket, routes,
+/// protocol, and TLS if it has it.
+pub type Served = (
+    &'static str,
+    TcpListener,
+    Router,
+    Protocol,
+    Option<Arc<ServerTls>>,
+);
 
 /// Serves each listener on its own task (see [`serve`]), all under
 /// `limits`; their counters are added to `metrics`.
@@ -289,11 +298,10 @@ pub fn serve_all(
     let rendered = transport.clone();
     metrics.add_text(Arc::new(move |out: &mut String| rendered.render(out)));
     let mut servers = JoinSet::new();
-    for (name, listener, router, protocol) in listeners.into_iter().flatten() {
+    for (name, listener, router, protocol, tls) in listeners.into_iter().flatten() {
         servers.spawn(serve(
             listener,
-            router,
-            protocol,
+            (router, protocol, tls),
             limits.clone(),
             transport.listener(name),
             drain.clone(),
@@ -302,12 +310,12 @@ pub fn serve_all(
     servers
 }
 
-/// Serves `router` on `listener` under `limits` until `drain` turns true,
-/// then waits for its connections to finish.
+/// Serves `router` on `listener` (speaking `protocol`, over TLS if `tls`)
+/// under `limits` until `drain` turns true, then waits for its connections
+/// to finish.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
-    protocol: Protocol,
+    (router, protocol, tls): (Router, Protocol, Option<Arc<ServerTls>>),
     limits: ListenerLimits,
     counters: Arc<ListenerCounters>,
     drain: watch::Receiver<bool>,
@@ -338,6 +346,7 @@ pub async fn serve(
                 let task = Connection {
                     router: router.clone(),
                     protocol,
+                    tls: tls.clone(),
                     limits: limits.clone(),
                     counters: counters.clone(),
                     registry: registry.clone(),
@@ -412,6 +421,7 @@ fn builder(protocol: Protocol, limits: &ListenerLimits) -> auto::Builder<TokioEx
 struct Connection {
     router: Router,
     protocol: Protocol,
+    tls: Option<Arc<ServerTls>>,
     limits: Arc<ListenerLimits>,
     counters: Arc<ListenerCounters>,
     registry: Arc<Mutex<Registry>>,
@@ -440,6 +450,30 @@ impl Connection {
             // for the client's delayed ACK.
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
+        match self.tls.clone() {
+            None => self.serve(tcp, &builder, &conn).await,
+            Some(tls) => {
+                // The handshake is the first thing a new connection must
+                // finish: it gets the first request's deadline.
+                if let Some(stream) = tls.accept(tcp, self.limits.header_read_timeout).await {
+                    self.serve(stream, &builder, &conn).await;
+                }
+            }
+        }
+        self.registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .conns
+            .remove(&id);
+        counters.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Serves HTTP on `io` (TCP, or TLS over it) until it ends or is closed.
+    async fn serve<I>(&self, io: I, builder: &auto::Builder<TokioExecutor>, conn: &Arc<Conn>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let counters = &self.counters;
         let service = ConnService {
             router: self.router.clone(),
             conn: conn.clone(),
@@ -447,7 +481,7 @@ impl Connection {
             timeout: self.limits.request_timeout,
             counters: counters.clone(),
         };
-        let served = builder.serve_connection(TokioIo::new(tcp), service);
+        let served = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(served);
         let mut active = conn.active.subscribe();
         let mut drain = self.drain.clone();
@@ -478,12 +512,6 @@ impl Connection {
                 Closing::Draining => self.ended(served.await),
             }
         }
-        self.registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .conns
-            .remove(&id);
-        counters.open.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Counts hyper's own HTTP/1.1 header read timeout.

@@ -89,7 +89,13 @@ const SERVER_LAYERS: &[&[&str]] = &[
     // The decision.
     &["limiter::request", "limiter"],
     // The wire: connections, then gRPC, then what serves beside it.
-    &["tls::files", "tls::server", "tls::client", "tls", "transport"],
+    &[
+        "tls::files",
+        "tls::server",
+        "tls::client",
+        "tls",
+        "transport",
+    ],
     &["grpc::codec", "grpc::response", "grpc::status", "grpc"],
     &["http", "admin"],
     // Settings, the composition root, the binary's commands.

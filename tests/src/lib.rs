@@ -9,6 +9,7 @@
 //! - [`redis_cluster`], [`redis_sentinel`], [`redis_tls`]: Redis topologies
 //!   ([`RedisCluster`], [`RedisSentinel`], [`TlsRedis`] with ACLs) on free
 //!   loopback ports, built from the processes of [`redis_node`].
+//! - [`pki`]: test certificates (CA, servers, clients with identities).
 //! - [`redis_command`]: one command to one node, through the `redis` crate.
 //! - [`server`]: Floodgate itself, in-process ([`TestServer`], drained on
 //!   [`TestServer::stop`]) or as the `floodgate` binary ([`ServerProcess`]).
@@ -20,6 +21,7 @@
 
 pub mod host;
 pub mod load;
+pub mod pki;
 pub mod redis_cluster;
 pub mod redis_command;
 pub mod redis_node;

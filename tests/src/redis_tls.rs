@@ -1,85 +1,11 @@
-//! A TLS-only `redis-server` with ACL users ([`TlsRedis`]) and the test
-//! certificates it and its clients use ([`write_test_pki`]: a CA, server and
-//! client certificates, and an unrelated CA for the "untrusted certificate"
-//! cases), generated at test time with rcgen. Killed on drop.
+//! A TLS-only `redis-server` with ACL users ([`TlsRedis`]), with the test
+//! certificates of [`crate::pki`]. Killed on drop.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use crate::pki::write_test_pki;
 use crate::redis_node::{Node, Ready, launch};
-
-/// Test certificates, generated with rcgen into `dir`:
-/// `ca.pem` (+ `ca.key`), `server.pem`/`server.key` (127.0.0.1, localhost,
-/// signed by the CA), `client.pem`/`client.key` (signed by the CA),
-/// `other-ca.pem` (an unrelated CA) and `untrusted-client.pem`/`.key`
-/// (signed by the unrelated CA).
-pub fn write_test_pki(dir: &Path) -> Result<(), rcgen::Error> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    let write = |name: &str, text: String| {
-        std::fs::write(dir.join(name), text).expect("write test certificate");
-    };
-    let ca = |file: &str, name: &str| -> Result<Issuer<'static, KeyPair>, rcgen::Error> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate()?;
-        write(&format!("{file}.pem"), params.self_signed(&key)?.pem());
-        write(&format!("{file}.key"), key.serialize_pem());
-        Ok(Issuer::new(params, key))
-    };
-    let leaf = |file: &str,
-                name: &str,
-                sans: &[&str],
-                usage: ExtendedKeyUsagePurpose,
-                issuer: &Issuer<'static, KeyPair>|
-     -> Result<(), rcgen::Error> {
-        let sans: Vec<String> = sans.iter().map(|s| (*s).to_owned()).collect();
-        let mut params = CertificateParams::new(sans)?;
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.use_authority_key_identifier_extension = true;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate()?;
-        write(
-            &format!("{file}.pem"),
-            params.signed_by(&key, issuer)?.pem(),
-        );
-        write(&format!("{file}.key"), key.serialize_pem());
-        Ok(())
-    };
-    let trusted = ca("ca", "Floodgate test CA")?;
-    let other = ca("other-ca", "Floodgate untrusted CA")?;
-    leaf(
-        "server",
-        "localhost",
-        &["127.0.0.1", "localhost"],
-        ExtendedKeyUsagePurpose::ServerAuth,
-        &trusted,
-    )?;
-    leaf(
-        "client",
-        TlsRedis::USER,
-        &[],
-        ExtendedKeyUsagePurpose::ClientAuth,
-        &trusted,
-    )?;
-    leaf(
-        "untrusted-client",
-        TlsRedis::USER,
-        &[],
-        ExtendedKeyUsagePurpose::ClientAuth,
-        &other,
-    )?;
-    Ok(())
-}
 
 /// A TLS-only `redis-server` (`port 0`, `tls-port P`) with ACLs: the user
 /// [`TlsRedis::USER`] (password [`TlsRedis::PASSWORD`], all keys, channels

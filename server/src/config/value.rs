@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use super::LogFormat;
 use crate::store::FailurePolicy;
 use crate::store::redis::RedisMode;
+use crate::tls::files::ClientAuth;
 
 /// Why a value was refused (the setting's name is added by the caller).
 #[derive(Debug, PartialEq, Eq)]
@@ -245,6 +246,32 @@ impl FromStr for LogFormatValue {
             "json" => Ok(LogFormatValue(LogFormat::Json)),
             _ => Err(refused(s, "must be text or json")),
         }
+    }
+}
+
+struct ClientAuthValue(ClientAuth);
+
+impl FromStr for ClientAuthValue {
+    type Err = Refused;
+    fn from_str(s: &str) -> Result<Self, Refused> {
+        ClientAuth::parse(s)
+            .map(ClientAuthValue)
+            .ok_or_else(|| refused(s, "must be require or optional"))
+    }
+}
+
+/// `L_tls_client_auth`: `require` or `optional` (any case).
+pub mod client_auth {
+    use super::*;
+
+    /// Reads the policy.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ClientAuth, D::Error> {
+        from_text(d).map(|ClientAuthValue(a)| a)
+    }
+
+    /// Writes the policy as in the settings.
+    pub fn serialize<S: Serializer>(a: &ClientAuth, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(a.as_str())
     }
 }
 

@@ -389,7 +389,7 @@ async fn a_dns_name_is_resolved_and_used() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_endpoints_are_verified_against_the_given_ca() {
     let pki = tempfile::tempdir().unwrap();
-    floodgate_e2e::redis_tls::write_test_pki(pki.path()).unwrap();
+    floodgate_e2e::pki::write_test_pki(pki.path()).unwrap();
     let read = |name: &str| std::fs::read(pki.path().join(name)).unwrap();
     let identity = tonic::transport::Identity::from_pem(read("server.pem"), read("server.key"));
     let (calls, addr) = fake_with(

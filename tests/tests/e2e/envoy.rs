@@ -21,6 +21,17 @@ use tokio::time::Instant;
 /// ports back (admin from `--admin-address-path`, the listener from
 /// `/listeners`), so there is no window for another process to take them.
 fn bootstrap(rls_port: u16, backend_port: u16) -> String {
+    bootstrap_with(rls_port, backend_port, true, "")
+}
+
+/// [`bootstrap`], with the filter's `failure_mode_deny` and YAML added to
+/// the `rls` cluster (indented 6 spaces: e.g. a `transport_socket`).
+pub(crate) fn bootstrap_with(
+    rls_port: u16,
+    backend_port: u16,
+    failure_mode_deny: bool,
+    rls_cluster_extra: &str,
+) -> String {
     format!(
         r#"
 admin:
@@ -54,7 +65,7 @@ static_resources:
                     typed_config:
                       "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
                       domain: edge
-                      failure_mode_deny: true
+                      failure_mode_deny: {failure_mode_deny}
                       timeout: 2s
                       rate_limit_service:
                         grpc_service:
@@ -79,6 +90,7 @@ static_resources:
               - endpoint:
                   address:
                     socket_address: {{address: 127.0.0.1, port_value: {rls_port}}}
+{rls_cluster_extra}
     - name: backend
       type: STATIC
       connect_timeout: 1s
@@ -95,13 +107,13 @@ static_resources:
 
 /// The Envoy process: killed on drop (also when the test panics), and its log
 /// printed if the test is failing.
-struct Envoy {
+pub(crate) struct Envoy {
     child: Child,
     log: PathBuf,
 }
 
 impl Envoy {
-    fn start(dir: &Path, config: &str) -> Envoy {
+    pub(crate) fn start(dir: &Path, config: &str) -> Envoy {
         let config_path = dir.join("envoy.yaml");
         std::fs::write(&config_path, config).expect("write envoy.yaml");
         let log = dir.join("envoy.log");
@@ -131,7 +143,7 @@ impl Envoy {
     }
 
     /// Panics, with Envoy's log, if Envoy has exited.
-    fn assert_running(&mut self) {
+    pub(crate) fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().expect("poll envoy") {
             panic!("envoy exited ({status}):\n{}", self.log());
         }
@@ -153,14 +165,14 @@ impl Drop for Envoy {
 
 /// A parsed HTTP/1.1 response.
 #[derive(Debug)]
-struct Response {
-    status: u16,
+pub(crate) struct Response {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
     body: String,
 }
 
 impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -169,7 +181,11 @@ impl Response {
 }
 
 /// One `GET` over a fresh connection (`Connection: close`), with a bound.
-async fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+pub(crate) async fn get(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
     let exchange = async {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
         let mut request =
@@ -235,7 +251,7 @@ fn dechunk(mut rest: &str) -> Option<String> {
 
 /// Waits (at most 30 s) until Envoy's admin says it is live, and returns the
 /// admin port and the ingress listener's port.
-async fn wait_ready(envoy: &mut Envoy, dir: &Path) -> (u16, u16) {
+pub(crate) async fn wait_ready(envoy: &mut Envoy, dir: &Path) -> (u16, u16) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let address_file = dir.join("admin-address");
     loop {
@@ -281,7 +297,7 @@ fn ingress_port(json: &str) -> u16 {
 }
 
 /// A backend answering 200 "backend" on every path.
-async fn start_backend() -> (u16, tokio::task::JoinHandle<()>) {
+pub(crate) async fn start_backend() -> (u16, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind backend");

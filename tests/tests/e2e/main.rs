@@ -31,4 +31,5 @@ mod redis_topology;
 mod resilience;
 mod store_conformance;
 mod surface;
+mod tls;
 mod traces;

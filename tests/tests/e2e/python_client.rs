@@ -69,7 +69,7 @@ with grpc.insecure_channel(sys.argv[1]) as channel:
         print(json.dumps({"call": "invalid", "error": e.code().name, "details": e.details()}), flush=True)
 "#;
 
-async fn run(cmd: &mut tokio::process::Command, what: &str) -> Output {
+pub(crate) async fn run(cmd: &mut tokio::process::Command, what: &str) -> Output {
     let output = tokio::time::timeout(Duration::from_secs(60), cmd.kill_on_drop(true).output())
         .await
         .unwrap_or_else(|_| panic!("{what} did not finish within 60 s"))
@@ -84,7 +84,7 @@ async fn run(cmd: &mut tokio::process::Command, what: &str) -> Output {
     output
 }
 
-async fn generate_stubs(python: &Path, out: &Path) {
+pub(crate) async fn generate_stubs(python: &Path, out: &Path) {
     let proto = workspace_root().join("proto");
     let mut cmd = tokio::process::Command::new(python);
     cmd.args(["-m", "grpc_tools.protoc"])
