@@ -426,7 +426,7 @@ async fn tls_endpoints_are_verified_against_the_given_ca() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_from_files_is_one_call_and_a_client_without_a_certificate_gets_no_answer() {
     let pki = tempfile::tempdir().unwrap();
-    floodgate_e2e::redis_tls::write_test_pki(pki.path()).unwrap();
+    floodgate_e2e::pki::write_test_pki(pki.path()).unwrap();
     let file = |name: &str| pki.path().join(name);
     let read = |name: &str| std::fs::read(file(name)).unwrap();
     let server_tls = tonic::transport::ServerTlsConfig::new()
@@ -472,7 +472,7 @@ async fn mtls_from_files_is_one_call_and_a_client_without_a_certificate_gets_no_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_files_that_cannot_work_fail_the_build_naming_the_file() {
     let pki = tempfile::tempdir().unwrap();
-    floodgate_e2e::redis_tls::write_test_pki(pki.path()).unwrap();
+    floodgate_e2e::pki::write_test_pki(pki.path()).unwrap();
     let file = |name: &str| pki.path().join(name);
     let endpoint = "https://127.0.0.1:1";
     let build = |ca: &str, cert: &str, key: &str| {
