@@ -2,13 +2,14 @@
 //! one call: memo → per-key throttle → service throttle → retries within the
 //! deadline → decision (or the failure policy).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use floodgate_proto::{RateLimitRequest, RateLimitResponse, RateLimitServiceClient};
 use tokio::time::Instant;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::balance::{self, Resolver};
 use crate::decision::{Decision, DescriptorDecision, Source};
@@ -61,6 +62,7 @@ pub struct ClientBuilder {
     endpoints: Vec<String>,
     resolve_every: Option<Duration>,
     tls: Option<ClientTlsConfig>,
+    tls_files: Option<TlsFiles>,
     connect_timeout: Duration,
     deadline: Duration,
     retry: RetryPolicy,
@@ -77,6 +79,7 @@ impl ClientBuilder {
             endpoints,
             resolve_every: None,
             tls: None,
+            tls_files: None,
             connect_timeout: Duration::from_secs(1),
             deadline: Duration::from_millis(500),
             retry: RetryPolicy::default(),
@@ -100,9 +103,55 @@ impl ClientBuilder {
     }
 
     /// TLS settings (CA, client identity, server name). `https://`
-    /// endpoints without this use the system's root certificates.
+    /// endpoints without this use the system's root certificates. With
+    /// TLS settings, an `http://` endpoint is an error (it would go
+    /// without TLS). For PEM files, [`ClientBuilder::mtls_files`] and
+    /// [`ClientBuilder::tls_ca_file`] are one call.
     pub fn tls(mut self, tls: ClientTlsConfig) -> Self {
         self.tls = Some(tls);
+        self.tls_files = None;
+        self
+    }
+
+    /// mTLS from PEM files, e.g. the three files of a cert-manager Secret:
+    /// trusts only the CA certificate(s) in `ca` (`ca.crt`) and presents the
+    /// certificate chain in `cert` (`tls.crt`) with its private key `key`
+    /// (`tls.key`). The server is named by the endpoint's host (an IP
+    /// address matches an IP SAN). [`ClientBuilder::build`] reads the files
+    /// and fails with [`Error::TlsFile`] naming a file that is missing or
+    /// holds no PEM certificate or key, or with [`Error::Connect`] if the key
+    /// does not match the certificate. Replaces [`ClientBuilder::tls`].
+    ///
+    /// ```no_run
+    /// # fn example() -> Result<(), floodgate_client::Error> {
+    /// let client = floodgate_client::Client::builder(["https://floodgate.infra:8081"])
+    ///     .mtls_files("/etc/floodgate-tls/ca.crt", "/etc/floodgate-tls/tls.crt", "/etc/floodgate-tls/tls.key")
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn mtls_files(
+        mut self,
+        ca: impl Into<PathBuf>,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> Self {
+        self.tls = None;
+        self.tls_files = Some(TlsFiles {
+            ca: ca.into(),
+            identity: Some((cert.into(), key.into())),
+        });
+        self
+    }
+
+    /// TLS trusting only the CA certificate(s) in the PEM file `ca`, with no
+    /// client certificate; read as by [`ClientBuilder::mtls_files`].
+    pub fn tls_ca_file(mut self, ca: impl Into<PathBuf>) -> Self {
+        self.tls = None;
+        self.tls_files = Some(TlsFiles {
+            ca: ca.into(),
+            identity: None,
+        });
         self
     }
 
@@ -175,6 +224,11 @@ impl ClientBuilder {
         };
         let uri: http::Uri = url.parse().map_err(|e| invalid(&format!("{e}")))?;
         let tls = match uri.scheme_str() {
+            Some("http") if self.tls.is_some() => {
+                return Err(invalid(
+                    "TLS settings are given: the scheme must be https://",
+                ));
+            }
             Some("http") => None,
             Some("https") => {
                 let tls = self
@@ -205,8 +259,12 @@ impl ClientBuilder {
     /// Builds the client. Connections are made on first use, so a service
     /// that is down now does not stop the caller from starting: its calls
     /// get the failure policy until it is up. Fails only on invalid
-    /// settings. Must be called inside a tokio runtime.
-    pub fn build(self) -> Result<Client, Error> {
+    /// settings (TLS files included: they are read now). Must be called
+    /// inside a tokio runtime.
+    pub fn build(mut self) -> Result<Client, Error> {
+        if let Some(files) = self.tls_files.take() {
+            self.tls = Some(files.read()?);
+        }
         if self.endpoints.is_empty() {
             return Err(Error::Endpoint {
                 endpoint: String::new(),
@@ -255,6 +313,69 @@ impl ClientBuilder {
                 _resolver: resolver,
             }),
         }
+    }
+}
+
+/// PEM files for TLS, read by [`ClientBuilder::build`].
+#[derive(Clone, Debug)]
+struct TlsFiles {
+    ca: PathBuf,
+    /// The client certificate chain and its key, for mTLS.
+    identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl TlsFiles {
+    fn read(&self) -> Result<ClientTlsConfig, Error> {
+        let ca = pem_file("CA file", &self.ca, Pem::Certificate)?;
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+        Ok(match &self.identity {
+            Some((cert, key)) => tls.identity(Identity::from_pem(
+                pem_file("certificate file", cert, Pem::Certificate)?,
+                pem_file("key file", key, Pem::PrivateKey)?,
+            )),
+            None => tls,
+        })
+    }
+}
+
+/// What a PEM file must hold.
+#[derive(Clone, Copy)]
+enum Pem {
+    Certificate,
+    PrivateKey,
+}
+
+/// The file's bytes, if it holds a PEM section of the kind `want` (tonic
+/// parses it when the client is built).
+fn pem_file(what: &'static str, path: &Path, want: Pem) -> Result<Vec<u8>, Error> {
+    let failed = |reason: String| Error::TlsFile {
+        what,
+        path: path.to_owned(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        failed(match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_owned(),
+            _ => format!("cannot read: {e}"),
+        })
+    })?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut begins = text
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("-----BEGIN "));
+    let found = match want {
+        Pem::Certificate => begins.any(|l| l == "CERTIFICATE-----"),
+        Pem::PrivateKey => begins.any(|l| l.ends_with("PRIVATE KEY-----")),
+    };
+    match (found, want) {
+        (true, _) => Ok(bytes),
+        (false, Pem::Certificate) => Err(failed(
+            "no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)".to_owned(),
+        )),
+        (false, Pem::PrivateKey) => Err(failed(
+            "no PEM private key in it (expected -----BEGIN PRIVATE KEY-----, or an RSA or EC key)"
+                .to_owned(),
+        )),
     }
 }
 

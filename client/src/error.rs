@@ -17,6 +17,18 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A TLS file given to [`ClientBuilder::mtls_files`](crate::ClientBuilder::mtls_files)
+    /// or [`ClientBuilder::tls_ca_file`](crate::ClientBuilder::tls_ca_file)
+    /// is missing, unreadable, or holds no PEM certificate or key.
+    #[error("TLS {what} {}: {reason}", .path.display())]
+    TlsFile {
+        /// Which file: `CA file`, `certificate file` or `key file`.
+        what: &'static str,
+        /// The file as given.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The service rejected the call itself (e.g. `INVALID_ARGUMENT` for an
     /// empty domain): retrying cannot help.
     #[error("rate limit service error: {0}")]

@@ -46,6 +46,27 @@
 //! # }
 //! ```
 //!
+//! Over mTLS, from the three PEM files of a cert-manager Secret (`ca.crt`,
+//! `tls.crt`, `tls.key`): one call. The files are read by `build`, which
+//! names a file that is missing or holds no PEM certificate or key; only the
+//! given CA is trusted, and the server is named by the endpoint's host.
+//! [`ClientBuilder::tls_ca_file`] is TLS without a client certificate;
+//! [`ClientBuilder::tls`] takes tonic's [`ClientTlsConfig`] for anything
+//! else ([`Certificate::from_pem`], [`Identity::from_pem`], `domain_name`).
+//!
+//! ```no_run
+//! # fn example() -> Result<(), floodgate_client::Error> {
+//! let client = floodgate_client::Client::builder(["https://floodgate.infra:8081"])
+//!     .mtls_files(
+//!         "/etc/floodgate-tls/ca.crt",
+//!         "/etc/floodgate-tls/tls.crt",
+//!         "/etc/floodgate-tls/tls.key",
+//!     )
+//!     .build()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Behind an axum router:
 //!
 //! ```no_run
@@ -80,7 +101,9 @@ pub use error::Error;
 pub use layer::{RateLimit, RateLimitLayer};
 pub use retry::RetryPolicy;
 pub use throttle::{AdaptiveThrottle, ThrottleSettings};
-/// TLS settings for [`ClientBuilder::tls`].
+/// TLS settings for [`ClientBuilder::tls`] (tonic's, with the `tls-ring`
+/// feature; `tls-native-roots` gives `https://` endpoints without settings
+/// the system's roots).
 pub use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 /// The generated wire types, for anything the typed API does not cover.

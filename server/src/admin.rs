@@ -1,7 +1,9 @@
 //! The admin listener: an operator reads a descriptor's counters and resets
 //! them (to unblock a customer at 3 a.m.). Off the request path, on its own
 //! listener, bound to loopback by default (`admin_addr`), optionally behind a
-//! bearer token (`admin_token`). `floodgate admin get|reset` calls it.
+//! bearer token (`admin_token`). `floodgate admin get|reset` calls it
+//! ([`post`]), over TLS when given `--tls-ca` (and, for mTLS, `--tls-cert`
+//! and `--tls-key`).
 //!
 //! Both endpoints take the request body `/json` takes (a proto3-JSON
 //! `RateLimitRequest`: a domain and its descriptors):
@@ -28,6 +30,7 @@ use tokio::net::TcpStream;
 use crate::grpc::RateLimiter;
 use crate::http::JsonCodec;
 use crate::store::redis::Secret;
+use crate::tls::client::ClientTls;
 
 /// What the admin handlers share.
 #[derive(Clone, Debug)]
@@ -138,18 +141,33 @@ async fn reset(State(state): State<AdminState>, body: Bytes) -> Response {
 }
 
 /// One HTTP/1.1 POST of `body` to `path` on the admin listener at `addr`
-/// (what `floodgate admin` sends): (status, body). HTTP is hyper's: this
-/// only connects, with a 5 s limit, and bounds the exchange to 30 s.
+/// (what `floodgate admin` sends), over TLS when `tls` is given (ALPN
+/// `http/1.1`; see [`crate::tls::client`]): (status, body). HTTP is hyper's:
+/// this only connects, with a 5 s limit for the connection and the TLS
+/// handshake, and bounds the exchange to 30 s.
 pub async fn post(
     addr: &str,
     path: &str,
     token: Option<&str>,
     body: &str,
+    tls: Option<&ClientTls>,
 ) -> Result<(u16, String), String> {
-    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+    let connect = async {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("cannot reach {addr}: {e}"))?;
+        match tls {
+            None => Ok(Stream::Plain(tcp)),
+            Some(tls) => tls
+                .connect(tcp)
+                .await
+                .map(|s| Stream::Tls(Box::new(s)))
+                .map_err(|e| format!("{addr}: TLS handshake (as {}): {e}", tls.server_name())),
+        }
+    };
+    let stream = tokio::time::timeout(Duration::from_secs(5), connect)
         .await
-        .map_err(|_| format!("cannot reach {addr}: no answer within 5 s"))?
-        .map_err(|e| format!("cannot reach {addr}: {e}"))?;
+        .map_err(|_| format!("cannot reach {addr}: no answer within 5 s"))??;
     let mut request = http::Request::post(path)
         .header(header::HOST, addr)
         .header(header::CONTENT_TYPE, "application/json");
@@ -159,17 +177,32 @@ pub async fn post(
     let request = request
         .body(body.to_owned())
         .map_err(|e| format!("{addr}: {e}"))?;
-    tokio::time::timeout(Duration::from_secs(30), exchange(stream, request))
+    let answer = async move {
+        match stream {
+            Stream::Plain(tcp) => exchange(tcp, request).await,
+            Stream::Tls(tls) => exchange(*tls, request).await,
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), answer)
         .await
         .map_err(|_| format!("{addr}: no answer within 30 s"))?
         .map_err(|e| format!("{addr}: {e}"))
 }
 
+/// The connection [`post`] sends on.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
 /// Sends `request` on `stream` and reads the whole answer.
-async fn exchange(
-    stream: TcpStream,
+async fn exchange<T>(
+    stream: T,
     request: http::Request<String>,
-) -> Result<(u16, String), axum::BoxError> {
+) -> Result<(u16, String), axum::BoxError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     let call = async move {
@@ -189,6 +222,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::{post, same};
+    use crate::tls::client::testing::{Pki, peer_names};
+    use crate::tls::client::{ALPN_H2, ALPN_HTTP1, ClientTls};
 
     #[tokio::test]
     async fn chunked_answers_are_joined() {
@@ -206,7 +241,7 @@ mod tests {
             stream.write_all(answer.as_bytes()).await.unwrap();
             String::from_utf8(seen).unwrap()
         });
-        let answer = post(&addr, "/counters/get", Some("t0ken"), "{}").await;
+        let answer = post(&addr, "/counters/get", Some("t0ken"), "{}", None).await;
         assert_eq!(answer, Ok((200, "hello!".to_owned())));
         let request = server.await.unwrap().to_ascii_lowercase();
         assert!(
@@ -231,8 +266,70 @@ mod tests {
             let (mut stream, _) = listener.accept().await.unwrap();
             let _ = stream.write_all(b"+OK\r\n").await;
         });
-        let e = post(&addr, "/counters/get", None, "{}").await.unwrap_err();
+        let e = post(&addr, "/counters/get", None, "{}", None)
+            .await
+            .unwrap_err();
         assert!(e.starts_with(&format!("{addr}: ")), "{e}");
+    }
+
+    #[tokio::test]
+    async fn posts_go_over_mtls_as_http1() {
+        let pki = Pki::new();
+        let acceptor = pki.acceptor(&[ALPN_H2, ALPN_HTTP1], true);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut stream = acceptor.accept(tcp).await.unwrap();
+            let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+            let names = peer_names(&stream);
+            let mut seen = Vec::new();
+            let mut buf = [0; 1024];
+            while !String::from_utf8_lossy(&seen).ends_with("{}") {
+                let n = stream.read(&mut buf).await.unwrap();
+                seen.extend_from_slice(&buf[..n]);
+            }
+            let answer = "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n{\"reset\":1}\n";
+            stream.write_all(answer.as_bytes()).await.unwrap();
+            stream.shutdown().await.unwrap();
+            (alpn, names, String::from_utf8(seen).unwrap())
+        });
+        let tls = ClientTls::new(&pki.flags(Some("client")), &[ALPN_HTTP1], "127.0.0.1").unwrap();
+        let answer = post(&addr, "/counters/reset", None, "{}", Some(&tls)).await;
+        assert_eq!(answer, Ok((200, "{\"reset\":1}\n".to_owned())));
+        let (alpn, names, request) = server.await.unwrap();
+        assert_eq!(alpn.as_deref(), Some(ALPN_HTTP1), "HTTP/1.1 chosen by ALPN");
+        assert_eq!(names, vec!["DNSName(bench.client)"]);
+        assert!(
+            request.starts_with("POST /counters/reset HTTP/1.1\r\n"),
+            "{request}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_the_ca_did_not_sign_is_refused_with_the_reason() {
+        let pki = Pki::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let acceptor = pki.acceptor(&[ALPN_HTTP1], false);
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let _ = acceptor.accept(tcp).await;
+        });
+        let other = crate::tls::client::TlsFlags {
+            ca: Some(pki.path("other-ca.pem")),
+            ..pki.flags(None)
+        };
+        let tls = ClientTls::new(&other, &[ALPN_HTTP1], "127.0.0.1").unwrap();
+        let e = post(&addr, "/counters/get", None, "{}", Some(&tls))
+            .await
+            .unwrap_err();
+        assert!(
+            e.starts_with(&format!(
+                "{addr}: TLS handshake (as 127.0.0.1): invalid peer certificate: UnknownIssuer"
+            )),
+            "{e}"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use floodgate_proto::rate_limit_descriptor::Entry;
 
 pub use crate::bench::entry;
 use crate::config::{Config, Settings};
+use crate::tls::client::{ALPN_HTTP1, ClientTls, ClientTlsError, TlsFlags, host_of};
 use crate::{Listeners, rules};
 
 /// Floodgate: a rate-limit service for Envoy and everything else.
@@ -55,6 +56,56 @@ pub struct AdminArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// Speak TLS, trusting the CA certificate(s) in FILE (PEM) to sign the
+    /// admin listener's certificate.
+    #[arg(
+        long = "tls-ca",
+        global = true,
+        value_name = "FILE",
+        env = "FLOODGATE_ADMIN_TLS_CA"
+    )]
+    pub tls_ca: Option<PathBuf>,
+    /// mTLS: the client certificate chain to present (PEM), with --tls-key.
+    #[arg(
+        long = "tls-cert",
+        global = true,
+        value_name = "FILE",
+        env = "FLOODGATE_ADMIN_TLS_CERT"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// mTLS: the client certificate's private key (PEM), with --tls-cert.
+    #[arg(
+        long = "tls-key",
+        global = true,
+        value_name = "FILE",
+        env = "FLOODGATE_ADMIN_TLS_KEY"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// The name to send (SNI) and to find in the listener's certificate
+    /// [default: the host of --addr; an IP address matches an IP SAN].
+    #[arg(
+        long = "tls-server-name",
+        global = true,
+        value_name = "NAME",
+        env = "FLOODGATE_ADMIN_TLS_SERVER_NAME"
+    )]
+    pub tls_server_name: Option<String>,
+}
+
+impl AdminArgs {
+    /// The client TLS the flags ask for (any of them: TLS), or `None`.
+    pub fn tls(&self) -> Result<Option<ClientTls>, ClientTlsError> {
+        let flags = TlsFlags {
+            ca: self.tls_ca.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            server_name: self.tls_server_name.clone(),
+        };
+        if !flags.any() {
+            return Ok(None);
+        }
+        ClientTls::new(&flags, &[ALPN_HTTP1], host_of(&self.addr)).map(Some)
+    }
 }
 
 /// `floodgate admin` actions.
@@ -194,6 +245,13 @@ fn admin(args: &AdminArgs) -> ExitCode {
         "descriptors": [{ "entries": entries }],
     })
     .to_string();
+    let tls = match args.tls() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("floodgate admin: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let Some(runtime) = runtime(Some(1)) else {
         return ExitCode::FAILURE;
     };
@@ -202,6 +260,7 @@ fn admin(args: &AdminArgs) -> ExitCode {
         path,
         args.token.as_deref(),
         &body,
+        tls.as_ref(),
     )) {
         Ok((200, answer)) => {
             print!("{answer}");
@@ -429,5 +488,100 @@ fn clock(config: &Config) -> crate::clock::Clock {
             );
             crate::clock::Clock::Offset(offset)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+    use crate::tls::client::testing::Pki;
+
+    fn parse(args: &[&str]) -> Command {
+        let argv = ["floodgate"].iter().chain(args);
+        Cli::try_parse_from(argv).unwrap().command
+    }
+
+    #[test]
+    fn no_two_flags_of_a_command_clash() {
+        // clap checks every command's arguments (ids, names, globals).
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn admin_tls_flags_go_anywhere_and_make_a_client_config() {
+        let pki = Pki::new();
+        let ca = pki.path("ca.pem").display().to_string();
+        let cert = pki.path("client.pem").display().to_string();
+        let key = pki.path("client.key").display().to_string();
+        // Global, like --addr: before or after the action.
+        let Command::Admin(admin) = parse(&[
+            "admin",
+            "--tls-ca",
+            &ca,
+            "get",
+            "--domain",
+            "edge",
+            "user=a",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--addr",
+            "[::1]:6070",
+        ]) else {
+            panic!("not admin");
+        };
+        let tls = admin.tls().unwrap().unwrap();
+        assert_eq!(tls.server_name(), "::1", "the host of --addr");
+
+        let Command::Admin(plain) = parse(&["admin", "get", "--domain", "edge", "user=a"]) else {
+            panic!("not admin");
+        };
+        assert!(plain.tls().unwrap().is_none(), "no flag: no TLS");
+
+        let Command::Admin(half) = parse(&[
+            "admin",
+            "reset",
+            "--domain",
+            "edge",
+            "user=a",
+            "--tls-ca",
+            &ca,
+            "--tls-key",
+            &key,
+        ]) else {
+            panic!("not admin");
+        };
+        assert_eq!(
+            half.tls().unwrap_err().to_string(),
+            format!(
+                "--tls-key {key} without --tls-cert: a client certificate needs both --tls-cert FILE and --tls-key FILE"
+            )
+        );
+    }
+
+    #[test]
+    fn bench_takes_the_same_tls_flags() {
+        let Command::Bench(bench) = parse(&[
+            "bench",
+            "--target",
+            "https://localhost:8081",
+            "--tls-ca",
+            "ca.pem",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "c.key",
+            "--tls-server-name",
+            "floodgate.infra",
+        ]) else {
+            panic!("not bench");
+        };
+        assert_eq!(bench.tls.ca.unwrap().display().to_string(), "ca.pem");
+        assert_eq!(bench.tls.cert.unwrap().display().to_string(), "c.pem");
+        assert_eq!(bench.tls.key.unwrap().display().to_string(), "c.key");
+        assert_eq!(bench.tls.server_name.as_deref(), Some("floodgate.infra"));
     }
 }

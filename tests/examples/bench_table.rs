@@ -7,6 +7,9 @@
 //! 1. closed loop, in rounds (every server once per round, in turn, so that
 //!    the machine's noise falls on all of them): median calls/s, the median
 //!    of each round's ratio to the baseline, p50 and p99;
+//!    then what TLS costs: the memory store served plaintext, over TLS and
+//!    over mTLS (certificates made with rcgen at run time), in rounds:
+//!    calls/s, its ratio to plaintext, p50 and p99;
 //! 2. open loop at half of each server's median throughput: latency;
 //! 3. Redis single: EVALSHA commands per call and client connections
 //!    (concurrent calls pipelined on one connection);
@@ -330,6 +333,9 @@ async fn main() {
         );
     }
 
+    // 1c. What TLS costs, on the memory store.
+    tls_rows(&plan, rules.path(), &targets[1].1).await;
+
     // 2. Open loop at half of each server's median throughput. Fewer
     // callers than the closed loop: an open loop needs only rate x latency
     // calls in flight, and 256 callers' work on 2 shared cores measures the
@@ -464,6 +470,85 @@ async fn main() {
         );
     }
     drop(baseline);
+}
+
+/// The memory store served plaintext (`plaintext`, the target of a server
+/// already running), over TLS and over mTLS (a client certificate required
+/// from the test CA), each loaded in turn in every round with the same
+/// callers: calls/s, ratio to plaintext, p50, p99.
+async fn tls_rows(plan: &Plan, rules: &Path, plaintext: &str) {
+    let certs = tempfile::tempdir().unwrap();
+    floodgate_e2e::pki::write_test_pki(certs.path()).unwrap();
+    let file = |name: &str| certs.path().join(name).display().to_string();
+    let (cert, key, ca) = (file("server.pem"), file("server.key"), file("ca.pem"));
+    let tls_env = [
+        ("FLOODGATE_GRPC_TLS_CERT_FILE", cert.as_str()),
+        ("FLOODGATE_GRPC_TLS_KEY_FILE", key.as_str()),
+    ];
+    let mut mtls_env = tls_env.to_vec();
+    mtls_env.push(("FLOODGATE_GRPC_TLS_CLIENT_CA_FILE", ca.as_str()));
+    let tls = ServerProcess::start(rules, &[], &tls_env).await;
+    let mtls = ServerProcess::start(rules, &[], &mtls_env).await;
+    let (client_cert, client_key) = (file("client.pem"), file("client.key"));
+    let rows: [(&str, String, Vec<&str>); 3] = [
+        ("plaintext", plaintext.to_owned(), vec![]),
+        (
+            "TLS",
+            format!("https://{}", tls.grpc_addr),
+            vec!["--tls-ca", &ca],
+        ),
+        (
+            "mTLS (client certificate required)",
+            format!("https://{}", mtls.grpc_addr),
+            vec![
+                "--tls-ca",
+                &ca,
+                "--tls-cert",
+                &client_cert,
+                "--tls-key",
+                &client_key,
+            ],
+        ),
+    ];
+    let mut closed: Vec<Closed> = rows.iter().map(|_| Closed::default()).collect();
+    for _ in 0..plan.rounds {
+        let mut base = 0.0;
+        for (i, (_, target, tls_args)) in rows.iter().enumerate() {
+            let mut extra = vec!["--keys", "uniform:10000"];
+            extra.extend(tls_args);
+            let s = bench(target, plan, plan.seconds, &extra);
+            let rate = s["calls_per_second"].as_f64().unwrap();
+            if i == 0 {
+                base = rate;
+            }
+            let c = &mut closed[i];
+            c.rates.push(rate);
+            c.ratios.push(rate / base);
+            c.p50.push(s["latency_us"]["p50"].as_f64().unwrap());
+            c.p99.push(s["latency_us"]["p99"].as_f64().unwrap());
+            c.errors += errors(&s);
+        }
+    }
+    println!();
+    println!(
+        "what TLS costs: Floodgate on the memory store, served plaintext, over TLS and over mTLS, \
+         {} connections x {} streams (handshakes before the calls), {} round(s):",
+        plan.connections, plan.streams, plan.rounds
+    );
+    println!(
+        "| memory store served | calls/s (median) | ratio to plaintext (median of rounds) | p50 | p99 | errors |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for ((name, _, _), c) in rows.iter().zip(&closed) {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} ms | {:.2} ms | {} |",
+            median(c.rates.clone()),
+            median(c.ratios.clone()),
+            median(c.p50.clone()) / 1000.0,
+            median(c.p99.clone()) / 1000.0,
+            c.errors,
+        );
+    }
 }
 
 /// The gRPC-framed request h2load sends (one hot key).

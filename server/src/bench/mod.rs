@@ -15,6 +15,11 @@
 //! 1 s, until the run ends. A call counts as OK or OVER_LIMIT only when its
 //! answer arrived.
 //!
+//! Over TLS (`--target https://...` or any `--tls-*` flag, see
+//! [`crate::tls::client`]) each connection's handshake is done before its
+//! callers start, or, for a connection opened again, before its callers'
+//! next calls: it is never part of a call's latency.
+//!
 //! - `keys`: which descriptor values the calls carry;
 //! - `wire`: the gRPC client, written on `h2` to stay cheaper than the
 //!   servers it measures.
@@ -41,6 +46,8 @@ use tokio::time::Instant;
 
 use keys::{Sampler, zipf_cdf};
 
+use crate::tls::client::TlsFlags;
+
 /// A descriptor entry from the command line (here and in `floodgate admin`): `KEY=VALUE` (the value may
 /// hold `=`).
 pub fn entry(arg: &str) -> Result<Entry, String> {
@@ -56,7 +63,8 @@ pub fn entry(arg: &str) -> Result<Entry, String> {
 /// `floodgate bench` settings.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// The RLS server, e.g. http://127.0.0.1:8081.
+    /// The RLS server, e.g. http://127.0.0.1:8081, or https://HOST:PORT
+    /// for TLS (with --tls-ca).
     #[arg(long, default_value = "http://127.0.0.1:8081")]
     pub target: String,
     /// HTTP/2 connections.
@@ -100,6 +108,9 @@ pub struct BenchArgs {
     /// Print a JSON summary instead of text.
     #[arg(long)]
     pub json: bool,
+    /// TLS: any of these flags (or an https:// target) speaks TLS.
+    #[command(flatten)]
+    pub tls: TlsFlags,
 }
 
 /// What a run measured.
@@ -295,7 +306,7 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
         Keys::Zipf { n, s } => zipf_cdf(n.min(10_000_000), s),
         _ => Arc::from(Vec::new()),
     };
-    let target = wire::Target::parse(&args.target)?;
+    let target = wire::Target::parse(&args.target, &args.tls)?;
     let (links, drivers) = connect(args, &target).await?;
     let budget = Arc::new(AtomicU64::new(args.requests.unwrap_or(u64::MAX)));
     let done = Arc::new(AtomicBool::new(false));
@@ -558,4 +569,69 @@ pub fn render(s: &Summary) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::tls::client::ALPN_H2;
+    use crate::tls::client::testing::Pki;
+
+    fn args(target: String, tls: TlsFlags) -> BenchArgs {
+        BenchArgs {
+            target,
+            connections: 2,
+            streams: 2,
+            threads: 1,
+            duration: "20s".into(),
+            requests: Some(40),
+            rate: None,
+            domain: "edge".into(),
+            entries: Vec::new(),
+            key: "user".into(),
+            keys: "hot".into(),
+            hits: 1,
+            json: false,
+            tls,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_tls_handshake_is_not_call_latency() {
+        let pki = Pki::new();
+        // Every handshake waits 400 ms; the calls themselves are quick. The
+        // server sends GOAWAY after 15 calls on a connection, so callers
+        // open connections again during the run too.
+        let slow = Duration::from_millis(400);
+        let server = wire::test_server::serve(pki.acceptor(&[ALPN_H2], true), slow, Some(15)).await;
+        let summary = run(&args(
+            format!("https://{}", server.addr),
+            pki.flags(Some("client")),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(summary.calls, 40, "{summary:?}");
+        assert!(summary.ok >= 30, "{summary:?}");
+        assert!(summary.reconnects >= 1, "{summary:?}");
+        assert_eq!(
+            server.clients().len() as u64,
+            2 + summary.reconnects,
+            "one handshake per connection, with the client certificate each time"
+        );
+        assert!(
+            server
+                .clients()
+                .iter()
+                .all(|names| names == &["DNSName(bench.client)"]),
+            "{:?}",
+            server.clients()
+        );
+        assert!(
+            summary.latency_us.max < 400_000,
+            "a call's latency holds no handshake: {:?}",
+            summary.latency_us
+        );
+    }
 }

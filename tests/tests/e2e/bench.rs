@@ -23,6 +23,7 @@ fn args(target: String) -> BenchArgs {
         keys: "hot".into(),
         hits: 1,
         json: false,
+        tls: Default::default(),
     }
 }
 

@@ -423,6 +423,105 @@ async fn tls_endpoints_are_verified_against_the_given_ca() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_from_files_is_one_call_and_a_client_without_a_certificate_gets_no_answer() {
+    let pki = tempfile::tempdir().unwrap();
+    floodgate_e2e::pki::write_test_pki(pki.path()).unwrap();
+    let file = |name: &str| pki.path().join(name);
+    let read = |name: &str| std::fs::read(file(name)).unwrap();
+    let server_tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(
+            read("server.pem"),
+            read("server.key"),
+        ))
+        .client_ca_root(Certificate::from_pem(read("ca.pem")));
+    let (calls, addr) = fake_with(Behaviour::FailFirst(0, tonic::Code::Ok), Some(server_tls)).await;
+    let endpoint = format!("https://127.0.0.1:{}", addr.port());
+    let client = Client::builder([endpoint.as_str()])
+        .mtls_files(file("ca.pem"), file("client.pem"), file("client.key"))
+        .build()
+        .unwrap();
+    let d = client.should_rate_limit("edge", [user("a")]).await.unwrap();
+    assert_eq!(d.source, Source::Service, "{d:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // The server's CA alone, no client certificate: the server refuses the
+    // handshake, the failure policy answers and says why.
+    for builder in [
+        Client::builder([endpoint.as_str()]).tls_ca_file(file("ca.pem")),
+        // A certificate from a CA the server does not trust.
+        Client::builder([endpoint.as_str()]).mtls_files(
+            file("ca.pem"),
+            file("untrusted-client.pem"),
+            file("untrusted-client.key"),
+        ),
+    ] {
+        let refused = builder.retry(RetryPolicy::none()).build().unwrap();
+        let d = refused
+            .should_rate_limit("edge", [user("a")])
+            .await
+            .unwrap();
+        match &d.source {
+            Source::FailurePolicy { cause } => assert!(!cause.is_empty(), "{d:?}"),
+            other => panic!("answered without a trusted client certificate: {other:?}"),
+        }
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "no other call got through");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_files_that_cannot_work_fail_the_build_naming_the_file() {
+    let pki = tempfile::tempdir().unwrap();
+    floodgate_e2e::pki::write_test_pki(pki.path()).unwrap();
+    let file = |name: &str| pki.path().join(name);
+    let endpoint = "https://127.0.0.1:1";
+    let build = |ca: &str, cert: &str, key: &str| {
+        Client::builder([endpoint])
+            .mtls_files(file(ca), file(cert), file(key))
+            .build()
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        build("gone.pem", "client.pem", "client.key"),
+        format!("TLS CA file {}: no such file", file("gone.pem").display())
+    );
+    assert_eq!(
+        build("ca.key", "client.pem", "client.key"),
+        format!(
+            "TLS CA file {}: no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)",
+            file("ca.key").display()
+        )
+    );
+    assert_eq!(
+        build("ca.pem", "client.key", "client.key"),
+        format!(
+            "TLS certificate file {}: no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)",
+            file("client.key").display()
+        )
+    );
+    assert_eq!(
+        build("ca.pem", "client.pem", "client.pem"),
+        format!(
+            "TLS key file {}: no PEM private key in it (expected -----BEGIN PRIVATE KEY-----, or an RSA or EC key)",
+            file("client.pem").display()
+        )
+    );
+    // A key that is not the certificate's: tonic refuses the pair.
+    let mismatch = build("ca.pem", "client.pem", "untrusted-client.key");
+    assert!(mismatch.starts_with("cannot connect: "), "{mismatch}");
+    // TLS settings with an http:// endpoint would go without TLS: refused.
+    let plain = Client::builder(["http://127.0.0.1:1"])
+        .tls_ca_file(file("ca.pem"))
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        plain,
+        "invalid endpoint \"http://127.0.0.1:1\": TLS settings are given: the scheme must be https://"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // The over-limit memo and adaptive throttling
 

@@ -32,4 +32,5 @@ mod resilience;
 mod store_conformance;
 mod surface;
 mod tls;
+mod tls_clients;
 mod traces;

@@ -324,6 +324,7 @@ async fn admin(server: &TestServer, path: &str, token: Option<&str>, user: &str)
         path,
         token,
         &admin_body(user),
+        None,
     )
     .await
     .unwrap()
