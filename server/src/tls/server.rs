@@ -9,7 +9,7 @@
 //!   every failed handshake is counted by reason.
 //! - **Identities**: with `L_tls_client_names`, the client certificate's SAN
 //!   DNS names and URIs (SPIFFE IDs) must include one of the names.
-//! - **Rotation**: [`watch`] re-reads the files every `tls_reload_interval`;
+//! - **Rotation**: [`watch()`] re-reads the files every `tls_reload_interval`;
 //!   files that changed and form a valid pair are used for new connections
 //!   (open ones keep theirs); a broken pair is logged and counted once and
 //!   the last good one stays.
