@@ -10,6 +10,11 @@ const PROTOS: &[&str] = &[
     "proto/envoy/extensions/common/ratelimit/v3/ratelimit.proto",
     "proto/envoy/type/v3/ratelimit_unit.proto",
     "proto/envoy/config/core/v3/base.proto",
+    "proto/envoy/service/discovery/v3/discovery.proto",
+    "proto/envoy/service/discovery/v3/ads.proto",
+    "proto/google/rpc/status.proto",
+    "proto/ratelimit/config/ratelimit/v3/rls_conf.proto",
+    "proto/ratelimit/service/ratelimit/v3/rls_conf_ds.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

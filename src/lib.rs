@@ -34,6 +34,13 @@ pub mod envoy {
     }
     /// `envoy.service.*`
     pub mod service {
+        /// `envoy.service.discovery`
+        pub mod discovery {
+            /// `envoy.service.discovery.v3`: xDS (rules over ADS).
+            pub mod v3 {
+                tonic::include_proto!("envoy.service.discovery.v3");
+            }
+        }
         /// `envoy.service.ratelimit`
         pub mod ratelimit {
             /// `envoy.service.ratelimit.v3`
@@ -50,6 +57,43 @@ pub mod envoy {
         }
     }
 }
+
+/// `google.*`
+pub mod google {
+    /// `google.rpc`
+    pub mod rpc {
+        tonic::include_proto!("google.rpc");
+    }
+}
+
+/// `ratelimit.*`: the rate limit service's rules as an xDS resource.
+pub mod ratelimit {
+    /// `ratelimit.config`
+    pub mod config {
+        /// `ratelimit.config.ratelimit`
+        pub mod ratelimit {
+            /// `ratelimit.config.ratelimit.v3`
+            pub mod v3 {
+                tonic::include_proto!("ratelimit.config.ratelimit.v3");
+            }
+        }
+    }
+    /// `ratelimit.service`
+    pub mod service {
+        /// `ratelimit.service.ratelimit`
+        pub mod ratelimit {
+            /// `ratelimit.service.ratelimit.v3`
+            pub mod v3 {
+                tonic::include_proto!("ratelimit.service.ratelimit.v3");
+            }
+        }
+    }
+}
+
+/// The type URL of a [`ratelimit::config::ratelimit::v3::RateLimitConfig`]
+/// resource in xDS.
+pub const RATE_LIMIT_CONFIG_TYPE_URL: &str =
+    "type.googleapis.com/ratelimit.config.ratelimit.v3.RateLimitConfig";
 
 pub use envoy::extensions::common::ratelimit::v3::{RateLimitDescriptor, rate_limit_descriptor};
 pub use envoy::service::ratelimit::v3::{

@@ -289,13 +289,7 @@ pub fn check(
             ExitCode::SUCCESS
         }
         Err(errors) => {
-            for e in &errors {
-                let _ = writeln!(err, "{e}");
-                if !e.path.is_empty() {
-                    let _ = writeln!(err, "    at {}", e.path);
-                }
-            }
-            let _ = writeln!(err, "{} error(s)", errors.len());
+            let _ = writeln!(err, "{}", rules::report(&errors));
             ExitCode::FAILURE
         }
     }

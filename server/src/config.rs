@@ -34,8 +34,11 @@ use crate::store::redis::{
 };
 pub use crate::telemetry::LogFormat;
 use crate::tls::TlsSettings;
+use crate::tls::client::{ALPN_H2, ClientTls, ClientTlsError, TlsFlags, host_of};
 use crate::tls::files::{self as tls_files, ClientAuth, ClientCerts, ListenerTls};
 use crate::transport::ListenerLimits;
+use crate::xds::XdsSettings;
+use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 
 /// Prefix of the environment variables that set [`Settings`].
 pub const ENV_PREFIX: &str = "FLOODGATE";
@@ -250,6 +253,32 @@ pub struct Settings {
     pub admin_tls_client_names: String,
     /// How often the listeners' TLS files are re-read (`0s`: never).
     pub tls_reload_interval: HumanDuration,
+    /// The xDS management server (`host:port`) the rules come from; empty:
+    /// the rules come from the `rules` files.
+    pub rules_xds_server: String,
+    /// The node id sent to the management server.
+    pub rules_xds_node_id: String,
+    /// The node's metadata, `key=value` pairs, comma-separated.
+    pub rules_xds_node_metadata: String,
+    /// gRPC metadata sent on the stream, `name:value` pairs, comma-separated.
+    pub rules_xds_headers: String,
+    /// CA bundle (PEM) that signs the management server's certificate; set:
+    /// TLS to it.
+    pub rules_xds_ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) to present to the management server (mTLS).
+    pub rules_xds_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub rules_xds_key_file: Option<PathBuf>,
+    /// The name the management server's certificate must hold (default:
+    /// the host of `rules_xds_server`).
+    pub rules_xds_server_name: String,
+    /// The first wait before reopening a broken stream.
+    pub rules_xds_retry_initial: NonZeroDuration,
+    /// The longest wait before reopening a broken stream.
+    pub rules_xds_retry_max: NonZeroDuration,
+    /// The largest response accepted from the management server, in bytes.
+    #[serde(deserialize_with = "value::at_least_1")]
+    pub rules_xds_max_message_bytes: NonZeroUsize,
 }
 
 impl Default for Settings {
@@ -347,6 +376,17 @@ impl Default for Settings {
             admin_tls_client_auth: ClientAuth::default(),
             admin_tls_client_names: String::new(),
             tls_reload_interval: HumanDuration(Duration::from_secs(2)),
+            rules_xds_server: String::new(),
+            rules_xds_node_id: "floodgate".into(),
+            rules_xds_node_metadata: String::new(),
+            rules_xds_headers: String::new(),
+            rules_xds_ca_file: None,
+            rules_xds_cert_file: None,
+            rules_xds_key_file: None,
+            rules_xds_server_name: String::new(),
+            rules_xds_retry_initial: positive(Duration::from_secs(1)),
+            rules_xds_retry_max: positive(Duration::from_secs(30)),
+            rules_xds_max_message_bytes: NonZeroUsize::MIN.saturating_add(4 * 1024 * 1024 - 1),
         }
     }
 }
@@ -456,6 +496,9 @@ pub struct Config {
     pub listeners: ListenerLimits,
     /// Each listener's TLS, if any.
     pub tls: TlsSettings,
+    /// The xDS management server the rules come from, if any (then the
+    /// `rules` files are not read).
+    pub rules_xds: Option<XdsSettings>,
 }
 
 impl Default for Config {
@@ -516,9 +559,9 @@ impl TryFrom<Settings> for Config {
                 "must not contain { or } with Redis Cluster: a hash tag there would put every key on one shard",
             ));
         }
-        let response = response_options(&s)?;
         let tls = tls_settings(&s)?;
         Ok(Config {
+            rules_xds: xds_settings(&s)?,
             grpc_addr: address("grpc_addr", &s.grpc_addr)?,
             http_addr: address("http_addr", &s.http_addr)?,
             redis,
@@ -533,7 +576,7 @@ impl TryFrom<Settings> for Config {
                 global_shadow_mode: s.shadow_mode,
                 stop_increment_when_over_limit: s.stop_increment_when_over_limit,
             },
-            response,
+            response: response_options(&s)?,
             resilience,
             max_in_flight: s.max_in_flight.get(),
             shutdown_grace: s.shutdown_grace.get(),
@@ -562,6 +605,143 @@ impl TryFrom<Settings> for Config {
             log_level: s.log_level,
         })
     }
+}
+
+/// The xDS rules source, if `rules_xds_server` is set; its TLS files are
+/// read and checked here, once.
+fn xds_settings(s: &Settings) -> Result<Option<XdsSettings>, ConfigError> {
+    let server = s.rules_xds_server.trim();
+    if server.is_empty() {
+        if let Some((name, value)) = xds_tls_given(s).into_iter().find(|(_, v)| v.is_some()) {
+            return Err(ConfigError::Invalid {
+                name,
+                value: value.unwrap_or_default(),
+                reason: "is set but rules_xds_server is not (it applies to rules over xDS)".into(),
+            });
+        }
+        return Ok(None);
+    }
+    let server = server.strip_prefix("http://").unwrap_or(server);
+    if host_of(server) == server || server.contains('/') {
+        return Err(invalid(
+            "rules_xds_server",
+            server,
+            "must be host:port (e.g. envoy-gateway:18001)",
+        ));
+    }
+    let tls = xds_tls(s, server)?;
+    let retry_initial = s.rules_xds_retry_initial.get();
+    let retry_max = s.rules_xds_retry_max.get();
+    if retry_max < retry_initial {
+        return Err(invalid(
+            "rules_xds_retry_max",
+            &format!("{retry_max:?}"),
+            "must be at least rules_xds_retry_initial",
+        ));
+    }
+    Ok(Some(XdsSettings {
+        server: server.to_owned(),
+        node_id: s.rules_xds_node_id.clone(),
+        node_metadata: pairs("rules_xds_node_metadata", &s.rules_xds_node_metadata, '=')?,
+        headers: xds_headers(&s.rules_xds_headers)?,
+        tls,
+        retry_initial,
+        retry_max,
+        max_message_bytes: s.rules_xds_max_message_bytes.get(),
+    }))
+}
+
+/// TLS to the management server: on with a CA file.
+fn xds_tls(s: &Settings, server: &str) -> Result<Option<ClientTls>, ConfigError> {
+    let Some(ca) = &s.rules_xds_ca_file else {
+        if let Some((name, value)) = xds_tls_given(s).into_iter().find(|(_, v)| v.is_some()) {
+            return Err(ConfigError::Invalid {
+                name,
+                value: value.unwrap_or_default(),
+                reason: "is set but rules_xds_ca_file is not (TLS to the management server \
+                         needs the CA that signs its certificate)"
+                    .into(),
+            });
+        }
+        return Ok(None);
+    };
+    let flags = TlsFlags {
+        ca: Some(ca.clone()),
+        cert: s.rules_xds_cert_file.clone(),
+        key: s.rules_xds_key_file.clone(),
+        server_name: Some(s.rules_xds_server_name.clone()).filter(|n| !n.is_empty()),
+    };
+    ClientTls::new(&flags, &[ALPN_H2], host_of(server))
+        .map(Some)
+        .map_err(|e| ConfigError::Invalid {
+            name: "rules_xds_ca_file",
+            value: ca.display().to_string(),
+            reason: xds_tls_reason(&e),
+        })
+}
+
+/// The xDS TLS settings given, as (name, value), CA first.
+fn xds_tls_given(s: &Settings) -> [(&'static str, Option<String>); 4] {
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    [
+        ("rules_xds_ca_file", path(&s.rules_xds_ca_file)),
+        ("rules_xds_cert_file", path(&s.rules_xds_cert_file)),
+        ("rules_xds_key_file", path(&s.rules_xds_key_file)),
+        (
+            "rules_xds_server_name",
+            Some(s.rules_xds_server_name.clone()).filter(|n| !n.is_empty()),
+        ),
+    ]
+}
+
+/// A client TLS error in the settings' words rather than the flags'.
+fn xds_tls_reason(e: &ClientTlsError) -> String {
+    [
+        ("--tls-ca", "rules_xds_ca_file"),
+        ("--tls-cert", "rules_xds_cert_file"),
+        ("--tls-key", "rules_xds_key_file"),
+        ("--tls-server-name", "rules_xds_server_name"),
+    ]
+    .iter()
+    .fold(e.to_string(), |text, (flag, setting)| {
+        text.replace(flag, setting)
+    })
+}
+
+/// `key<sep>value` pairs, comma-separated (empty entries skipped).
+fn pairs(name: &'static str, text: &str, sep: char) -> Result<Vec<(String, String)>, ConfigError> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| match entry.split_once(sep) {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+            _ => Err(invalid(
+                name,
+                text,
+                &format!("each entry must be key{sep}value"),
+            )),
+        })
+        .collect()
+}
+
+/// `rules_xds_headers` as gRPC metadata.
+fn xds_headers(text: &str) -> Result<Vec<(AsciiMetadataKey, AsciiMetadataValue)>, ConfigError> {
+    let name = "rules_xds_headers";
+    pairs(name, text, ':')?
+        .into_iter()
+        .map(|(k, v)| {
+            let key = AsciiMetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+                .map_err(|_| invalid(name, text, &format!("{k:?} is not a header name")))?;
+            let value = AsciiMetadataValue::try_from(v.as_str()).map_err(|_| {
+                invalid(
+                    name,
+                    text,
+                    &format!("the value of {k:?} is not a header value"),
+                )
+            })?;
+            Ok((key, value))
+        })
+        .collect()
 }
 
 /// The response options; every header name must be a valid one.
@@ -1151,6 +1331,74 @@ mod tests {
 
     fn error(r: Result<Config, ConfigError>) -> String {
         r.unwrap_err().to_string()
+    }
+
+    fn xds(extra: impl FnOnce(&mut Settings)) -> Result<Config, ConfigError> {
+        let mut s = Settings {
+            rules_xds_server: "envoy-gateway:18001".into(),
+            ..Settings::default()
+        };
+        extra(&mut s);
+        Config::try_from(s)
+    }
+
+    #[test]
+    fn xds_settings_are_validated_once() {
+        let config = xds(|s| {
+            s.rules_xds_node_metadata = "zone=a, team = edge".into();
+            s.rules_xds_headers = "X-Tenant:blue".into();
+        })
+        .unwrap();
+        let x = config.rules_xds.unwrap();
+        assert_eq!(x.server, "envoy-gateway:18001");
+        assert_eq!(x.node_id, "floodgate");
+        assert_eq!(x.node_metadata[1], ("team".into(), "edge".into()));
+        assert_eq!(x.headers[0].0.as_str(), "x-tenant");
+        assert!(Config::default().rules_xds.is_none());
+        for (setting, value, says) in [
+            ("rules_xds_server", "envoy-gateway", "must be host:port"),
+            (
+                "rules_xds_node_metadata",
+                "zone",
+                "each entry must be key=value",
+            ),
+            ("rules_xds_headers", "bad header:v", "is not a header name"),
+            (
+                "rules_xds_retry_max",
+                "100ms",
+                "must be at least rules_xds_retry_initial",
+            ),
+            (
+                "rules_xds_cert_file",
+                "/c.pem",
+                "is set but rules_xds_ca_file is not",
+            ),
+            (
+                "rules_xds_ca_file",
+                "/no/such/ca.pem",
+                "rules_xds_ca_file /no/such/ca.pem",
+            ),
+        ] {
+            let text = error(xds(|s| match setting {
+                "rules_xds_server" => s.rules_xds_server = value.into(),
+                "rules_xds_node_metadata" => s.rules_xds_node_metadata = value.into(),
+                "rules_xds_headers" => s.rules_xds_headers = value.into(),
+                "rules_xds_retry_max" => {
+                    s.rules_xds_retry_max = NonZeroDuration::or_shortest(Duration::from_millis(100))
+                }
+                "rules_xds_cert_file" => s.rules_xds_cert_file = Some(value.into()),
+                _ => s.rules_xds_ca_file = Some(value.into()),
+            }));
+            assert!(
+                text.contains(setting) && text.contains(says),
+                "{setting}: {text}"
+            );
+        }
+        let text = error(flag("rules_xds_ca_file", "/ca.pem"));
+        assert!(
+            text.contains("is set but rules_xds_server is not"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -162,14 +162,19 @@ fn refused(e: &ServiceError) -> Response {
 }
 
 /// `GET /rlconfig`: one line per limit in the reference's format, after a
-/// `# version <hash>` comment line; the version is also the
-/// `x-floodgate-rules-version` header.
+/// `# version <hash>` comment line and a `# source <where>` one (`files
+/// <path>`, or `xds://<server> node <id> version <xDS version>`); the
+/// version is also the `x-floodgate-rules-version` header.
 async fn rlconfig(State(state): State<HttpState>) -> Response {
     let rules = state.service.limiter().rules().current();
     let version = rules.version().to_owned();
     (
         [("x-floodgate-rules-version", version.clone())],
-        format!("# version {version}\n{}", rules.describe()),
+        format!(
+            "# version {version}\n# source {}\n{}",
+            rules.source(),
+            rules.describe()
+        ),
     )
         .into_response()
 }

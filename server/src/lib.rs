@@ -41,7 +41,8 @@
 //! `floodgate` binary), [`clock`] (injectable time), [`metrics`] (what each
 //! step records, served on `/metrics`), [`telemetry`] (logs and OTLP
 //! traces: one span per call, with the rules match and the store call
-//! inside), [`rules::reload`] (hot reload), [`admin`] (counter get and reset).
+//! inside), [`rules::reload`] (hot reload), [`xds`] (rules pushed by an xDS
+//! management server instead of files), [`admin`] (counter get and reset).
 
 pub mod admin;
 pub mod backoff;
@@ -63,6 +64,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod transport;
+pub mod xds;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -138,8 +140,16 @@ pub struct StoreTasks {
 /// degraded mode (see [`resilience`]) and [`StoreTasks::connect`] says what
 /// to run to connect it.
 pub async fn build(config: &Config, clock: Clock) -> Result<(RateLimiter, StoreTasks), RunError> {
-    let rules = rules::load_paths(std::slice::from_ref(&config.rules), config.merge_domains)
-        .map_err(RunError::Rules)?;
+    let rules = match &config.rules_xds {
+        // Rules over xDS: none until the management server sends them.
+        Some(xds) => rules::RuleSet::default().with_source(format!(
+            "{} (waiting for the first response)",
+            xds.describe()
+        )),
+        None => rules::load_paths(std::slice::from_ref(&config.rules), config.merge_domains)
+            .map_err(RunError::Rules)?
+            .with_source(format!("files {}", config.rules.display())),
+    };
     let metrics = Arc::new(Metrics::new(config.metrics.clone()));
     metrics.set_rules_version(rules.version());
     let (store, tasks) = match &config.redis {

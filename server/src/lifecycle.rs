@@ -16,7 +16,7 @@ use crate::grpc::{RateLimitGrpc, RateLimiter};
 use crate::store::connecting;
 use crate::store::redis::ConnectError;
 use crate::tls::{self, Tls};
-use crate::{Listeners, RunError, StoreTasks, admin, health, http, rules, transport};
+use crate::{Listeners, RunError, StoreTasks, admin, health, http, rules, transport, xds};
 
 /// The two moments of a shutdown, which every part can wait on.
 #[derive(Debug)]
@@ -47,7 +47,7 @@ pub(crate) struct Background {
     connector: JoinSet<Result<(), ConnectError>>,
 }
 
-/// Spawns the background tasks: rules reload, TLS files reload, memory sweeps, the store
+/// Spawns the background tasks: rules reload (or the xDS rules stream), TLS files reload, memory sweeps, the store
 /// health check (mirrored into gRPC health) and, if Redis was not up at
 /// startup, the connector.
 pub(crate) fn spawn_background(
@@ -64,13 +64,27 @@ pub(crate) fn spawn_background(
         config.tls.reload_interval,
         drain.clone(),
     ));
-    let reloader = rules::reload::Reloader {
-        rules: service.limiter().rules().clone(),
-        path: config.rules.clone(),
-        merge_domains: config.merge_domains,
-        metrics: service.limiter().metrics().clone(),
-    };
-    tasks.spawn(reloader.watch(config.rules_reload_interval, drain.clone()));
+    let (rules, metrics) = (service.limiter().rules(), service.limiter().metrics());
+    match &config.rules_xds {
+        Some(settings) => {
+            let source = xds::XdsRules {
+                settings: settings.clone(),
+                rules: rules.clone(),
+                merge_domains: config.merge_domains,
+                metrics: metrics.clone(),
+            };
+            tasks.spawn(source.run(drain.clone()));
+        }
+        None => {
+            let reloader = rules::reload::Reloader {
+                rules: rules.clone(),
+                path: config.rules.clone(),
+                merge_domains: config.merge_domains,
+                metrics: metrics.clone(),
+            };
+            tasks.spawn(reloader.watch(config.rules_reload_interval, drain.clone()));
+        }
+    }
     for (memory, every) in store.sweep {
         tasks.spawn(memory.sweep_until_drained(every, drain.clone()));
     }

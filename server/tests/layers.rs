@@ -33,6 +33,7 @@ const SPLIT: &[&str] = &[
     "grpc",
     "model",
     "tls",
+    "xds",
 ];
 
 /// The server's layers, from the bottom: a unit may import units of its own
@@ -96,6 +97,7 @@ const SERVER_LAYERS: &[&[&str]] = &[
         "tls",
         "transport",
     ],
+    &["xds::convert", "xds"],
     &["grpc::codec", "grpc::response", "grpc::status", "grpc"],
     &["http", "admin"],
     // Settings, the composition root, the binary's commands.

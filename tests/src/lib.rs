@@ -13,6 +13,8 @@
 //! - [`redis_command`]: one command to one node, through the `redis` crate.
 //! - [`server`]: Floodgate itself, in-process ([`TestServer`], drained on
 //!   [`TestServer::stop`]) or as the `floodgate` binary ([`ServerProcess`]).
+//! - [`xds`]: [`xds::XdsServer`], an xDS management server that pushes
+//!   `RateLimitConfig` resources and records each ACK and NACK.
 //! - [`rpc`]: requests, descriptors and minimal HTTP calls, as a client
 //!   makes them; [`load`]: many calls at once, for the topology tests.
 //!
@@ -30,6 +32,7 @@ pub mod redis_single;
 pub mod redis_tls;
 pub mod rpc;
 pub mod server;
+pub mod xds;
 
 pub use host::{free_port, venv_bin, workspace_root};
 pub use redis_cluster::{RedisCluster, key_slot};

@@ -26,6 +26,15 @@ impl fmt::Display for LoadError {
 }
 
 impl LoadError {
+    /// An error of a whole file (or xDS resource), at no path inside it.
+    pub fn resource(file: String, message: String) -> Self {
+        LoadError {
+            file,
+            message,
+            path: String::new(),
+        }
+    }
+
     pub(super) fn new(file: &str, path: &str, message: impl Into<String>) -> Self {
         LoadError {
             file: file.to_owned(),
@@ -33,4 +42,18 @@ impl LoadError {
             path: path.to_owned(),
         }
     }
+}
+
+/// Every error as `floodgate check` prints it: `<file>: <message>`, then
+/// `    at <path>` when there is one, then `<n> error(s)`.
+pub fn report(errors: &[LoadError]) -> String {
+    let mut out = String::new();
+    for e in errors {
+        out.push_str(&format!("{e}\n"));
+        if !e.path.is_empty() {
+            out.push_str(&format!("    at {}\n", e.path));
+        }
+    }
+    out.push_str(&format!("{} error(s)", errors.len()));
+    out
 }

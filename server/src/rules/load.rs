@@ -75,6 +75,7 @@ pub fn load_files(
         Ok(RuleSet {
             domains,
             version: version_of(files),
+            source: String::new(),
         })
     } else {
         Err(errors)

@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
-pub use error::LoadError;
+pub use error::{LoadError, report};
 pub use files::{read_paths, version_of};
 pub use load::{load_files, load_paths};
 pub use wildcard::Wildcard;
@@ -323,6 +323,7 @@ fn capacity_entries<'e>(
 pub struct RuleSet {
     domains: HashMap<Arc<str>, Domain>,
     version: String,
+    source: String,
 }
 
 impl RuleSet {
@@ -330,6 +331,18 @@ impl RuleSet {
     /// [`version_of`]).
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// Where the set came from (`files <path>`, or the xDS server, node
+    /// and version), as `/rlconfig` says; empty if not said.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The set, saying it came from `source`.
+    pub fn with_source(mut self, source: String) -> Self {
+        self.source = source;
+        self
     }
 
     /// The domain called `name`, if configured.

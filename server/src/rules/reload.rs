@@ -244,7 +244,8 @@ impl Reloader {
             }
         };
         let version = set.version().to_owned();
-        self.rules.replace(set);
+        self.rules
+            .replace(set.with_source(format!("files {}", self.path.display())));
         self.metrics.record_reload(Ok(&version));
         Ok(version)
     }

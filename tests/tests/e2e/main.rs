@@ -34,3 +34,4 @@ mod surface;
 mod tls;
 mod tls_clients;
 mod traces;
+mod xds;

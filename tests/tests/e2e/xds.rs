@@ -1,0 +1,193 @@
+//! Rules over xDS: a management server started by the test
+//! ([`floodgate_e2e::xds::XdsServer`]) pushes `RateLimitConfig` resources on
+//! the aggregated state-of-the-world stream; the real `floodgate` binary
+//! serves them, ACKs each good push, NACKs a bad one with the messages
+//! `floodgate check` prints (keeping the last good rules), and comes back
+//! after the management server restarts.
+
+use std::time::Duration;
+
+use floodgate_e2e::xds::{XdsServer, per_minute};
+use floodgate_e2e::{ServerProcess, floodgate_bin, http_get, request, rules_dir};
+use floodgate_proto::rate_limit_response::Code;
+use floodgate_proto::ratelimit::config::ratelimit::v3::RateLimitUnit;
+use tokio::time::Instant;
+
+/// One call for `user` in domain `d`: its code and the limit it was
+/// counted against.
+async fn call(server: &ServerProcess, user: &str) -> (Code, u32) {
+    let mut client = server.client().await;
+    let response = client
+        .should_rate_limit(request("d", &[("user", user)]))
+        .await
+        .expect("ShouldRateLimit")
+        .into_inner();
+    let limit = response
+        .statuses
+        .first()
+        .and_then(|s| s.current_limit.as_ref())
+        .map_or(0, |l| l.requests_per_unit);
+    (response.overall_code(), limit)
+}
+
+/// Polls (every 20 ms, up to `within`, a new user each time) until a call
+/// is counted against `limit`; returns how long that took.
+async fn served_within(server: &ServerProcess, limit: u32, within: Duration) -> Duration {
+    let start = Instant::now();
+    for poll in 0.. {
+        if call(server, &format!("poll-{poll}")).await.1 == limit {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "the {limit}-per-minute rules were not served within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    unreachable!("the loop returns or fails")
+}
+
+/// Floodgate reading its rules from `xds` through its own settings.
+async fn floodgate(xds: &XdsServer, extra: &[(&str, &str)]) -> (ServerProcess, tempfile::TempDir) {
+    // The rules directory is not read when the rules come over xDS.
+    let unused = rules_dir(&[]);
+    let server_addr = xds.addr.to_string();
+    let mut env = vec![
+        ("FLOODGATE_RULES_XDS_SERVER", server_addr.as_str()),
+        ("FLOODGATE_RULES_XDS_NODE_ID", "floodgate-test"),
+        ("FLOODGATE_RULES_XDS_RETRY_INITIAL", "100ms"),
+        ("FLOODGATE_RULES_XDS_RETRY_MAX", "500ms"),
+    ];
+    env.extend_from_slice(extra);
+    let server = ServerProcess::start(unused.path(), &[], &env).await;
+    (server, unused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_rules_are_served_a_bad_push_is_nacked_and_the_good_rules_stay() {
+    let xds = XdsServer::start("floodgate-test", None).await;
+    let (server, _dir) = floodgate(
+        &xds,
+        &[
+            ("FLOODGATE_RULES_XDS_NODE_METADATA", "cluster=edge,zone=a"),
+            ("FLOODGATE_RULES_XDS_HEADERS", "x-tenant:blue"),
+        ],
+    )
+    .await;
+    xds.push("1", &[per_minute("d-config", "d", "user", 3)]);
+    let ack = xds.answer_to("1").await;
+    assert_eq!(ack.request.version_info, "1", "ACK: {ack:?}");
+    assert!(ack.request.error_detail.is_none(), "ACK: {ack:?}");
+    let node = ack.request.node.clone().expect("node");
+    assert_eq!(node.id, "floodgate-test");
+    let metadata = node.metadata.expect("node metadata");
+    assert_eq!(metadata.fields.len(), 2, "{metadata:?}");
+    assert!(
+        ack.headers.contains(&("x-tenant".into(), "blue".into())),
+        "{ack:?}"
+    );
+
+    let codes: Vec<Code> = futures_codes(&server, "ann", 4).await;
+    assert_eq!(codes, [Code::Ok, Code::Ok, Code::Ok, Code::OverLimit]);
+
+    xds.push("2", &[per_minute("d-config", "d", "user", 5)]);
+    let took = served_within(&server, 5, Duration::from_secs(1)).await;
+    assert_eq!(xds.answer_to("2").await.request.version_info, "2");
+    eprintln!("the 5-per-minute rules were served {took:?} after the push");
+
+    let mut bad = per_minute("d-config", "d", "user", 5);
+    bad.descriptors[0].rate_limit.as_mut().expect("limit").unit = RateLimitUnit::Unknown as i32;
+    xds.push("3", &[bad]);
+    let nack = xds.answer_to("3").await;
+    assert_eq!(
+        nack.request.version_info, "2",
+        "a NACK keeps the last good version: {nack:?}"
+    );
+    let detail = nack
+        .request
+        .error_detail
+        .clone()
+        .expect("a NACK has error_detail");
+    assert_eq!(detail.code, 3, "INVALID_ARGUMENT: {detail:?}");
+
+    // The message is what `floodgate check` prints for the same rules.
+    let dir = rules_dir(&[(
+        "d-config",
+        "domain: d\ndescriptors:\n  - key: user\n    rate_limit:\n      unit: UNKNOWN\n      requests_per_unit: 5\n",
+    )]);
+    let check = std::process::Command::new(floodgate_bin())
+        .arg("check")
+        .arg(dir.path().join("d-config"))
+        .output()
+        .expect("floodgate check");
+    let printed =
+        String::from_utf8_lossy(&check.stderr).replace(&format!("{}/", dir.path().display()), "");
+    assert_eq!(detail.message.trim_end(), printed.trim_end());
+    assert!(detail.message.contains("UNKNOWN"), "{}", detail.message);
+
+    // The 5-per-minute rules keep serving: ann has 2 left.
+    assert_eq!(call(&server, "ann").await, (Code::Ok, 5));
+    assert_eq!(call(&server, "ann").await, (Code::OverLimit, 5));
+    let (_, rlconfig) = http_get(&format!("http://{}/rlconfig", server.http_addr)).await;
+    assert!(
+        rlconfig.contains(&format!(
+            "# source xds://{} node floodgate-test version 2",
+            xds.addr
+        )),
+        "{rlconfig}"
+    );
+    assert!(
+        rlconfig.contains("d.user: unit=MINUTE requests_per_unit=5"),
+        "{rlconfig}"
+    );
+}
+
+/// `n` calls for `user`, one after another: their codes.
+async fn futures_codes(server: &ServerProcess, user: &str, n: usize) -> Vec<Code> {
+    let mut codes = Vec::with_capacity(n);
+    for _ in 0..n {
+        codes.push(call(server, user).await.0);
+    }
+    codes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rules_stay_while_the_management_server_is_down_and_it_is_reconnected() {
+    let mut xds = XdsServer::start("floodgate-test", None).await;
+    let (server, _dir) = floodgate(&xds, &[]).await;
+    xds.push("1", &[per_minute("d-config", "d", "user", 3)]);
+    xds.answer_to("1").await;
+    xds.stop();
+    // Down: the rules in force stay.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(call(&server, "bob").await, (Code::Ok, 3));
+    xds.push("2", &[per_minute("d-config", "d", "user", 7)]);
+    xds.restart().await;
+    // The stream is reopened (backoff 100 ms .. 500 ms) and the new
+    // snapshot served, with the last accepted version sent on reconnect.
+    served_within(&server, 7, Duration::from_secs(5)).await;
+    let resubscribe = xds
+        .requests()
+        .into_iter()
+        .find(|r| r.request.response_nonce.is_empty() && r.request.version_info == "1");
+    assert!(
+        resubscribe.is_some(),
+        "the new stream starts from version 1: {:?}",
+        xds.requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_the_server_does_not_know_gets_no_rules_and_floodgate_keeps_running() {
+    let xds = XdsServer::start("someone-else", None).await;
+    let (server, _dir) = floodgate(&xds, &[]).await;
+    xds.push("1", &[per_minute("d-config", "d", "user", 3)]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // No rules for domain d: not limited.
+    assert_eq!(call(&server, "cy").await.0, Code::Ok);
+    let (_, rlconfig) = http_get(&format!("http://{}/rlconfig", server.http_addr)).await;
+    assert!(
+        rlconfig.contains("waiting for the first response"),
+        "{rlconfig}"
+    );
+}
