@@ -272,3 +272,165 @@ async fn hits_counted_by_floodgate_are_seen_by_envoy_ratelimit() {
     }
     server.stop().await.unwrap();
 }
+
+/// Rules with one outcome each: within, near and over the limit (then
+/// from the local over-limit cache), and a shadow-mode rule over its limit.
+const STATS_RULES: &str = "\
+domain: stats
+descriptors:
+  - key: user
+    rate_limit: {unit: hour, requests_per_unit: 5}
+  - key: trial
+    shadow_mode: true
+    rate_limit: {unit: hour, requests_per_unit: 1}
+";
+
+/// The README's stat table ("Its statistics, as Floodgate's series"): the
+/// `floodgate_*` series it names (in any column), as (name, labels), where a
+/// label is `name` (present, any value) or `name="value"`.
+fn stats_table_series() -> Vec<(String, Vec<String>)> {
+    let readme = std::fs::read_to_string(floodgate_e2e::workspace_root().join("README.md"))
+        .expect("README.md");
+    let section = readme
+        .split_once("### Its statistics, as Floodgate's series")
+        .expect("the README's stats section")
+        .1;
+    let section = section.split("\n#").next().unwrap_or_default();
+    let mut series = Vec::new();
+    for row in section.lines().filter(|l| l.starts_with("| `")) {
+        for quoted in row.split('`').skip(1).step_by(2) {
+            let Some(rest) = quoted.strip_prefix("floodgate_") else {
+                continue;
+            };
+            let (name, labels) = match rest.split_once('{') {
+                Some((name, labels)) => (name, labels.trim_end_matches('}')),
+                None => (rest, ""),
+            };
+            let labels = labels
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            series.push((format!("floodgate_{name}"), labels));
+        }
+    }
+    series
+}
+
+/// Whether a sample line of `page` is the series `name` (or, for a
+/// histogram, its `_count`) with every label of `labels`.
+fn served(page: &str, name: &str, labels: &[String]) -> bool {
+    page.lines().filter(|l| !l.starts_with('#')).any(|line| {
+        let series = line.split(' ').next().unwrap_or_default();
+        let (sample, sample_labels) = series.split_once('{').unwrap_or((series, ""));
+        let named = sample == name || sample == format!("{name}_count");
+        let sample_labels: Vec<&str> = sample_labels.trim_end_matches('}').split(',').collect();
+        named
+            && labels.iter().all(|want| {
+                sample_labels.iter().any(|have| match want.split_once('=') {
+                    Some(_) => have == want,
+                    None => have.split_once('=').is_some_and(|(k, _)| k == want),
+                })
+            })
+    })
+}
+
+/// Every `floodgate_*` series the README's stat table names is served
+/// after one call of each outcome (so the table cannot drift from
+/// `/metrics`), and the differences it states hold: `over_limit` counts
+/// every hit of a rejected call, the load at startup is no reload, and
+/// the over-limit local cache answers with the default settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_series_of_the_stats_table_is_served() {
+    let redis = RedisServer::start();
+    let rules = rules_dir(&[("stats.yaml", STATS_RULES)]);
+    let server = TestServer::start(config_with_redis(
+        rules.path(),
+        redis.url(),
+        Duration::from_millis(500),
+    ))
+    .await;
+    let client = server.client().await;
+    let call = |request: RateLimitRequest| {
+        let mut client = client.clone();
+        async move { client.should_rate_limit(request).await }
+    };
+    // Within the limit (4 hits), then 3 hits at once: a count of 7 over a
+    // limit of 5. Then over again, from the local over-limit cache.
+    let mut alice = request("stats", &[("user", "alice")]);
+    alice.descriptors[0].hits_addend = Some(4);
+    assert_eq!(
+        call(alice.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .overall_code(),
+        Code::Ok
+    );
+    alice.descriptors[0].hits_addend = Some(3);
+    assert_eq!(
+        call(alice.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .overall_code(),
+        Code::OverLimit
+    );
+    alice.descriptors[0].hits_addend = Some(1);
+    assert_eq!(
+        call(alice).await.unwrap().into_inner().overall_code(),
+        Code::OverLimit
+    );
+    // Near the limit: the 5th hit of a limit of 5 (threshold floor(5 × 0.8) = 4).
+    for _ in 0..5 {
+        let resp = call(request("stats", &[("user", "bob")])).await.unwrap();
+        assert_eq!(resp.into_inner().overall_code(), Code::Ok);
+    }
+    // A shadow-mode rule over its limit, an unknown domain, an invalid call.
+    for _ in 0..2 {
+        let resp = call(request("stats", &[("trial", "t")])).await.unwrap();
+        assert_eq!(resp.into_inner().overall_code(), Code::Ok);
+    }
+    call(request("nope", &[("user", "x")])).await.unwrap();
+    let err = call(request("", &[("user", "x")])).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    let (status, page) =
+        floodgate_e2e::http_get(&format!("http://{}/metrics", server.http_addr)).await;
+    assert_eq!(status, 200);
+    let table = stats_table_series();
+    assert!(table.len() >= 15, "the table names the series: {table:?}");
+    let missing: Vec<_> = table
+        .iter()
+        .filter(|(name, labels)| !served(&page, name, labels))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "named in the README, not served: {missing:?}\n{page}"
+    );
+
+    let value = |series: &str| floodgate_e2e::metric_value::<u64>(&page, series);
+    let rule = |stat: &str, key: &str| {
+        value(&format!(
+            "floodgate_rule_{stat}_total{{domain=\"stats\",key=\"{key}\"}}"
+        ))
+    };
+    // Each outcome was seen.
+    assert_eq!(rule("within_limit", "user"), Some(4 + 5));
+    assert_eq!(rule("near_limit", "user"), Some(1), "bob's 5th hit");
+    assert_eq!(rule("shadow_mode", "trial"), Some(1));
+    assert_eq!(
+        value("floodgate_domain_not_found_total{domain=\"nope\"}"),
+        Some(1)
+    );
+    // The over-limit local cache is on by default: alice's last call.
+    assert_eq!(rule("over_limit_with_local_cache", "user"), Some(1));
+    // All 3 hits of the rejected call (theirs: 7 - 5 = 2), and the cached one.
+    assert_eq!(rule("over_limit", "user"), Some(3 + 1));
+    // The load at startup is not a reload (theirs counts config_load_success).
+    assert_eq!(
+        value("floodgate_rules_reloads_total{result=\"success\"}"),
+        Some(0)
+    );
+    server.stop().await.unwrap();
+}
