@@ -63,3 +63,28 @@ impl Unit {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Unit;
+
+    /// The window lengths are envoyproxy/ratelimit's `utils.UnitToDivider`
+    /// (src/utils/utilities.go), which its keys' window starts use: a
+    /// different length would put the two services' counters under
+    /// different keys.
+    #[test]
+    fn windows_are_the_reference_dividers() {
+        let dividers = [
+            (Unit::Second, 1),
+            (Unit::Minute, 60),
+            (Unit::Hour, 60 * 60),
+            (Unit::Day, 60 * 60 * 24),
+            (Unit::Week, 60 * 60 * 24 * 7),
+            (Unit::Month, 60 * 60 * 24 * 30),
+            (Unit::Year, 60 * 60 * 24 * 365),
+        ];
+        for (unit, divider) in dividers {
+            assert_eq!(unit.window().as_secs(), divider, "{}", unit.name());
+        }
+    }
+}

@@ -18,6 +18,35 @@
 //! On Redis Cluster the descriptor part is a hash tag, so that all keys of
 //! one descriptor share a slot (see `store::redis::cluster`):
 //! `fg:{edge_user_alice}_1700000040`, `fg:{edge_user_alice}_tb0`.
+//!
+//! # Against envoyproxy/ratelimit's fixed window
+//!
+//! Compared with its `GenerateCacheKey` (src/limiter/cache_key.go) and
+//! `fixedRateLimitCacheImpl.DoLimit` (src/redis/fixed_cache_impl.go); the
+//! e2e test `from_envoy_ratelimit` plays its Redis commands against ours.
+//!
+//! - Same: prefix as is, the request's entries in order (a limit only
+//!   matches at the descriptor's last entry there, so these are the
+//!   matched path), `share_threshold` patterns per entry index, the window
+//!   start `now / divider * divider` in local Unix seconds with its
+//!   dividers (`Unit::window`), one integer per key that `INCRBY` adds
+//!   every taken hit to (refused ones too), over when the count after the
+//!   hit is above the limit. SECOND limits use the same key: there is no
+//!   per-second key variant, only, with `REDIS_PERSECOND`, another Redis,
+//!   which Floodgate does not have (its per-second keys stay in the one
+//!   Redis, where envoyproxy/ratelimit keeps them by default).
+//! - Different, deliberately and safely: the TTL (window + jitter) is set
+//!   once, when a hit creates the key, where the reference runs `EXPIRE`
+//!   after every `INCRBY`; both outlive the window the key names, which no
+//!   one reads once it ended. Jitter is a hash of the key below
+//!   `expiration_jitter_max`, not a random draw. A zero-hit call reads with
+//!   `GET` instead of `INCRBY key 0`, so it creates no key. Counts stop at
+//!   2^53 - 1. On Redis Cluster the hash tag makes the keys differ, so
+//!   counters are not shared there. Further limits and other algorithms
+//!   (suffixes above) are extensions the reference never reads.
+//! - The format is ambiguous where a key or value contains `_`
+//!   (`a_b`=`c` and `a`=`b_c` share a key); it is kept so, for the
+//!   reference has the same keys.
 
 use std::fmt::{self, Write};
 

@@ -21,6 +21,7 @@ mod client;
 mod counters;
 mod envoy;
 mod envoy_types_client;
+mod from_envoy_ratelimit;
 mod listeners;
 mod operations;
 mod python_client;
