@@ -1,7 +1,8 @@
 //! Test certificates, made with rcgen at test time ([`write_test_pki`]): a
 //! CA, server certificates (two serials, for rotation), client certificates
 //! with SPIFFE-style identities, and an unrelated CA for the "untrusted
-//! certificate" cases. Redis over TLS, Floodgate's listeners, Envoy and the
+//! certificate" cases, and `dual` (server and client use in one, as Envoy
+//! Gateway mounts it). Redis over TLS, Floodgate's listeners, Envoy and the
 //! clients all use them.
 
 use std::path::Path;
@@ -31,8 +32,9 @@ pub fn serial_of(der: &[u8]) -> String {
 /// same names, serial [`SERVER_2_SERIAL`]: the rotated certificate),
 /// `client.pem`/`client.key` (URI SAN [`CLIENT_ID`], signed by the CA),
 /// `other-client.pem`/`.key` (URI SAN [`OTHER_CLIENT_ID`], signed by the
-/// CA), `other-ca.pem` (an unrelated CA) and `untrusted-client.pem`/`.key`
-/// (signed by the unrelated CA).
+/// CA), `other-ca.pem` (an unrelated CA), `untrusted-client.pem`/`.key`
+/// (signed by the unrelated CA) and `dual.pem`/`dual.key` (127.0.0.1,
+/// localhost, for server and client use, signed by the CA).
 pub fn write_test_pki(dir: &Path) -> Result<(), rcgen::Error> {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
@@ -58,7 +60,7 @@ pub fn write_test_pki(dir: &Path) -> Result<(), rcgen::Error> {
     let leaf = |file: &str,
                 (name, serial): (&str, u64),
                 sans: &[&str],
-                usage: ExtendedKeyUsagePurpose,
+                usage: &[ExtendedKeyUsagePurpose],
                 issuer: &Issuer<'static, KeyPair>|
      -> Result<(), rcgen::Error> {
         let (uris, names): (Vec<&str>, Vec<&str>) = sans.iter().partition(|s| s.contains("://"));
@@ -71,7 +73,7 @@ pub fn write_test_pki(dir: &Path) -> Result<(), rcgen::Error> {
         params.distinguished_name.push(DnType::CommonName, name);
         params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![usage];
+        params.extended_key_usages = usage.to_vec();
         let key = KeyPair::generate()?;
         write(
             &format!("{file}.pem"),
@@ -87,7 +89,7 @@ pub fn write_test_pki(dir: &Path) -> Result<(), rcgen::Error> {
             file,
             ("localhost", serial),
             &["127.0.0.1", "localhost"],
-            ExtendedKeyUsagePurpose::ServerAuth,
+            &[ExtendedKeyUsagePurpose::ServerAuth],
             &trusted,
         )?;
     }
@@ -100,10 +102,22 @@ pub fn write_test_pki(dir: &Path) -> Result<(), rcgen::Error> {
             file,
             (TlsRedis::USER, 0x100),
             &[id],
-            ExtendedKeyUsagePurpose::ClientAuth,
+            &[ExtendedKeyUsagePurpose::ClientAuth],
             issuer,
         )?;
     }
+    // One certificate for both ends, as Envoy Gateway mounts it for its
+    // rate limit deployment: the gRPC server's and the xDS client's.
+    leaf(
+        "dual",
+        ("envoy-ratelimit", 0x5e03),
+        &["127.0.0.1", "localhost"],
+        &[
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+        &trusted,
+    )?;
     Ok(())
 }
 

@@ -191,3 +191,156 @@ async fn a_node_the_server_does_not_know_gets_no_rules_and_floodgate_keeps_runni
         "{rlconfig}"
     );
 }
+
+/// Envoy Gateway's environment for its rate limit deployment, as
+/// `internal/infrastructure/kubernetes/ratelimit/resource.go` writes it
+/// (with Redis), for a management server at `xds` and Redis at `redis`.
+/// With `pki`, the TLS files are the test PKI's (its `/certs/tls.crt` is
+/// one certificate for both ends, `dual.pem`); without, TLS is off and the
+/// files are left out.
+fn envoy_gateway_env(
+    xds: &str,
+    redis: &str,
+    pki: Option<&std::path::Path>,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        ("RUNTIME_ROOT", "/data"),
+        ("RUNTIME_SUBDIRECTORY", "ratelimit"),
+        ("RUNTIME_IGNOREDOTFILES", "true"),
+        ("RUNTIME_WATCH_ROOT", "false"),
+        ("LOG_LEVEL", "info"),
+        ("USE_STATSD", "false"),
+        ("CONFIG_TYPE", "GRPC_XDS_SOTW"),
+        ("CONFIG_GRPC_XDS_SERVER_URL", xds),
+        ("CONFIG_GRPC_XDS_NODE_ID", "envoy-ratelimit"),
+        ("FORCE_START_WITHOUT_INITIAL_CONFIG", "true"),
+        ("REDIS_SOCKET_TYPE", "tcp"),
+        ("REDIS_URL", redis),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let file = |name: &str| pki.map(|p| p.join(name).display().to_string());
+    let (tls, cert, key, ca) = (
+        pki.is_some(),
+        file("dual.pem"),
+        file("dual.key"),
+        file("ca.pem"),
+    );
+    env.push(("GRPC_SERVER_USE_TLS".into(), tls.to_string()));
+    env.push(("CONFIG_GRPC_XDS_SERVER_USE_TLS".into(), tls.to_string()));
+    if let (Some(cert), Some(key), Some(ca)) = (cert, key, ca) {
+        for (name, value) in [
+            ("GRPC_SERVER_TLS_CERT", &cert),
+            ("GRPC_SERVER_TLS_KEY", &key),
+            ("GRPC_SERVER_TLS_CA_CERT", &ca),
+            ("CONFIG_GRPC_XDS_CLIENT_TLS_CERT", &cert),
+            ("CONFIG_GRPC_XDS_CLIENT_TLS_KEY", &key),
+            ("CONFIG_GRPC_XDS_SERVER_TLS_CACERT", &ca),
+        ] {
+            env.push((name.into(), value.clone()));
+        }
+    }
+    env
+}
+
+/// The acceptance run: Floodgate started with Envoy Gateway's environment
+/// (`--compat envoy-ratelimit`) takes 3 per minute for domain `d` from the
+/// management server, then 5 per minute within 1 s, NACKs a bad push and
+/// keeps serving 5 per minute; counters in Redis. With `pki`, every hop is
+/// mTLS: Floodgate to the management server, and the caller to Floodgate.
+async fn envoy_gateway_run(pki: Option<&std::path::Path>) {
+    let redis = floodgate_e2e::RedisServer::start();
+    let xds = XdsServer::start("envoy-ratelimit", pki).await;
+    let env = envoy_gateway_env(
+        &xds.addr.to_string(),
+        &format!("127.0.0.1:{}", redis.port()),
+        pki,
+    );
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let unused = rules_dir(&[]);
+    let server = ServerProcess::start(unused.path(), &["--compat", "envoy-ratelimit"], &env).await;
+    let mut client = match pki {
+        None => server.client().await,
+        Some(pki) => mtls_client(&server, pki).await,
+    };
+    let mut call = async |user: &str| {
+        let r = client
+            .should_rate_limit(request("d", &[("user", user)]))
+            .await
+            .expect("ShouldRateLimit")
+            .into_inner();
+        let limit = r.statuses.first().and_then(|s| s.current_limit.as_ref());
+        (r.overall_code(), limit.map_or(0, |l| l.requests_per_unit))
+    };
+    xds.push("1", &[per_minute("d-config", "d", "user", 3)]);
+    assert!(xds.answer_to("1").await.request.error_detail.is_none());
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(call("ann").await.0);
+    }
+    assert_eq!(codes, [Code::Ok, Code::Ok, Code::Ok, Code::OverLimit]);
+
+    xds.push("2", &[per_minute("d-config", "d", "user", 5)]);
+    let pushed = Instant::now();
+    let mut poll = 0;
+    while call(&format!("poll-{poll}")).await.1 != 5 {
+        assert!(
+            pushed.elapsed() < Duration::from_secs(1),
+            "5 per minute not served within 1 s"
+        );
+        poll += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("served {:?} after the push", pushed.elapsed());
+
+    let mut bad = per_minute("d-config", "d", "user", 5);
+    bad.descriptors[0].key = String::new();
+    xds.push("3", &[bad]);
+    let nack = xds.answer_to("3").await.request;
+    let detail = nack.error_detail.expect("NACK");
+    assert!(
+        detail.message.starts_with("d-config: "),
+        "{}",
+        detail.message
+    );
+    assert_eq!(nack.version_info, "2");
+    assert_eq!(call("ann").await, (Code::Ok, 5));
+    assert_eq!(call("ann").await, (Code::OverLimit, 5));
+    // Counted in Redis, under envoyproxy/ratelimit's key: 4 calls, then 2.
+    let (_, count, _) =
+        floodgate_e2e::redis_command::the_counter(&redis.url(), "d_user_ann_*").await;
+    assert_eq!(count, 6);
+}
+
+async fn mtls_client(
+    server: &ServerProcess,
+    pki: &std::path::Path,
+) -> floodgate_proto::RateLimitServiceClient<tonic::transport::Channel> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let read = |f: &str| std::fs::read(pki.join(f)).expect("read test PKI");
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem")))
+        .identity(Identity::from_pem(read("client.pem"), read("client.key")))
+        .domain_name("localhost");
+    let channel = Endpoint::from_shared(format!("https://{}", server.grpc_addr))
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("TLS")
+        .connect()
+        .await
+        .expect("connect over mTLS");
+    floodgate_proto::RateLimitServiceClient::new(channel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_gateways_environment_takes_its_rules_over_xds() {
+    envoy_gateway_run(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_gateways_environment_takes_its_rules_over_xds_with_mtls_everywhere() {
+    let pki = tempfile::tempdir().expect("temp dir");
+    floodgate_e2e::pki::write_test_pki(pki.path()).expect("test PKI");
+    envoy_gateway_run(Some(pki.path())).await;
+}
