@@ -20,6 +20,7 @@ mod capacity;
 mod client;
 mod counters;
 mod envoy;
+mod envoy_example;
 mod envoy_types_client;
 mod from_envoy_ratelimit;
 mod listeners;
