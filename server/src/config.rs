@@ -915,31 +915,19 @@ fn client_settings_alone(g: &TlsGiven<'_>, names: &[String]) -> Result<(), Confi
     let ca = tls_files::setting(g.listener, "client_ca");
     if !names.is_empty() {
         return Err(invalid(
-            client_setting(g.listener, "names"),
+            tls_files::setting(g.listener, "names"),
             g.names,
             &format!("needs {ca}: identities are read from verified client certificates"),
         ));
     }
     if g.auth == ClientAuth::Optional {
         return Err(invalid(
-            client_setting(g.listener, "auth"),
+            tls_files::setting(g.listener, "auth"),
             "optional",
             &format!("needs {ca}: without it no client certificate is asked for"),
         ));
     }
     Ok(())
-}
-
-/// `L_tls_client_auth` or `L_tls_client_names`.
-fn client_setting(listener: &str, part: &str) -> &'static str {
-    match (listener, part) {
-        ("grpc", "auth") => "grpc_tls_client_auth",
-        ("grpc", _) => "grpc_tls_client_names",
-        ("http", "auth") => "http_tls_client_auth",
-        ("http", _) => "http_tls_client_names",
-        (_, "auth") => "admin_tls_client_auth",
-        _ => "admin_tls_client_names",
-    }
 }
 
 /// A ratio setting: between 0 and 1.

@@ -16,12 +16,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+
+use super::files;
 
 /// ALPN for HTTP/2 (what `floodgate bench` offers: gRPC).
 pub const ALPN_H2: &[u8] = b"h2";
@@ -88,22 +89,8 @@ pub enum ClientTlsError {
         /// "no such file", or the system's error.
         reason: String,
     },
-    /// A certificate file without a PEM certificate.
-    #[error("--{flag} {}: no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)", .path.display())]
-    NoCertificate {
-        /// The flag.
-        flag: &'static str,
-        /// The file.
-        path: PathBuf,
-    },
-    /// A key file without a PEM private key.
-    #[error(
-        "--tls-key {}: no PEM private key in it (expected -----BEGIN PRIVATE KEY-----, or an RSA or EC key)",
-        .0.display()
-    )]
-    NoKey(PathBuf),
-    /// A file with a PEM section that does not decode, or a certificate
-    /// that does not parse.
+    /// A file without a PEM certificate (or key), with a PEM section that
+    /// does not decode, or with a certificate that cannot be a CA.
     #[error("--{flag} {}: {reason}", .path.display())]
     Invalid {
         /// The flag.
@@ -250,45 +237,22 @@ fn invalid(flag: &'static str, path: &Path, reason: String) -> ClientTlsError {
     }
 }
 
-/// Every PEM certificate in `path` (at least one).
+/// Every PEM certificate in `path` (at least one), parsed as the
+/// listeners' files are ([`super::files`]).
 fn certificates(
     flag: &'static str,
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, ClientTlsError> {
-    let pem = read(flag, path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| invalid(flag, path, format!("not valid PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(ClientTlsError::NoCertificate {
-            flag,
-            path: path.to_owned(),
-        });
-    }
-    Ok(certs)
+    files::certificates(&read(flag, path)?).map_err(|reason| invalid(flag, path, reason))
 }
 
 /// The trust store: every certificate in the CA file.
 fn roots(path: &Path) -> Result<RootCertStore, ClientTlsError> {
-    let mut roots = RootCertStore::empty();
-    for (i, cert) in certificates("tls-ca", path)?.into_iter().enumerate() {
-        roots.add(cert).map_err(|e| {
-            invalid(
-                "tls-ca",
-                path,
-                format!("certificate {} is not usable as a CA: {e}", i + 1),
-            )
-        })?;
-    }
-    Ok(roots)
+    files::roots(&read("tls-ca", path)?).map_err(|reason| invalid("tls-ca", path, reason))
 }
 
 fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, ClientTlsError> {
-    let pem = read("tls-key", path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
-        pem::Error::NoItemsFound => ClientTlsError::NoKey(path.to_owned()),
-        e => invalid("tls-key", path, format!("not valid PEM: {e}")),
-    })
+    files::private_key(&read("tls-key", path)?).map_err(|reason| invalid("tls-key", path, reason))
 }
 
 fn pair_error(cert: &Path, key: &Path, e: &rustls::Error) -> ClientTlsError {
@@ -590,7 +554,7 @@ mod tests {
         assert_eq!(
             error(&ca),
             format!(
-                "--tls-ca {}: no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)",
+                "--tls-ca {}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
                 text.display()
             )
         );
@@ -602,7 +566,7 @@ mod tests {
         assert_eq!(
             error(&cert),
             format!(
-                "--tls-cert {}: no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)",
+                "--tls-cert {}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
                 pki.path("client.key").display()
             )
         );
@@ -614,7 +578,7 @@ mod tests {
         assert_eq!(
             error(&key),
             format!(
-                "--tls-key {}: no PEM private key in it (expected -----BEGIN PRIVATE KEY-----, or an RSA or EC key)",
+                "--tls-key {}: holds no PEM private key (-----BEGIN PRIVATE KEY-----, RSA PRIVATE KEY or EC PRIVATE KEY)",
                 pki.path("client.pem").display()
             )
         );
@@ -626,7 +590,7 @@ mod tests {
         };
         let e = error(&ca);
         assert!(
-            e.starts_with(&format!("--tls-ca {}: not valid PEM: ", broken.display())),
+            e.starts_with(&format!("--tls-ca {}: is not PEM: ", broken.display())),
             "{e}"
         );
     }

@@ -92,20 +92,40 @@ pub struct TlsFileError {
     pub reason: String,
 }
 
-/// The setting that names a listener's file: `part` is `cert`, `key` or
-/// `client_ca`.
+/// The setting of a listener's TLS `part`: `cert`, `key` or `client_ca`
+/// (its files), `auth` or `names` (its client settings).
 pub fn setting(listener: &str, part: &str) -> &'static str {
-    match (listener, part) {
-        ("grpc", "cert") => "grpc_tls_cert_file",
-        ("grpc", "key") => "grpc_tls_key_file",
-        ("grpc", _) => "grpc_tls_client_ca_file",
-        ("http", "cert") => "http_tls_cert_file",
-        ("http", "key") => "http_tls_key_file",
-        ("http", _) => "http_tls_client_ca_file",
-        (_, "cert") => "admin_tls_cert_file",
-        (_, "key") => "admin_tls_key_file",
-        _ => "admin_tls_client_ca_file",
-    }
+    const PARTS: [&str; 5] = ["cert", "key", "client_ca", "auth", "names"];
+    const SETTINGS: [[&str; 5]; 3] = [
+        [
+            "grpc_tls_cert_file",
+            "grpc_tls_key_file",
+            "grpc_tls_client_ca_file",
+            "grpc_tls_client_auth",
+            "grpc_tls_client_names",
+        ],
+        [
+            "http_tls_cert_file",
+            "http_tls_key_file",
+            "http_tls_client_ca_file",
+            "http_tls_client_auth",
+            "http_tls_client_names",
+        ],
+        [
+            "admin_tls_cert_file",
+            "admin_tls_key_file",
+            "admin_tls_client_ca_file",
+            "admin_tls_client_auth",
+            "admin_tls_client_names",
+        ],
+    ];
+    let row = match listener {
+        "grpc" => 0,
+        "http" => 1,
+        _ => 2,
+    };
+    let column = PARTS.iter().position(|p| *p == part).unwrap_or(2);
+    SETTINGS[row][column]
 }
 
 /// The bytes of a listener's files, as last read: a reload that reads the
@@ -205,7 +225,7 @@ fn read(setting: &'static str, path: &Path) -> Result<Vec<u8>, TlsFileError> {
 }
 
 /// Every PEM certificate in `pem`, at least one.
-fn certificates(text: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(super) fn certificates(text: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_slice_iter(text)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("is not PEM: {e}"))?;
@@ -216,7 +236,7 @@ fn certificates(text: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
 }
 
 /// The first PEM private key in `pem`.
-fn private_key(text: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+pub(super) fn private_key(text: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
     PrivateKeyDer::from_pem_slice(text).map_err(|e| match e {
         pem::Error::NoItemsFound => "holds no PEM private key (-----BEGIN PRIVATE KEY-----, \
                                      RSA PRIVATE KEY or EC PRIVATE KEY)"
@@ -226,7 +246,7 @@ fn private_key(text: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
 }
 
 /// A CA bundle: at least one certificate, each usable as a trust anchor.
-fn roots(text: &[u8]) -> Result<RootCertStore, String> {
+pub(super) fn roots(text: &[u8]) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     for cert in certificates(text)? {
         roots
