@@ -21,6 +21,7 @@ mod client;
 mod counters;
 mod envoy;
 mod envoy_types_client;
+mod k8s_examples;
 mod listeners;
 mod operations;
 mod python_client;
