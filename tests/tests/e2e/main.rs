@@ -23,6 +23,7 @@ mod envoy;
 mod envoy_example;
 mod envoy_types_client;
 mod from_envoy_ratelimit;
+mod k8s_examples;
 mod listeners;
 mod operations;
 mod python_client;
