@@ -1407,6 +1407,38 @@ fn xds(out: &mut Out<'_>) -> Result<(), CompatError> {
         let from = ["CONFIG_GRPC_XDS_CLIENT_ADDITIONAL_HEADERS"];
         out.set(&from, "rules_xds_headers", headers.to_owned());
     }
+    xds_tls(out)?;
+    for (theirs, setting) in [
+        (
+            "XDS_CLIENT_BACKOFF_INITIAL_INTERVAL",
+            "rules_xds_retry_initial",
+        ),
+        ("XDS_CLIENT_BACKOFF_MAX_INTERVAL", "rules_xds_retry_max"),
+    ] {
+        if let Some((negative, d)) = out.take(theirs).and_then(go_duration) {
+            if negative || d.is_zero() {
+                return Err(out.refuse(theirs, "Floodgate needs a backoff above 0"));
+            }
+            out.set(&[theirs], setting, millis(d));
+        }
+    }
+    if let Some(size) = out
+        .take("XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES")
+        .and_then(go_int)
+    {
+        if size < 0 {
+            return Err(out.refuse("XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES", "must not be negative"));
+        }
+        if size > 0 {
+            let from = ["XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES"];
+            out.set(&from, "rules_xds_max_message_bytes", size.to_string());
+        }
+    }
+    Ok(())
+}
+
+/// TLS to the management server.
+fn xds_tls(out: &mut Out<'_>) -> Result<(), CompatError> {
     let tls = [
         ("CONFIG_GRPC_XDS_SERVER_TLS_CACERT", "rules_xds_ca_file"),
         ("CONFIG_GRPC_XDS_CLIENT_TLS_CERT", "rules_xds_cert_file"),
@@ -1434,32 +1466,6 @@ fn xds(out: &mut Out<'_>) -> Result<(), CompatError> {
             &tls.map(|(theirs, _)| theirs),
             "CONFIG_GRPC_XDS_SERVER_USE_TLS is not true",
         );
-    }
-    for (theirs, setting) in [
-        (
-            "XDS_CLIENT_BACKOFF_INITIAL_INTERVAL",
-            "rules_xds_retry_initial",
-        ),
-        ("XDS_CLIENT_BACKOFF_MAX_INTERVAL", "rules_xds_retry_max"),
-    ] {
-        if let Some((negative, d)) = out.take(theirs).and_then(go_duration) {
-            if negative || d.is_zero() {
-                return Err(out.refuse(theirs, "Floodgate needs a backoff above 0"));
-            }
-            out.set(&[theirs], setting, millis(d));
-        }
-    }
-    if let Some(size) = out
-        .take("XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES")
-        .and_then(go_int)
-    {
-        if size < 0 {
-            return Err(out.refuse("XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES", "must not be negative"));
-        }
-        if size > 0 {
-            let from = ["XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES"];
-            out.set(&from, "rules_xds_max_message_bytes", size.to_string());
-        }
     }
     Ok(())
 }
@@ -1538,61 +1544,22 @@ fn redis(out: &mut Out<'_>) -> Result<(), CompatError> {
         return Err(out.refuse("REDIS_TYPE", "must be SINGLE, SENTINEL or CLUSTER"));
     };
     out.set(&["REDIS_TYPE"], "redis_mode", mode.as_str().to_owned());
-    let tls = out.bool("REDIS_TLS") == Some(true);
-    let sentinel_auth = out.take("REDIS_SENTINEL_AUTH").filter(|a| !a.is_empty());
-    if let Some(url) = url.filter(|_| !explicit_url) {
-        use crate::store::redis::RedisMode;
-        let socket = out.take("REDIS_SOCKET_TYPE").unwrap_or("unix");
-        match mode {
-            RedisMode::Single if !matches!(socket, "tcp" | "tcp4" | "tcp6") => {
-                return Err(out.refuse(
-                    "REDIS_SOCKET_TYPE",
-                    format!(
-                        "Floodgate dials Redis over TCP only: set REDIS_SOCKET_TYPE=tcp and REDIS_URL=host:port (unset, it is unix; REDIS_URL={} is a socket path then)",
-                        shown(Kind::Text, url)
-                    ),
-                ));
-            }
-            RedisMode::Single => {}
-            _ => out.t.unused.push(Out::line(
-                "REDIS_SOCKET_TYPE",
-                socket,
-                "only a single Redis uses it",
-            )),
-        }
-        let mut addresses: Vec<&str> = url.split(',').collect();
-        if mode == RedisMode::Sentinel {
-            if addresses.len() < 2 {
-                return Err(out.refuse(
-                    "REDIS_URL",
-                    "with REDIS_TYPE=SENTINEL: the master's name, then the sentinels: master,host:port,...",
-                ));
-            }
-            let master = addresses.remove(0);
-            out.set(&["REDIS_URL"], "redis_sentinel_master", master.to_owned());
-        }
-        let credentials = match (mode, sentinel_auth) {
-            (RedisMode::Sentinel, Some(auth)) => Some(userinfo("", auth)),
-            _ => None,
-        };
-        let urls: Vec<String> = addresses
+    redis_urls(out, url, explicit_url, mode)?;
+    redis_auth_tls(out)?;
+    if out.bool("REDIS_PERSECOND") != Some(true) {
+        let names: Vec<&'static str> = VARIABLES
             .iter()
-            .map(|a| redis_url(a, tls, credentials.as_deref()))
+            .map(|v| v.name)
+            .filter(|n| n.starts_with("REDIS_PERSECOND_"))
             .collect();
-        out.set(&["REDIS_URL"], "redis_url", urls.join(","));
-        if mode != RedisMode::Sentinel && sentinel_auth.is_some() {
-            out.unused(&["REDIS_SENTINEL_AUTH"], "REDIS_TYPE is not SENTINEL");
-        }
-    } else {
-        for name in [
-            "REDIS_URL",
-            "REDIS_SOCKET_TYPE",
-            "REDIS_TLS",
-            "REDIS_SENTINEL_AUTH",
-        ] {
-            out.ignore(name, "FLOODGATE_REDIS_URL is set and wins");
-        }
+        out.unused(&names, "REDIS_PERSECOND is not true");
     }
+    Ok(())
+}
+
+/// Credentials, TLS files, timeouts, jitter, the per-second Redis.
+fn redis_auth_tls(out: &mut Out<'_>) -> Result<(), CompatError> {
+    let tls = out.peek("REDIS_TLS").and_then(go_bool) == Some(true);
     if let Some(auth) = out.take("REDIS_AUTH").filter(|a| !a.is_empty()) {
         match auth.split_once(':') {
             Some((user, password)) => {
@@ -1642,13 +1609,83 @@ fn redis(out: &mut Out<'_>) -> Result<(), CompatError> {
             format!("{}s", seconds.max(0)),
         );
     }
-    if out.bool("REDIS_PERSECOND") != Some(true) {
-        let names: Vec<&'static str> = VARIABLES
+    Ok(())
+}
+
+/// `REDIS_URL` (with `REDIS_SOCKET_TYPE`, `REDIS_TLS`, `REDIS_SENTINEL_AUTH`)
+/// as `redis_url` and `redis_sentinel_master`.
+fn redis_urls(
+    out: &mut Out<'_>,
+    url: Option<&str>,
+    explicit_url: bool,
+    mode: crate::store::redis::RedisMode,
+) -> Result<(), CompatError> {
+    let tls = out.bool("REDIS_TLS") == Some(true);
+    let sentinel_auth = out.take("REDIS_SENTINEL_AUTH").filter(|a| !a.is_empty());
+    if let Some(url) = url.filter(|_| !explicit_url) {
+        use crate::store::redis::RedisMode;
+        redis_socket(out, mode, url)?;
+        let mut addresses: Vec<&str> = url.split(',').collect();
+        if mode == RedisMode::Sentinel {
+            if addresses.len() < 2 {
+                return Err(out.refuse(
+                    "REDIS_URL",
+                    "with REDIS_TYPE=SENTINEL: the master's name, then the sentinels: master,host:port,...",
+                ));
+            }
+            let master = addresses.remove(0);
+            out.set(&["REDIS_URL"], "redis_sentinel_master", master.to_owned());
+        }
+        let credentials = match (mode, sentinel_auth) {
+            (RedisMode::Sentinel, Some(auth)) => Some(userinfo("", auth)),
+            _ => None,
+        };
+        let urls: Vec<String> = addresses
             .iter()
-            .map(|v| v.name)
-            .filter(|n| n.starts_with("REDIS_PERSECOND_"))
+            .map(|a| redis_url(a, tls, credentials.as_deref()))
             .collect();
-        out.unused(&names, "REDIS_PERSECOND is not true");
+        out.set(&["REDIS_URL"], "redis_url", urls.join(","));
+        if mode != RedisMode::Sentinel && sentinel_auth.is_some() {
+            out.unused(&["REDIS_SENTINEL_AUTH"], "REDIS_TYPE is not SENTINEL");
+        }
+    } else {
+        for name in [
+            "REDIS_URL",
+            "REDIS_SOCKET_TYPE",
+            "REDIS_TLS",
+            "REDIS_SENTINEL_AUTH",
+        ] {
+            out.ignore(name, "FLOODGATE_REDIS_URL is set and wins");
+        }
+    }
+    Ok(())
+}
+
+/// `REDIS_SOCKET_TYPE`: TCP for a single Redis (sentinels and clusters are
+/// dialled over TCP whatever it says).
+fn redis_socket(
+    out: &mut Out<'_>,
+    mode: crate::store::redis::RedisMode,
+    url: &str,
+) -> Result<(), CompatError> {
+    use crate::store::redis::RedisMode;
+    let socket = out.take("REDIS_SOCKET_TYPE").unwrap_or("unix");
+    match mode {
+        RedisMode::Single if !matches!(socket, "tcp" | "tcp4" | "tcp6") => {
+            return Err(out.refuse(
+                "REDIS_SOCKET_TYPE",
+                format!(
+                    "Floodgate dials Redis over TCP only: set REDIS_SOCKET_TYPE=tcp and REDIS_URL=host:port (unset, it is unix; REDIS_URL={} is a socket path then)",
+                    shown(Kind::Text, url)
+                ),
+            ));
+        }
+        RedisMode::Single => {}
+        _ => out.t.unused.push(Out::line(
+            "REDIS_SOCKET_TYPE",
+            socket,
+            "only a single Redis uses it",
+        )),
     }
     Ok(())
 }
