@@ -1669,7 +1669,8 @@ fn redis_socket(
     url: &str,
 ) -> Result<(), CompatError> {
     use crate::store::redis::RedisMode;
-    let socket = out.take("REDIS_SOCKET_TYPE").unwrap_or("unix");
+    let given = out.take("REDIS_SOCKET_TYPE");
+    let socket = given.unwrap_or("unix");
     match mode {
         RedisMode::Single if !matches!(socket, "tcp" | "tcp4" | "tcp6") => {
             return Err(out.refuse(
@@ -1681,11 +1682,7 @@ fn redis_socket(
             ));
         }
         RedisMode::Single => {}
-        _ => out.t.unused.push(Out::line(
-            "REDIS_SOCKET_TYPE",
-            socket,
-            "only a single Redis uses it",
-        )),
+        _ => out.unused(&["REDIS_SOCKET_TYPE"], "only a single Redis uses it"),
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ mod capacity;
 mod client;
 mod counters;
 mod envoy;
+mod envoy_ratelimit_env;
 mod envoy_types_client;
 mod listeners;
 mod operations;

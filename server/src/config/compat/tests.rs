@@ -350,6 +350,8 @@ fn redis_topologies_credentials_and_timeouts() {
             ("FLOODGATE_REDIS_TLS_CA_FILE", "/ca.pem"),
         ])
     );
+    let t = translate(&[("REDIS_TYPE", "CLUSTER"), ("REDIS_URL", "a:7000")]);
+    assert!(t.unused.is_empty(), "{:?}", t.unused);
     // Unset, REDIS_SOCKET_TYPE is unix for them: a socket path we cannot dial.
     let e = refused(&[("REDIS_URL", "/var/run/redis.sock")]);
     assert!(
