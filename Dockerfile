@@ -10,11 +10,20 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p floodgate-server --bin floodgate \
-    && install -m 0755 target/release/floodgate /usr/local/bin/floodgate
+    && install -m 0755 target/release/floodgate /usr/local/bin/floodgate \
+    && mkdir -p /out/bin \
+    && ln -s /usr/local/bin/floodgate /out/bin/ratelimit
 
 # Runtime: distroless (glibc, CA certificates, no shell), user 65532.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /usr/local/bin/floodgate /usr/local/bin/floodgate
+# /bin/ratelimit, a link to floodgate, for where envoyproxy/ratelimit ran
+# (Envoy Gateway's command is exactly /bin/ratelimit): started under that
+# name, floodgate serves with envoyproxy/ratelimit's environment. The link
+# is made in the build stage (distroless has no shell) and its directory is
+# copied, so that COPY keeps the link a link (a link named as COPY's source
+# would be followed and copied as a file).
+COPY --from=build /out/bin/ /bin/
 COPY examples/rules /etc/floodgate/rules
 USER 65532:65532
 EXPOSE 8081 8080

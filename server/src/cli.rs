@@ -219,13 +219,30 @@ pub struct CheckArgs {
 
 /// Runs the command line; the process exit code is the result.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(arguments(std::env::args_os()));
     match cli.command {
         Command::Check(args) => check(&args, &mut std::io::stdout(), &mut std::io::stderr()),
         Command::Serve(args) => serve(*args),
         Command::Bench(args) => bench(&args),
         Command::Admin(args) => admin(&args),
     }
+}
+
+/// The command line to parse: as given, or, when the binary was started
+/// as `ratelimit` (`/bin/ratelimit`, as Envoy Gateway starts
+/// envoyproxy/ratelimit), `serve --compat envoy-ratelimit` followed by any
+/// arguments given (envoyproxy/ratelimit takes none).
+pub fn arguments(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let as_ratelimit = args
+        .first()
+        .and_then(|argv0| std::path::Path::new(argv0).file_name())
+        .is_some_and(|name| name == "ratelimit");
+    if as_ratelimit {
+        let serve = ["floodgate", "serve", "--compat", "envoy-ratelimit"];
+        args.splice(0..1, serve.map(std::ffi::OsString::from));
+    }
+    args
 }
 
 /// `floodgate admin get|reset`: one call to the admin listener; prints its
@@ -375,8 +392,11 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    for line in &ignored {
-        tracing::warn!("{line} (envoyproxy/ratelimit variable without effect)");
+    for line in &ignored.ignored {
+        tracing::warn!("{line} (envoyproxy/ratelimit variable not honoured)");
+    }
+    for line in &ignored.unused {
+        tracing::info!("{line} (envoyproxy/ratelimit variable without effect there either)");
     }
     runtime.block_on(async move {
         // Signal handlers first: a SIGTERM or SIGHUP during startup must not
@@ -402,17 +422,19 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 /// The settings: the file, then the environment (with another service's
 /// variables under `FLOODGATE_*` ones, with `--compat`), then the flags.
-/// Also: the lines saying which of the other service's variables have no
-/// effect, to log.
-fn serve_config(args: ServeArgs) -> Result<(Config, Vec<String>), crate::config::ConfigError> {
+/// Also: what the other service's variables came to (the lines saying
+/// which have no effect, to log).
+fn serve_config(
+    args: ServeArgs,
+) -> Result<(Config, crate::config::compat::Translated), crate::config::ConfigError> {
     let mut env: std::collections::HashMap<String, String> = std::env::vars().collect();
     let ignored = match args.compat {
         Some(crate::config::compat::Compat::EnvoyRatelimit) => {
-            let translated = crate::config::compat::envoy_ratelimit(&env);
-            env.extend(translated.variables);
-            translated.ignored
+            let mut translated = crate::config::compat::envoy_ratelimit(&env)?;
+            env.extend(std::mem::take(&mut translated.variables));
+            translated
         }
-        None => Vec::new(),
+        None => crate::config::compat::Translated::default(),
     };
     let path = |p: Option<PathBuf>| p.map(|p| p.display().to_string());
     let overrides = [
@@ -495,6 +517,39 @@ mod tests {
     fn parse(args: &[&str]) -> Command {
         let argv = ["floodgate"].iter().chain(args);
         Cli::try_parse_from(argv).unwrap().command
+    }
+
+    #[test]
+    fn started_as_ratelimit_it_serves_with_envoy_ratelimits_environment() {
+        use super::arguments;
+        let as_given = |argv: &[&str]| -> Vec<String> {
+            arguments(argv.iter().map(std::ffi::OsString::from))
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        let serve = ["floodgate", "serve", "--compat", "envoy-ratelimit"];
+        assert_eq!(as_given(&["/bin/ratelimit"]), serve);
+        assert_eq!(as_given(&["ratelimit"]), serve);
+        assert_eq!(
+            as_given(&["/bin/ratelimit", "--log-level", "debug"]),
+            [&serve[..], &["--log-level", "debug"]].concat()
+        );
+        let Command::Serve(args) =
+            Cli::try_parse_from(arguments(["/bin/ratelimit"].map(std::ffi::OsString::from)))
+                .unwrap()
+                .command
+        else {
+            panic!("not serve");
+        };
+        assert_eq!(
+            args.compat,
+            Some(crate::config::compat::Compat::EnvoyRatelimit)
+        );
+        // Any other name is the floodgate command line.
+        let other = ["/usr/local/bin/floodgate", "check", "rules"];
+        assert_eq!(as_given(&other), other);
+        assert_eq!(as_given(&["/bin/ratelimit-x"])[0], "/bin/ratelimit-x");
     }
 
     #[test]

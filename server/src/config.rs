@@ -422,6 +422,30 @@ pub enum ConfigError {
         "{0} is set but redis_url is not: it applies only to Redis (without redis_url, counters live in memory)"
     )]
     WithoutRedis(&'static str),
+    /// A `FLOODGATE_*` variable that names no setting (a typo would
+    /// otherwise be dropped, silently).
+    #[error("unknown variable {name}: no setting is called {setting}{hint}")]
+    UnknownVariable {
+        /// The variable.
+        name: String,
+        /// The setting it would name.
+        setting: String,
+        /// `: did you mean ...?`, or nothing.
+        hint: String,
+    },
+    /// A key of the settings file that names no setting.
+    #[error("unknown setting {key} in {file}{hint}")]
+    UnknownKey {
+        /// The key.
+        key: String,
+        /// The settings file.
+        file: String,
+        /// `: did you mean ...?`, or nothing.
+        hint: String,
+    },
+    /// envoyproxy/ratelimit's environment asks for what cannot be.
+    #[error(transparent)]
+    Compat(#[from] compat::CompatError),
 }
 
 impl ConfigError {
@@ -526,6 +550,8 @@ impl Settings {
             );
         }
         let env: std::collections::HashMap<String, String> = env.into_iter().collect();
+        let known = Settings::names();
+        unknown_variables(&env, &known)?;
         builder = builder.add_source(
             config::Environment::with_prefix(ENV_PREFIX)
                 .try_parsing(false)
@@ -534,11 +560,118 @@ impl Settings {
         for (name, value) in overrides {
             builder = builder.set_override_option(*name, value.clone())?;
         }
+        if let Some(file) = file {
+            unknown_keys(file, &known)?;
+        }
         builder
             .build()?
             .try_deserialize()
             .map_err(ConfigError::read)
     }
+
+    /// Every setting's name (the keys [`Settings`] serializes to).
+    pub fn names() -> Vec<String> {
+        match serde_json::to_value(Settings::default()) {
+            Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Variables that start with `FLOODGATE_` yet are not settings: the
+/// `floodgate admin` client's, the test harness's.
+const NOT_SETTINGS: &[&str] = &[
+    "FLOODGATE_ADMIN_TLS_CA",
+    "FLOODGATE_ADMIN_TLS_CERT",
+    "FLOODGATE_ADMIN_TLS_KEY",
+    "FLOODGATE_ADMIN_TLS_SERVER_NAME",
+    "FLOODGATE_TEST_VENV",
+];
+
+/// Whether `name` is one of the variables Kubernetes sets for a Service
+/// called `floodgate` (`FLOODGATE_SERVICE_HOST`, `FLOODGATE_PORT_8081_TCP`,
+/// ...), which are not settings either.
+fn service_link(name: &str) -> bool {
+    let rest = name.trim_start_matches("FLOODGATE_");
+    rest == "PORT"
+        || rest.starts_with("SERVICE_HOST")
+        || rest.starts_with("SERVICE_PORT")
+        || rest
+            .strip_prefix("PORT_")
+            .is_some_and(|p| p.starts_with(|c: char| c.is_ascii_digit()))
+}
+
+/// `: did you mean X?` for the known name closest to `name`, if close.
+fn did_you_mean(name: &str, known: &[String], render: impl Fn(&str) -> String) -> String {
+    let distance = |a: &str, b: &str| -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut last = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let next = (row[j + 1] + 1)
+                    .min(row[j] + 1)
+                    .min(last + usize::from(ca != *cb));
+                last = row[j + 1];
+                row[j + 1] = next;
+            }
+        }
+        row[b.len()]
+    };
+    known
+        .iter()
+        .map(|k| (distance(name, k), k))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, k)| format!(": did you mean {}?", render(k)))
+        .unwrap_or_default()
+}
+
+/// Refuses a `FLOODGATE_*` variable that names no setting.
+fn unknown_variables(
+    env: &std::collections::HashMap<String, String>,
+    known: &[String],
+) -> Result<(), ConfigError> {
+    let prefix = format!("{ENV_PREFIX}_");
+    let mut names: Vec<&String> = env.keys().filter(|k| k.starts_with(&prefix)).collect();
+    names.sort();
+    for name in names {
+        let setting = name[prefix.len()..].to_ascii_lowercase();
+        if known.contains(&setting) || NOT_SETTINGS.contains(&name.as_str()) || service_link(name) {
+            continue;
+        }
+        let hint = did_you_mean(&setting, known, |k| {
+            format!("{prefix}{}", k.to_ascii_uppercase())
+        });
+        return Err(ConfigError::UnknownVariable {
+            name: name.clone(),
+            setting,
+            hint,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a key of the settings file that names no setting.
+fn unknown_keys(file: &std::path::Path, known: &[String]) -> Result<(), ConfigError> {
+    use config::Source as _;
+    let values = config::File::from(file)
+        .format(config::FileFormat::Yaml)
+        .required(true)
+        .collect()?;
+    let mut keys: Vec<&String> = values.keys().collect();
+    keys.sort();
+    for key in keys {
+        if !known.contains(key) {
+            return Err(ConfigError::UnknownKey {
+                key: key.clone(),
+                file: file.display().to_string(),
+                hint: did_you_mean(key, known, str::to_owned),
+            });
+        }
+    }
+    Ok(())
 }
 
 impl TryFrom<Settings> for Config {
@@ -1275,6 +1408,54 @@ mod tests {
         assert_eq!(c.http_addr.to_string(), "127.0.0.1:3000");
         assert_eq!(c.cache_key_prefix, "flag");
         assert_eq!(c.response.headers, Some(HeaderNames::default()));
+    }
+
+    #[test]
+    fn an_unknown_floodgate_variable_or_file_key_is_refused_by_name() {
+        let env = |name: &str| [(name.to_owned(), "x".to_owned())];
+        let e = Settings::load(None, env("FLOODGATE_REDIS_URLL"), &[])
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            e,
+            "unknown variable FLOODGATE_REDIS_URLL: no setting is called redis_urll: did you mean FLOODGATE_REDIS_URL?"
+        );
+        let e = Settings::load(None, env("FLOODGATE_NOTHING_LIKE_IT"), &[])
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            e,
+            "unknown variable FLOODGATE_NOTHING_LIKE_IT: no setting is called nothing_like_it"
+        );
+        // Not settings, and not mistakes: the admin client's variables,
+        // the test harness's, and those Kubernetes sets for a Service
+        // called floodgate.
+        for name in [
+            "FLOODGATE_ADMIN_TLS_CA",
+            "FLOODGATE_TEST_VENV",
+            "FLOODGATE_SERVICE_HOST",
+            "FLOODGATE_SERVICE_PORT_GRPC",
+            "FLOODGATE_PORT",
+            "FLOODGATE_PORT_8081_TCP_ADDR",
+        ] {
+            assert!(Settings::load(None, env(name), &[]).is_ok(), "{name}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("floodgate.yaml");
+        std::fs::write(&file, "grpc_addr: 127.0.0.1:1\nshadow_mod: true\n").unwrap();
+        let e = Settings::load(Some(&file), [], &[])
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            e,
+            format!(
+                "unknown setting shadow_mod in {}: did you mean shadow_mode?",
+                file.display()
+            )
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod client;
 mod counters;
 mod envoy;
 mod envoy_example;
+mod envoy_ratelimit_env;
 mod envoy_types_client;
 mod from_envoy_ratelimit;
 mod k8s_examples;
