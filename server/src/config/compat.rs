@@ -287,8 +287,9 @@ pub const VARIABLES: &[Variable] = &[
         Bool,
         "false",
         Logged(
-            "no such switch: see `rules_xds_server` for what Floodgate serves before the first push",
-            Unless::Never,
+            "`true` is what Floodgate always does: with rules over xDS it answers before the first \
+             push (every call `OK` until then); waiting for the first push is not available",
+            Unless::True,
         ),
     ),
     var(
