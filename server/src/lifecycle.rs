@@ -67,12 +67,12 @@ pub(crate) fn spawn_background(
     let (rules, metrics) = (service.limiter().rules(), service.limiter().metrics());
     match &config.rules_xds {
         Some(settings) => {
-            let source = xds::XdsRules {
-                settings: settings.clone(),
-                rules: rules.clone(),
-                merge_domains: config.merge_domains,
-                metrics: metrics.clone(),
-            };
+            let source = xds::XdsRules::new(
+                settings.clone(),
+                rules.clone(),
+                config.merge_domains,
+                metrics.clone(),
+            );
             tasks.spawn(source.run(drain.clone()));
         }
         None => {

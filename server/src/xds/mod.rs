@@ -16,7 +16,9 @@
 
 pub mod convert;
 
+use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use floodgate_proto::RATE_LIMIT_CONFIG_TYPE_URL;
@@ -33,7 +35,7 @@ use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::backoff::{Backoff, Jitter};
-use crate::metrics::Metrics;
+use crate::metrics::{Family, Metrics};
 use crate::rules::{LoadError, RuleSet, Rules, load_files, report};
 use crate::tls::client::ClientTls;
 
@@ -99,14 +101,22 @@ pub enum XdsError {
 #[derive(Debug)]
 pub struct XdsRules {
     /// Where to connect.
-    pub settings: XdsSettings,
+    settings: XdsSettings,
     /// The rules in force, replaced on each accepted response.
-    pub rules: Rules,
+    rules: Rules,
     /// Let several resources share a domain.
-    pub merge_domains: bool,
+    merge_domains: bool,
     /// Counts accepted and refused updates.
-    pub metrics: Arc<Metrics>,
+    metrics: Arc<Metrics>,
+    /// Whether a stream is open now (`floodgate_rules_xds_connected`).
+    connected: Arc<AtomicBool>,
 }
+
+/// The gauge of an open stream.
+const CONNECTED: Family = Family::gauge(
+    "floodgate_rules_xds_connected",
+    "1 while the stream to the xDS management server the rules come from is open, else 0.",
+);
 
 /// The state of the conversation with the server that outlives a stream.
 #[derive(Debug, Default)]
@@ -116,6 +126,31 @@ struct Accepted {
 }
 
 impl XdsRules {
+    /// The task for `settings`, feeding `rules`; `metrics` gets its
+    /// updates (`floodgate_rules_reloads_total`) and the
+    /// `floodgate_rules_xds_connected` gauge.
+    pub fn new(
+        settings: XdsSettings,
+        rules: Rules,
+        merge_domains: bool,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let connected = Arc::new(AtomicBool::new(false));
+        let gauge = connected.clone();
+        metrics.add_text(Arc::new(move |out: &mut String| {
+            CONNECTED.header(out);
+            let up = u8::from(gauge.load(Ordering::Relaxed));
+            let _ = writeln!(out, "{} {up}", CONNECTED.name);
+        }));
+        XdsRules {
+            settings,
+            rules,
+            merge_domains,
+            metrics,
+            connected,
+        }
+    }
+
     /// Holds a stream to the server until `drain` turns true, reopening it
     /// after a backoff whenever it fails.
     pub async fn run(self, mut drain: watch::Receiver<bool>) {
@@ -133,6 +168,7 @@ impl XdsRules {
                 _ = drain.changed() => return,
                 ended = self.stream(&mut accepted, &mut answered) => ended,
             };
+            self.connected.store(false, Ordering::Relaxed);
             if *drain.borrow() {
                 return;
             }
@@ -178,6 +214,7 @@ impl XdsRules {
             Ok(response) => response.into_inner(),
             Err(status) => return XdsError::Stream(status.to_string()),
         };
+        self.connected.store(true, Ordering::Relaxed);
         tracing::info!(server = %self.settings.server, node = %self.settings.node_id, "xDS rules stream open");
         loop {
             let response = match responses.message().await {

@@ -107,12 +107,12 @@ fn requests_carry_the_node_the_version_and_the_nonce() {
         retry_max: Duration::from_secs(2),
         max_message_bytes: 1 << 20,
     };
-    let source = XdsRules {
+    let source = XdsRules::new(
         settings,
-        rules: Rules::new(RuleSet::default()),
-        merge_domains: false,
-        metrics: Arc::new(Metrics::default()),
-    };
+        Rules::new(RuleSet::default()),
+        false,
+        Arc::new(Metrics::default()),
+    );
     let nack = source.request(
         "3",
         "n-4".into(),
@@ -134,8 +134,8 @@ fn requests_carry_the_node_the_version_and_the_nonce() {
 
 #[test]
 fn a_good_response_replaces_the_rules_and_a_bad_one_keeps_them() {
-    let source = XdsRules {
-        settings: XdsSettings {
+    let source = XdsRules::new(
+        XdsSettings {
             server: "cp:1".into(),
             node_id: "n".into(),
             node_metadata: Vec::new(),
@@ -145,10 +145,10 @@ fn a_good_response_replaces_the_rules_and_a_bad_one_keeps_them() {
             retry_max: Duration::from_secs(1),
             max_message_bytes: 1 << 20,
         },
-        rules: Rules::new(RuleSet::default()),
-        merge_domains: false,
-        metrics: Arc::new(Metrics::default()),
-    };
+        Rules::new(RuleSet::default()),
+        false,
+        Arc::new(Metrics::default()),
+    );
     source
         .apply(&response("1", vec![any(&config("a", "d", 3))]))
         .unwrap();
@@ -165,6 +165,10 @@ fn a_good_response_replaces_the_rules_and_a_bad_one_keeps_them() {
     let metrics = source.metrics.render();
     assert!(
         metrics.contains("floodgate_rules_reloads_total{result=\"failure\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nfloodgate_rules_xds_connected 0\n"),
         "{metrics}"
     );
 }

@@ -140,6 +140,11 @@ async fn pushed_rules_are_served_a_bad_push_is_nacked_and_the_good_rules_stay() 
         rlconfig.contains("d.user: unit=MINUTE requests_per_unit=5"),
         "{rlconfig}"
     );
+    let (_, metrics) = http_get(&format!("http://{}/metrics", server.http_addr)).await;
+    assert!(
+        metrics.contains("\nfloodgate_rules_xds_connected 1\n"),
+        "{metrics}"
+    );
 }
 
 /// `n` calls for `user`, one after another: their codes.
@@ -158,9 +163,14 @@ async fn the_rules_stay_while_the_management_server_is_down_and_it_is_reconnecte
     xds.push("1", &[per_minute("d-config", "d", "user", 3)]);
     xds.answer_to("1").await;
     xds.stop();
-    // Down: the rules in force stay.
+    // Down: the rules in force stay, and the gauge says it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(call(&server, "bob").await, (Code::Ok, 3));
+    let (_, metrics) = http_get(&format!("http://{}/metrics", server.http_addr)).await;
+    assert!(
+        metrics.contains("\nfloodgate_rules_xds_connected 0\n"),
+        "{metrics}"
+    );
     xds.push("2", &[per_minute("d-config", "d", "user", 7)]);
     xds.restart().await;
     // The stream is reopened (backoff 100 ms .. 500 ms) and the new
