@@ -22,8 +22,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use floodgate_e2e::xds::XdsServer;
 use floodgate_e2e::{TestServer, config_with_rules, floodgate_bin, venv_bin, workspace_root};
+use floodgate_proto::ratelimit::config::ratelimit::v3::{
+    RateLimitConfig, RateLimitDescriptor, RateLimitPolicy, RateLimitUnit,
+};
 use floodgate_server::clock::Clock;
+use floodgate_server::xds::XdsSettings;
 use serde_json::{Value, json};
 
 use crate::envoy::{Envoy, Response, get, start_backend, wait_ready};
@@ -234,6 +239,57 @@ async fn floodgate_with(rules: &[(String, String)]) -> (TestServer, tempfile::Te
     (server, dir)
 }
 
+/// Floodgate (manual clock at a minute's start) with its rules from `xds`,
+/// as Envoy Gateway's environment sets it up.
+async fn floodgate_over_xds(xds: &XdsServer) -> TestServer {
+    let empty = tempfile::tempdir().expect("rules dir");
+    let mut config = config_with_rules(empty.path());
+    config.rules_xds = Some(XdsSettings {
+        server: xds.addr.to_string(),
+        node_id: "envoy-ratelimit".into(),
+        node_metadata: Vec::new(),
+        headers: Vec::new(),
+        tls: None,
+        retry_initial: Duration::from_millis(100),
+        retry_max: Duration::from_secs(1),
+        max_message_bytes: 4 << 20,
+    });
+    TestServer::start_with_clock(config, Clock::manual(MINUTE_START)).await
+}
+
+/// A `RateLimitConfig` from its proto3 JSON/YAML form (proto field names).
+fn rate_limit_config(v: &Value) -> RateLimitConfig {
+    fn descriptor(d: &Value) -> RateLimitDescriptor {
+        let text = |field: &str| d[field].as_str().unwrap_or_default().to_owned();
+        RateLimitDescriptor {
+            key: text("key"),
+            value: text("value"),
+            rate_limit: d.get("rate_limit").map(|r| RateLimitPolicy {
+                unit: RateLimitUnit::from_str_name(r["unit"].as_str().unwrap_or("UNKNOWN"))
+                    .expect("a unit name") as i32,
+                requests_per_unit: u32::try_from(r["requests_per_unit"].as_u64().unwrap_or(0))
+                    .expect("requests_per_unit"),
+                unlimited: r["unlimited"].as_bool().unwrap_or(false),
+                name: r["name"].as_str().unwrap_or_default().to_owned(),
+                replaces: Vec::new(),
+            }),
+            descriptors: children(d),
+            ..Default::default()
+        }
+    }
+    fn children(v: &Value) -> Vec<RateLimitDescriptor> {
+        v["descriptors"]
+            .as_array()
+            .map(|ds| ds.iter().map(descriptor).collect())
+            .unwrap_or_default()
+    }
+    RateLimitConfig {
+        name: v["name"].as_str().unwrap_or_default().to_owned(),
+        domain: v["domain"].as_str().unwrap_or_default().to_owned(),
+        descriptors: children(v),
+    }
+}
+
 /// The rules in `rules-configmap.yaml`'s data.
 fn configmap_rules() -> Vec<(String, String)> {
     let cm = read_yaml(&example("istio/rules-configmap.yaml"));
@@ -375,13 +431,9 @@ async fn envoy_gateway_wire_config_runs_in_envoy() {
     let wire = example("envoy-gateway/wire");
     let http_filter = read_yaml(&wire.join("http-filter.yaml"));
     let route = read_yaml(&wire.join("route.yaml"));
-    // The RateLimitConfig is a rules file once its `name` goes.
-    let mut config = read_yaml(&wire.join("ratelimitconfig.yaml"));
-    config.as_object_mut().unwrap().remove("name");
-    let rules = vec![(
-        "ratelimitconfig.yaml".to_owned(),
-        serde_json::to_string(&config).unwrap(),
-    )];
+    // The RateLimitConfig, pushed over xDS as Envoy Gateway does (node id
+    // envoy-ratelimit), to Floodgate reading its rules from there.
+    let config = read_yaml(&wire.join("ratelimitconfig.yaml"));
     let limit = usize::try_from(
         config["descriptors"][0]["descriptors"][0]["rate_limit"]["requests_per_unit"]
             .as_u64()
@@ -389,8 +441,14 @@ async fn envoy_gateway_wire_config_runs_in_envoy() {
     )
     .unwrap();
     assert_eq!(limit, 3, "backendtrafficpolicy.yaml says 3 per minute");
-
-    let (server, _rules_dir) = floodgate_with(&rules).await;
+    let xds = XdsServer::start("envoy-ratelimit", None).await;
+    xds.push("1", &[rate_limit_config(&config)]);
+    let server = floodgate_over_xds(&xds).await;
+    let ack = xds.answer_to("1").await.request;
+    assert!(
+        ack.error_detail.is_none(),
+        "Floodgate NACKed the wire config: {ack:?}"
+    );
     let (backend_port, backend) = start_backend().await;
     // Envoy Gateway's clusters: ratelimit_cluster (HTTP/2; TLS in a cluster,
     // plaintext here) and the route's backend, under the route's own name.
