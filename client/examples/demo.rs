@@ -319,6 +319,7 @@ async fn embedded_floodgate(
                 grpc,
                 http,
                 admin: None,
+                metrics: None,
             },
             async {
                 let _ = stopped.await;

@@ -477,7 +477,7 @@ fn serve_config(
     Ok((config, ignored))
 }
 
-/// Binds the gRPC, HTTP and (if set) admin listeners.
+/// Binds the gRPC, HTTP and (if set) admin and metrics listeners.
 fn bind_listeners(config: &Config) -> Result<Listeners, String> {
     let backlog = config.listeners.listen_backlog;
     let bind = |addr| {
@@ -487,9 +487,23 @@ fn bind_listeners(config: &Config) -> Result<Listeners, String> {
         Some(addr) => bind(addr).map(Some),
         None => Ok(None),
     };
-    match (bind(config.grpc_addr), bind(config.http_addr), admin) {
-        (Ok(grpc), Ok(http), Ok(admin)) => Ok(Listeners { grpc, http, admin }),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
+    let metrics = match config.metrics_listener.addr {
+        Some(addr) => bind(addr).map(Some),
+        None => Ok(None),
+    };
+    match (
+        bind(config.grpc_addr),
+        bind(config.http_addr),
+        admin,
+        metrics,
+    ) {
+        (Ok(grpc), Ok(http), Ok(admin), Ok(metrics)) => Ok(Listeners {
+            grpc,
+            http,
+            admin,
+            metrics,
+        }),
+        (Err(e), ..) | (_, Err(e), ..) | (.., Err(e), _) | (.., Err(e)) => Err(e),
     }
 }
 

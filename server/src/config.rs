@@ -181,6 +181,11 @@ pub struct Settings {
     /// Rule series per domain in `/metrics` before `__overflow__`.
     #[serde(deserialize_with = "value::at_least_1")]
     pub metrics_max_series_per_domain: NonZeroUsize,
+    /// A listener of its own for `/metrics` (`host:port`); empty: none
+    /// (`/metrics` is on the HTTP listener either way).
+    pub metrics_addr: String,
+    /// The path the metrics listener serves the metrics on.
+    pub metrics_path: String,
     /// How often the rules directory is checked for changes (`0s`: never;
     /// `SIGHUP` still reloads).
     pub rules_reload_interval: HumanDuration,
@@ -349,6 +354,8 @@ impl Default for Settings {
             log_level: "info".into(),
             near_limit_ratio: metrics.near_limit_ratio,
             metrics_max_series_per_domain: value::count(metrics.max_series_per_domain),
+            metrics_addr: String::new(),
+            metrics_path: "/metrics".into(),
             rules_reload_interval: HumanDuration(Duration::from_millis(500)),
             admin_addr: "127.0.0.1:6070".into(),
             admin_token: String::new(),
@@ -508,6 +515,8 @@ pub struct Config {
     pub log_level: String,
     /// `/metrics` settings.
     pub metrics: MetricsSettings,
+    /// The metrics listener, if any, and its path.
+    pub metrics_listener: MetricsListener,
     /// How often the rules are checked for changes; `None`: only on SIGHUP.
     pub rules_reload_interval: Option<Duration>,
     /// The admin listener's address; `None`: no admin listener.
@@ -681,7 +690,6 @@ impl TryFrom<Settings> for Config {
     /// settings that depend on each other) and builds each part's settings.
     fn try_from(s: Settings) -> Result<Self, ConfigError> {
         let redis = redis_settings(&s)?;
-        let resilience = resilience_settings(&s)?;
         if s.redis_mode == RedisMode::Cluster
             && redis.is_some()
             && s.cache_key_prefix.contains(['{', '}'])
@@ -710,7 +718,7 @@ impl TryFrom<Settings> for Config {
                 stop_increment_when_over_limit: s.stop_increment_when_over_limit,
             },
             response: response_options(&s)?,
-            resilience,
+            resilience: resilience_settings(&s)?,
             max_in_flight: s.max_in_flight.get(),
             shutdown_grace: s.shutdown_grace.get(),
             shutdown_delay: s.shutdown_delay.get(),
@@ -720,6 +728,7 @@ impl TryFrom<Settings> for Config {
                 near_limit_ratio: ratio("near_limit_ratio", s.near_limit_ratio)?,
                 max_series_per_domain: s.metrics_max_series_per_domain.get(),
             },
+            metrics_listener: metrics_listener(&s.metrics_addr, &s.metrics_path)?,
             rules_reload_interval: Some(s.rules_reload_interval.get()).filter(|d| !d.is_zero()),
             admin_addr: admin_addr(
                 &s.admin_addr,
@@ -910,6 +919,37 @@ fn listener_limits(s: &Settings) -> ListenerLimits {
         idle_timeout: s.idle_timeout.get(),
         listen_backlog: s.listen_backlog.get(),
     }
+}
+
+/// Where the metrics are served besides the HTTP listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsListener {
+    /// The listener's address; `None`: no metrics listener.
+    pub addr: Option<SocketAddr>,
+    /// The one path it answers (`GET`); anything else is 404.
+    pub path: String,
+}
+
+/// The metrics listener: `addr` is `host:port` or empty (none); `path` is a
+/// URL path (`/` then visible ASCII but `?` and `#`), checked even without
+/// a listener.
+fn metrics_listener(addr: &str, path: &str) -> Result<MetricsListener, ConfigError> {
+    let visible = |c: char| c.is_ascii_graphic() && c != '?' && c != '#';
+    if !path.starts_with('/') || !path.chars().all(visible) {
+        return Err(invalid(
+            "metrics_path",
+            path,
+            "must be a URL path: / then visible ASCII characters but ? and #, e.g. /metrics",
+        ));
+    }
+    let addr = match addr.trim() {
+        "" => None,
+        addr => Some(address("metrics_addr", addr)?),
+    };
+    Ok(MetricsListener {
+        addr,
+        path: path.to_owned(),
+    })
 }
 
 /// The admin listener's address. Anyone who reaches it can reset
@@ -1663,6 +1703,48 @@ mod tests {
         assert_eq!(c.clock_offset_ms, -5);
         assert!(c.limiter.global_shadow_mode);
         assert_eq!(c.redis.unwrap().password.unwrap().expose(), "0123");
+    }
+
+    #[test]
+    fn the_metrics_listener_takes_host_port_and_a_url_path() {
+        let off = Config::try_from(Settings::default())
+            .unwrap()
+            .metrics_listener;
+        assert_eq!(off.addr, None, "no metrics listener by default");
+        assert_eq!(off.path, "/metrics");
+        let env = [
+            (
+                "FLOODGATE_METRICS_ADDR".to_owned(),
+                "0.0.0.0:19001".to_owned(),
+            ),
+            (
+                "FLOODGATE_METRICS_PATH".to_owned(),
+                "/stats/prometheus".to_owned(),
+            ),
+        ];
+        let on = Settings::load(None, env, &[]).and_then(Config::try_from);
+        let on = on.unwrap().metrics_listener;
+        assert_eq!(on.addr, Some("0.0.0.0:19001".parse().unwrap()));
+        assert_eq!(on.path, "/stats/prometheus");
+        // Our setting is host:port: Go's `:19001` is compat's to translate.
+        for bad in [":19001", "metrics:19001", "127.0.0.1", "127.0.0.1:99999"] {
+            assert_eq!(
+                error(flag("metrics_addr", bad)),
+                format!(
+                    "invalid setting metrics_addr = {bad:?}: expected host:port, e.g. 0.0.0.0:8081"
+                ),
+            );
+        }
+        let reason =
+            "must be a URL path: / then visible ASCII characters but ? and #, e.g. /metrics";
+        for bad in ["metrics", "", "/a b", "/metrics?x=1", "/m#x", "/é"] {
+            assert_eq!(
+                error(flag("metrics_path", bad)),
+                format!("invalid setting metrics_path = {bad:?}: {reason}"),
+            );
+        }
+        // Checked without a listener too, so a bad value never waits for one.
+        assert!(error(flag("metrics_path", "m")).contains("metrics_path"));
     }
 
     #[test]

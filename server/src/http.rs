@@ -1,6 +1,7 @@
 //! The HTTP listener: `GET /healthcheck`, `POST /json` (the same decision as
 //! gRPC, in proto3 JSON), `GET /rlconfig` (the limits in force) and
-//! `GET /metrics` (Prometheus text, [`crate::metrics`]).
+//! `GET /metrics` (Prometheus text, [`crate::metrics`]); and the metrics
+//! listener ([`metrics_router`]), which serves that text alone.
 //!
 //! `/json` maps JSON to protobuf through the descriptor set compiled from
 //! `proto/` (prost-reflect), so it follows the proto3 JSON mapping exactly
@@ -17,7 +18,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use floodgate_proto::{RateLimitRequest, RateLimitResponse, rate_limit_response::Code};
@@ -26,6 +27,7 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 use tokio::sync::watch;
 
 use crate::grpc::{DecodeError, RateLimiter, ServiceError};
+use crate::metrics::Metrics;
 
 /// Longest time `/healthcheck` waits for the store.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -181,12 +183,106 @@ async fn rlconfig(State(state): State<HttpState>) -> Response {
 
 /// `GET /metrics`: every metric, in the Prometheus text format.
 async fn metrics(State(state): State<HttpState>) -> Response {
+    metrics_text(state.service.limiter().metrics())
+}
+
+/// Every metric of `metrics`, in the Prometheus text format.
+fn metrics_text(metrics: &Metrics) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.service.limiter().metrics().render(),
+        metrics.render(),
     )
         .into_response()
+}
+
+/// The metrics listener's one route: `GET path` answers what `GET
+/// /metrics` answers on the HTTP listener; any other method or path is 404.
+/// The path is compared as given (no pattern), so any path is safe.
+pub fn metrics_router(metrics: Arc<Metrics>, path: String) -> Router {
+    let path: Arc<str> = path.into();
+    Router::new().fallback(move |method: Method, uri: Uri| {
+        let (metrics, path) = (metrics.clone(), path.clone());
+        async move {
+            if method == Method::GET && uri.path() == &*path {
+                metrics_text(&metrics)
+            } else {
+                StatusCode::NOT_FOUND.into_response()
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode, header};
+    use tower::ServiceExt;
+
+    use crate::metrics::{Metrics, MetricsSettings};
+
+    /// `method path` on `router`: the status, content type and body.
+    async fn ask(
+        router: &axum::Router,
+        method: Method,
+        path: &str,
+    ) -> (StatusCode, String, String) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map_or(String::new(), |v| v.to_str().unwrap().to_owned());
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            content_type,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_metrics_listener_answers_get_at_its_path_and_404_to_anything_else() {
+        let metrics = Arc::new(Metrics::new(MetricsSettings::default()));
+        metrics.set_rules_version("v1");
+        // Any path is taken as given: what axum reads as a pattern too.
+        for path in ["/metrics", "/stats/prometheus", "/:id", "/*rest", "/{id}"] {
+            let router = super::metrics_router(metrics.clone(), path.to_owned());
+            let (status, content_type, body) = ask(&router, Method::GET, path).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+            assert!(
+                body.contains("floodgate_rules_info{version=\"v1\"} 1"),
+                "{body}"
+            );
+            assert_eq!(body, metrics.render());
+            let elsewhere = format!("{path}/x");
+            for (method, other) in [
+                (Method::POST, path),
+                (Method::DELETE, path),
+                (Method::GET, "/json"),
+                (Method::POST, "/json"),
+                (Method::GET, "/healthcheck"),
+                (Method::GET, "/rlconfig"),
+                (Method::GET, &elsewhere),
+            ] {
+                let (status, _, body) = ask(&router, method.clone(), other).await;
+                assert_eq!(status, StatusCode::NOT_FOUND, "{method} {other} at {path}");
+                assert!(!body.contains("floodgate_"), "{body}");
+            }
+        }
+        let stats = super::metrics_router(metrics, "/stats".to_owned());
+        assert_eq!(ask(&stats, Method::GET, "/metrics").await.0, 404);
+    }
 }

@@ -98,6 +98,9 @@ pub struct Listeners {
     pub http: TcpListener,
     /// The admin endpoints ([`admin`]), if served.
     pub admin: Option<TcpListener>,
+    /// The metrics listener (`metrics_addr`): only `GET <metrics_path>`,
+    /// if served.
+    pub metrics: Option<TcpListener>,
 }
 
 /// Why the server could not start or stopped with an error.

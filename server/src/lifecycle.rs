@@ -101,7 +101,8 @@ pub(crate) fn spawn_background(
 }
 
 /// Serves every listener: gRPC (with health and reflection), HTTP, and the
-/// admin endpoints if bound. Each listener's task ends once drained.
+/// admin endpoints and the metrics listener if bound. Each listener's task
+/// ends once drained.
 pub(crate) fn serve(
     config: &Config,
     (listeners, tls): (Listeners, &Tls),
@@ -152,11 +153,29 @@ pub(crate) fn serve(
                 tls.http.clone(),
             )),
             admin,
+            listeners
+                .metrics
+                .map(|listener| metrics_listener(config, listener, service)),
         ],
         &config.listeners,
         service.limiter().metrics(),
         &phases.drain.subscribe(),
     ))
+}
+
+/// The metrics listener: the HTTP listener's `/metrics` text at
+/// `metrics_path` alone, in plaintext (as envoyproxy/ratelimit's
+/// `PROMETHEUS_ADDR`), under the same listener limits.
+fn metrics_listener(
+    config: &Config,
+    listener: TcpListener,
+    service: &RateLimiter,
+) -> transport::Served {
+    let router = http::metrics_router(
+        service.limiter().metrics().clone(),
+        config.metrics_listener.path.clone(),
+    );
+    ("metrics", listener, router, transport::Protocol::Http, None)
 }
 
 /// Serves the listeners' TLS counters on `/metrics`.
@@ -200,6 +219,7 @@ pub(crate) struct Bound {
     grpc: String,
     http: String,
     admin: String,
+    metrics: String,
 }
 
 impl Bound {
@@ -215,6 +235,10 @@ impl Bound {
                 .admin
                 .as_ref()
                 .map_or_else(|| "off".to_owned(), bound),
+            metrics: listeners
+                .metrics
+                .as_ref()
+                .map_or_else(|| "off".to_owned(), bound),
         }
     }
 }
@@ -226,8 +250,13 @@ pub(crate) fn log_serving(config: &Config, bound: &Bound) {
         || "memory".to_owned(),
         |r| format!("redis {:?} ({})", r.mode(), r.endpoints()),
     );
-    let Bound { grpc, http, admin } = bound;
-    tracing::info!(%grpc, %http, %admin, rules = %config.rules.display(), %store, "floodgate serving");
+    let Bound {
+        grpc,
+        http,
+        admin,
+        metrics,
+    } = bound;
+    tracing::info!(%grpc, %http, %admin, %metrics, rules = %config.rules.display(), %store, "floodgate serving");
 }
 
 /// Waits for `shutdown`, or for a failure that ends the run (a listener

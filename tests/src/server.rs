@@ -76,6 +76,7 @@ impl TestServer {
                 grpc,
                 http,
                 admin: Some(admin),
+                metrics: None,
             },
             shutdown,
             clock,

@@ -435,23 +435,22 @@ pub const VARIABLES: &[Variable] = &[
         Bool,
         "false",
         Setting(
-            "none needed: Floodgate always serves Prometheus series at `/metrics` on the HTTP listener (`http_addr`)",
+            "true: a metrics listener at `PROMETHEUS_ADDR` (`metrics_addr`); `/metrics` is on the HTTP listener (`http_addr`) either way",
         ),
     ),
     var(
         "PROMETHEUS_ADDR",
         Text,
         ":9090",
-        Logged(
-            "`/metrics` is served on the HTTP listener (`PORT`), not on an address of its own: scrape that port",
-            Unless::Never,
+        Setting(
+            "`metrics_addr` (with `USE_PROMETHEUS`; `:port` is every interface, `0.0.0.0:port`; the host must be an IP address or `localhost`)",
         ),
     ),
     var(
         "PROMETHEUS_PATH",
         Text,
         "/metrics",
-        Logged("the path is `/metrics`", Unless::Is("/metrics")),
+        Setting("`metrics_path` (with `USE_PROMETHEUS`)"),
     ),
     var(
         "PROMETHEUS_MAPPER_YAML",
@@ -1185,7 +1184,7 @@ pub fn envoy_ratelimit(env: &HashMap<String, String>) -> Result<Translated, Comp
     grpc_tls(&mut out);
     rules(&mut out)?;
     redis(&mut out)?;
-    statistics(&mut out);
+    statistics(&mut out)?;
     limits(&mut out)?;
     tracing(&mut out);
     // Every other variable that is set: not honoured, unless moot.
@@ -1703,7 +1702,7 @@ const PROMETHEUS: [&str; 4] = [
     "PROMETHEUS_RESPONSE_TIME_AS_MILLISECONDS",
 ];
 
-fn statistics(out: &mut Out<'_>) {
+fn statistics(out: &mut Out<'_>) -> Result<(), CompatError> {
     let statsd = out.peek("USE_STATSD").map(go_bool);
     let dog = out.peek("USE_DOG_STATSD").and_then(go_bool) == Some(true);
     if statsd.is_none() {
@@ -1717,7 +1716,43 @@ fn statistics(out: &mut Out<'_>) {
     }
     if out.bool("USE_PROMETHEUS") != Some(true) {
         out.unused(&PROMETHEUS, "USE_PROMETHEUS is not true");
+        return Ok(());
     }
+    // Their Prometheus sink listens on PROMETHEUS_ADDR (Go's form: `:port`
+    // is every interface) and serves PROMETHEUS_PATH there.
+    let addr = out.take("PROMETHEUS_ADDR").unwrap_or(":9090");
+    let Some(addr) = go_listen_addr(addr) else {
+        return Err(out.refuse(
+            "PROMETHEUS_ADDR",
+            "Floodgate listens on host:port with an IP address or localhost as host (or :port for every interface)",
+        ));
+    };
+    out.set(&["PROMETHEUS_ADDR"], "metrics_addr", addr);
+    if let Some(path) = out.take("PROMETHEUS_PATH") {
+        if !path.starts_with('/') {
+            return Err(out.refuse("PROMETHEUS_PATH", "must start with /"));
+        }
+        out.set(&["PROMETHEUS_PATH"], "metrics_path", path.to_owned());
+    }
+    Ok(())
+}
+
+/// A Go listen address (`:9090`, `0.0.0.0:9090`, `[::1]:9090`,
+/// `localhost:9090`) as Floodgate's `host:port`, or `None`.
+fn go_listen_addr(addr: &str) -> Option<String> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let host = if host == "localhost" {
+        "127.0.0.1"
+    } else {
+        host
+    };
+    let joined = join_host_port(host, port.into());
+    joined.parse::<std::net::SocketAddr>().ok().map(|_| joined)
 }
 
 fn limits(out: &mut Out<'_>) -> Result<(), CompatError> {

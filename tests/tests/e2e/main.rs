@@ -26,6 +26,7 @@ mod envoy_types_client;
 mod from_envoy_ratelimit;
 mod k8s_examples;
 mod listeners;
+mod metrics_listener;
 mod operations;
 mod python_client;
 mod redis_cluster;

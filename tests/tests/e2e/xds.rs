@@ -204,13 +204,13 @@ async fn a_node_the_server_does_not_know_gets_no_rules_and_floodgate_keeps_runni
 
 /// Envoy Gateway's environment for its rate limit deployment, as
 /// `internal/infrastructure/kubernetes/ratelimit/resource.go` writes it
-/// (with Redis), for a management server at `xds` and Redis at `redis`.
+/// (with Redis and Prometheus), for a management server at `xds`, Redis at
+/// `redis`, and `PROMETHEUS_ADDR` at `metrics` (theirs is `:19001`).
 /// With `pki`, the TLS files are the test PKI's (its `/certs/tls.crt` is
 /// one certificate for both ends, `dual.pem`); without, TLS is off and the
 /// files are left out.
 fn envoy_gateway_env(
-    xds: &str,
-    redis: &str,
+    (xds, redis, metrics): (&str, &str, &str),
     pki: Option<&std::path::Path>,
 ) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = [
@@ -226,6 +226,9 @@ fn envoy_gateway_env(
         ("FORCE_START_WITHOUT_INITIAL_CONFIG", "true"),
         ("REDIS_SOCKET_TYPE", "tcp"),
         ("REDIS_URL", redis),
+        ("USE_PROMETHEUS", "true"),
+        ("PROMETHEUS_ADDR", metrics),
+        ("PROMETHEUS_MAPPER_YAML", "/etc/statsd-exporter/conf.yaml"),
     ]
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -262,9 +265,13 @@ fn envoy_gateway_env(
 async fn envoy_gateway_run(pki: Option<&std::path::Path>) {
     let redis = floodgate_e2e::RedisServer::start();
     let xds = XdsServer::start("envoy-ratelimit", pki).await;
+    let metrics = format!("127.0.0.1:{}", floodgate_e2e::free_port());
     let env = envoy_gateway_env(
-        &xds.addr.to_string(),
-        &format!("127.0.0.1:{}", redis.port()),
+        (
+            &xds.addr.to_string(),
+            &format!("127.0.0.1:{}", redis.port()),
+            &metrics,
+        ),
         pki,
     );
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -321,6 +328,12 @@ async fn envoy_gateway_run(pki: Option<&std::path::Path>) {
     let (_, count, _) =
         floodgate_e2e::redis_command::the_counter(&redis.url(), "d_user_ann_*").await;
     assert_eq!(count, 6);
+    // Envoy Gateway scrapes PROMETHEUS_ADDR (container port `metrics`).
+    let (status, page) = http_get(&format!("http://{metrics}/metrics")).await;
+    assert_eq!(status, 200, "{page}");
+    let over = "floodgate_calls_total{code=\"over_limit\"}";
+    assert_eq!(floodgate_e2e::metric_value(&page, over), Some(2), "{page}");
+    assert_eq!(http_get(&format!("http://{metrics}/json")).await.0, 404);
 }
 
 async fn mtls_client(

@@ -67,8 +67,7 @@ const EG_UNUSED: [&str; 4] = [
     "RUNTIME_WATCH_ROOT=false: CONFIG_TYPE is GRPC_XDS_SOTW",
 ];
 
-const EG_IGNORED: [&str; 2] = [
-    "PROMETHEUS_ADDR=:19001: `/metrics` is served on the HTTP listener (`PORT`), not on an address of its own: scrape that port",
+const EG_IGNORED: [&str; 1] = [
     "PROMETHEUS_MAPPER_YAML=/etc/statsd-exporter/conf.yaml: Floodgate's series names are fixed (see the metrics mapping)",
 ];
 
@@ -89,6 +88,7 @@ fn envoy_gateways_environment_with_tls() {
             ("FLOODGATE_RULES_XDS_KEY_FILE", "/certs/tls.key"),
             ("FLOODGATE_REDIS_MODE", "single"),
             ("FLOODGATE_REDIS_URL", "redis://redis.redis.svc:6379"),
+            ("FLOODGATE_METRICS_ADDR", "0.0.0.0:19001"),
         ])
     );
     assert_eq!(t.unused, EG_UNUSED);
@@ -106,10 +106,92 @@ fn envoy_gateways_environment_without_tls() {
             ("FLOODGATE_RULES_XDS_NODE_ID", "envoy-ratelimit"),
             ("FLOODGATE_REDIS_MODE", "single"),
             ("FLOODGATE_REDIS_URL", "redis://redis.redis.svc:6379"),
+            ("FLOODGATE_METRICS_ADDR", "0.0.0.0:19001"),
         ])
     );
     assert_eq!(t.unused, EG_UNUSED);
     assert_eq!(t.ignored, EG_IGNORED);
+}
+
+#[test]
+fn prometheus_addr_and_path_make_the_metrics_listener_with_use_prometheus() {
+    let base = [
+        ("USE_STATSD", "false"),
+        ("REDIS_URL", "r:1"),
+        ("REDIS_SOCKET_TYPE", "tcp"),
+    ];
+    let metrics = |extra: &[(&str, &str)]| {
+        let t = translate(&[&base[..], extra].concat());
+        let ours: Vec<(String, String)> = t
+            .variables
+            .iter()
+            .filter(|(k, _)| k.starts_with("FLOODGATE_METRICS_"))
+            .cloned()
+            .collect();
+        (ours, t.ignored, t.unused)
+    };
+    // Go's `:port` is every interface; their default address is `:9090`.
+    for (given, ours) in [
+        (":19001", "0.0.0.0:19001"),
+        ("127.0.0.1:9100", "127.0.0.1:9100"),
+        ("[::1]:9100", "[::1]:9100"),
+        ("localhost:9100", "127.0.0.1:9100"),
+    ] {
+        let extra = [("USE_PROMETHEUS", "true"), ("PROMETHEUS_ADDR", given)];
+        assert_eq!(
+            metrics(&extra),
+            (pairs(&[("FLOODGATE_METRICS_ADDR", ours)]), vec![], vec![]),
+            "{given}"
+        );
+    }
+    assert_eq!(
+        metrics(&[("USE_PROMETHEUS", "1"), ("PROMETHEUS_PATH", "/stats")]).0,
+        pairs(&[
+            ("FLOODGATE_METRICS_ADDR", "0.0.0.0:9090"),
+            ("FLOODGATE_METRICS_PATH", "/stats"),
+        ])
+    );
+    // Without USE_PROMETHEUS they serve nothing there either: said at info.
+    let off = [("PROMETHEUS_ADDR", ":19001"), ("PROMETHEUS_PATH", "/stats")];
+    assert_eq!(
+        metrics(&off),
+        (
+            vec![],
+            vec![],
+            vec![
+                "PROMETHEUS_ADDR=:19001: USE_PROMETHEUS is not true".to_owned(),
+                "PROMETHEUS_PATH=/stats: USE_PROMETHEUS is not true".to_owned(),
+            ]
+        )
+    );
+    assert_eq!(
+        metrics(&[("USE_PROMETHEUS", "false"), off[0]]).2,
+        ["PROMETHEUS_ADDR=:19001: USE_PROMETHEUS is not true"]
+    );
+    // An explicit FLOODGATE_METRICS_ADDR wins.
+    let (ours, ignored, _) = metrics(&[
+        ("USE_PROMETHEUS", "true"),
+        ("PROMETHEUS_ADDR", ":19001"),
+        ("FLOODGATE_METRICS_ADDR", "127.0.0.1:1"),
+    ]);
+    assert!(ours.is_empty(), "{ours:?}");
+    assert_eq!(
+        ignored,
+        ["PROMETHEUS_ADDR=:19001: FLOODGATE_METRICS_ADDR is set and wins"]
+    );
+    // What Floodgate cannot listen on is refused by name.
+    for bad in ["nowhere", "metrics.svc:9090", ":http", "1.2.3.4:70000"] {
+        assert_eq!(
+            refused(&[("USE_PROMETHEUS", "true"), ("PROMETHEUS_ADDR", bad)]),
+            format!(
+                "invalid PROMETHEUS_ADDR={bad:?}: Floodgate listens on host:port with an IP address or localhost as host (or :port for every interface)"
+            )
+        );
+    }
+    assert_eq!(
+        refused(&[("USE_PROMETHEUS", "true"), ("PROMETHEUS_PATH", "metrics")]),
+        "invalid PROMETHEUS_PATH=\"metrics\": must start with /"
+    );
 }
 
 #[test]
