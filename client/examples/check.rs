@@ -1,6 +1,6 @@
 //! Asks Floodgate for one decision and prints it.
 //!
-//! `cargo run -p floodgate-client --example check -- [ENDPOINT] [DOMAIN] [KEY=VALUE...]`
+//! `cargo run --release -p floodgate-client --example check -- [ENDPOINT] [DOMAIN] [KEY=VALUE...]`
 //! Defaults: `http://127.0.0.1:8081 edge user=alice` (the quick start's rules).
 
 use floodgate_client::{Client, Descriptor};

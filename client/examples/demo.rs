@@ -3,9 +3,9 @@
 //! shows their 200s and 429s, then a summary.
 //!
 //! ```sh
-//! cargo run -p floodgate-client --example demo                 # 6 s, Floodgate embedded
-//! cargo run -p floodgate-client --example demo -- 10 http://127.0.0.1:8081
-//! cargo run -p floodgate-client --example demo -- sale-day     # capacity protection
+//! cargo run --release -p floodgate-client --example demo       # 6 s, Floodgate embedded
+//! cargo run --release -p floodgate-client --example demo -- 10 http://127.0.0.1:8081
+//! cargo run --release -p floodgate-client --example demo -- sale-day  # capacity protection
 //! ```
 //!
 //! Arguments: `sale-day` (optional), seconds (default 6), and a Floodgate

@@ -29,6 +29,7 @@ mod listeners;
 mod metrics_listener;
 mod operations;
 mod python_client;
+mod readme;
 mod redis_cluster;
 mod redis_connection;
 mod redis_server;
