@@ -15,6 +15,15 @@
 //! descriptor that `examples/rules` has a rule for; and the top-level
 //! README's quick start is the example README's commands, quoting the ports
 //! and headers of `envoy.yaml`.
+//!
+//! And the newcomer's path through the top-level README, its commands as
+//! written: the quick start's run command and `curl` line, `floodgate check`
+//! on the PATH it sets, then the Envoy section's two commands and its `curl`
+//! lines through a real Envoy. `cargo run --release -p floodgate-server --`
+//! is this build's `floodgate` binary (a release build inside a test is too
+//! slow), and the ports are free ones. Not run: the quick start's `cargo run
+//! --release -p floodgate-client --example check` (a cargo build inside a
+//! test), the demo and `scripts/test`.
 
 #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
 
@@ -548,6 +557,18 @@ fn assert_printed(command: &str, printed: &[String], readme: &[String]) {
     }
 }
 
+/// Runs curl lines against Envoy, each at the start of a second (the
+/// /login window), all in one minute (alice's), and compares what each
+/// printed with what the README says.
+async fn run_through_envoy(lines: &[(String, Vec<String>)], file_port: u16, port: u16) {
+    with_time_left_in_minute(Duration::from_secs(20)).await;
+    for (command, readme_lines) in lines {
+        at_next_second().await;
+        let printed = tokio::task::block_in_place(|| run_sh(command, file_port, port));
+        assert_printed(command, &printed, readme_lines);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_commands_print_what_it_says() {
     let readme = read(EXAMPLE_README);
@@ -556,18 +577,11 @@ async fn the_readme_commands_print_what_it_says() {
     let file_port = bootstrap.ports().ingress;
     let running = start(&bootstrap, &rules).await;
 
-    // Each command at the start of a second (the /login window), all in
-    // one minute (alice's).
     let blocks = blocks_under(&readme, "Try it");
     assert_eq!(blocks.len(), 2, "Floodgate up, then stopped: {blocks:?}");
     let try_it = commands(&blocks[0]);
     assert!(try_it.len() >= 5, "{try_it:?}");
-    with_time_left_in_minute(Duration::from_secs(20)).await;
-    for (command, readme_lines) in &try_it {
-        at_next_second().await;
-        let printed = tokio::task::block_in_place(|| run_sh(command, file_port, running.port));
-        assert_printed(command, &printed, readme_lines);
-    }
+    run_through_envoy(&try_it, file_port, running.port).await;
 
     let mut running = running;
     drop(running.floodgate.take());
@@ -576,6 +590,169 @@ async fn the_readme_commands_print_what_it_says() {
         assert_printed(command, &printed, readme_lines);
     }
     running.envoy.assert_running();
+}
+
+// ---------------------------------------------------------------------------
+// The newcomer's path through the top-level README
+
+/// The text of README.md's `## heading` section, up to the next `## `.
+fn readme_section(readme: &str, heading: &str) -> String {
+    let start = readme
+        .find(&format!("\n## {heading}\n"))
+        .unwrap_or_else(|| panic!("README.md has a section \"## {heading}\""));
+    let rest = &readme[start + 1..];
+    let end = rest[3..].find("\n## ").map_or(rest.len(), |e| e + 3);
+    rest[..end].to_owned()
+}
+
+/// What the quick start's run command and the Envoy section's first command
+/// run: `cargo run --release -p floodgate-server --` is the `floodgate`
+/// binary this test build made (a release build inside a test is too slow);
+/// its arguments must be `serve --rules DIR` and nothing else, which
+/// `ServerProcess` runs with free ports added.
+fn rules_of_serve_command(command: &str) -> PathBuf {
+    let args = command
+        .strip_prefix("cargo run --release -p floodgate-server -- ")
+        .unwrap_or_else(|| panic!("the run command: {command}"));
+    let words: Vec<&str> = args.split_whitespace().collect();
+    assert_eq!(words[..2], ["serve", "--rules"], "{command}");
+    assert_eq!(words.len(), 3, "nothing but the rules: {command}");
+    workspace_root().join(words[2])
+}
+
+/// A quick-start `/json` answer, with its countdown (`durationUntilReset`,
+/// 1 to 60 s) replaced by the README's, so that the rest compares exactly.
+fn same_countdown(printed: &str, readme: &str) -> String {
+    let key = "\"durationUntilReset\":\"";
+    let (Some(at), Some(want)) = (printed.find(key), readme.find(key)) else {
+        return printed.to_owned();
+    };
+    let seconds: String = printed[at + key.len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let seconds: u64 = seconds.parse().unwrap();
+    assert!((1..=60).contains(&seconds), "{printed}");
+    let readme_seconds: String = readme[want + key.len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    printed.replacen(
+        &format!("{key}{seconds}s"),
+        &format!("{key}{readme_seconds}s"),
+        1,
+    )
+}
+
+/// The quick start's `curl` line against `floodgate serve`: what it prints
+/// the first time, then OK, OK, OVER_LIMIT with HTTP 429.
+fn quick_start_curl(block: &str, http_port: u16) {
+    let curls: Vec<_> = commands(block)
+        .into_iter()
+        .filter(|(c, _)| c.starts_with("curl "))
+        .collect();
+    assert_eq!(curls.len(), 1, "{block}");
+    let (curl, readme_lines) = &curls[0];
+    let printed = run_sh(curl, 8080, http_port);
+    assert_eq!(printed.len(), readme_lines.len(), "{curl}: {printed:?}");
+    for (got, want) in printed.iter().zip(readme_lines) {
+        assert_eq!(&same_countdown(got, want), want, "{curl}");
+    }
+    run_sh(curl, 8080, http_port);
+    let third = run_sh(curl, 8080, http_port);
+    assert!(third[0].contains("\"overallCode\":\"OK\""), "{third:?}");
+    let fourth = run_sh(&format!("{curl} -w ' %{{http_code}}'"), 8080, http_port);
+    assert!(
+        fourth[0].contains("\"overallCode\":\"OVER_LIMIT\"") && fourth[0].ends_with(" 429"),
+        "{fourth:?}"
+    );
+}
+
+/// The quick start's PATH block, as one `sh` script from the repository
+/// root; `target/release` is the directory of this build's `floodgate`.
+fn quick_start_path_block(block: &str) {
+    let lines = commands(block);
+    assert_eq!(
+        lines[0].0, "export PATH=\"$PWD/target/release:$PATH\"",
+        "{block}"
+    );
+    let bin_dir = floodgate_e2e::floodgate_bin()
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let script: Vec<String> = lines
+        .iter()
+        .map(|(c, _)| c.replace("$PWD/target/release", &bin_dir))
+        .collect();
+    let out = Command::new("sh")
+        .args(["-c", &script.join("\n")])
+        .current_dir(workspace_root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script:?}: {out:?}");
+    let printed: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let readme: Vec<String> = lines.into_iter().flat_map(|(_, p)| p).collect();
+    assert_eq!(printed, readme, "{script:?}");
+    assert!(
+        script.iter().any(|c| c.starts_with("floodgate check ")),
+        "{script:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_follows_the_readme_from_the_quick_start_to_envoy() {
+    let readme = read("README.md");
+    let quick_start = readme_section(&readme, "Quick start");
+    let blocks: Vec<String> = sh_blocks(&quick_start)
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
+    assert!(blocks.len() >= 3, "{blocks:?}");
+
+    // The run command, then its curl line from another shell.
+    let serve = commands(&blocks[0]);
+    assert_eq!(serve.len(), 1, "one run command: {serve:?}");
+    let serve = serve[0].0.clone();
+    let rules = rules_of_serve_command(&serve);
+    let floodgate = ServerProcess::start(&rules, &[], &[]).await;
+    with_time_left_in_minute(Duration::from_secs(10)).await;
+    let http_port = floodgate.http_addr.port();
+    tokio::task::block_in_place(|| quick_start_curl(&blocks[1], http_port));
+    drop(floodgate);
+
+    // `floodgate` on the PATH, and `floodgate check`.
+    let path_block = blocks
+        .iter()
+        .find(|b| b.contains("export PATH="))
+        .expect("the PATH block");
+    tokio::task::block_in_place(|| quick_start_path_block(path_block));
+
+    // The Envoy section: the same run command, Envoy with the file it names,
+    // and its curl lines through Envoy (a fresh Floodgate: alice's minute
+    // starts afresh).
+    let envoy = readme_section(&readme, "Envoy, Istio and Envoy Gateway");
+    let envoy_blocks: Vec<String> = sh_blocks(&envoy).into_iter().map(|(_, b)| b).collect();
+    let run: Vec<String> = commands(&envoy_blocks[0])
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    assert_eq!(run.len(), 2, "{run:?}");
+    assert_eq!(run[0], serve, "the quick start's run command");
+    assert_eq!(rules_of_serve_command(&run[0]), rules);
+    assert!(run[1].starts_with("envoy -c "), "{run:?}");
+    let bootstrap = Bootstrap::load(arg_after(&run[1], "-c"));
+    let running = start(&bootstrap, &rules).await;
+    let curls = commands(&envoy_blocks[1]);
+    assert!(curls.len() >= 5, "{curls:?}");
+    run_through_envoy(&curls, bootstrap.ports().ingress, running.port).await;
+    let mut running = running;
+    running.envoy.assert_running();
+    drop(running.floodgate.take());
 }
 
 /// The descriptor an action list builds, as (key, a value Envoy could send).
