@@ -17,7 +17,15 @@ Run by scripts/test (with the .venv it makes):
 4. yamllint the values, Chart.yaml, the scenarios and the rendered output;
 5. check that values.schema.json rejects wrong values, and that the templates
    refuse the values that cannot work with a message saying what to do;
-6. run `floodgate check` on the rules each scenario renders into its ConfigMap.
+6. run `floodgate check` on the rules each scenario renders into its ConfigMap;
+7. the Grafana dashboard ConfigMap and the PrometheusRule (on in the
+   `monitoring` scenario, off by default): the dashboard's shape and its
+   selectors, the rules against the Prometheus Operator's CRD schema
+   (tests/schemas/), each alert's runbook heading in README.md, and promtool
+   (`check rules`, then the unit tests of helm/alerts-test.yaml).
+
+`--monitoring-json` prints the rendered dashboard and alert expressions as
+JSON, for the e2e test that checks their series against a real /metrics.
 
 Exits 1 on the first failed check, naming it.
 """
@@ -76,7 +84,7 @@ def check_service_monitor(doc):
 
 LISTENERS = ("grpc", "http", "admin")
 TLS_DIR = "/etc/floodgate/tls"
-CRDS = ("ServiceMonitor", "Certificate")
+CRDS = ("ServiceMonitor", "Certificate", "PrometheusRule")
 
 
 def check_tls(name, merged, rendered):
@@ -304,6 +312,214 @@ def serve_with(floodgate, name, deployment, out, maps):
             server.kill()
     print(f"  floodgate serve accepts the {name} settings")
 
+DASHBOARD_FILE = CHART / "dashboards" / "floodgate.json"
+PROMETHEUS_RULE_CRD = ROOT.parent / "tests" / "schemas" / "prometheus-operator-prometheusrules-crd.yaml"
+ALERTS_TEST = ROOT / "alerts-test.yaml"
+README = ROOT.parent / "README.md"
+RUNBOOKS = "### Dashboards and alerts"
+# Every series of the dashboard is narrowed to the pods its variables choose.
+DASHBOARD_SELECTOR = 'namespace="$namespace",job="$job",pod=~"$pod"'
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+
+
+def is_dashboard(doc):
+    return doc["kind"] == "ConfigMap" and "floodgate.json" in (doc.get("data") or {})
+
+
+def selectors(expr):
+    """The `floodgate_*{...}` selectors of a PromQL expression: (name, matchers text)."""
+    import re
+    return re.findall(r"(floodgate_[A-Za-z0-9_:]*)\s*(?:\{([^}]*)\})?", expr)
+
+
+def check_dashboard(name, cm, want):
+    """The dashboard ConfigMap: the sidecar's label, the file verbatim, and
+    a dashboard whose every query reads `${datasource}` and only the pods
+    its namespace/job/pod variables choose."""
+    import json
+    labels, meta = cm["metadata"].get("labels", {}), cm["metadata"]
+    if labels.get(want["label"]) != want["labelValue"]:
+        fail(f"{name}: the dashboard ConfigMap lacks the label {want['label']}={want['labelValue']!r}: {labels}")
+    if meta["namespace"] != (want["namespace"] or NAMESPACE):
+        fail(f"{name}: the dashboard ConfigMap is in {meta['namespace']}")
+    if (meta.get("annotations") or {}) != want["annotations"]:
+        fail(f"{name}: the dashboard ConfigMap's annotations {meta.get('annotations')}, expected {want['annotations']}")
+    text = cm["data"]["floodgate.json"]
+    if text != DASHBOARD_FILE.read_text().rstrip("\n"):
+        fail(f"{name}: the ConfigMap's dashboard is not dashboards/floodgate.json verbatim")
+    dash = json.loads(text)
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    ds = variables.get("datasource", {})
+    if (ds.get("type"), ds.get("query")) != ("datasource", "prometheus"):
+        fail(f"{name}: the dashboard has no Prometheus `datasource` variable: {ds}")
+    for var in ("namespace", "job", "pod"):
+        if variables.get(var, {}).get("datasource") != DATASOURCE:
+            fail(f"{name}: the dashboard's {var} variable does not query ${{datasource}}")
+    ids, queries = set(), 0
+    for panel in dash["panels"]:
+        if panel["id"] in ids:
+            fail(f"{name}: dashboard panel id {panel['id']} twice")
+        ids.add(panel["id"])
+        grid = panel["gridPos"]
+        if grid["x"] + grid["w"] > 24:
+            fail(f"{name}: dashboard panel {panel['title']!r} is wider than the grid: {grid}")
+        if panel["type"] == "row":
+            continue
+        if panel.get("datasource") != DATASOURCE or not panel.get("targets"):
+            fail(f"{name}: dashboard panel {panel['title']!r} does not query ${{datasource}}")
+        for target in panel["targets"]:
+            found = selectors(target["expr"])
+            if target.get("datasource") != DATASOURCE or not found:
+                fail(f"{name}: dashboard panel {panel['title']!r}: {target}")
+            for metric, matchers in found:
+                if not matchers.startswith(DASHBOARD_SELECTOR):
+                    fail(f"{name}: dashboard panel {panel['title']!r} reads {metric} beyond the chosen pods: {target['expr']}")
+            queries += 1
+    return queries
+
+
+def runbook_anchors():
+    """The GitHub anchors of the headings of README.md's runbooks."""
+    import re
+    text = README.read_text()
+    if RUNBOOKS not in text:
+        fail(f"README.md has no {RUNBOOKS!r} section")
+    section = text.split(RUNBOOKS, 1)[1].split("\n### ", 1)[0]
+    headings = re.findall(r"^#### (\S+)$", section, re.M)
+    return {h.lower(): section.split(f"#### {h}\n", 1)[1].split("\n#### ", 1)[0] for h in headings}
+
+
+def check_prometheus_rule(name, doc, want, fullname):
+    """The PrometheusRule: valid against the Prometheus Operator's CRD
+    schema, every alert scoped by the selector, with a severity, the extra
+    labels, and a runbook_url whose anchor is a README runbook."""
+    import json
+    import jsonschema
+    crd = PROMETHEUS_RULE_CRD.read_text()
+    # Go's regexp takes a flag group after `^`; Python's only at the start.
+    crd = crd.replace("pattern: ^(?i)", "pattern: (?i)^")
+    schema = yaml.safe_load(crd)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    doc = json.loads(json.dumps(doc))  # as the API server gets it
+    try:
+        jsonschema.validate(doc, schema)
+    except jsonschema.ValidationError as e:
+        fail(f"{name}: the PrometheusRule does not validate against the CRD schema: {e.message} at {list(e.path)}")
+    if doc["apiVersion"] != "monitoring.coreos.com/v1" or doc["metadata"]["namespace"] != NAMESPACE:
+        fail(f"{name}: PrometheusRule {doc['apiVersion']} {doc['metadata']}")
+    for key, value in want["labels"].items():
+        if doc["metadata"]["labels"].get(key) != value:
+            fail(f"{name}: the PrometheusRule lacks the label {key}={value!r}")
+    selector = want["selector"] or f'job="{fullname}",namespace="{NAMESPACE}"'
+    runbooks = runbook_anchors()
+    alerts = [rule for group in doc["spec"]["groups"] for rule in group["rules"]]
+    names = [rule.get("alert") for rule in alerts]
+    if len(set(names)) != len(names) or None in names:
+        fail(f"{name}: alerts without a name, or twice: {names}")
+    for rule in alerts:
+        alert = rule["alert"]
+        for metric, matchers in selectors(rule["expr"]):
+            if not matchers.startswith(selector):
+                fail(f"{name}: {alert} reads {metric} without the selector {selector}: {rule['expr']}")
+        labels = rule.get("labels", {})
+        if labels.get("severity") not in ("critical", "warning"):
+            fail(f"{name}: {alert} has no severity: {labels}")
+        for key, value in want["alertLabels"].items():
+            if labels.get(key) != value:
+                fail(f"{name}: {alert} lacks the label {key}={value!r}: {labels}")
+        notes = rule.get("annotations", {})
+        if not notes.get("summary") or not notes.get("description"):
+            fail(f"{name}: {alert} has no summary or description")
+        url = notes.get("runbook_url", "")
+        if url != f"{want['runbookUrl']}#{alert.lower()}":
+            fail(f"{name}: {alert}'s runbook_url is {url!r}")
+        if alert.lower() not in runbooks:
+            fail(f"{name}: {alert} has no runbook in README.md's {RUNBOOKS!r} (a '#### {alert}' heading)")
+    stale = set(runbooks) - {n.lower() for n in names}
+    if stale:
+        fail(f"README.md has runbooks for alerts the chart does not have: {sorted(stale)}")
+    return names
+
+
+def check_runbook_text():
+    """What README.md's "Dashboards and alerts" states: each default it
+    names (`prometheusRule.x` (default `v`)) is the chart's, and each
+    quoted name is a dashboard panel or a README heading."""
+    import json
+    import re
+    text = README.read_text()
+    section = text.split(RUNBOOKS, 1)[1].split("\n### ", 1)[0]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    stated = re.findall(r"`(prometheusRule\.[\w.]+)` \(default `([^`]*)`\)", section)
+    if len(stated) < 10:
+        fail(f"README.md's runbooks state {len(stated)} defaults: {stated}")
+    for path, default in stated:
+        v = values
+        for part in path.split("."):
+            v = v[part]
+        if str(v) != default:
+            fail(f"README.md says {path} defaults to {default}; values.yaml has {v}")
+    panels = {p["title"] for p in json.loads(DASHBOARD_FILE.read_text())["panels"]}
+    headings = set(re.findall(r"^#+ (.+)$", text, re.M))
+    quoted = re.findall(r'"([^"\n]+)"', re.sub(r"`[^`]*`", "", section))
+    unknown = [q for q in quoted if q not in panels | headings]
+    if unknown:
+        fail(f"README.md's runbooks name panels or sections that do not exist: {unknown}")
+    print(f"README runbooks: {len(stated)} defaults as values.yaml, {len(quoted)} names of panels and sections: ok")
+
+
+def check_monitoring(name, merged, docs):
+    """The dashboard ConfigMap and the PrometheusRule render exactly when
+    asked for, and hold what their values say."""
+    dashboards = [d for _, d in docs if is_dashboard(d)]
+    rules = [d for _, d in docs if d["kind"] == "PrometheusRule"]
+    want_dash, want_rules = merged["grafanaDashboard"], merged["prometheusRule"]
+    if len(dashboards) != int(want_dash["enabled"]) or len(rules) != int(want_rules["enabled"]):
+        fail(f"{name}: {len(dashboards)} dashboard ConfigMaps and {len(rules)} PrometheusRules rendered, "
+             f"with grafanaDashboard.enabled={want_dash['enabled']}, prometheusRule.enabled={want_rules['enabled']}")
+    if dashboards:
+        queries = check_dashboard(name, dashboards[0], want_dash)
+        print(f"  dashboard: {queries} queries, each on ${{datasource}} and the chosen pods: ok")
+    if rules:
+        fullname = next(d for _, d in docs if d["kind"] == "Deployment")["metadata"]["name"]
+        alerts = check_prometheus_rule(name, rules[0], want_rules, fullname)
+        print(f"  PrometheusRule: {len(alerts)} alerts, CRD schema, selector, runbooks: ok")
+
+
+def render_monitoring(chart):
+    """The chart with the dashboard and the alerts on (default thresholds)."""
+    values = {"grafanaDashboard": {"enabled": True}, "prometheusRule": {"enabled": True}}
+    docs = [d for _, d in documents(chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True))]
+    dashboard = next(d for d in docs if is_dashboard(d))
+    rule = next(d for d in docs if d["kind"] == "PrometheusRule")
+    return dashboard, rule
+
+
+def check_alerts_with_promtool(chart, out):
+    """promtool (scripts/test installs it into the venv) checks the rendered
+    rules' syntax, then runs helm/alerts-test.yaml against them."""
+    import shutil
+    promtool = VENV_BIN / "promtool"
+    if not promtool.exists():
+        fail(f"{promtool} not found: scripts/test installs it (from Debian's prometheus package)")
+    _, rule = render_monitoring(chart)
+    work = out / "promtool"
+    work.mkdir()
+    (work / "floodgate-rules.yaml").write_text(yaml.safe_dump(rule["spec"], sort_keys=False))
+    shutil.copy(ALERTS_TEST, work / "alerts-test.yaml")
+    print("  " + run([str(promtool), "check", "rules", str(work / "floodgate-rules.yaml")], "promtool check rules").strip().replace("\n", "\n  "))
+    done = subprocess.run([str(promtool), "test", "rules", "alerts-test.yaml"], cwd=work, capture_output=True, text=True)
+    if done.returncode != 0:
+        fail(f"promtool test rules helm/alerts-test.yaml:\n{done.stdout}{done.stderr}")
+    print("promtool check rules and test rules (helm/alerts-test.yaml): ok")
+
+
+def monitoring_json():
+    """The rendered dashboard and alert expressions, as JSON."""
+    import json
+    dashboard, rule = render_monitoring(helm.Chart.load(str(CHART)))
+    alerts = [{"alert": r["alert"], "expr": r["expr"]} for g in rule["spec"]["groups"] for r in g["rules"]]
+    return json.dumps({"dashboard": json.loads(dashboard["data"]["floodgate.json"]), "alerts": alerts})
+
 
 BEGIN, END = "<!-- values: begin (helm/check.py --write-readme) -->", "<!-- values: end -->"
 
@@ -386,6 +602,9 @@ def main():
     if "--write-readme" in sys.argv:
         check_readme(write=True)
         return
+    if "--monitoring-json" in sys.argv:
+        print(monitoring_json())
+        return
     floodgate = sys.argv[1] if len(sys.argv) > 1 else "target/debug/floodgate"
     check_readme(write=False)
 
@@ -413,6 +632,7 @@ def main():
             if d["kind"] == "ServiceMonitor":
                 check_service_monitor(d)
         check_tls(name, chart.merge_values(values), rendered)
+        check_monitoring(name, chart.merge_values(values), docs)
         manifest = out / f"{name}.yaml"
         manifest.write_text("".join(f"---\n{yaml.safe_dump(d, sort_keys=False)}" for d in core))
         rendered_files.append(manifest)
@@ -429,8 +649,8 @@ def main():
             run([str(VENV_BIN / "kubernetes-validate"), "--strict", "--quiet", "-k", kube, str(manifest)],
                 f"kubernetes-validate {name} (k8s {kube})")
 
-        # 6. The rules the chart puts in its ConfigMap load.
-        maps = [d for _, d in docs if d["kind"] == "ConfigMap"]
+        # 6. The rules the chart puts in its ConfigMap load (the dashboard's is no rules).
+        maps = [d for _, d in docs if d["kind"] == "ConfigMap" and not is_dashboard(d)]
         for cm in maps:
             rules = out / f"{name}-rules"
             rules.mkdir()
@@ -465,6 +685,9 @@ def main():
                     "certificate": {"create": True, "issuerRef": {"name": "ca", "kind": "ClusterIssuer"},
                                     "dnsNames": ["rl.example.com"], "usages": ["server auth", "client auth"]}}},
     }
+    # Alerts scoped by a selector of one's own (a Prometheus that relabels jobs).
+    variants["alerts with their own selector"] = {
+        "prometheusRule": {"enabled": True, "selector": 'job="rate-limit",namespace="edge"'}}
     # The chart README's cert-manager example.
     readme = (CHART / "README.md").read_text()
     example = readme.split("```yaml\n# values-tls.yaml\n", 1)
@@ -477,6 +700,7 @@ def main():
         except helm.HelmError as e:
             fail(f"render {what}: {e}")
         check_tls(what, chart.merge_values(values), rendered)
+        check_monitoring(what, chart.merge_values(values), list(documents(rendered)))
     print(f"TLS wiring of {len(variants)} more combinations: ok")
 
     # 4. yamllint.
@@ -511,6 +735,13 @@ def main():
         "a misspelled TLS key": {"tls": {"grpc": {"certFile": "/tls.crt"}}},
         "a fractional TLS reload interval": {"tls": {"reloadInterval": "1.5s"}},
         "TLS settings through settings": {"settings": {"grpc_tls_cert_file": "/tls.crt"}},
+        "a shedding ratio above 1": {"prometheusRule": {"shedding": {"ratio": 2}}},
+        "an alert duration Prometheus cannot read": {"prometheusRule": {"latency": {"for": "10 minutes"}}},
+        "a runbook URL with an anchor already": {"prometheusRule": {"runbookUrl": "https://x/README.md#alerts"}},
+        "a selector with braces": {"prometheusRule": {"selector": "{job=\"x\"}"}},
+        "a misspelled alert key": {"prometheusRule": {"storeDown": {"after": "1m"}}},
+        "a dashboard label value that is a number": {"grafanaDashboard": {"labelValue": 1}},
+        "a dashboard label with a space": {"grafanaDashboard": {"label": "grafana dashboard"}},
     }
     def refuses(call, error, values):
         try:
@@ -561,6 +792,10 @@ def main():
         else:
             fail(f"render accepts {what}")
     print(f"values.schema.json rejects {len(wrong)} kinds of wrong values, the templates {len(refused)} more: ok")
+
+    # 7. The alert rules: promtool's syntax check and unit tests; the runbooks.
+    check_alerts_with_promtool(chart, out)
+    check_runbook_text()
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ mod from_envoy_ratelimit;
 mod k8s_examples;
 mod listeners;
 mod metrics_listener;
+mod monitoring;
 mod operations;
 mod python_client;
 mod readme;
