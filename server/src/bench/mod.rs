@@ -277,7 +277,7 @@ impl Tally {
         })
     }
 
-    /// Counts one answer of kind `applied`.
+    /// Counts `answers` more answers that said `applied`.
     fn count(&mut self, applied: Applied, answers: u64) {
         match self.applied.iter_mut().find(|(a, _)| *a == applied) {
             Some((_, n)) => *n += answers,
