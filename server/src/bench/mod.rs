@@ -38,9 +38,12 @@ use bytes::Bytes;
 use clap::Args;
 use floodgate_proto::rate_limit_descriptor::Entry;
 use floodgate_proto::rate_limit_response::Code;
+use floodgate_proto::rate_limit_response::RateLimit;
+use floodgate_proto::rate_limit_response::rate_limit::Unit;
 use floodgate_proto::{RateLimitDescriptor, RateLimitRequest, RateLimitResponse};
 use h2::client::SendRequest;
 use hdrhistogram::Histogram;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -87,8 +90,10 @@ pub struct BenchArgs {
     /// Open loop: start this many calls per second (default: closed loop).
     #[arg(long)]
     pub rate: Option<u64>,
-    /// The request's domain.
-    #[arg(long, default_value = "bench")]
+    /// The request's domain (by default the example rules' one). A target
+    /// whose first answer says no rule matched (a domain it has no rules
+    /// for) stops the run with an error.
+    #[arg(long, default_value = "edge")]
     pub domain: String,
     /// Entries before the varying one, as `key=value` (repeatable), e.g.
     /// `--entry service=checkout --key client` for a capacity rule.
@@ -135,6 +140,102 @@ pub struct Summary {
     pub reconnects: u64,
     /// Latency percentiles, microseconds.
     pub latency_us: Latency,
+    /// The calls' domain.
+    pub domain: String,
+    /// The calls' descriptor: the `--entry` entries, then `--key` with the
+    /// values `--keys` draws, e.g. `service=checkout, user=<uniform:10000>`.
+    pub descriptor: String,
+    /// What the answers said applied to the descriptor, with how many said
+    /// so (most first): the limit as the server reports it in
+    /// `current_limit`, `unlimited`, `no rule matched` (no limit), or that
+    /// the answers carry no descriptor status (a server that does not say).
+    pub exercised: Vec<Exercised>,
+}
+
+/// One kind of answer the run's descriptor got.
+#[derive(Debug, serde::Serialize)]
+pub struct Exercised {
+    /// `3 per minute`, `100 per hour (name "checkout")`, `unlimited`,
+    /// `no rule matched` or `not said (no descriptor status)`.
+    pub rule: String,
+    /// How many answers said so.
+    pub answers: u64,
+}
+
+/// What an answer said applied to the (one) descriptor of the call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Applied {
+    /// A limit, as the server reports it (`current_limit`).
+    Limit(RateLimit),
+    /// No limit and `limit_remaining` at its maximum: an `unlimited` rule.
+    Unlimited,
+    /// No limit: no rule matched, which is also how a server answers for
+    /// a domain it has no rules for.
+    NoRule,
+    /// No descriptor status at all.
+    NoStatus,
+}
+
+impl Applied {
+    fn of(response: &RateLimitResponse) -> Applied {
+        match response.statuses.first() {
+            None => Applied::NoStatus,
+            Some(status) => match &status.current_limit {
+                Some(limit) => Applied::Limit(limit.clone()),
+                None if status.limit_remaining == u32::MAX => Applied::Unlimited,
+                None => Applied::NoRule,
+            },
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Applied::Limit(limit) => {
+                let unit = Unit::try_from(limit.unit).map_or_else(
+                    |_| format!("unit {}", limit.unit),
+                    |u| u.as_str_name().to_lowercase(),
+                );
+                let name = if limit.name.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (name {:?})", limit.name)
+                };
+                format!("{} per {unit}{name}", limit.requests_per_unit)
+            }
+            Applied::Unlimited => "unlimited".into(),
+            Applied::NoRule => "no rule matched".into(),
+            Applied::NoStatus => "not said (no descriptor status)".into(),
+        }
+    }
+}
+
+/// The run's first answer decides whether the target has a rule for the
+/// calls: one that says no rule matched stops the run, which would measure
+/// only the path that finds none.
+#[derive(Default)]
+struct RuleCheck {
+    checked: AtomicBool,
+    no_rule: AtomicBool,
+    stop: Notify,
+}
+
+impl RuleCheck {
+    /// Looks at `result` if it is the run's first answer; true if the run
+    /// stops.
+    fn stops(&self, result: &Result<RateLimitResponse, wire::Failure>) -> bool {
+        let Ok(response) = result else {
+            return false;
+        };
+        if self.checked.load(Ordering::Relaxed) || self.checked.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        let no_rule = Applied::of(response) == Applied::NoRule;
+        if no_rule {
+            self.no_rule.store(true, Ordering::Relaxed);
+            self.stop.notify_one();
+        }
+        no_rule
+    }
 }
 
 /// Latency percentiles in microseconds.
@@ -159,6 +260,8 @@ struct Tally {
     over: u64,
     degraded: u64,
     errors: std::collections::BTreeMap<String, u64>,
+    /// What the answers said applied, and how many said so.
+    applied: Vec<(Applied, u64)>,
 }
 
 impl Tally {
@@ -170,7 +273,16 @@ impl Tally {
             over: 0,
             degraded: 0,
             errors: Default::default(),
+            applied: Vec::new(),
         })
+    }
+
+    /// Counts `answers` more answers that said `applied`.
+    fn count(&mut self, applied: Applied, answers: u64) {
+        match self.applied.iter_mut().find(|(a, _)| *a == applied) {
+            Some((_, n)) => *n += answers,
+            None => self.applied.push((applied, answers)),
+        }
     }
 
     fn record(&mut self, latency: Duration, result: Result<RateLimitResponse, wire::Failure>) {
@@ -187,6 +299,9 @@ impl Tally {
         {
             self.degraded += 1;
         }
+        if let Ok(resp) = &result {
+            self.count(Applied::of(resp), 1);
+        }
         match result {
             Ok(resp) if resp.overall_code == Code::OverLimit as i32 => self.over += 1,
             Ok(_) => self.ok += 1,
@@ -202,6 +317,9 @@ impl Tally {
         self.degraded += other.degraded;
         for (k, v) in other.errors {
             *self.errors.entry(k).or_default() += v;
+        }
+        for (applied, n) in other.applied {
+            self.count(applied, n);
         }
     }
 }
@@ -293,26 +411,99 @@ impl floodgate_proto::RateLimitService for AlwaysOk {
     }
 }
 
-/// Runs the load described by `args` and returns what it measured.
+/// Runs the load described by `args` and returns what it measured, or why
+/// it could not: bad settings, a target it cannot connect to, or a target
+/// whose first answer says it has no rule for the calls.
 pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
     let duration =
         crate::config::duration("duration", &args.duration).map_err(|e| e.to_string())?;
     let keys = Keys::parse(&args.keys)?;
-    let fixed = Arc::new(args.entries.clone());
     if args.connections == 0 || args.streams == 0 {
         return Err("--connections and --streams must be at least 1".into());
     }
-    let cdf = match keys {
-        Keys::Zipf { n, s } => zipf_cdf(n.min(10_000_000), s),
-        _ => Arc::from(Vec::new()),
-    };
     let target = wire::Target::parse(&args.target, &args.tls)?;
     let (links, drivers) = connect(args, &target).await?;
-    let budget = Arc::new(AtomicU64::new(args.requests.unwrap_or(u64::MAX)));
-    let done = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
+    let budget = AtomicU64::new(args.requests.unwrap_or(u64::MAX));
+    let shared = Arc::new(Shared {
+        budget,
+        done: AtomicBool::new(false),
+        sent: AtomicU64::new(0),
+        rules: RuleCheck::default(),
+    });
     let start = Instant::now();
     let end = start + duration;
+    let tasks = spawn_callers(args, &keys, &links, &target, &shared, (start, end));
+    watch(args, &tasks, start, end, &shared).await;
+    shared.done.store(true, Ordering::Relaxed);
+    let mut total = Tally::new()?;
+    let mut tasks = tasks;
+    while let Some(joined) = tasks.join_next().await {
+        let tally = joined.map_err(|e| format!("a caller failed: {e}"))??;
+        total.merge(tally);
+    }
+    drivers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .abort_all();
+    if shared.rules.no_rule.load(Ordering::Relaxed) {
+        return Err(no_rule(args));
+    }
+    Ok(summary(args, total, &links, start))
+}
+
+/// The error of a run whose target has no rule for its calls.
+fn no_rule(args: &BenchArgs) -> String {
+    format!(
+        "the target has no rule for domain {:?}, descriptor ({}): its first answer carried no \
+         limit (it has no rules for the domain, or none that matches the descriptor), so the run \
+         would measure only the path that finds none; stopped. Choose what to load with --domain D \
+         (now {:?}), --key K and --entry KEY=VALUE; a Floodgate server lists its limits, one \
+         `DOMAIN.KEY: ...` line each, at GET /rlconfig on its HTTP listener \
+         (e.g. curl http://127.0.0.1:8080/rlconfig)",
+        args.domain,
+        descriptor(args),
+        args.domain
+    )
+}
+
+/// The calls' descriptor as text: `--entry` entries, then `--key=<--keys>`.
+fn descriptor(args: &BenchArgs) -> String {
+    let mut parts: Vec<String> = args
+        .entries
+        .iter()
+        .map(|e| format!("{}={}", e.key, e.value))
+        .collect();
+    parts.push(format!("{}=<{}>", args.key, args.keys));
+    parts.join(", ")
+}
+
+/// What the run's callers share.
+struct Shared {
+    /// Calls left to start (`--requests`).
+    budget: AtomicU64,
+    /// Set when the run ends.
+    done: AtomicBool,
+    /// Calls sent.
+    sent: AtomicU64,
+    /// The first answer's word on the rules.
+    rules: RuleCheck,
+}
+
+/// Starts `connections × streams` callers, spread over `links`, for the run
+/// from `start` to `end`.
+fn spawn_callers(
+    args: &BenchArgs,
+    keys: &Keys,
+    links: &[Arc<Link>],
+    target: &wire::Target,
+    shared: &Arc<Shared>,
+    (start, end): (Instant, Instant),
+) -> JoinSet<Result<Tally, String>> {
+    let cdf = match keys {
+        Keys::Zipf { n, s } => zipf_cdf((*n).min(10_000_000), *s),
+        _ => Arc::from(Vec::new()),
+    };
+    let fixed = Arc::new(args.entries.clone());
     let callers = args.connections * args.streams;
     // Open loop: each caller takes every `callers`-th slot of the schedule.
     let interval = args
@@ -324,10 +515,8 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
         let caller = Caller {
             link: links[i % args.connections].clone(),
             target: target.clone(),
-            sampler: Sampler::new(&keys, cdf.clone(), i as u64 + 1),
-            budget: budget.clone(),
-            done: done.clone(),
-            sent: sent.clone(),
+            sampler: Sampler::new(keys, cdf.clone(), i as u64 + 1),
+            shared: shared.clone(),
             domain: args.domain.clone(),
             key: args.key.clone(),
             hits: args.hits,
@@ -338,18 +527,7 @@ pub async fn run(args: &BenchArgs) -> Result<Summary, String> {
         };
         tasks.spawn(caller.run());
     }
-    watch(args, &tasks, start, end, &budget, &sent).await;
-    done.store(true, Ordering::Relaxed);
-    let mut total = Tally::new()?;
-    while let Some(joined) = tasks.join_next().await {
-        let tally = joined.map_err(|e| format!("a caller failed: {e}"))??;
-        total.merge(tally);
-    }
-    drivers
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .abort_all();
-    Ok(summary(total, &links, start))
+    tasks
 }
 
 /// The connections' drivers, aborted when the run ends.
@@ -376,22 +554,24 @@ async fn connect(
     Ok((links, drivers))
 }
 
-/// Waits until `end`, or until every caller stopped or the request budget
-/// is spent; prints the progress every second on a terminal.
+/// Waits until `end`, or until every caller stopped, the request budget
+/// is spent or the first answer stopped the run; prints the progress every
+/// second on a terminal.
 async fn watch(
     args: &BenchArgs,
     tasks: &JoinSet<Result<Tally, String>>,
     start: Instant,
     end: Instant,
-    budget: &AtomicU64,
-    sent: &AtomicU64,
+    shared: &Shared,
 ) {
     let progress = std::io::stderr().is_terminal() && !args.json;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
+    let (budget, sent) = (&shared.budget, &shared.sent);
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(end) => break,
+            () = shared.rules.stop.notified() => break,
             _ = ticker.tick() => {
                 if progress {
                     let n = sent.load(Ordering::Relaxed);
@@ -406,13 +586,24 @@ async fn watch(
 }
 
 /// What the run measured, from the callers' tallies merged.
-fn summary(total: Tally, links: &[Arc<Link>], start: Instant) -> Summary {
+fn summary(args: &BenchArgs, mut total: Tally, links: &[Arc<Link>], start: Instant) -> Summary {
     let reconnects = links
         .iter()
         .map(|l| l.reconnects.load(Ordering::Relaxed))
         .sum();
     let seconds = start.elapsed().as_secs_f64();
     let calls = total.ok + total.over + total.errors.values().sum::<u64>();
+    total
+        .applied
+        .sort_by_key(|(_, answers)| std::cmp::Reverse(*answers));
+    let exercised = total
+        .applied
+        .iter()
+        .map(|(applied, answers)| Exercised {
+            rule: applied.describe(),
+            answers: *answers,
+        })
+        .collect();
     let h = &total.latency;
     Summary {
         calls,
@@ -430,6 +621,9 @@ fn summary(total: Tally, links: &[Arc<Link>], start: Instant) -> Summary {
             p999: h.value_at_quantile(0.999),
             max: h.max(),
         },
+        domain: args.domain.clone(),
+        descriptor: descriptor(args),
+        exercised,
     }
 }
 
@@ -439,9 +633,7 @@ struct Caller {
     link: Arc<Link>,
     target: wire::Target,
     sampler: Sampler,
-    budget: Arc<AtomicU64>,
-    done: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
+    shared: Arc<Shared>,
     domain: String,
     key: String,
     hits: u32,
@@ -457,8 +649,9 @@ impl Caller {
     async fn run(mut self) -> Result<Tally, String> {
         let mut tally = Tally::new()?;
         let (mut generation, mut send) = self.link.current().await;
-        while !self.done.load(Ordering::Relaxed) {
+        while !self.shared.done.load(Ordering::Relaxed) {
             if self
+                .shared
                 .budget
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
                 .is_err()
@@ -477,12 +670,21 @@ impl Caller {
             );
             let result = wire::call(&mut send, &self.target, wire::frame(&request)).await;
             let lost = matches!(&result, Err(failure) if failure.connection_lost);
+            let stops = self.shared.rules.stops(&result);
             tally.record(scheduled.elapsed(), result);
-            self.sent.fetch_add(1, Ordering::Relaxed);
+            self.shared.sent.fetch_add(1, Ordering::Relaxed);
+            if stops {
+                self.shared.done.store(true, Ordering::Relaxed);
+                break;
+            }
             if lost {
                 // Wait for a working connection rather than fail
                 // every next call at once on the dead one.
-                match self.link.replace(generation, self.end, &self.done).await {
+                match self
+                    .link
+                    .replace(generation, self.end, &self.shared.done)
+                    .await
+                {
                     Some(replaced) => (generation, send) = replaced,
                     None => break,
                 }
@@ -562,6 +764,24 @@ pub fn render(s: &Summary) -> String {
     for (code, n) in &s.errors {
         out.push_str(&format!("  {code}: {n}\n"));
     }
+    let exercised: Vec<String> = s
+        .exercised
+        .iter()
+        .map(|e| {
+            let plural = if e.answers == 1 { "" } else { "s" };
+            format!("{} ({} answer{plural})", e.rule, e.answers)
+        })
+        .collect();
+    out.push_str(&format!(
+        "exercised: domain {:?}, descriptor ({}): {}\n",
+        s.domain,
+        s.descriptor,
+        if exercised.is_empty() {
+            "no answer".to_owned()
+        } else {
+            exercised.join(", ")
+        }
+    ));
     if s.reconnects > 0 {
         out.push_str(&format!(
             "connections lost and opened again: {}\n",
@@ -578,6 +798,7 @@ mod tests {
     use super::*;
     use crate::tls::client::ALPN_H2;
     use crate::tls::client::testing::Pki;
+    use floodgate_proto::rate_limit_response::DescriptorStatus;
 
     fn args(target: String, tls: TlsFlags) -> BenchArgs {
         BenchArgs {
@@ -633,5 +854,98 @@ mod tests {
             "a call's latency holds no handshake: {:?}",
             summary.latency_us
         );
+    }
+
+    fn answer(status: Option<DescriptorStatus>) -> RateLimitResponse {
+        RateLimitResponse {
+            overall_code: Code::Ok as i32,
+            statuses: status.into_iter().collect(),
+            ..Default::default()
+        }
+    }
+
+    fn limited(requests_per_unit: u32, unit: Unit, name: &str) -> DescriptorStatus {
+        DescriptorStatus {
+            code: Code::Ok as i32,
+            current_limit: Some(RateLimit {
+                requests_per_unit,
+                unit: unit as i32,
+                name: name.into(),
+            }),
+            limit_remaining: 2,
+            ..Default::default()
+        }
+    }
+
+    fn no_limit(limit_remaining: u32) -> DescriptorStatus {
+        DescriptorStatus {
+            code: Code::Ok as i32,
+            limit_remaining,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn each_answer_says_which_rule_applied() {
+        let said = |status| Applied::of(&answer(status)).describe();
+        assert_eq!(said(Some(limited(3, Unit::Minute, ""))), "3 per minute");
+        assert_eq!(
+            said(Some(limited(100, Unit::Hour, "checkout"))),
+            r#"100 per hour (name "checkout")"#
+        );
+        assert_eq!(said(Some(no_limit(u32::MAX))), "unlimited");
+        assert_eq!(said(Some(no_limit(0))), "no rule matched");
+        assert_eq!(said(None), "not said (no descriptor status)");
+    }
+
+    #[test]
+    fn only_the_first_answer_decides_and_only_no_rule_stops() {
+        let ok = |status| Ok(answer(status));
+        let failed = Err(wire::Failure::from("UNAVAILABLE".to_owned()));
+        let check = RuleCheck::default();
+        assert!(!check.stops(&failed), "a failure is no answer");
+        assert!(!check.stops(&ok(Some(limited(3, Unit::Minute, "")))));
+        assert!(!check.stops(&ok(Some(no_limit(0)))), "not the first");
+        assert!(!check.no_rule.load(Ordering::Relaxed));
+
+        for (first, stops) in [
+            (Some(no_limit(0)), true),
+            (Some(no_limit(u32::MAX)), false),
+            (None, false),
+        ] {
+            let check = RuleCheck::default();
+            assert_eq!(check.stops(&ok(first.clone())), stops, "{first:?}");
+            assert_eq!(check.no_rule.load(Ordering::Relaxed), stops);
+        }
+    }
+
+    #[test]
+    fn the_summary_names_the_domain_descriptor_and_rules() {
+        let mut a = args("http://127.0.0.1:1".into(), TlsFlags::default());
+        a.entries = vec![entry("service=checkout").unwrap()];
+        let mut tally = Tally::new().unwrap();
+        for _ in 0..3 {
+            tally.record(
+                Duration::from_millis(1),
+                Ok(answer(Some(limited(3, Unit::Minute, "")))),
+            );
+        }
+        let mut other = Tally::new().unwrap();
+        other.record(Duration::from_millis(1), Ok(answer(Some(no_limit(0)))));
+        other.record(
+            Duration::from_millis(1),
+            Ok(answer(Some(limited(3, Unit::Minute, "")))),
+        );
+        tally.merge(other);
+        let summary = summary(&a, tally, &[], Instant::now());
+        assert!(
+            render(&summary).ends_with(
+                "exercised: domain \"edge\", descriptor (service=checkout, user=<hot>): 3 per minute (4 answers), no rule matched (1 answer)\n"
+            ),
+            "{}",
+            render(&summary)
+        );
+        let none = super::summary(&a, Tally::new().unwrap(), &[], Instant::now());
+        assert!(render(&none).ends_with("(service=checkout, user=<hot>): no answer\n"));
     }
 }

@@ -4,7 +4,13 @@
 
 #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
 
-use floodgate_e2e::{TestServer, config_with_rules, rules_dir, user_rules};
+use std::process::Command;
+use tokio::time::Instant;
+
+use floodgate_e2e::{
+    ServerProcess, TestServer, config_with_rules, floodgate_bin, rules_dir, user_rules,
+    workspace_root,
+};
 use floodgate_proto::RateLimitServiceServer;
 use floodgate_server::bench::{AlwaysOk, BenchArgs, run};
 
@@ -43,7 +49,83 @@ async fn counts_every_answer_from_floodgate() {
     assert!(summary.errors.is_empty());
     assert!(summary.latency_us.p50 <= summary.latency_us.p99);
     assert!(summary.latency_us.p99 <= summary.latency_us.max);
+    let exercised: Vec<_> = summary
+        .exercised
+        .iter()
+        .map(|e| (e.rule.as_str(), e.answers))
+        .collect();
+    assert_eq!(exercised, [("100 per hour", 500)]);
     server.stop().await.unwrap();
+}
+
+/// `floodgate bench` as a newcomer runs it: the real binary against
+/// `floodgate serve --rules examples/rules` (the quick start). By default it
+/// loads the example rules' domain and says which rule it exercised; a
+/// domain the server has no rules for (the old default, `bench`) stops it at
+/// once with an error naming the domain and how to choose one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_says_which_rule_it_ran_and_refuses_a_domain_without_rules() {
+    let server = ServerProcess::start(&workspace_root().join("examples/rules"), &[], &[]).await;
+    let target = format!("http://{}", server.grpc_addr);
+    let bench = |extra: &[&str]| {
+        let out = Command::new(floodgate_bin())
+            .args(["bench", "--target", &target, "--connections", "2"])
+            .args(["--streams", "2"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+
+    let (code, stdout, stderr) = bench(&["--requests", "200"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let line =
+        "exercised: domain \"edge\", descriptor (user=<uniform:10000>): 3 per minute (200 answers)";
+    assert!(stdout.contains(&format!("{line}\n")), "{stdout}");
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("`{line}`")),
+        "the README quotes it"
+    );
+
+    // One user: 3 answered OK, then over the limit; the JSON says the same.
+    let (code, stdout, stderr) = bench(&["--requests", "50", "--keys", "hot", "--json"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (summary["ok"].as_u64(), summary["over_limit"].as_u64()),
+        (Some(3), Some(47))
+    );
+    assert_eq!(summary["domain"], "edge");
+    assert_eq!(summary["descriptor"], "user=<hot>");
+    assert_eq!(
+        summary["exercised"],
+        serde_json::json!([{"rule": "3 per minute", "answers": 50}])
+    );
+
+    // No rules for the domain: stopped after the first answer, not after
+    // the 30 s it was given.
+    let started = Instant::now();
+    let (code, stdout, stderr) = bench(&["--domain", "bench", "--duration", "30s"]);
+    assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert_eq!(stdout, "");
+    for said in [
+        "floodgate bench: the target has no rule for domain \"bench\", descriptor (user=<uniform:10000>)",
+        "--domain D (now \"bench\")",
+        "--key K and --entry KEY=VALUE",
+        "GET /rlconfig",
+    ] {
+        assert!(stderr.contains(said), "{said:?} not in {stderr}");
+    }
+    // A descriptor the domain has no rule for is the same answer.
+    let (code, _, stderr) = bench(&["--key", "tenant", "--requests", "100"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("descriptor (tenant=<uniform:10000>)"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,6 +141,20 @@ async fn leading_entries_reach_a_capacity_rule() {
     .unwrap();
     // One user alone: all of the 100 an hour, then rejected.
     assert_eq!((summary.ok, summary.over_limit), (100, 400));
+    let exercised: Vec<_> = summary
+        .exercised
+        .iter()
+        .map(|e| (e.rule.as_str(), e.answers))
+        .collect();
+    // A capacity rule names the bound that decided: the user's share while
+    // it admits, the rule's total once it is spent.
+    assert_eq!(
+        exercised,
+        [
+            (r#"100 per hour (name "capacity.total")"#, 400),
+            (r#"100 per hour (name "capacity.share")"#, 100)
+        ]
+    );
     assert_eq!(
         floodgate_server::cli::entry("service").unwrap_err(),
         r#"expected KEY=VALUE, got "service""#
@@ -77,6 +173,16 @@ async fn works_against_any_rls_server_and_reports_errors() {
     );
     let summary = run(&args(format!("http://{addr}"))).await.unwrap();
     assert_eq!((summary.calls, summary.ok), (500, 500));
+    // It answers no descriptor status: nothing says which rule applied,
+    // and the run goes on.
+    assert_eq!(summary.exercised.len(), 1);
+    assert_eq!(
+        (
+            summary.exercised[0].rule.as_str(),
+            summary.exercised[0].answers
+        ),
+        ("not said (no descriptor status)", 500)
+    );
     // Open loop: 400 calls/s for 1 s starts 400 calls.
     let open = BenchArgs {
         rate: Some(400),
