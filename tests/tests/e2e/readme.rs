@@ -293,8 +293,8 @@ fn the_test_command_is_said_to_run_what_it_runs() {
         ("cargo test --workspace", "every test"),
         ("helm/check.py", "`helm/check.py`"),
         ("bench/run --quick", "`bench/run --quick`"),
-        ("--example demo -- 2", "two demos"),
-        ("--example demo -- sale-day", "two demos"),
+        ("examples/demo 2", "two demos"),
+        ("examples/demo sale-day", "two demos"),
     ] {
         assert!(script.contains(runs), "scripts/test runs {runs}");
         assert!(
