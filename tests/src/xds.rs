@@ -144,6 +144,21 @@ impl XdsServer {
         }));
     }
 
+    /// Settings that take Floodgate's rules from this server as node
+    /// `node_id`, reconnecting quickly (100 ms to 1 s).
+    pub fn settings(&self, node_id: &str) -> floodgate_server::xds::XdsSettings {
+        floodgate_server::xds::XdsSettings {
+            server: self.addr.to_string(),
+            node_id: node_id.to_owned(),
+            node_metadata: Vec::new(),
+            headers: Vec::new(),
+            tls: None,
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(1),
+            max_message_bytes: 4 << 20,
+        }
+    }
+
     /// Every request received so far.
     pub fn requests(&self) -> Vec<Received> {
         self.shared.requests.lock().expect("requests").clone()

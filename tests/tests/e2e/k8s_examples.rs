@@ -28,7 +28,6 @@ use floodgate_proto::ratelimit::config::ratelimit::v3::{
     RateLimitConfig, RateLimitDescriptor, RateLimitPolicy, RateLimitUnit,
 };
 use floodgate_server::clock::Clock;
-use floodgate_server::xds::XdsSettings;
 use serde_json::{Value, json};
 
 use crate::envoy::{Envoy, Response, get, start_backend, wait_ready};
@@ -244,16 +243,7 @@ async fn floodgate_with(rules: &[(String, String)]) -> (TestServer, tempfile::Te
 async fn floodgate_over_xds(xds: &XdsServer) -> TestServer {
     let empty = tempfile::tempdir().expect("rules dir");
     let mut config = config_with_rules(empty.path());
-    config.rules_xds = Some(XdsSettings {
-        server: xds.addr.to_string(),
-        node_id: "envoy-ratelimit".into(),
-        node_metadata: Vec::new(),
-        headers: Vec::new(),
-        tls: None,
-        retry_initial: Duration::from_millis(100),
-        retry_max: Duration::from_secs(1),
-        max_message_bytes: 4 << 20,
-    });
+    config.rules_xds = Some(xds.settings("envoy-ratelimit"));
     TestServer::start_with_clock(config, Clock::manual(MINUTE_START)).await
 }
 

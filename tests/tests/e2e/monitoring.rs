@@ -27,7 +27,6 @@ use floodgate_e2e::{
 use floodgate_proto::rate_limit_response::Code;
 use floodgate_server::tls::TlsSettings;
 use floodgate_server::tls::files::ListenerTls;
-use floodgate_server::xds::XdsSettings;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -395,16 +394,7 @@ async fn xds_server_page() -> String {
     let xds = XdsServer::start("floodgate-monitoring", None).await;
     let empty = tempfile::tempdir().unwrap();
     let mut config = config_with_rules(empty.path());
-    config.rules_xds = Some(XdsSettings {
-        server: xds.addr.to_string(),
-        node_id: "floodgate-monitoring".into(),
-        node_metadata: Vec::new(),
-        headers: Vec::new(),
-        tls: None,
-        retry_initial: Duration::from_millis(100),
-        retry_max: Duration::from_secs(1),
-        max_message_bytes: 4 << 20,
-    });
+    config.rules_xds = Some(xds.settings("floodgate-monitoring"));
     let server = TestServer::start(config).await;
     xds.push("1", &[per_minute("d-config", "d", "user", 3)]);
     xds.answer_to("1").await;
