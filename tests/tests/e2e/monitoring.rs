@@ -407,7 +407,9 @@ async fn xds_server_page() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_series_the_dashboard_and_the_alerts_read_is_exported() {
     let rendered = rendered_monitoring();
-    let samples = exported(&[redis_server_page().await, xds_server_page().await]);
+    let pages = [redis_server_page().await, xds_server_page().await];
+    let samples = exported(&pages);
+    the_readme_metrics_table_is_what_is_exported(&pages);
     let expressions = expressions(&rendered);
     let mut names = BTreeSet::new();
     let mut wrong = Vec::new();
@@ -449,6 +451,33 @@ async fn every_series_the_dashboard_and_the_alerts_read_is_exported() {
         );
     }
     assert!(names.len() >= 25, "{names:?}");
+}
+
+/// README.md's Metrics table names exactly the metric families these
+/// servers export (`# TYPE` lines), no more and no fewer.
+fn the_readme_metrics_table_is_what_is_exported(pages: &[String]) {
+    let readme = std::fs::read_to_string(floodgate_e2e::workspace_root().join("README.md"))
+        .expect("read README.md");
+    let table: BTreeSet<String> = readme
+        .lines()
+        .skip_while(|l| *l != "### Metrics")
+        .skip_while(|l| !l.starts_with("| metric |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| l.split('`').nth(1).map(str::to_owned))
+        .collect();
+    let families: BTreeSet<String> = pages
+        .iter()
+        .flat_map(|p| p.lines())
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    let missing: Vec<_> = families.difference(&table).collect();
+    let extra: Vec<_> = table.difference(&families).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "README's Metrics table: exported but not listed {missing:?}; listed but not exported {extra:?}"
+    );
 }
 
 /// The parser itself, on the shapes the dashboard and the alerts use.
