@@ -118,13 +118,6 @@ const CONNECTED: Family = Family::gauge(
     "1 while the stream to the xDS management server the rules come from is open, else 0.",
 );
 
-/// The state of the conversation with the server that outlives a stream.
-#[derive(Debug, Default)]
-struct Accepted {
-    /// The version of the last response accepted (sent on reconnect).
-    version: String,
-}
-
 impl XdsRules {
     /// The task for `settings`, feeding `rules`; `metrics` gets its
     /// updates (`floodgate_rules_reloads_total`) and the
@@ -160,7 +153,8 @@ impl XdsRules {
             2.0,
             Jitter::Full,
         );
-        let mut accepted = Accepted::default();
+        // The version of the last response accepted: sent again on reconnect.
+        let mut accepted = String::new();
         let mut failures = 0u32;
         loop {
             let mut answered = false;
@@ -193,7 +187,7 @@ impl XdsRules {
 
     /// One stream: subscribe, then ACK or NACK each response until it ends.
     /// `answered` turns true once the server has sent a response.
-    async fn stream(&self, accepted: &mut Accepted, answered: &mut bool) -> XdsError {
+    async fn stream(&self, accepted: &mut String, answered: &mut bool) -> XdsError {
         let channel = match self.connect().await {
             Ok(channel) => channel,
             Err(e) => return e,
@@ -202,7 +196,7 @@ impl XdsRules {
             .max_decoding_message_size(self.settings.max_message_bytes);
         // Requests go out one per response: a small bound is plenty.
         let (tx, rx) = mpsc::channel(4);
-        let first = self.request(&accepted.version, String::new(), None);
+        let first = self.request(accepted, String::new(), None);
         if tx.send(first).await.is_err() {
             return XdsError::Stream("the request stream closed".into());
         }
@@ -229,11 +223,11 @@ impl XdsRules {
             }
             let reply = match self.apply(&response) {
                 Ok(()) => {
-                    accepted.version = response.version_info.clone();
-                    self.request(&accepted.version, response.nonce, None)
+                    accepted.clone_from(&response.version_info);
+                    self.request(accepted, response.nonce, None)
                 }
                 Err(message) => self.request(
-                    &accepted.version,
+                    accepted,
                     response.nonce,
                     Some(RpcStatus {
                         code: INVALID_ARGUMENT,

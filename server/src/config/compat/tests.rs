@@ -498,35 +498,42 @@ fn values_parse_as_go_parses_them_or_are_refused_by_name() {
     for bad in ["", "1_000", "8080 ", "08", "1e3", "9223372036854775808"] {
         assert_eq!(go_int(bad), None, "{bad}");
     }
-    assert_eq!(
-        refused(&[("SHADOW_MODE", "yes")]),
-        "invalid SHADOW_MODE=\"yes\": not a boolean (1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False)"
-    );
-    assert_eq!(
-        refused(&[("REDIS_TIMEOUT", "10")]),
-        "invalid REDIS_TIMEOUT=\"10\": not a Go duration such as 300ms, 10s, 1m30s or 2h"
-    );
-    assert_eq!(
-        refused(&[("PORT", "http")]),
-        "invalid PORT=\"http\": not an integer"
-    );
-    assert_eq!(
-        refused(&[("PORT", "70000")]),
-        "invalid PORT=\"70000\": not a TCP port (0 to 65535)"
-    );
-    assert_eq!(
-        refused(&[("EXTRA_TAGS", "a:b,c")]),
-        "invalid EXTRA_TAGS=\"a:b,c\": not a map of k:v pairs separated by commas"
-    );
-    assert_eq!(
-        refused(&[("LOG_LEVEL", "verbose")]),
-        "invalid LOG_LEVEL=\"verbose\": not a level (panic, fatal, error, warn, info, debug, trace)"
-    );
-    // A not-honoured variable is checked too, as they check it.
-    assert_eq!(
-        refused(&[("REDIS_POOL_SIZE", "ten")]),
-        "invalid REDIS_POOL_SIZE=\"ten\": not an integer"
-    );
+    // A not-honoured variable (REDIS_POOL_SIZE) is checked too, as they check it.
+    for (name, value, message) in [
+        (
+            "SHADOW_MODE",
+            "yes",
+            "invalid SHADOW_MODE=\"yes\": not a boolean (1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False)",
+        ),
+        (
+            "REDIS_TIMEOUT",
+            "10",
+            "invalid REDIS_TIMEOUT=\"10\": not a Go duration such as 300ms, 10s, 1m30s or 2h",
+        ),
+        ("PORT", "http", "invalid PORT=\"http\": not an integer"),
+        (
+            "PORT",
+            "70000",
+            "invalid PORT=\"70000\": not a TCP port (0 to 65535)",
+        ),
+        (
+            "EXTRA_TAGS",
+            "a:b,c",
+            "invalid EXTRA_TAGS=\"a:b,c\": not a map of k:v pairs separated by commas",
+        ),
+        (
+            "LOG_LEVEL",
+            "verbose",
+            "invalid LOG_LEVEL=\"verbose\": not a level (panic, fatal, error, warn, info, debug, trace)",
+        ),
+        (
+            "REDIS_POOL_SIZE",
+            "ten",
+            "invalid REDIS_POOL_SIZE=\"ten\": not an integer",
+        ),
+    ] {
+        assert_eq!(refused(&[(name, value)]), message);
+    }
 }
 
 #[test]
