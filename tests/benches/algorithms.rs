@@ -31,6 +31,7 @@ fn capacity_call(client: &str) -> CapacityCall {
     let rule = CapacityRule {
         limits: Capacity {
             total: 1 << 40,
+            guaranteed_share: 0.8,
             class_max_share: vec![1.0, 0.9, 0.7],
             max_clients: 1_000,
         },

@@ -340,6 +340,7 @@ fn a_capacity_rule_loads_and_matches_with_its_client_and_priority_entries() {
     );
     assert_eq!(rule.limits.total, 100);
     assert_eq!(rule.limits.class_max_share, [1.0, 0.9, 0.7]);
+    assert_eq!(rule.limits.guaranteed_share, 0.8, "the default");
     assert_eq!(rule.class_of(Some("sheddable")), 2);
     assert_eq!(rule.class_of(Some("gold")), 1, "unknown: the default class");
     assert_eq!(rule.class_of(None), 1);
@@ -365,7 +366,7 @@ fn a_capacity_rule_loads_and_matches_with_its_client_and_priority_entries() {
     );
     assert!(
         set.describe()
-            .contains("d.service_checkout: capacity requests_per_unit=100 unit=SECOND share_by=client priority_by=priority classes=critical:1,default:0.9,sheddable:0.7")
+            .contains("d.service_checkout: capacity requests_per_unit=100 unit=SECOND share_by=client guaranteed_share=0.8 priority_by=priority classes=critical:1,default:0.9,sheddable:0.7")
     );
 }
 
@@ -426,6 +427,16 @@ fn a_bad_capacity_rule_is_reported_with_its_path() {
             "{requests_per_unit: 10, unit: second, share_by: c, max_clients: 0}",
             "max_clients must be from 1 to 100000",
             "descriptors[0].capacity.max_clients",
+        ),
+        (
+            "{requests_per_unit: 10, unit: second, share_by: c, guaranteed_share: 1.2}",
+            "guaranteed_share must be a number from 0 to 1 (the fraction of requests_per_unit split among the active clients)",
+            "descriptors[0].capacity.guaranteed_share",
+        ),
+        (
+            "{requests_per_unit: 10, unit: second, share_by: c, guaranteed_share: half}",
+            "guaranteed_share must be a number from 0 to 1 (the fraction of requests_per_unit split among the active clients)",
+            "descriptors[0].capacity.guaranteed_share",
         ),
     ];
     for (block, message, path) in cases {

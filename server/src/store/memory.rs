@@ -214,13 +214,13 @@ impl MemoryStore {
             // This window (or, with a clock that stepped back, a later one).
             Some((stored, window)) if *stored >= start_ms => (decide(window, take), *stored),
             Some((stored, window)) if take => {
-                window.roll(*stored + period == start_ms);
+                window.roll(&call.rule.limits, *stored + period == start_ms);
                 *stored = start_ms;
                 (decide(window, true), start_ms)
             }
             Some((stored, window)) => {
                 let mut next = (**window).clone();
-                next.roll(*stored + period == start_ms);
+                next.roll(&call.rule.limits, *stored + period == start_ms);
                 (decide(&mut next, false), start_ms)
             }
             None => {

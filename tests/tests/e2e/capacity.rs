@@ -14,7 +14,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use floodgate_e2e::{RedisServer, TestServer, config_with_rules, http_get, request, rules_dir};
+use floodgate_e2e::{
+    RedisCluster, RedisServer, TestServer, config_with_rules, http_get, request, rules_dir,
+};
 use floodgate_proto::rate_limit_response::Code as WireCode;
 use floodgate_server::clock::Clock;
 use floodgate_server::limiter::{Code, Limiter, LimiterOptions, Request, RequestLimits, Status};
@@ -22,7 +24,7 @@ use floodgate_server::model::capacity::{Capacity, CapacityRule, LimitNames};
 use floodgate_server::rules::{Rules, Unit, load_files};
 use floodgate_server::store::key::CacheKey;
 use floodgate_server::store::memory::MemoryStore;
-use floodgate_server::store::redis::{RedisSettings, RedisStore};
+use floodgate_server::store::redis::{RedisSettings, RedisStore, RedisTopology};
 use floodgate_server::store::{CapacityCall, Check, Commit, CounterStore, Limit};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -46,6 +48,7 @@ descriptors:
       requests_per_unit: 300
       unit: second
       share_by: client
+      guaranteed_share: 0
       priority_by: priority
       classes:
         - name: critical
@@ -53,6 +56,19 @@ descriptors:
           max_share: 0.9
         - name: sheddable
           max_share: 0.7
+  - key: service
+    value: api
+    capacity:
+      requests_per_unit: 30
+      unit: second
+      share_by: client
+      priority_by: priority
+      classes:
+        - name: critical
+        - name: default
+          max_share: 0.9
+        - name: sheddable
+          max_share: 0.5
 "#;
 
 /// A limiter over [`RULES`] counting in `store`, on `clock`.
@@ -73,6 +89,7 @@ struct Both {
     clock: Clock,
     stores: Vec<(&'static str, Limiter)>,
     _redis: RedisServer,
+    _cluster: Option<RedisCluster>,
 }
 
 async fn both() -> Both {
@@ -90,7 +107,29 @@ async fn both() -> Both {
         ],
         clock,
         _redis: server,
+        _cluster: None,
     }
+}
+
+/// The memory store, a single Redis and a 3-primary Redis Cluster, each
+/// with its limiter, on one manual clock.
+async fn all_three() -> Both {
+    let mut both = both().await;
+    let cluster = RedisCluster::start();
+    let settings = RedisSettings {
+        topology: RedisTopology::Cluster(
+            cluster.seed_urls().split(',').map(str::to_owned).collect(),
+        ),
+        ..RedisSettings::single("")
+    };
+    let store = RedisStore::connect(&settings)
+        .await
+        .unwrap()
+        .with_local_time(both.clock.clone());
+    both.stores
+        .push(("cluster", limiter(Arc::new(store), both.clock.clone())));
+    both._cluster = Some(cluster);
+    both
 }
 
 /// One call of one hit; its status.
@@ -150,16 +189,18 @@ async fn an_abusive_client_cannot_starve_the_others() {
                 &[20, 20, 20],
                 "{store}: the good ones get all they ask"
             );
-            assert!(got[0] <= 40, "{store}: the abusive one gets {}", got[0]);
-            assert!(got.iter().sum::<u64>() <= 100, "{store}: never past T");
+            // Its guarantee (0.8 × 100 / 4 = 20) and the priority part
+            // (the other 20): T is used, and no more.
+            assert_eq!(got[0], 40, "{store}: the abusive one");
+            assert_eq!(got.iter().sum::<u64>(), 100, "{store}: all of T");
             // Still rejected at the end of the window, and the status says
-            // by what: its share of 100 among four, until the window ends.
+            // by what: the total, until the window ends.
             let status = call(limiter, &checkout("bad")).await;
             assert_eq!(status.code, Code::OverLimit);
             let limit = status.limit.unwrap();
             assert_eq!(
                 (limit.requests_per_unit, limit.unit, limit.name.as_deref()),
-                (25, Unit::Second, Some("capacity.share")),
+                (100, Unit::Second, Some("capacity.total")),
                 "{store}"
             );
             assert!(status.reset_after.unwrap() <= Duration::from_millis(900));
@@ -169,14 +210,14 @@ async fn an_abusive_client_cannot_starve_the_others() {
 }
 
 #[tokio::test]
-async fn the_least_important_traffic_is_shed_first_and_critical_gets_through() {
+async fn with_no_guarantees_the_least_important_traffic_is_shed_first() {
     let both = both().await;
     for (store, limiter) in &both.stores {
         let classes = ["critical", "default", "sheddable"];
         let (mut offered, mut admitted) = ([0u64; 3], [0u64; 3]);
         for second in 0..10 {
-            // 2 × T (T = 300), evenly over the three classes, from six
-            // clients (two per class).
+            // 2 × T (T = 300, guaranteed_share 0: pure priority), evenly
+            // over the three classes, from six clients (two per class).
             let senders: Vec<_> = classes
                 .iter()
                 .flat_map(|class| [search("x", class), search("y", class)])
@@ -187,15 +228,19 @@ async fn the_least_important_traffic_is_shed_first_and_critical_gets_through() {
                 got.iter().sum::<u64>() <= 300,
                 "{store}: never past T: {got:?}"
             );
-            for k in 0..3 {
-                offered[k] += 200;
-                admitted[k] += got[2 * k] + got[2 * k + 1];
-            }
+            let per_class: Vec<u64> = (0..3).map(|k| got[2 * k] + got[2 * k + 1]).collect();
             if second == 0 {
                 // Before any history, the class caps alone shed: sheddable
                 // stops at 70% of T, default at 90%, critical takes the rest.
-                let per_class: Vec<u64> = (0..3).map(|k| got[2 * k] + got[2 * k + 1]).collect();
                 assert_eq!(per_class, [130, 100, 70], "{store}");
+            } else {
+                // Then what critical and default could have been admitted
+                // a second before is held for them.
+                assert_eq!(per_class, [200, 100, 0], "{store}, second {second}");
+            }
+            for k in 0..3 {
+                offered[k] += 200;
+                admitted[k] += per_class[k];
             }
             // A shed call says which class cap shed it.
             let status = call(limiter, &search("x", "sheddable")).await;
@@ -207,17 +252,96 @@ async fn the_least_important_traffic_is_shed_first_and_critical_gets_through() {
             );
             both.clock.advance(Duration::from_secs(1));
         }
-        let rate = |k: usize| admitted[k] as f64 / offered[k] as f64;
         println!("{store}: admitted of 2,000 offered per class over 10 s: {admitted:?}");
-        // From the second window on, what critical asked for last time is
-        // held back from the others: critical gets all of its 200.
-        assert_eq!(admitted, [1_930, 730, 70], "{store}");
-        assert!(rate(0) >= 0.95, "{store}: critical {}", rate(0));
-        assert!(
-            rate(2) < rate(1) && rate(1) < rate(0),
-            "{store}: {admitted:?}"
-        );
+        assert_eq!(admitted, [1_930, 1_000, 70], "{store}");
     }
+}
+
+/// The issue's first scenario, a second at a time: T = 30; `bad` sends 100
+/// claiming `critical`; d1 and d2 (`default`) and s1 (`sheddable`) send 5
+/// each. Returns what each got per second.
+async fn flooder_claiming_critical(limiter: &Limiter, clock: &Clock) -> Vec<Vec<u64>> {
+    let mut seconds = Vec::new();
+    for _ in 0..4 {
+        let senders = [
+            (api("bad", "critical"), 100),
+            (api("d1", "default"), 5),
+            (api("d2", "default"), 5),
+            (api("s1", "sheddable"), 5),
+        ];
+        seconds.push(window(limiter, &senders).await);
+        clock.advance(Duration::from_secs(1));
+    }
+    seconds
+}
+
+#[tokio::test]
+async fn a_flooder_claiming_critical_takes_no_ones_guarantee_and_nothing_is_idle() {
+    let stores = all_three().await;
+    for (store, limiter) in &stores.stores {
+        let seconds = flooder_claiming_critical(limiter, &stores.clock).await;
+        println!("{store}: bad, d1, d2, s1 per second: {seconds:?}");
+        for (second, got) in seconds.iter().enumerate().skip(1) {
+            // Their guarantees are 0.8 × 30 / 4 = 6 each: all 5 get through.
+            assert_eq!(&got[1..], &[5, 5, 5], "{store}, second {second}");
+            let total: u64 = got.iter().sum();
+            assert!(
+                (27..=30).contains(&total),
+                "{store}, second {second}: {total}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn distinct_clients_per_class_are_admitted_in_order_of_importance() {
+    let stores = all_three().await;
+    for (store, limiter) in &stores.stores {
+        let classes = ["critical", "default", "sheddable"];
+        for second in 0..4 {
+            // Six clients, two per class, 10 a second each: 2 × T.
+            let senders: Vec<_> = classes
+                .iter()
+                .enumerate()
+                .flat_map(|(k, class)| {
+                    [
+                        (api(CLIENTS[2 * k], class), 10),
+                        (api(CLIENTS[2 * k + 1], class), 10),
+                    ]
+                })
+                .collect();
+            let got = window(limiter, &senders).await;
+            let per_class: Vec<u64> = (0..3).map(|k| got[2 * k] + got[2 * k + 1]).collect();
+            println!("{store}, second {second}: per client {got:?}, per class {per_class:?}");
+            stores.clock.advance(Duration::from_secs(1));
+            if second == 0 {
+                continue;
+            }
+            let total: u64 = per_class.iter().sum();
+            assert!(
+                (27..=30).contains(&total),
+                "{store}, second {second}: {total}"
+            );
+            // 20 offered per class: the ratios are in the counts' order.
+            assert!(
+                per_class[0] >= per_class[1] && per_class[1] >= per_class[2],
+                "{store}, second {second}: {per_class:?}"
+            );
+            // Guarantees of 4 each (0.8 × 30 / 6), and the 6 that are left
+            // go to critical.
+            assert_eq!(per_class, [14, 8, 8], "{store}, second {second}");
+        }
+    }
+}
+
+const CLIENTS: [&str; 6] = ["c1", "c2", "d1", "d2", "s1", "s2"];
+
+fn api<'a>(client: &'a str, priority: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("service", "api"),
+        ("client", client),
+        ("priority", priority),
+    ]
 }
 
 #[tokio::test]
@@ -252,9 +376,10 @@ async fn the_priority_entry_is_optional_and_unknown_classes_are_the_default() {
 /// all-or-nothing beside a small fixed window, 2 a peek first).
 type Step = (u64, usize, usize, u64, u8);
 
-fn steps() -> impl Strategy<Value = (u64, Vec<f64>, Vec<Step>)> {
+fn steps() -> impl Strategy<Value = (u64, f64, Vec<f64>, Vec<Step>)> {
     (
         1u64..40,
+        prop_oneof![Just(0.0), Just(0.5), Just(0.8), Just(1.0), 0.0f64..=1.0],
         prop_oneof![
             Just(vec![1.0]),
             Just(vec![1.0, 0.9, 0.7]),
@@ -282,7 +407,7 @@ fn redis_decides_exactly_as_the_memory_store() {
     });
     let cases = std::sync::atomic::AtomicU64::new(0);
     runner
-        .run(&steps(), |(total, shares, steps)| {
+        .run(&steps(), |(total, guaranteed_share, shares, steps)| {
             let n = cases.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let clock = Clock::manual(Duration::from_millis(START_MS));
             let memory = MemoryStore::new(1_000, clock.clone());
@@ -291,6 +416,7 @@ fn redis_decides_exactly_as_the_memory_store() {
             let rule = Arc::new(CapacityRule {
                 limits: Capacity {
                     total,
+                    guaranteed_share,
                     class_max_share: shares,
                     max_clients: 4,
                 },
@@ -389,9 +515,9 @@ async fn statuses_and_metrics_on_the_wire() {
     let clock = Clock::manual(Duration::from_millis(START_MS));
     let server = TestServer::start_with_clock(config_with_rules(rules.path()), clock).await;
     let mut client = server.client().await;
-    // "bad" and "good" alternate for 20 calls each, then "bad" sends 40 more.
+    // "bad" and "good" alternate for 20 calls each, then "bad" sends 80 more.
     let mut last = None;
-    for i in 0..80 {
+    for i in 0..120 {
         let who = if i < 40 && i % 2 == 1 { "good" } else { "bad" };
         let response = client
             .should_rate_limit(request("shop", &checkout(who)))
@@ -402,15 +528,16 @@ async fn statuses_and_metrics_on_the_wire() {
             last = Some(response);
         }
     }
-    // "bad" got its share, 50 of 100; the 30 "good" left unused are held
-    // for it, so the last 10 of bad's 60 were rejected by its share.
+    // "bad" got its guarantee, 40 (0.8 × 100 / 2), and the priority part
+    // that is not held for good's guarantee (the 20 good has not used): 20.
+    // The last 40 of bad's 100 were rejected by its guarantee.
     let response = last.unwrap();
     assert_eq!(response.overall_code, WireCode::OverLimit as i32);
     let status = &response.statuses[0];
     let limit = status.current_limit.as_ref().unwrap();
     assert_eq!(
         (limit.requests_per_unit, limit.name.as_str()),
-        (50, "capacity.share")
+        (40, "capacity.share")
     );
     assert_eq!(
         limit.unit,
@@ -435,27 +562,207 @@ async fn statuses_and_metrics_on_the_wire() {
         line(&format!(
             r#"floodgate_capacity_client_hits_total{{{key},client="bad",admitted="true"}}"#
         )),
-        50
+        60
     );
     assert_eq!(
         line(&format!(
             r#"floodgate_capacity_client_hits_total{{{key},client="bad",admitted="false"}}"#
         )),
-        10
+        40
     );
     assert_eq!(
         line(&format!(
             r#"floodgate_capacity_hits_total{{{key},class="",verdict="over_share"}}"#
         )),
-        10
+        40
     );
-    // 50 of bad's and 20 of good's within their shares; none borrowed.
+    // 40 of bad's and 20 of good's within their guarantees; 20 borrowed.
     assert_eq!(
         line(&format!(
             r#"floodgate_capacity_hits_total{{{key},class="",verdict="guaranteed"}}"#
         )),
-        70
+        60
     );
-    assert!(!body.contains(r#"verdict="borrowed""#));
+    assert_eq!(
+        line(&format!(
+            r#"floodgate_capacity_hits_total{{{key},class="",verdict="borrowed"}}"#
+        )),
+        20
+    );
     server.stop().await.unwrap();
+}
+
+/// A random rule and its steady traffic: T, g, the class caps, and per
+/// client its weight, class and demand per window; a seed for the order of
+/// arrivals.
+type Layout = (u64, f64, Vec<f64>, Vec<(f64, usize, u64)>, u64);
+
+fn layouts() -> impl Strategy<Value = Layout> {
+    (10u64..120).prop_flat_map(|total| {
+        let demand = prop_oneof![
+            0..=total / 4,
+            total / 4..=total,
+            // Flooders, in any class.
+            Just(3 * total),
+        ];
+        (
+            Just(total),
+            prop_oneof![Just(0.0), Just(0.5), Just(0.8), Just(1.0), 0.0f64..=1.0],
+            prop_oneof![
+                Just(vec![1.0]),
+                Just(vec![1.0, 0.9, 0.5]),
+                Just(vec![1.0, 0.5]),
+                Just(vec![0.8, 0.8, 0.25]),
+            ],
+            proptest::collection::vec(
+                (
+                    prop_oneof![Just(0.5), Just(1.0), Just(2.0), Just(3.0)],
+                    0usize..3,
+                    demand,
+                ),
+                1..7,
+            ),
+            any::<u64>(),
+        )
+    })
+}
+
+/// One window of `layout`'s traffic through `store`: one hit a call, the
+/// clients in a random order each turn; what each client got.
+async fn steady_window(
+    store: &dyn CounterStore,
+    key: &str,
+    rule: &Arc<CapacityRule>,
+    clients: &[(f64, usize, u64)],
+    rng: &mut fastrand::Rng,
+) -> Vec<u64> {
+    let mut admitted = vec![0; clients.len()];
+    let mut left: Vec<u64> = clients.iter().map(|c| c.2).collect();
+    let mut order: Vec<usize> = (0..clients.len()).collect();
+    while left.iter().any(|l| *l > 0) {
+        rng.shuffle(&mut order);
+        for &i in &order {
+            if left[i] == 0 {
+                continue;
+            }
+            left[i] -= 1;
+            let (weight, class, _) = clients[i];
+            let check = Check {
+                key: key.to_owned(),
+                hits: 1,
+                veto: true,
+                limit: Limit::Capacity(CapacityCall {
+                    weight,
+                    rule: rule.clone(),
+                    client: format!("c{i}"),
+                    class,
+                    reset_after: Duration::ZERO,
+                }),
+            };
+            let outcome = store.apply(&[check], Commit::Each.into()).await.unwrap();
+            if outcome.outcomes[0].allowed {
+                admitted[i] += 1;
+            }
+        }
+    }
+    admitted
+}
+
+/// Properties 1 to 4 of the model for one window: never past T; all of
+/// min(offered, 0.9 × T) admitted; every client at least min(its demand,
+/// its guarantee); above the guarantees, no class admitted at a higher
+/// ratio than a more important one.
+fn check_properties(layout: &Layout, got: &[u64]) -> Result<(), TestCaseError> {
+    let (total, g, shares, clients, _) = layout;
+    let offered: u64 = clients.iter().map(|c| c.2).sum();
+    let admitted: u64 = got.iter().sum();
+    prop_assert!(admitted <= *total, "past T: {admitted}");
+    let floor = (offered as f64).min(0.9 * *total as f64);
+    prop_assert!(admitted as f64 >= floor, "idle: {admitted} of {offered}");
+    let active: f64 = clients.iter().filter(|c| c.2 > 0).map(|c| c.0).sum();
+    let mut beyond = vec![(0u64, 0u64); shares.len()];
+    for (i, (weight, class, demand)) in clients.iter().enumerate() {
+        let guarantee = (g * *total as f64 * weight / active).floor() as u64;
+        let owed = (*demand).min(guarantee);
+        prop_assert!(got[i] >= owed, "client {i} got {} of {owed}", got[i]);
+        let class = (*class).min(shares.len() - 1);
+        beyond[class].0 += got[i] - owed;
+        beyond[class].1 += demand - owed;
+    }
+    if offered > *total {
+        let ratios: Vec<f64> = beyond
+            .iter()
+            .filter(|b| b.1 > 0)
+            .map(|b| b.0 as f64 / b.1 as f64)
+            .collect();
+        prop_assert!(
+            ratios.windows(2).all(|r| r[0] >= r[1]),
+            "priority out of order: {beyond:?}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn the_models_properties_hold_in_every_window_after_the_first() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = RedisServer::start();
+    let redis = runtime
+        .block_on(RedisStore::connect(&RedisSettings::single(server.url())))
+        .unwrap();
+    let mut runner = TestRunner::new(Config {
+        cases: 32,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let cases = std::sync::atomic::AtomicU64::new(0);
+    runner
+        .run(&layouts(), |layout| {
+            let n = cases.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (total, guaranteed_share, shares, clients, seed) = layout.clone();
+            let clock = Clock::manual(Duration::from_millis(START_MS));
+            let memory = MemoryStore::new(1_000, clock.clone());
+            let redis = redis.clone().with_local_time(clock.clone());
+            let rule = Arc::new(CapacityRule {
+                limits: Capacity {
+                    total,
+                    guaranteed_share,
+                    class_max_share: shares,
+                    max_clients: 100,
+                },
+                unit: Unit::Second,
+                unit_multiplier: 1,
+                share_by: "client".into(),
+                priority_by: None,
+                classes: Vec::new(),
+                default_class: 0,
+                weights: Default::default(),
+                name: None,
+                names: LimitNames::new(None, &[]),
+            });
+            let stores: [(&str, &dyn CounterStore); 2] = [("memory", &memory), ("redis", &redis)];
+            for (name, store) in stores {
+                let mut rng = fastrand::Rng::with_seed(seed);
+                for window in 0..4 {
+                    let key = format!("props{n}");
+                    let got =
+                        runtime.block_on(steady_window(store, &key, &rule, &clients, &mut rng));
+                    if window > 0 {
+                        check_properties(&layout, &got).map_err(|e| {
+                            TestCaseError::fail(format!(
+                                "{name}, window {window}: {e}; got {got:?}"
+                            ))
+                        })?;
+                    }
+                    clock.advance(Duration::from_secs(1));
+                }
+                // The next store starts from a fresh window.
+                clock.advance(Duration::from_secs(5));
+            }
+            Ok::<(), TestCaseError>(())
+        })
+        .unwrap();
 }

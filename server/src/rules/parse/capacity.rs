@@ -26,10 +26,14 @@ const CAPACITY_KEYS: &[&str] = &[
     "classes",
     "default_class",
     "max_clients",
+    "guaranteed_share",
     "name",
 ];
 /// The keys an entry of `classes` may hold.
 const CLASS_KEYS: &[&str] = &["name", "max_share"];
+/// The fraction of `requests_per_unit` guaranteed to the active clients
+/// unless `guaranteed_share` says otherwise.
+const DEFAULT_GUARANTEED_SHARE: f64 = 0.8;
 /// Clients a capacity rule tracks per window unless `max_clients` says otherwise.
 const DEFAULT_MAX_CLIENTS: u32 = 1_000;
 /// The most `max_clients` may be: every tracked client is a field of the
@@ -59,11 +63,13 @@ impl Cx<'_> {
         self.check_priority_keys(&fields, path, &share_by, &priority_by);
         let default_class = self.default_class(&fields, path, &classes);
         let max_clients = self.max_clients(&fields, path);
+        let guaranteed_share = self.guaranteed_share(&fields, path);
         let name = self.string(&fields, "name", path);
         if self.errors.len() > errors {
             return None;
         }
-        let (Some(total), Some(unit)) = (total, unit) else {
+        let (Some(total), Some(unit), Some(guaranteed_share)) = (total, unit, guaranteed_share)
+        else {
             return None;
         };
         if shares.is_empty() {
@@ -72,6 +78,7 @@ impl Cx<'_> {
         Some(CapacityRule {
             limits: Capacity {
                 total: u64::from(total),
+                guaranteed_share,
                 class_max_share: shares,
                 max_clients: max_clients as usize,
             },
@@ -203,19 +210,45 @@ impl Cx<'_> {
     /// A class's `max_share`: above 0 and at most 1 (1 unless set); `None`
     /// once reported.
     fn max_share(&mut self, class_fields: &HashMap<&str, &Yaml>, class_path: &str) -> Option<f64> {
-        let share = match class_fields.get("max_share") {
-            None | Some(Yaml::Null) => Some(1.0),
+        self.fraction(
+            class_fields,
+            ("max_share", class_path),
+            (1.0, false),
+            "max_share must be a number above 0 and at most 1 (the share of requests_per_unit this class may fill)",
+        )
+    }
+
+    /// `guaranteed_share`: from 0 to 1 ([`DEFAULT_GUARANTEED_SHARE`] unless
+    /// set); `None` once reported.
+    fn guaranteed_share(&mut self, fields: &HashMap<&str, &Yaml>, path: &str) -> Option<f64> {
+        self.fraction(
+            fields,
+            ("guaranteed_share", path),
+            (DEFAULT_GUARANTEED_SHARE, true),
+            "guaranteed_share must be a number from 0 to 1 (the fraction of requests_per_unit split among the active clients)",
+        )
+    }
+
+    /// A number at `key` under `path` up to 1, and above 0 (or from 0 when
+    /// `zero` is allowed); `default` when absent; `None` once reported with
+    /// `message`.
+    fn fraction(
+        &mut self,
+        fields: &HashMap<&str, &Yaml>,
+        (key, path): (&str, &str),
+        (default, zero): (f64, bool),
+        message: &str,
+    ) -> Option<f64> {
+        let value = match fields.get(key) {
+            None | Some(Yaml::Null) => Some(default),
             Some(Yaml::Int(i)) => Some(*i as f64),
             Some(Yaml::Float(f)) => Some(*f),
             Some(_) => None,
         };
-        match share {
-            Some(s) if s > 0.0 && s <= 1.0 => Some(s),
+        match value {
+            Some(v) if (v > 0.0 || (zero && v == 0.0)) && v <= 1.0 => Some(v),
             _ => {
-                self.error(
-                    &join(class_path, "max_share"),
-                    "max_share must be a number above 0 and at most 1 (the share of requests_per_unit this class may fill)",
-                );
+                self.error(&join(path, key), message);
                 None
             }
         }

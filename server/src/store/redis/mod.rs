@@ -240,7 +240,10 @@ impl RedisStore {
                 return;
             }
             Limit::Capacity(call) => {
-                let mut params = format!("{} {}", call.weight, call.class);
+                let mut params = format!(
+                    "{} {} {}",
+                    call.weight, call.class, call.rule.limits.guaranteed_share
+                );
                 for share in &call.rule.limits.class_max_share {
                     params.push(' ');
                     params.push_str(&share.to_string());

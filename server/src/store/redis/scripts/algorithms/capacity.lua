@@ -1,33 +1,63 @@
 -- capacity(key, now, hits, total, period, max_clients, client, params, take)
 --   -> allowed, remaining, reset_ms, limit, verdict
 --
--- A capacity rule's fair shares and priority classes; the same arithmetic,
+-- A capacity rule's guarantees and priority classes; the same arithmetic,
 -- in the same order, as `decide` in server/src/model/capacity.rs (see
 -- there for the rules).
 -- key     one hash per rule, holding one window and what the previous left:
 --           s          the window's start (ms)
---           t, G       hits admitted; of those, within their clients' shares
+--           t, G       hits admitted; of those, within their clients' guarantees
 --           W, pW      weights of the clients seen in this window; in the previous
+--           E          guaranteed hits the previous window's clients asked for
 --           n          clients seen in this window
---           a<k> d<k>  per class k (0: the most important): admitted, asked for
---           pd<k>      per class: asked for in the previous window
---           u:<c> g:<c> per client: admitted; of those, within its share
---         A new window replaces the hash (DEL, then the carried-over fields):
---         O(clients of the ended window) once per window, O(classes) per call.
--- params  "<weight> <class> <max_share of class 0> <of class 1> ..."
+--           b<k> q<k>  per class k (0: the most important): hits admitted and
+--                      asked for above their clients' guarantees
+--           r<k>       per class: the previous window's priority demand that
+--                      could have been admitted
+--           u:<c> g:<c> d:<c> w:<c>
+--                      per client: admitted; of those, within its guarantee;
+--                      asked for; its weight
+--         A new window replaces the hash (HGETALL, DEL, then the carried-over
+--         fields): O(clients of the ended window) once per window,
+--         O(classes) per call.
+-- params  "<weight> <class> <guaranteed share> <max_share of class 0> ..."
 -- hits    0: would one hit be admitted? nothing is written
 -- take    false: only compute, write nothing
 -- verdict 0 guaranteed, 1 borrowed, 2 over the total, 3 over the class cap,
---         4 over the share; limit: the share, or the bound that rejected.
+--         4 over the guarantee; limit: the guarantee, or the bound that rejected.
 -- The key lives until the end of the next window.
+
+-- What an ended window (its fields `old`, as HGETALL gives them) leaves the
+-- next: Σ min(demand, ⌊guarantee⌋) over its clients, at its final weight W.
+local function capacity_expected(old, pool, W)
+  if not (W > 0) then
+    return 0
+  end
+  local demand, weight = {}, {}
+  for i = 1, #old, 2 do
+    local f, v = old[i], old[i + 1]
+    local p = string.sub(f, 1, 2)
+    if p == 'd:' then
+      demand[string.sub(f, 3)] = tonumber(v)
+    elseif p == 'w:' then
+      weight[string.sub(f, 3)] = tonumber(v)
+    end
+  end
+  local expected = 0
+  for c, d in pairs(demand) do
+    expected = expected + math.min(d, math.floor(pool * (weight[c] or 1) / W))
+  end
+  return expected
+end
+
 local function capacity(key, now, hits, total, period, max_clients, client, params, take)
   local p = {}
   for x in string.gmatch(params, '%S+') do
     p[#p + 1] = tonumber(x)
   end
-  local weight, class = p[1], p[2]
+  local weight, class, gshare = p[1], p[2], p[3]
   local shares = {}
-  for i = 3, #p do
+  for i = 4, #p do
     shares[#shares + 1] = p[i]
   end
   local classes = math.max(#shares, 1)
@@ -39,47 +69,60 @@ local function capacity(key, now, hits, total, period, max_clients, client, para
   if not (weight > 0 and weight < math.huge) then
     weight = 1
   end
+  local pool = gshare * total
 
   local start = math.floor(now / period) * period
-  local fields = {'s', 't', 'G', 'W', 'pW', 'n'}
+  local fields = {'s', 't', 'G', 'W', 'pW', 'E', 'n'}
   for k = 0, classes - 1 do
-    fields[#fields + 1] = 'a' .. k
-    fields[#fields + 1] = 'd' .. k
-    fields[#fields + 1] = 'pd' .. k
+    fields[#fields + 1] = 'b' .. k
+    fields[#fields + 1] = 'q' .. k
+    fields[#fields + 1] = 'r' .. k
   end
   local v = redis.call('HMGET', key, unpack(fields))
   local num = function(x) return tonumber(x) or 0 end
   local stored = tonumber(v[1])
-  local t, G, W, pW, n = num(v[2]), num(v[3]), num(v[4]), num(v[5]), num(v[6])
-  local a, d, pd = {}, {}, {}
+  local t, G, W, pW, E, n = num(v[2]), num(v[3]), num(v[4]), num(v[5]), num(v[6]), num(v[7])
+  local b, q, r = {}, {}, {}
   for k = 0, classes - 1 do
-    a[k], d[k], pd[k] = num(v[7 + 3 * k]), num(v[8 + 3 * k]), num(v[9 + 3 * k])
+    b[k], q[k], r[k] = num(v[8 + 3 * k]), num(v[9 + 3 * k]), num(v[10 + 3 * k])
   end
   -- A later window (a clock that stepped back) is kept as the current one.
   local rolled = stored == nil or stored < start
   if rolled then
     local consecutive = stored ~= nil and stored + period == start
-    for k = 0, classes - 1 do
-      pd[k] = consecutive and d[k] or 0
-      a[k], d[k] = 0, 0
+    if consecutive then
+      E = capacity_expected(redis.call('HGETALL', key), pool, W)
+      local room = math.max(total - E, 0)
+      for k = 0, classes - 1 do
+        r[k] = math.min(q[k], room)
+        room = room - r[k]
+      end
+      pW = W
+    else
+      E, pW = 0, 0
+      for k = 0, classes - 1 do
+        r[k] = 0
+      end
     end
-    pW = consecutive and W or 0
+    for k = 0, classes - 1 do
+      b[k], q[k] = 0, 0
+    end
     t, G, W, n = 0, 0, 0, 0
     stored = start
   end
 
-  local used, guaranteed, seen = 0, 0, false
+  local used, guaranteed, demand, seen = 0, 0, 0, false
   local function load(name)
     if rolled then
-      return 0, 0, false
+      return 0, 0, 0, false
     end
-    local c = redis.call('HMGET', key, 'u:' .. name, 'g:' .. name)
-    return num(c[1]), num(c[2]), c[1] ~= false
+    local c = redis.call('HMGET', key, 'u:' .. name, 'g:' .. name, 'd:' .. name)
+    return num(c[1]), num(c[2]), num(c[3]), c[1] ~= false
   end
-  used, guaranteed, seen = load(client)
+  used, guaranteed, demand, seen = load(client)
   if not seen and n >= max_clients then
     client = '\0other'
-    used, guaranteed, seen = load(client)
+    used, guaranteed, demand, seen = load(client)
   end
   local weight_now = W
   if not seen then
@@ -88,23 +131,33 @@ local function capacity(key, now, hits, total, period, max_clients, client, para
   local active = math.max(weight_now, pW)
   local after = t + hits
 
-  local reserved = 0
-  for j = 0, class - 1 do
-    reserved = reserved + math.max(pd[j] - a[j], 0)
+  local guarantee = pool * weight / active
+  local eligible = guaranteed + hits <= guarantee
+  local class_cap
+  if pW <= 0 then
+    class_cap = (shares[class + 1] or 1) * total
+  else
+    local reserved = 0
+    for j = 0, class - 1 do
+      reserved = reserved + math.max(r[j] - b[j], 0)
+    end
+    class_cap = total - math.min(reserved, total)
   end
-  reserved = math.min(reserved, total)
-  local max_share = shares[class + 1] or 1
-  local class_cap = math.max(max_share * total - reserved, 0)
-  local share = total * weight / active
-  local held = math.max((total - share) - (G - guaranteed), 0)
+  local expected
+  if pW <= 0 then
+    expected = pool
+  else
+    expected = E + pool * math.max(weight_now - pW, 0) / active
+  end
+  local held = math.max(expected - G, 0)
 
   local verdict
   if after > total then
     verdict = 2
+  elseif eligible then
+    verdict = 0
   elseif after > class_cap then
     verdict = 3
-  elseif used + hits <= share then
-    verdict = 0
   elseif after + held > class_cap then
     verdict = 4
   else
@@ -116,18 +169,21 @@ local function capacity(key, now, hits, total, period, max_clients, client, para
   elseif verdict == 3 then
     limit = math.floor(class_cap)
   else
-    limit = math.floor(share)
+    limit = math.floor(guarantee)
   end
   local admitted = verdict < 2
-  local used_after, total_after = used, t
-  if admitted and take then
-    used_after, total_after = used + hits, after
-  end
   local remaining = 0
   if admitted then
-    local room = math.max(class_cap - total_after, 0)
-    local own = math.max(share - used_after, 0)
-    local borrow = math.max(room - held, 0)
+    local mine, total_after, held_after = guaranteed, t, held
+    if take then
+      total_after = after
+      if verdict == 0 then
+        mine, held_after = guaranteed + hits, math.max(held - hits, 0)
+      end
+    end
+    local room = math.max(total - total_after, 0)
+    local own = math.max(guarantee - mine, 0)
+    local borrow = math.max(class_cap - total_after - held_after, 0)
     remaining = math.floor(math.min(math.max(own, borrow), room))
   end
 
@@ -136,34 +192,44 @@ local function capacity(key, now, hits, total, period, max_clients, client, para
       redis.call('DEL', key)
     end
     -- Demand counts every ask: it saturates like a fixed-window count.
-    d[class] = math.min(d[class] + hits, COUNT_MAX)
+    if not eligible then
+      q[class] = math.min(q[class] + hits, COUNT_MAX)
+    end
+    demand = math.min(demand + hits, COUNT_MAX)
     if not seen then
       W = weight_now
       n = n + 1
     end
     if admitted then
       t = after
-      a[class] = a[class] + hits
       used = used + hits
       if verdict == 0 then
         guaranteed = guaranteed + hits
         G = G + hits
+      else
+        b[class] = b[class] + hits
       end
     end
     -- What this call changed; and on a new window, what it carries over.
     local set = {
       't', t, 'G', G, 'n', n, 'W', string.format('%.17g', W),
-      'u:' .. client, used, 'g:' .. client, guaranteed,
-      'a' .. class, a[class], 'd' .. class, d[class],
+      'u:' .. client, used, 'g:' .. client, guaranteed, 'd:' .. client, demand,
+      'b' .. class, b[class], 'q' .. class, q[class],
     }
+    if not seen then
+      set[#set + 1] = 'w:' .. client
+      set[#set + 1] = string.format('%.17g', weight)
+    end
     if rolled then
       set[#set + 1] = 's'
       set[#set + 1] = string.format('%.17g', stored)
       set[#set + 1] = 'pW'
       set[#set + 1] = string.format('%.17g', pW)
+      set[#set + 1] = 'E'
+      set[#set + 1] = E
       for k = 0, classes - 1 do
-        set[#set + 1] = 'pd' .. k
-        set[#set + 1] = pd[k]
+        set[#set + 1] = 'r' .. k
+        set[#set + 1] = r[k]
       end
     end
     redis.call('HSET', key, unpack(set))
