@@ -16,10 +16,13 @@
 //!   alice sends 5 a second, mallory 200.
 //! - `sale-day`: the checkout service takes 100 requests a second in all
 //!   (a `capacity` rule, domain `shop`), shared among the users who call
-//!   it. alice, bob and carol send 20 a second each; mallory floods with
-//!   500. Every user is guaranteed a fair share (25 a second among four),
-//!   so the three well-behaved users get all they ask, and mallory gets
-//!   what is left of its share, never the others' part.
+//!   it, with priority classes from an `x-priority` header. alice and bob
+//!   send 15 a second each as `default`, carol 15 as `sheddable`; mallory
+//!   floods with 500 a second and claims `critical`. Every user is
+//!   guaranteed its part of 80% of the capacity (20 a second among four)
+//!   whatever class it claims, so the three well-behaved users get all they
+//!   ask; mallory gets its guarantee and the priority part that is left,
+//!   never the others' guarantees.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -48,6 +51,13 @@ descriptors:
       requests_per_unit: 100
       unit: second
       share_by: user
+      priority_by: priority
+      classes:
+        - name: critical
+        - name: default
+          max_share: 0.9
+        - name: sheddable
+          max_share: 0.5
 ";
 
 /// What the demo runs: its rules, how a request becomes a descriptor, and
@@ -77,21 +87,23 @@ impl Scenario {
             domain: "shop",
             rules: SALE_DAY_RULES,
             entries: &[("service", "checkout")],
-            limit: "checkout takes 100 requests/s in all, shared fairly among users",
+            limit: "checkout takes 100 requests/s in all; 80 of them guaranteed, split among the users",
             users: vec![
-                User::new("alice", 20),
-                User::new("bob", 20),
-                User::new("carol", 20),
-                User::new("mallory", 500),
+                User::new("alice", 15).claiming("default"),
+                User::new("bob", 15).claiming("default"),
+                User::new("carol", 15).claiming("sheddable"),
+                User::new("mallory", 500).claiming("critical"),
             ],
         }
     }
 }
 
-/// A user of the demo: name, requests per second, counts of answers.
+/// A user of the demo: name, requests per second, the priority class it
+/// claims (if any), counts of answers.
 struct User {
     name: &'static str,
     per_second: u32,
+    priority: Option<&'static str>,
     ok: AtomicU64,
     limited: AtomicU64,
     failed: AtomicU64,
@@ -102,6 +114,19 @@ impl User {
         Arc::new(User {
             name,
             per_second,
+            priority: None,
+            ok: AtomicU64::new(0),
+            limited: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        })
+    }
+
+    /// The same user, sending `x-priority: <class>`.
+    fn claiming(self: Arc<Self>, class: &'static str) -> Arc<Self> {
+        Arc::new(User {
+            name: self.name,
+            per_second: self.per_second,
+            priority: Some(class),
             ok: AtomicU64::new(0),
             limited: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -144,8 +169,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Some(user) => {
                     let descriptor = entries
                         .iter()
-                        .fold(Descriptor::new(), |d, (k, v)| d.entry(*k, *v));
-                    vec![descriptor.entry("user", user.to_str().unwrap_or("?"))]
+                        .fold(Descriptor::new(), |d, (k, v)| d.entry(*k, *v))
+                        .entry("user", user.to_str().unwrap_or("?"));
+                    // The class, as the caller claims it (the header is
+                    // the caller's: see the README's trust boundary).
+                    vec![match head.headers.get("x-priority") {
+                        Some(class) => descriptor.entry("priority", class.to_str().unwrap_or("?")),
+                        None => descriptor,
+                    }]
                 }
                 None => Vec::new(),
             },
@@ -235,9 +266,11 @@ async fn drive(
     while every.tick().await < end {
         let (http, url, user) = (http.clone(), url.clone(), user.clone());
         requests.spawn(async move {
-            let request = http::Request::get(url)
-                .header("x-user", user.name)
-                .body(Empty::new());
+            let mut request = http::Request::get(url).header("x-user", user.name);
+            if let Some(class) = user.priority {
+                request = request.header("x-priority", class);
+            }
+            let request = request.body(Empty::new());
             let counter = match request {
                 Ok(request) => match http.request(request).await {
                     Ok(r) if r.status() == http::StatusCode::OK => &user.ok,

@@ -21,9 +21,10 @@
 //!    A call that keeps the client's guaranteed hits within it is admitted
 //!    (within 1), whatever its class.
 //! 3. The priority part: any other call is admitted if the window, with it,
-//!    stays under class `k`'s cap by the guaranteed hits the others are still
-//!    expected to ask for (what the previous window's clients asked for,
-//!    within their guarantees, less what has been admitted so far). Class
+//!    stays under class `k`'s cap by the guaranteed hits held for the others
+//!    (what the previous window's clients asked for, with a tenth of their
+//!    guarantees as headroom, within their guarantees, less what they have
+//!    used; never more than the unused guarantees). Class
 //!    `k`'s cap is `T` less what the more important classes could have been
 //!    admitted above their guarantees in the previous window and have not
 //!    been yet in this one (demand that could have been admitted, never
@@ -298,6 +299,8 @@ pub struct ClientUse {
     pub demand: u64,
     /// The client's weight when it joined the window.
     pub weight: f64,
+    /// The class of its last call.
+    pub class: usize,
 }
 
 /// One window of a capacity rule, and what the previous one left.
@@ -312,15 +315,18 @@ pub struct WindowState {
     /// The same sum for the previous window (0: no previous window, or one
     /// without calls: nothing is known of the demand).
     pub previous_weight: f64,
-    /// The guaranteed hits the previous window's clients asked for:
-    /// `Σ min(demand, guarantee)` over them.
+    /// The guaranteed hits the previous window's clients are expected to
+    /// ask for in this one (see `expected_next`).
     pub expected_guaranteed: u64,
+    /// How far into the window (0 to 1) its first counted call came.
+    pub first_elapsed: f64,
     /// Per client seen in this window.
     pub clients: HashMap<String, ClientUse>,
     /// Per class: hits admitted above their clients' guarantees (the
     /// priority part).
     pub class_borrowed: Vec<u64>,
-    /// Per class: hits asked for above their clients' guarantees.
+    /// Per class: hits asked for above their clients' guarantees (as each
+    /// call found its guarantee).
     pub class_wanted: Vec<u64>,
     /// Per class: what the previous window's priority demand could have
     /// been admitted (most important class first), held back from the less
@@ -331,18 +337,21 @@ pub struct WindowState {
 impl WindowState {
     /// Moves to the next window (`consecutive`: it directly follows this
     /// one; otherwise nothing of this one carries over). What carries over:
-    /// the active weight, the guaranteed hits the clients asked for, and per
-    /// class the priority demand that could have been admitted: the room
-    /// the guarantees leave, given to the classes in order of importance.
+    /// the active weight, the guaranteed hits the clients are expected to
+    /// ask for, and per class the priority demand that could have been
+    /// admitted: the room the guarantees leave, given to the classes in
+    /// order of importance.
     pub fn roll(&mut self, rule: &Capacity, consecutive: bool) {
         let carried = consecutive.then(|| {
-            let expected = self.expected_next(rule);
+            let (expected, scale, over) = self.expected_next(rule);
             let mut room = rule.total.saturating_sub(expected);
             let reserved: Vec<u64> = self
                 .class_wanted
                 .iter()
-                .map(|wanted| {
-                    let reserve = (*wanted).min(room);
+                .zip(over)
+                .map(|(wanted, over)| {
+                    let wanted = ((*wanted as f64 * scale).floor() as u64).saturating_add(over);
+                    let reserve = wanted.min(room);
                     room -= reserve;
                     reserve
                 })
@@ -357,18 +366,39 @@ impl WindowState {
         }
     }
 
-    /// `Σ min(demand, ⌊guarantee⌋)` over this window's clients, each
-    /// guarantee taken at the window's final active weight (whole hits, so
-    /// the sum is the same in any order, as in Lua).
-    fn expected_next(&self, rule: &Capacity) -> u64 {
+    /// The guaranteed hits this window's clients are expected to ask for
+    /// in the next: per client, its demand and a tenth of its guarantee as
+    /// headroom for demand that rises, within its guarantee. Each guarantee
+    /// is taken at the window's final active weight; whole hits, so the sums
+    /// are the same in any order, as in Lua. Also the scale of the window's
+    /// demand: a window without a previous one was seen only from its first
+    /// call on, so its demand counts as a rate over the part seen (at most
+    /// ten times). And per class, the guaranteed hits admitted above those
+    /// final guarantees (while guarantees shrank as clients came; a
+    /// client's, in the class of its last call): priority demand too.
+    fn expected_next(&self, rule: &Capacity) -> (u64, f64, Vec<u64>) {
+        let classes = rule.class_max_share.len().max(1);
+        let mut over = vec![0u64; classes];
+        let scale = if self.previous_weight <= 0.0 {
+            1.0 / (1.0 - self.first_elapsed.min(0.9))
+        } else {
+            1.0
+        };
         if self.weight <= 0.0 {
-            return 0;
+            return (0, scale, over);
         }
         let pool = rule.pool();
-        self.clients
-            .values()
-            .map(|c| c.demand.min((pool * c.weight / self.weight).floor() as u64))
-            .fold(0u64, u64::saturating_add)
+        let mut expected = 0u64;
+        for c in self.clients.values() {
+            let guarantee = pool * c.weight / self.weight;
+            let whole = guarantee.floor() as u64;
+            let asked = ((c.demand as f64 * scale).floor() as u64).min(super::MAX_COUNT);
+            let headroom = (guarantee / 10.0).floor() as u64;
+            expected = expected.saturating_add(whole.min(asked.saturating_add(headroom)));
+            let class = c.class.min(classes - 1);
+            over[class] = over[class].saturating_add(c.guaranteed.saturating_sub(whole));
+        }
+        (expected, scale, over)
     }
 
     /// Class `class`'s cap on priority hits. With a previous window to go
@@ -388,25 +418,28 @@ impl WindowState {
         total - reserved
     }
 
-    /// The guaranteed hits still expected in this window: what the previous
-    /// window's clients asked for (all of the pool without one), plus the
-    /// full guarantees of the weight that joined beyond the previous
-    /// window's, less the guaranteed hits admitted so far.
-    fn held(&self, rule: &Capacity, weight_now: f64, active: f64) -> f64 {
+    /// The guaranteed hits held back from the priority part: the
+    /// guarantees not used yet, `g × T − G`, but no more than what the
+    /// previous window's clients are expected to ask for within their
+    /// guarantees ([`WindowState::expected_guaranteed`]; plus the full
+    /// guarantees of weight that joined beyond the previous window's), less
+    /// what has been admitted. Without a previous window, all of the unused
+    /// guarantees are held.
+    fn held(&self, rule: &Capacity, (weight_now, active): (f64, f64)) -> f64 {
         let pool = rule.pool();
-        let expected = if self.previous_weight <= 0.0 {
-            pool
-        } else {
-            self.expected_guaranteed as f64
-                + pool * (weight_now - self.previous_weight).max(0.0) / active
-        };
-        (expected - self.guaranteed as f64).max(0.0)
+        let unused = (pool - self.guaranteed as f64).max(0.0);
+        if self.previous_weight <= 0.0 {
+            return unused;
+        }
+        let expected = self.expected_guaranteed as f64
+            + pool * (weight_now - self.previous_weight).max(0.0) / active;
+        unused.min((expected - self.guaranteed as f64).max(0.0))
     }
 
     /// Counts a decided call of `hits` from `client` in `class`: its demand
-    /// always (as priority demand unless it was `eligible` for the
-    /// guarantee), its hits when admitted. `joined`: the client's weight and
-    /// the active weight with it, when the client is new to the window.
+    /// and class always (and as priority demand unless it was `eligible` for
+    /// the guarantee), its hits when admitted. `joined`: the client's weight
+    /// and the active weight with it, when the client is new to the window.
     fn record(
         &mut self,
         client: &str,
@@ -415,10 +448,9 @@ impl WindowState {
         verdict: Verdict,
         hits: u64,
     ) {
-        // Demand counts every ask: it saturates like a fixed-window count.
-        let add = |count: &mut u64| *count = count.saturating_add(hits).min(super::MAX_COUNT);
         if !eligible {
-            add(&mut self.class_wanted[class]);
+            let wanted = &mut self.class_wanted[class];
+            *wanted = wanted.saturating_add(hits).min(super::MAX_COUNT);
         }
         if let Some((weight, weight_now)) = joined {
             self.weight = weight_now;
@@ -431,7 +463,9 @@ impl WindowState {
         let Some(entry) = self.clients.get_mut(client) else {
             return;
         };
-        add(&mut entry.demand);
+        // Demand counts every ask: it saturates like a fixed-window count.
+        entry.demand = entry.demand.saturating_add(hits).min(super::MAX_COUNT);
+        entry.class = class;
         if verdict.admitted() {
             self.total = self.total.saturating_add(hits);
             entry.used += hits;
@@ -456,15 +490,16 @@ impl WindowState {
 }
 
 /// Decides a call of `hits` from `client` (with `weight`) in class `class`
-/// (0: the most important; out of range: the least), and counts it in
-/// `state` when `commit`: its demand either way, its hits if admitted. A
-/// call of 0 hits answers whether one hit would be admitted now and changes
-/// nothing.
+/// (0: the most important; out of range: the least), `elapsed` (0 to 1)
+/// into the window (the first counted call's is kept), and counts it in `state` when `commit`: its demand
+/// either way, its hits if admitted. A call of 0 hits answers whether one
+/// hit would be admitted now and changes nothing.
 ///
-/// Longer than the house's 60 lines on purpose: the steps mirror
-/// `capacity.lua` in order, on the same doubles, so the two read side by
-/// side; only the class cap, the held guarantees and the bookkeeping are
-/// split out.
+/// Longer than the house's 60 lines, and with as many arguments as the
+/// script, on purpose: the steps mirror `capacity.lua` in order, on the
+/// same doubles, so the two read side by side; only the class cap, the
+/// held guarantees and the bookkeeping are split out.
+#[allow(clippy::too_many_arguments)]
 pub fn decide(
     rule: &Capacity,
     state: &mut WindowState,
@@ -472,10 +507,16 @@ pub fn decide(
     weight: f64,
     class: usize,
     hits: u64,
+    elapsed: f64,
     commit: bool,
 ) -> Decided {
     let take = commit && hits > 0;
     let hits = hits.max(1);
+    let elapsed = if elapsed.is_nan() {
+        0.0
+    } else {
+        elapsed.clamp(0.0, 1.0)
+    };
     let classes = rule.class_max_share.len().max(1);
     let class = class.min(classes - 1);
     state.fit(classes);
@@ -506,7 +547,7 @@ pub fn decide(
     // The priority part: under the class cap, leaving the guaranteed hits
     // the others are still expected to ask for.
     let class_cap = state.class_cap(rule, class);
-    let held = state.held(rule, weight_now, active);
+    let held = state.held(rule, (weight_now, active));
 
     let verdict = if after > rule.total {
         Verdict::Rejected(Bound::Total)
@@ -541,6 +582,9 @@ pub fn decide(
         0
     };
     if take {
+        if state.clients.is_empty() {
+            state.first_elapsed = elapsed;
+        }
         let joined = seen.is_none().then_some((weight, weight_now));
         state.record(client, joined, (class, eligible), verdict, hits);
     }
@@ -585,7 +629,7 @@ mod tests {
             for (i, (name, class, _)) in clients.iter().enumerate() {
                 if left[i] > 0 {
                     left[i] -= 1;
-                    if decide(rule, state, name, 1.0, *class, 1, true)
+                    if decide(rule, state, name, 1.0, *class, 1, 0.0, true)
                         .verdict
                         .admitted()
                     {
@@ -662,7 +706,7 @@ mod tests {
         // "gold" weighs 2, "bronze" 1: 60 and 30 when both flood.
         for _ in 0..200 {
             for (i, (name, w)) in [("gold", 2.0), ("bronze", 1.0)].iter().enumerate() {
-                if decide(&rule, &mut state, name, *w, 0, 1, true)
+                if decide(&rule, &mut state, name, *w, 0, 1, 0.0, true)
                     .verdict
                     .admitted()
                 {
@@ -679,7 +723,7 @@ mod tests {
         rule.max_clients = 3;
         let mut state = WindowState::default();
         for i in 0..100 {
-            decide(&rule, &mut state, &format!("c{i}"), 1.0, 0, 1, true);
+            decide(&rule, &mut state, &format!("c{i}"), 1.0, 0, 1, 0.0, true);
         }
         assert_eq!(state.clients.len(), 3 + 1);
         assert_eq!(state.clients[OTHER_CLIENTS].used, 97);
@@ -691,21 +735,21 @@ mod tests {
         let mut state = WindowState::default();
         for _ in 0..5 {
             assert!(
-                decide(&rule, &mut state, "x", 1.0, 1, 1, true)
+                decide(&rule, &mut state, "x", 1.0, 1, 1, 0.0, true)
                     .verdict
                     .admitted()
             );
         }
-        let d = decide(&rule, &mut state, "x", 1.0, 1, 1, true);
+        let d = decide(&rule, &mut state, "x", 1.0, 1, 1, 0.0, true);
         assert_eq!((d.verdict, d.limit), (Verdict::Rejected(Bound::Class), 5));
         for _ in 0..5 {
             assert!(
-                decide(&rule, &mut state, "x", 1.0, 0, 1, true)
+                decide(&rule, &mut state, "x", 1.0, 0, 1, 0.0, true)
                     .verdict
                     .admitted()
             );
         }
-        let d = decide(&rule, &mut state, "x", 1.0, 0, 1, true);
+        let d = decide(&rule, &mut state, "x", 1.0, 0, 1, 0.0, true);
         assert_eq!((d.verdict, d.limit), (Verdict::Rejected(Bound::Total), 10));
     }
 
@@ -716,17 +760,17 @@ mod tests {
         // Two clients seen: 50 each. "a" uses 10, "b" takes its 50 and then
         // borrows up to the 40 that "a" has not used... less nothing.
         assert!(
-            decide(&rule, &mut state, "a", 1.0, 0, 10, true)
+            decide(&rule, &mut state, "a", 1.0, 0, 10, 0.0, true)
                 .verdict
                 .admitted()
         );
-        let d = decide(&rule, &mut state, "b", 1.0, 0, 50, true);
+        let d = decide(&rule, &mut state, "b", 1.0, 0, 50, 0.0, true);
         assert_eq!((d.verdict, d.limit), (Verdict::Guaranteed, 50));
         assert_eq!(d.remaining, 0, "a's unused 40 are held for it");
-        let d = decide(&rule, &mut state, "b", 1.0, 0, 1, true);
+        let d = decide(&rule, &mut state, "b", 1.0, 0, 1, 0.0, true);
         assert_eq!((d.verdict, d.limit), (Verdict::Rejected(Bound::Share), 50));
         // "a" may still use its share, then borrow nothing more (b is full).
-        let d = decide(&rule, &mut state, "a", 1.0, 0, 40, true);
+        let d = decide(&rule, &mut state, "a", 1.0, 0, 40, 0.0, true);
         assert_eq!(d.verdict, Verdict::Guaranteed);
         assert_eq!(state.total, 100);
     }
@@ -735,9 +779,9 @@ mod tests {
     fn a_call_of_zero_hits_changes_nothing() {
         let rule = rule(10, &[1.0, 0.5]);
         let mut state = WindowState::default();
-        decide(&rule, &mut state, "a", 1.0, 0, 3, true);
+        decide(&rule, &mut state, "a", 1.0, 0, 3, 0.0, true);
         let before = state.clone();
-        let d = decide(&rule, &mut state, "newcomer", 1.0, 1, 0, true);
+        let d = decide(&rule, &mut state, "newcomer", 1.0, 1, 0, 0.0, true);
         assert_eq!(state, before);
         assert_eq!(d.verdict, Verdict::Guaranteed);
         assert_eq!(d.remaining, 4, "its guarantee: 0.8 × 10 / 2");
@@ -747,15 +791,18 @@ mod tests {
     fn only_a_consecutive_window_carries_over() {
         let rule = rule(100, &[1.0]);
         let mut state = WindowState::default();
-        decide(&rule, &mut state, "a", 1.0, 0, 5, true);
-        decide(&rule, &mut state, "b", 1.0, 0, 5, true);
+        decide(&rule, &mut state, "a", 1.0, 0, 5, 0.0, true);
+        decide(&rule, &mut state, "b", 1.0, 0, 5, 0.0, true);
         let mut next = state.clone();
         next.roll(&rule, true);
         assert_eq!((next.previous_weight, next.total), (2.0, 0));
-        assert_eq!(next.expected_guaranteed, 10, "both asked within 40");
+        assert_eq!(
+            next.expected_guaranteed, 18,
+            "both asked 5, each with 4 of headroom (a tenth of 40)"
+        );
         // "a" alone now, but "b" was active a window ago: its guarantee is
         // 0.8 × 100 / 2.
-        let d = decide(&rule, &mut next, "a", 1.0, 0, 1, true);
+        let d = decide(&rule, &mut next, "a", 1.0, 0, 1, 0.0, true);
         assert_eq!(d.limit, 40);
         state.roll(&rule, false);
         assert_eq!(state, WindowState::default());

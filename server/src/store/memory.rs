@@ -192,15 +192,13 @@ impl MemoryStore {
         take: bool,
     ) -> (capacity::Decided, f64) {
         let period = call.period_ms();
-        let decide = |window: &mut WindowState, take: bool| {
+        let now_ms = now.as_secs_f64() * 1_000.0;
+        // `elapsed`: how far into the window held at `window_ms` (0 to 1).
+        let decide = |window: &mut WindowState, window_ms: f64, take: bool| {
+            let (rule, elapsed) = (&call.rule.limits, (now_ms - window_ms) / period);
+            let (client, weight, class) = (&call.client, call.weight, call.class);
             capacity::decide(
-                &call.rule.limits,
-                window,
-                &call.client,
-                call.weight,
-                call.class,
-                check.hits,
-                take,
+                rule, window, client, weight, class, check.hits, elapsed, take,
             )
         };
         let live = shard
@@ -212,20 +210,22 @@ impl MemoryStore {
             });
         match live {
             // This window (or, with a clock that stepped back, a later one).
-            Some((stored, window)) if *stored >= start_ms => (decide(window, take), *stored),
+            Some((stored, window)) if *stored >= start_ms => {
+                (decide(window, *stored, take), *stored)
+            }
             Some((stored, window)) if take => {
                 window.roll(&call.rule.limits, *stored + period == start_ms);
                 *stored = start_ms;
-                (decide(window, true), start_ms)
+                (decide(window, start_ms, true), start_ms)
             }
             Some((stored, window)) => {
                 let mut next = (**window).clone();
                 next.roll(&call.rule.limits, *stored + period == start_ms);
-                (decide(&mut next, false), start_ms)
+                (decide(&mut next, start_ms, false), start_ms)
             }
             None => {
                 let mut window = WindowState::default();
-                let decided = decide(&mut window, take);
+                let decided = decide(&mut window, start_ms, take);
                 if take {
                     let state = State::Capacity {
                         start_ms,

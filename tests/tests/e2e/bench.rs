@@ -152,7 +152,7 @@ async fn leading_entries_reach_a_capacity_rule() {
         exercised,
         [
             (r#"100 per hour (name "capacity.total")"#, 400),
-            (r#"100 per hour (name "capacity.share")"#, 100)
+            (r#"80 per hour (name "capacity.share")"#, 100)
         ]
     );
     assert_eq!(

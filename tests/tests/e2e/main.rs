@@ -17,6 +17,7 @@ mod algorithms;
 mod algorithms_e2e;
 mod bench;
 mod capacity;
+mod capacity_envoy;
 mod client;
 mod counters;
 mod envoy;

@@ -8,15 +8,16 @@
 --           s          the window's start (ms)
 --           t, G       hits admitted; of those, within their clients' guarantees
 --           W, pW      weights of the clients seen in this window; in the previous
---           E          guaranteed hits the previous window's clients asked for
+--           E          guaranteed hits the previous window's clients are expected to ask for
+--           f          how far into the window (0 to 1) its first counted call came
 --           n          clients seen in this window
 --           b<k> q<k>  per class k (0: the most important): hits admitted and
 --                      asked for above their clients' guarantees
 --           r<k>       per class: the previous window's priority demand that
 --                      could have been admitted
---           u:<c> g:<c> d:<c> w:<c>
+--           u:<c> g:<c> d:<c> w:<c> k:<c>
 --                      per client: admitted; of those, within its guarantee;
---                      asked for; its weight
+--                      asked for; its weight; the class of its last call
 --         A new window replaces the hash (HGETALL, DEL, then the carried-over
 --         fields): O(clients of the ended window) once per window,
 --         O(classes) per call.
@@ -28,26 +29,43 @@
 -- The key lives until the end of the next window.
 
 -- What an ended window (its fields `old`, as HGETALL gives them) leaves the
--- next: Σ min(demand, ⌊guarantee⌋) over its clients, at its final weight W.
-local function capacity_expected(old, pool, W)
-  if not (W > 0) then
-    return 0
+-- next (`expected_next` in Rust): the guaranteed hits its clients are
+-- expected to ask for, per client min(⌊guarantee⌋, ⌊demand × scale⌋ +
+-- ⌊guarantee / 10⌋) at its final weight W; and per class, the guaranteed
+-- hits admitted above those final guarantees (a client's, in the class of
+-- its last call).
+local function capacity_expected(old, pool, W, scale, classes)
+  local over = {}
+  for k = 0, classes - 1 do
+    over[k] = 0
   end
-  local demand, weight = {}, {}
+  if not (W > 0) then
+    return 0, over
+  end
+  local demand, weight, class, guaranteed = {}, {}, {}, {}
   for i = 1, #old, 2 do
     local f, v = old[i], old[i + 1]
-    local p = string.sub(f, 1, 2)
+    local p, c = string.sub(f, 1, 2), string.sub(f, 3)
     if p == 'd:' then
-      demand[string.sub(f, 3)] = tonumber(v)
+      demand[c] = tonumber(v)
     elseif p == 'w:' then
-      weight[string.sub(f, 3)] = tonumber(v)
+      weight[c] = tonumber(v)
+    elseif p == 'k:' then
+      class[c] = tonumber(v)
+    elseif p == 'g:' then
+      guaranteed[c] = tonumber(v)
     end
   end
   local expected = 0
   for c, d in pairs(demand) do
-    expected = expected + math.min(d, math.floor(pool * (weight[c] or 1) / W))
+    local guarantee = pool * (weight[c] or 1) / W
+    local whole = math.floor(guarantee)
+    local asked = math.min(math.floor(d * scale), COUNT_MAX)
+    expected = expected + math.min(whole, asked + math.floor(guarantee / 10))
+    local k = math.min(class[c] or 0, classes - 1)
+    over[k] = over[k] + math.max((guaranteed[c] or 0) - whole, 0)
   end
-  return expected
+  return expected, over
 end
 
 local function capacity(key, now, hits, total, period, max_clients, client, params, take)
@@ -72,7 +90,7 @@ local function capacity(key, now, hits, total, period, max_clients, client, para
   local pool = gshare * total
 
   local start = math.floor(now / period) * period
-  local fields = {'s', 't', 'G', 'W', 'pW', 'E', 'n'}
+  local fields = {'s', 't', 'G', 'W', 'pW', 'E', 'n', 'f'}
   for k = 0, classes - 1 do
     fields[#fields + 1] = 'b' .. k
     fields[#fields + 1] = 'q' .. k
@@ -82,19 +100,25 @@ local function capacity(key, now, hits, total, period, max_clients, client, para
   local num = function(x) return tonumber(x) or 0 end
   local stored = tonumber(v[1])
   local t, G, W, pW, E, n = num(v[2]), num(v[3]), num(v[4]), num(v[5]), num(v[6]), num(v[7])
+  local first = num(v[8])
   local b, q, r = {}, {}, {}
   for k = 0, classes - 1 do
-    b[k], q[k], r[k] = num(v[8 + 3 * k]), num(v[9 + 3 * k]), num(v[10 + 3 * k])
+    b[k], q[k], r[k] = num(v[9 + 3 * k]), num(v[10 + 3 * k]), num(v[11 + 3 * k])
   end
   -- A later window (a clock that stepped back) is kept as the current one.
   local rolled = stored == nil or stored < start
   if rolled then
     local consecutive = stored ~= nil and stored + period == start
     if consecutive then
-      E = capacity_expected(redis.call('HGETALL', key), pool, W)
+      local scale = 1
+      if pW <= 0 then
+        scale = 1 / (1 - math.min(first, 0.9))
+      end
+      local over
+      E, over = capacity_expected(redis.call('HGETALL', key), pool, W, scale, classes)
       local room = math.max(total - E, 0)
       for k = 0, classes - 1 do
-        r[k] = math.min(q[k], room)
+        r[k] = math.min(math.floor(q[k] * scale) + over[k], room)
         room = room - r[k]
       end
       pW = W
@@ -143,13 +167,12 @@ local function capacity(key, now, hits, total, period, max_clients, client, para
     end
     class_cap = total - math.min(reserved, total)
   end
-  local expected
-  if pW <= 0 then
-    expected = pool
-  else
-    expected = E + pool * math.max(weight_now - pW, 0) / active
+  -- The guaranteed hits held back from the priority part (`held` in Rust).
+  local held = math.max(pool - G, 0)
+  if pW > 0 then
+    local expected = E + pool * math.max(weight_now - pW, 0) / active
+    held = math.min(held, math.max(expected - G, 0))
   end
-  local held = math.max(expected - G, 0)
 
   local verdict
   if after > total then
@@ -196,6 +219,16 @@ local function capacity(key, now, hits, total, period, max_clients, client, para
       q[class] = math.min(q[class] + hits, COUNT_MAX)
     end
     demand = math.min(demand + hits, COUNT_MAX)
+    if n == 0 then
+      -- How far into the window its first counted call came (0 to 1).
+      local elapsed = (now - stored) / period
+      if not (elapsed >= 0) then
+        elapsed = 0
+      elseif elapsed > 1 then
+        elapsed = 1
+      end
+      first = elapsed
+    end
     if not seen then
       W = weight_now
       n = n + 1
@@ -212,9 +245,9 @@ local function capacity(key, now, hits, total, period, max_clients, client, para
     end
     -- What this call changed; and on a new window, what it carries over.
     local set = {
-      't', t, 'G', G, 'n', n, 'W', string.format('%.17g', W),
+      't', t, 'G', G, 'n', n, 'W', string.format('%.17g', W), 'f', string.format('%.17g', first),
       'u:' .. client, used, 'g:' .. client, guaranteed, 'd:' .. client, demand,
-      'b' .. class, b[class], 'q' .. class, q[class],
+      'k:' .. client, class, 'b' .. class, b[class], 'q' .. class, q[class],
     }
     if not seen then
       set[#set + 1] = 'w:' .. client
