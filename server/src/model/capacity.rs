@@ -372,17 +372,19 @@ impl WindowState {
     /// is taken at the window's final active weight; whole hits, so the sums
     /// are the same in any order, as in Lua. Also the scale of the window's
     /// demand: a window without a previous one was seen only from its first
-    /// call on, so its demand counts as a rate over the part seen (at most
-    /// ten times). And per class, the guaranteed hits admitted above those
-    /// final guarantees (while guarantees shrank as clients came; a
-    /// client's, in the class of its last call): priority demand too.
+    /// call on, so its demand counts as a rate over the part seen (and if
+    /// less than half was seen, the whole guarantees are expected). And per
+    /// class, the guaranteed hits admitted above those final guarantees
+    /// (while guarantees shrank as clients came; a client's, in the class
+    /// of its last call): priority demand too.
     fn expected_next(&self, rule: &Capacity) -> (u64, f64, Vec<u64>) {
         let classes = rule.class_max_share.len().max(1);
         let mut over = vec![0u64; classes];
-        let scale = if self.previous_weight <= 0.0 {
-            1.0 / (1.0 - self.first_elapsed.min(0.9))
+        let (scale, partial) = if self.previous_weight > 0.0 {
+            (1.0, false)
         } else {
-            1.0
+            let seen_from = self.first_elapsed;
+            (1.0 / (1.0 - seen_from.min(0.5)), seen_from > 0.5)
         };
         if self.weight <= 0.0 {
             return (0, scale, over);
@@ -394,7 +396,12 @@ impl WindowState {
             let whole = guarantee.floor() as u64;
             let asked = ((c.demand as f64 * scale).floor() as u64).min(super::MAX_COUNT);
             let headroom = (guarantee / 10.0).floor() as u64;
-            expected = expected.saturating_add(whole.min(asked.saturating_add(headroom)));
+            let expects = if partial {
+                whole
+            } else {
+                whole.min(asked.saturating_add(headroom))
+            };
+            expected = expected.saturating_add(expects);
             let class = c.class.min(classes - 1);
             over[class] = over[class].saturating_add(c.guaranteed.saturating_sub(whole));
         }
@@ -806,6 +813,44 @@ mod tests {
         assert_eq!(d.limit, 40);
         state.roll(&rule, false);
         assert_eq!(state, WindowState::default());
+    }
+
+    #[test]
+    fn a_reservation_counts_only_demand_that_could_have_been_admitted() {
+        // T = 30, g = 0.8: "bad" floods the critical class with 100, "d"
+        // asks 5 as default. Guarantees of 12 each (0.8 × 30 / 2).
+        let rule = rule(30, &[1.0, 0.9, 0.5]);
+        let mut state = WindowState::default();
+        for i in 0..100 {
+            decide(&rule, &mut state, "bad", 1.0, 0, 1, 0.0, true);
+            if i < 5 {
+                decide(&rule, &mut state, "d", 1.0, 1, 1, 0.0, true);
+            }
+        }
+        state.roll(&rule, true);
+        // Expected guaranteed hits: bad's 12, and d's 5 with 1 of headroom.
+        assert_eq!(state.expected_guaranteed, 18);
+        // bad asked 88 above its guarantee; the room the guarantees leave
+        // is 12: that is what is reserved, not the 76 it could never get.
+        assert_eq!(state.class_reserved, [12, 0, 0]);
+    }
+
+    #[test]
+    fn a_window_seen_for_less_than_half_holds_whole_guarantees_next() {
+        let rule = rule(100, &[1.0]);
+        for (elapsed, expected) in [(0.25, 18), (0.75, 80)] {
+            let mut state = WindowState::default();
+            // Two clients, 4 calls each, first seen `elapsed` into a window
+            // without a previous one.
+            for _ in 0..4 {
+                decide(&rule, &mut state, "a", 1.0, 0, 1, elapsed, true);
+                decide(&rule, &mut state, "b", 1.0, 0, 1, elapsed, true);
+            }
+            state.roll(&rule, true);
+            // A quarter missed: 4 calls count as 5 (4 / 0.75), with 4 of
+            // headroom each. Three quarters missed: the whole 40 each.
+            assert_eq!(state.expected_guaranteed, expected, "{elapsed}");
+        }
     }
 
     #[test]

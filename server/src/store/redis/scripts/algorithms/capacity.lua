@@ -31,10 +31,11 @@
 -- What an ended window (its fields `old`, as HGETALL gives them) leaves the
 -- next (`expected_next` in Rust): the guaranteed hits its clients are
 -- expected to ask for, per client min(⌊guarantee⌋, ⌊demand × scale⌋ +
--- ⌊guarantee / 10⌋) at its final weight W; and per class, the guaranteed
+-- ⌊guarantee / 10⌋) at its final weight W (⌊guarantee⌋ if `partial`: less
+-- than half the window was seen); and per class, the guaranteed
 -- hits admitted above those final guarantees (a client's, in the class of
 -- its last call).
-local function capacity_expected(old, pool, W, scale, classes)
+local function capacity_expected(old, pool, W, scale, partial, classes)
   local over = {}
   for k = 0, classes - 1 do
     over[k] = 0
@@ -61,7 +62,11 @@ local function capacity_expected(old, pool, W, scale, classes)
     local guarantee = pool * (weight[c] or 1) / W
     local whole = math.floor(guarantee)
     local asked = math.min(math.floor(d * scale), COUNT_MAX)
-    expected = expected + math.min(whole, asked + math.floor(guarantee / 10))
+    if partial then
+      expected = expected + whole
+    else
+      expected = expected + math.min(whole, asked + math.floor(guarantee / 10))
+    end
     local k = math.min(class[c] or 0, classes - 1)
     over[k] = over[k] + math.max((guaranteed[c] or 0) - whole, 0)
   end
@@ -110,12 +115,12 @@ local function capacity(key, now, hits, total, period, max_clients, client, para
   if rolled then
     local consecutive = stored ~= nil and stored + period == start
     if consecutive then
-      local scale = 1
+      local scale, partial = 1, false
       if pW <= 0 then
-        scale = 1 / (1 - math.min(first, 0.9))
+        scale, partial = 1 / (1 - math.min(first, 0.5)), first > 0.5
       end
       local over
-      E, over = capacity_expected(redis.call('HGETALL', key), pool, W, scale, classes)
+      E, over = capacity_expected(redis.call('HGETALL', key), pool, W, scale, partial, classes)
       local room = math.max(total - E, 0)
       for k = 0, classes - 1 do
         r[k] = math.min(math.floor(q[k] * scale) + over[k], room)
