@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use floodgate_e2e::{
-    RedisCluster, RedisServer, TestServer, config_with_rules, http_get, request, rules_dir,
+    RedisCluster, RedisServer, TestServer, config_with_rules, http_get, metric_value, request,
+    rules_dir,
 };
 use floodgate_proto::rate_limit_response::Code as WireCode;
 use floodgate_server::clock::Clock;
@@ -397,8 +398,9 @@ fn steps() -> impl Strategy<Value = (u64, f64, Vec<f64>, Vec<Step>)> {
     )
 }
 
-#[test]
-fn redis_decides_exactly_as_the_memory_store() {
+/// A current-thread runtime, a `redis-server` with a store on it, and a
+/// proptest runner of `cases` cases (`CAPACITY_CASES` overrides it).
+fn on_redis(cases: u32) -> (tokio::runtime::Runtime, RedisServer, RedisStore, TestRunner) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -407,11 +409,41 @@ fn redis_decides_exactly_as_the_memory_store() {
     let redis = runtime
         .block_on(RedisStore::connect(&RedisSettings::single(server.url())))
         .unwrap();
-    let mut runner = TestRunner::new(Config {
-        cases: 64,
+    let cases = std::env::var("CAPACITY_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(cases);
+    let runner = TestRunner::new(Config {
+        cases,
         failure_persistence: None,
         ..Config::default()
     });
+    (runtime, server, redis, runner)
+}
+
+/// A rule over `limits` whose clients are named by `client` and weighed by
+/// `weights`; its calls name their class by index.
+fn rule_by_client(
+    limits: Capacity,
+    weights: std::collections::HashMap<Box<str>, f64>,
+) -> Arc<CapacityRule> {
+    Arc::new(CapacityRule {
+        limits,
+        unit: Unit::Second,
+        unit_multiplier: 1,
+        share_by: "client".into(),
+        priority_by: None,
+        classes: Vec::new(),
+        default_class: 0,
+        weights,
+        name: None,
+        names: LimitNames::new(None, &[]),
+    })
+}
+
+#[test]
+fn redis_decides_exactly_as_the_memory_store() {
+    let (runtime, _server, redis, mut runner) = on_redis(64);
     let cases = std::sync::atomic::AtomicU64::new(0);
     runner
         .run(&steps(), |(total, guaranteed_share, shares, steps)| {
@@ -420,25 +452,14 @@ fn redis_decides_exactly_as_the_memory_store() {
             let memory = MemoryStore::new(1_000, clock.clone());
             let redis = redis.clone().with_local_time(clock.clone());
             // Weights 1, 2 and 0.5, and at most 4 clients of 6 tracked.
-            let rule = Arc::new(CapacityRule {
-                limits: Capacity {
-                    total,
-                    guaranteed_share,
-                    class_max_share: shares,
-                    max_clients: 4,
-                },
-                unit: Unit::Second,
-                unit_multiplier: 1,
-                share_by: "client".into(),
-                priority_by: None,
-                classes: Vec::new(),
-                default_class: 0,
-                weights: [("c1".into(), 2.0), ("c2".into(), 0.5)]
-                    .into_iter()
-                    .collect(),
-                name: None,
-                names: LimitNames::new(None, &[]),
-            });
+            let limits = Capacity {
+                total,
+                guaranteed_share,
+                class_max_share: shares,
+                max_clients: 4,
+            };
+            let weights = [("c1".into(), 2.0), ("c2".into(), 0.5)];
+            let rule = rule_by_client(limits, weights.into_iter().collect());
             for (i, (advance, client, class, hits, how)) in steps.into_iter().enumerate() {
                 clock.advance(Duration::from_millis(advance));
                 let client = format!("c{client}");
@@ -554,15 +575,8 @@ async fn statuses_and_metrics_on_the_wire() {
 
     let (code, body) = http_get(&format!("http://{}/metrics", server.http_addr)).await;
     assert_eq!(code, 200);
-    let line = |needle: &str| {
-        body.lines()
-            .find(|l| l.starts_with(needle))
-            .unwrap_or_else(|| panic!("no {needle} in\n{body}"))
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
+    let line = |series: &str| {
+        metric_value::<u64>(&body, series).unwrap_or_else(|| panic!("no {series} in\n{body}"))
     };
     let key = r#"domain="shop",key="service_checkout""#;
     assert_eq!(
@@ -727,22 +741,7 @@ fn check_properties(layout: &Layout, got: &[u64]) -> Result<(), TestCaseError> {
 
 #[test]
 fn the_models_properties_hold_in_every_window_after_the_first() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = RedisServer::start();
-    let redis = runtime
-        .block_on(RedisStore::connect(&RedisSettings::single(server.url())))
-        .unwrap();
-    let mut runner = TestRunner::new(Config {
-        cases: std::env::var("CAPACITY_CASES")
-            .ok()
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(32),
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let (runtime, _server, redis, mut runner) = on_redis(32);
     let cases = std::sync::atomic::AtomicU64::new(0);
     runner
         .run(&layouts(), |layout| {
@@ -752,23 +751,13 @@ fn the_models_properties_hold_in_every_window_after_the_first() {
             let clock = Clock::manual(Duration::from_millis(START_MS - 100));
             let memory = MemoryStore::new(1_000, clock.clone());
             let redis = redis.clone().with_local_time(clock.clone());
-            let rule = Arc::new(CapacityRule {
-                limits: Capacity {
-                    total,
-                    guaranteed_share,
-                    class_max_share: shares,
-                    max_clients: 100,
-                },
-                unit: Unit::Second,
-                unit_multiplier: 1,
-                share_by: "client".into(),
-                priority_by: None,
-                classes: Vec::new(),
-                default_class: 0,
-                weights: Default::default(),
-                name: None,
-                names: LimitNames::new(None, &[]),
-            });
+            let limits = Capacity {
+                total,
+                guaranteed_share,
+                class_max_share: shares,
+                max_clients: 100,
+            };
+            let rule = rule_by_client(limits, Default::default());
             let stores: [(&str, &dyn CounterStore); 2] = [("memory", &memory), ("redis", &redis)];
             for (name, store) in stores {
                 let mut rng = fastrand::Rng::with_seed(seed);

@@ -6,7 +6,9 @@
 
 #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
 
-use floodgate_e2e::{TestServer, config_with_rules, free_port, http_get, workspace_root};
+use floodgate_e2e::{
+    TestServer, config_with_rules, free_port, http_get, metric_value, workspace_root,
+};
 
 use crate::envoy::{Envoy, get, wait_ready};
 
@@ -47,15 +49,8 @@ async fn the_class_comes_from_the_route_and_a_forged_header_changes_nothing() {
 
     let (code, body) = http_get(&format!("http://{}/metrics", server.http_addr)).await;
     assert_eq!(code, 200);
-    let count = |needle: &str| {
-        body.lines()
-            .find(|l| l.starts_with(needle))
-            .unwrap_or_else(|| panic!("no {needle} in\n{body}"))
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
+    let count = |series: &str| {
+        metric_value::<u64>(&body, series).unwrap_or_else(|| panic!("no {series} in\n{body}"))
     };
     let key = r#"domain="shop",key="service_checkout""#;
     for class in ["critical", "sheddable"] {
