@@ -46,6 +46,7 @@ const SERVER_LAYERS: &[&[&str]] = &[
         "model::algorithm",
         "model::capacity",
         "model::failure",
+        "model::quota",
         "model::unit",
         "clock",
         "shutdown",
