@@ -58,6 +58,7 @@ const SERVER_LAYERS: &[&[&str]] = &[
     &[
         "store::key",
         "store",
+        "store::quota",
         "store::memory",
         "store::redis::settings",
         "store::redis::error",
