@@ -58,6 +58,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod model;
 pub mod resilience;
+pub mod rlqs;
 pub mod rules;
 pub mod shutdown;
 pub mod store;

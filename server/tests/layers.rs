@@ -101,6 +101,8 @@ const SERVER_LAYERS: &[&[&str]] = &[
     ],
     &["xds::convert", "xds"],
     &["grpc::codec", "grpc::response", "grpc::status", "grpc"],
+    // RLQS: the same rules and store, off the request path.
+    &["rlqs"],
     &["http", "admin"],
     // Settings, the composition root, the binary's commands.
     &["config"],

@@ -1,0 +1,197 @@
+//! The Rate Limit Quota Service (RLQS,
+//! `envoy.service.rate_limit_quota.v3.RateLimitQuotaService`), off the
+//! request path: each Envoy's `rate_limit_quota` filter groups requests
+//! into buckets, reports their usage on one stream, and enforces locally
+//! the assignments this server sends back.
+//!
+//! - [`bucket`]: a report's `BucketId` as a descriptor (entries in key
+//!   order) and the rule it matches in the same rules as `ShouldRateLimit`.
+//! - `stream`: one stream's buckets, and the actions one reports message
+//!   gets: a token bucket sized from the instance's share
+//!   ([`crate::model::quota`], the state shared through the store,
+//!   [`crate::store::quota`]), deny-all once the window's limit is used up,
+//!   allow-all for a bucket no rule limits, abandon for a bucket idle for
+//!   [`RlqsSettings::abandon_after`].
+//! - [`metrics`]: streams, buckets, reports, assignments, admitted/limit.
+//!
+//! Each stream is bounded: the number of streams, buckets per stream,
+//! message size, and each bucket id's entries and lengths (the request
+//! bounds of `ShouldRateLimit`); an invalid report ends the stream with
+//! `INVALID_ARGUMENT` and a message saying what is wrong.
+
+pub mod bucket;
+pub mod metrics;
+mod stream;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use floodgate_proto::envoy::service::rate_limit_quota::v3::rate_limit_quota_service_server::{
+    RateLimitQuotaService, RateLimitQuotaServiceServer,
+};
+use floodgate_proto::envoy::service::rate_limit_quota::v3::{
+    RateLimitQuotaResponse, RateLimitQuotaUsageReports,
+};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::limiter::{Limiter, RequestLimits};
+use metrics::RlqsMetrics;
+pub use stream::StreamError;
+use stream::StreamState;
+
+/// The RLQS bounds and timings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RlqsSettings {
+    /// How long a token bucket or allow-all assignment holds in Envoy
+    /// without a refresh (it is sent again half way through).
+    pub assignment_ttl: Duration,
+    /// A bucket with no requests for this long is abandoned.
+    pub abandon_after: Duration,
+    /// Most buckets one stream reports.
+    pub max_buckets_per_stream: usize,
+    /// Most streams open at once.
+    pub max_streams: usize,
+    /// Largest reports message, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for RlqsSettings {
+    fn default() -> Self {
+        RlqsSettings {
+            assignment_ttl: Duration::from_secs(60),
+            abandon_after: Duration::from_secs(300),
+            max_buckets_per_stream: 10_000,
+            max_streams: 10_000,
+            max_message_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// What every stream shares.
+#[derive(Debug)]
+pub struct Shared {
+    limiter: Limiter,
+    limits: RequestLimits,
+    settings: RlqsSettings,
+    metrics: Arc<RlqsMetrics>,
+    streams: Arc<Semaphore>,
+    /// This server instance's id, in every stream id.
+    server: String,
+    next_stream: AtomicU64,
+}
+
+/// The RLQS service over a limiter's rules and store.
+#[derive(Clone, Debug)]
+pub struct Rlqs {
+    shared: Arc<Shared>,
+}
+
+impl Rlqs {
+    /// Serves the rules and store of `limiter`, with `limits` on bucket ids.
+    pub fn new(limiter: Limiter, limits: RequestLimits, settings: RlqsSettings) -> Self {
+        let metrics = Arc::new(RlqsMetrics::default());
+        limiter.metrics().add_text(metrics.text_source());
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        Rlqs {
+            shared: Arc::new(Shared {
+                limiter,
+                limits,
+                streams: Arc::new(Semaphore::new(
+                    settings.max_streams.clamp(1, Semaphore::MAX_PERMITS),
+                )),
+                settings,
+                metrics,
+                server: format!("{:x}-{started:x}", std::process::id()),
+                next_stream: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The tonic service.
+    pub fn service(&self) -> RateLimitQuotaServiceServer<Rlqs> {
+        RateLimitQuotaServiceServer::new(self.clone())
+            .max_decoding_message_size(self.shared.settings.max_message_bytes)
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<RlqsMetrics> {
+        &self.shared.metrics
+    }
+}
+
+type Responses =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<RateLimitQuotaResponse, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RateLimitQuotaService for Rlqs {
+    type StreamRateLimitQuotasStream = Responses;
+
+    async fn stream_rate_limit_quotas(
+        &self,
+        request: tonic::Request<tonic::Streaming<RateLimitQuotaUsageReports>>,
+    ) -> Result<tonic::Response<Responses>, tonic::Status> {
+        let Ok(permit) = self.shared.streams.clone().try_acquire_owned() else {
+            self.shared.metrics.error();
+            return Err(tonic::Status::resource_exhausted(format!(
+                "more than rlqs_max_streams ({}) RLQS streams",
+                self.shared.settings.max_streams
+            )));
+        };
+        let n = self.shared.next_stream.fetch_add(1, Ordering::Relaxed);
+        let state = StreamState::new(format!("{}-{n}", self.shared.server));
+        let (tx, rx) = mpsc::channel(16);
+        let shared = self.shared.clone();
+        let inbound = request.into_inner();
+        tokio::spawn(async move {
+            run(&shared, state, inbound, tx).await;
+            drop(permit);
+        });
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Answers one stream's reports until it ends.
+async fn run(
+    shared: &Shared,
+    mut state: StreamState,
+    mut inbound: tonic::Streaming<RateLimitQuotaUsageReports>,
+    tx: mpsc::Sender<Result<RateLimitQuotaResponse, tonic::Status>>,
+) {
+    shared.metrics.stream(true);
+    let ended = loop {
+        let reports = match inbound.message().await {
+            Ok(Some(reports)) => reports,
+            Ok(None) => break None,
+            Err(status) => {
+                tracing::debug!(error = %status, "RLQS stream broken");
+                break None;
+            }
+        };
+        match state.answer(shared, &reports).await {
+            Ok(None) => {}
+            Ok(Some(response)) => {
+                if tx.send(Ok(response)).await.is_err() {
+                    break None;
+                }
+            }
+            Err(e) => break Some(e),
+        }
+    };
+    if let Some(e) = ended {
+        shared.metrics.error();
+        let status = match e {
+            StreamError::Invalid(m) => tonic::Status::invalid_argument(m),
+            StreamError::Exhausted(m) => tonic::Status::resource_exhausted(m),
+        };
+        tracing::debug!(error = %status.message(), "RLQS stream ended");
+        let _ = tx.send(Err(status)).await;
+    }
+    shared.metrics.buckets(false, state.len() as u64);
+    shared.metrics.stream(false);
+}
