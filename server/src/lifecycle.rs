@@ -116,6 +116,7 @@ pub(crate) fn serve(
         service.limiter().clone(),
         config.limits,
         config.rlqs.clone(),
+        phases.drain.subscribe(),
     );
     let grpc = grpc_router(service, health_service, &rlqs)?;
     let codec = Arc::new(

@@ -115,6 +115,33 @@ pub fn report(state: &mut QuotaState, r: &Report<'_>) -> Share {
             None => break,
         };
     }
+    share_of(state, r)
+}
+
+/// The share `r`'s instance has in `state` now, changing nothing (its
+/// `allowed` and `demand` are not read): what a server re-reads when
+/// another instance's report moved the split. The window's count is 0 if
+/// the window turned since the last report; an instance not in the state
+/// is counted with its demand as if it had reported.
+pub fn peek(state: &QuotaState, r: &Report<'_>) -> Share {
+    let mut state = state.clone();
+    let window_ms = r.window_ms.max(1.0);
+    if state.window_start_ms != (r.now_ms / window_ms).floor() * window_ms {
+        state.used = 0;
+    }
+    let horizon = r.now_ms - r.stale_ms;
+    state.instances.retain(|_, (_, seen)| *seen >= horizon);
+    state
+        .instances
+        .entry(r.instance.to_owned())
+        .or_insert((r.demand.max(0.0), r.now_ms));
+    share_of(&state, r)
+}
+
+/// `r`'s instance's share of the rule's rate among `state`'s instances.
+fn share_of(state: &QuotaState, r: &Report<'_>) -> Share {
+    let window_ms = r.window_ms.max(1.0);
+    let start = (r.now_ms / window_ms).floor() * window_ms;
     let demands: Vec<f64> = state.instances.values().map(|(d, _)| *d).collect();
     let at = state
         .instances
@@ -277,6 +304,24 @@ mod tests {
         report(&mut state, &r("a", 0, 0.0, 2_000.0));
         let b = report(&mut state, &r("b", 0, 5.0, 2_100.0));
         assert_eq!(b.rate, 1.0);
+    }
+
+    #[test]
+    fn a_peek_reads_the_split_and_changes_nothing() {
+        let mut state = QuotaState::default();
+        report(&mut state, &r("a", 3, 5.0, 1_000.0));
+        report(&mut state, &r("b", 2, 5.0, 1_100.0));
+        let before = state.clone();
+        assert_eq!(peek(&state, &r("b", 7, 0.0, 1_200.0)).rate, 0.5);
+        report(&mut state, &r("a", 0, 0.0, 1_300.0));
+        assert_eq!(peek(&state, &r("b", 7, 0.0, 1_400.0)).rate, 1.0);
+        assert_eq!(peek(&state, &r("b", 0, 0.0, 1_400.0)).used, 5);
+        assert_eq!(
+            peek(&before, &r("b", 0, 0.0, 61_000.0)).used,
+            0,
+            "window turned"
+        );
+        assert_eq!(before.used, 5);
     }
 
     #[test]

@@ -34,13 +34,17 @@ use floodgate_proto::envoy::service::rate_limit_quota::v3::rate_limit_quota_serv
 use floodgate_proto::envoy::service::rate_limit_quota::v3::{
     RateLimitQuotaResponse, RateLimitQuotaUsageReports,
 };
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::limiter::{Limiter, RequestLimits};
 use metrics::RlqsMetrics;
 pub use stream::StreamError;
 use stream::StreamState;
+
+/// Moves a stream may fall behind on before it skips some (it then
+/// learns the split at its next report, as across server instances).
+const MOVED_BACKLOG: usize = 1_024;
 
 /// The RLQS bounds and timings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +84,11 @@ pub struct Shared {
     streams: Arc<Semaphore>,
     /// This server instance's id, in every stream id.
     server: String,
+    /// A report moved the split of the state under this key (sent by the
+    /// stream named second): the other streams read their shares again.
+    moved: broadcast::Sender<(Arc<str>, String)>,
+    /// Turns true when the server drains: every stream ends.
+    drain: watch::Receiver<bool>,
     next_stream: AtomicU64,
 }
 
@@ -90,8 +99,15 @@ pub struct Rlqs {
 }
 
 impl Rlqs {
-    /// Serves the rules and store of `limiter`, with `limits` on bucket ids.
-    pub fn new(limiter: Limiter, limits: RequestLimits, settings: RlqsSettings) -> Self {
+    /// Serves the rules and store of `limiter`, with `limits` on bucket
+    /// ids; every stream ends (`UNAVAILABLE`, so that Envoy opens a new one,
+    /// to another instance) when `drain` turns true.
+    pub fn new(
+        limiter: Limiter,
+        limits: RequestLimits,
+        settings: RlqsSettings,
+        drain: watch::Receiver<bool>,
+    ) -> Self {
         let metrics = Arc::new(RlqsMetrics::default());
         limiter.metrics().add_text(metrics.text_source());
         let started = SystemTime::now()
@@ -108,6 +124,8 @@ impl Rlqs {
                 settings,
                 metrics,
                 server: format!("{:x}-{started:x}", std::process::id()),
+                moved: broadcast::channel(MOVED_BACKLOG).0,
+                drain,
                 next_stream: AtomicU64::new(0),
             }),
         }
@@ -164,16 +182,26 @@ async fn run(
     tx: mpsc::Sender<Result<RateLimitQuotaResponse, tonic::Status>>,
 ) {
     shared.metrics.stream(true);
+    let mut moved = shared.moved.subscribe();
+    let drained = draining(shared.drain.clone());
+    tokio::pin!(drained);
     let ended = loop {
-        let reports = match inbound.message().await {
-            Ok(Some(reports)) => reports,
-            Ok(None) => break None,
-            Err(status) => {
-                tracing::debug!(error = %status, "RLQS stream broken");
-                break None;
-            }
+        let answer = tokio::select! {
+            () = &mut drained => break Some(StreamError::Draining),
+            message = inbound.message() => match message {
+                Ok(Some(reports)) => state.answer(shared, &reports).await,
+                Ok(None) => break None,
+                Err(status) => {
+                    tracing::debug!(error = %status, "RLQS stream broken");
+                    break None;
+                }
+            },
+            key = moved.recv() => match key {
+                Ok((key, from)) if from != state.id() => Ok(state.moved(shared, &key).await),
+                _ => Ok(None),
+            },
         };
-        match state.answer(shared, &reports).await {
+        match answer {
             Ok(None) => {}
             Ok(Some(response)) => {
                 if tx.send(Ok(response)).await.is_err() {
@@ -184,14 +212,29 @@ async fn run(
         }
     };
     if let Some(e) = ended {
-        shared.metrics.error();
+        if e != StreamError::Draining {
+            shared.metrics.error();
+        }
         let status = match e {
             StreamError::Invalid(m) => tonic::Status::invalid_argument(m),
             StreamError::Exhausted(m) => tonic::Status::resource_exhausted(m),
+            StreamError::Draining => tonic::Status::unavailable("the server is shutting down"),
         };
         tracing::debug!(error = %status.message(), "RLQS stream ended");
         let _ = tx.send(Err(status)).await;
     }
     shared.metrics.buckets(false, state.len() as u64);
     shared.metrics.stream(false);
+}
+
+/// Resolves once `drain` is true (never, if its sender is gone first).
+async fn draining(mut drain: watch::Receiver<bool>) {
+    loop {
+        if *drain.borrow_and_update() {
+            return;
+        }
+        if drain.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }

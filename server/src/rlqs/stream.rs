@@ -3,6 +3,7 @@
 //! into the bucket actions to send back (none when nothing changed).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use floodgate_proto::envoy::service::rate_limit_quota::v3::{
@@ -20,8 +21,10 @@ use super::metrics::Sent;
 use crate::model::quota::{self, Assignment, TokenBucket};
 use crate::store::quota::{QuotaAnswer, QuotaCall};
 
-/// The reporting interval assumed before a bucket's second report.
-const FIRST_INTERVAL: Duration = Duration::from_secs(1);
+/// The reporting interval assumed before a bucket's second report: the one
+/// Envoy 1.40 uses whatever the bucket's `reporting_interval` says (it is
+/// hard-coded in `filter_persistence.cc`).
+const FIRST_INTERVAL: Duration = Duration::from_secs(5);
 /// Bounds on a measured reporting interval.
 const INTERVAL_BOUNDS: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(60));
 /// A new token bucket within this fraction of the current one's rate (and
@@ -36,6 +39,8 @@ pub enum StreamError {
     Invalid(String),
     /// A bound is exceeded (RESOURCE_EXHAUSTED).
     Exhausted(String),
+    /// The server drains (UNAVAILABLE).
+    Draining,
 }
 
 /// What the stream last told Envoy for one bucket.
@@ -52,6 +57,12 @@ struct BucketState {
     interval: Duration,
     last_active: Instant,
     told: Option<(Told, Instant, Duration)>,
+    /// The state key of its rule, once matched.
+    key: Option<Arc<str>>,
+    /// Its last demand, requests per second.
+    demand: f64,
+    /// Its last share's rate.
+    rate: Option<f64>,
 }
 
 /// One stream's state.
@@ -113,24 +124,97 @@ impl StreamState {
             }
             let demand = count as f64 / elapsed.as_secs_f64();
             let target = bucket::target(&rules, shared.limiter.keys(), &domain, &entries);
-            let (told, ttl) = match target {
-                None => (Told::AllowAll, shared.settings.assignment_ttl),
-                Some(t) => {
-                    let call =
-                        self.call(shared, &t, &entries, (usage.num_requests_allowed, demand));
-                    match self.assign(shared, &call, &domain, &entries).await {
-                        Some(told) => told,
-                        None => continue,
-                    }
-                }
-            };
-            if let Some(action) = self.tell(shared, &entries, (told, ttl), now) {
+            let call = target
+                .as_ref()
+                .map(|t| self.call(shared, t, &entries, (usage.num_requests_allowed, demand)));
+            if let Some(action) = self.settle(shared, &domain, &entries, call, now).await {
                 actions.push(action);
             }
         }
         Ok((!actions.is_empty()).then_some(RateLimitQuotaResponse {
             bucket_action: actions,
         }))
+    }
+
+    /// The actions for the buckets whose rule's state is under `key`, after
+    /// another stream's report moved its split: each share read again
+    /// (counting nothing), sent where it changed.
+    pub(super) async fn moved(
+        &mut self,
+        shared: &Shared,
+        key: &str,
+    ) -> Option<RateLimitQuotaResponse> {
+        let domain = self.domain.clone()?;
+        let rules = shared.limiter.rules().current();
+        let now = Instant::now();
+        let buckets: Vec<Entries> = self
+            .buckets
+            .iter()
+            .filter(|(_, b)| b.key.as_deref() == Some(key))
+            .map(|(e, _)| e.clone())
+            .collect();
+        let mut actions = Vec::new();
+        for entries in buckets {
+            let Some(t) = bucket::target(&rules, shared.limiter.keys(), &domain, &entries) else {
+                continue;
+            };
+            let demand = self.buckets.get(&entries).map_or(0.0, |b| b.demand);
+            let mut call = self.call(shared, &t, &entries, (0, demand));
+            call.peek = true;
+            if let Some(action) = self
+                .settle(shared, &domain, &entries, Some(call), now)
+                .await
+            {
+                actions.push(action);
+            }
+        }
+        (!actions.is_empty()).then_some(RateLimitQuotaResponse {
+            bucket_action: actions,
+        })
+    }
+
+    /// The bucket's assignment from `call` (allow-all without one), the
+    /// action to send if it changed, and, for a report whose share moved,
+    /// word to the other streams.
+    async fn settle(
+        &mut self,
+        shared: &Shared,
+        domain: &str,
+        entries: &Entries,
+        call: Option<QuotaCall>,
+        now: Instant,
+    ) -> Option<BucketAction> {
+        let Some(call) = call else {
+            return self.tell(
+                shared,
+                entries,
+                (Told::AllowAll, shared.settings.assignment_ttl),
+                now,
+            );
+        };
+        let (told, ttl, rate) = self.assign(shared, &call, domain, entries).await?;
+        let key: Arc<str> = Arc::from(call.key.as_str());
+        if let Some(state) = self.buckets.get_mut(entries) {
+            let moved = match (state.rate, rate) {
+                (Some(old), Some(new)) => (new - old).abs() > KEEP_WITHIN * old,
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            if !call.peek {
+                state.demand = call.demand;
+                if moved {
+                    let _ = shared.moved.send((key.clone(), self.id.clone()));
+                }
+            }
+            state.key = Some(key);
+            state.rate = rate.or(state.rate);
+        }
+        self.tell(shared, entries, (told, ttl), now)
+    }
+
+    /// This stream's id.
+    pub(super) fn id(&self) -> &str {
+        &self.id
     }
 
     /// The stream's domain: named by the first message, the same (or
@@ -169,6 +253,9 @@ impl StreamState {
                 interval: FIRST_INTERVAL,
                 last_active: now,
                 told: None,
+                key: None,
+                demand: 0.0,
+                rate: None,
             }
         });
         let since = now.duration_since(state.last_report);
@@ -207,18 +294,19 @@ impl StreamState {
             window_ms: t.window_ms,
             stale_ms: (interval.as_secs_f64() * 3_000.0).max(2_000.0),
             on_failure: t.on_failure,
+            peek: false,
         }
     }
 
-    /// The assignment for `call`, with its time to live; `None` when the
-    /// store failed (the bucket keeps what it has).
+    /// The assignment for `call`, with its time to live and the share's
+    /// rate; `None` when the store failed (the bucket keeps what it has).
     async fn assign(
         &self,
         shared: &Shared,
         call: &QuotaCall,
         domain: &str,
         entries: &Entries,
-    ) -> Option<(Told, Duration)> {
+    ) -> Option<(Told, Duration, Option<f64>)> {
         let applied = match shared.limiter.store().quota(call).await {
             Ok(applied) => applied,
             Err(e) => {
@@ -228,17 +316,18 @@ impl StreamState {
         };
         let ttl = shared.settings.assignment_ttl;
         Some(match applied.answer {
-            QuotaAnswer::AllowAll => (Told::AllowAll, ttl),
-            QuotaAnswer::DenyAll => (Told::DenyAll, ttl),
+            QuotaAnswer::AllowAll => (Told::AllowAll, ttl, None),
+            QuotaAnswer::DenyAll => (Told::DenyAll, ttl, None),
             QuotaAnswer::Share(share) => {
                 shared
                     .metrics
                     .ratio(domain, &entries.to_string(), share.used, call.limit);
                 let interval = self.interval_of_bucket(entries);
+                let rate = Some(share.rate);
                 match quota::assign(&share, call.limit, interval.as_secs_f64()) {
-                    Assignment::TokenBucket(tb) => (Told::TokenBucket(tb), ttl),
+                    Assignment::TokenBucket(tb) => (Told::TokenBucket(tb), ttl, rate),
                     Assignment::DenyAll { ttl_secs } => {
-                        (Told::DenyAll, Duration::from_secs(ttl_secs))
+                        (Told::DenyAll, Duration::from_secs(ttl_secs), rate)
                     }
                 }
             }

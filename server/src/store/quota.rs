@@ -37,6 +37,9 @@ pub struct QuotaCall {
     pub stale_ms: f64,
     /// The domain's `on_store_failure`, overriding the configured policy.
     pub on_failure: Option<FailurePolicy>,
+    /// Only read the instance's share ([`quota::peek`]): count nothing,
+    /// record no demand.
+    pub peek: bool,
 }
 
 impl QuotaCall {
@@ -120,6 +123,13 @@ impl QuotaTable {
                 }
             }
         }
+        if call.peek {
+            let state = states.get(&call.key).filter(|(_, expires)| *expires > now);
+            return quota::peek(
+                &state.map(|s| s.0.clone()).unwrap_or_default(),
+                &call.report(),
+            );
+        }
         let entry = states
             .entry(call.key.clone())
             .or_insert_with(|| (QuotaState::default(), now));
@@ -160,6 +170,7 @@ mod tests {
             window_ms: 60_000.0,
             stale_ms: 3_000.0,
             on_failure: None,
+            peek: false,
         }
     }
 

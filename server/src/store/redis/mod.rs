@@ -697,7 +697,8 @@ impl RedisStore {
             .arg(call.limit)
             .arg(call.window_ms.max(1.0))
             .arg(call.stale_ms.max(0.0))
-            .arg(crate::model::quota::MAX_INSTANCES);
+            .arg(crate::model::quota::MAX_INSTANCES)
+            .arg(u8::from(call.peek));
         cmd
     }
 }

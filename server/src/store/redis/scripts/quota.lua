@@ -6,7 +6,8 @@
 -- it, and per instance `d:<id>` its demand (requests/s), `t:<id>` the time
 -- of its last report (ms).
 -- ARGV: instance, allowed, demand, now (ms; 0: Redis's TIME), limit,
--- window (ms), stale (ms), most instances.
+-- window (ms), stale (ms), most instances, peek (1: only read the
+-- instance's share, as `peek` in the model: count nothing, write nothing).
 -- Reply: {used, rate (a string: a double), instances, ms left in window}.
 local key = KEYS[1]
 local instance = ARGV[1]
@@ -17,6 +18,7 @@ local limit = tonumber(ARGV[5])
 local window_ms = math.max(tonumber(ARGV[6]), 1)
 local stale_ms = tonumber(ARGV[7])
 local max_instances = tonumber(ARGV[8])
+local peek = ARGV[9] == '1'
 local max_count = 9007199254740991
 
 if now_ms <= 0 then
@@ -46,12 +48,19 @@ end
 if w ~= start then
   used = 0
 end
-used = math.min(used + allowed, max_count)
 if demand ~= demand or demand < 0 then
   demand = 0
 end
-demands[instance] = demand
-seen[instance] = now_ms
+if peek then
+  if seen[instance] == nil or demands[instance] == nil or seen[instance] < now_ms - stale_ms then
+    demands[instance] = demand
+    seen[instance] = now_ms
+  end
+else
+  used = math.min(used + allowed, max_count)
+  demands[instance] = demand
+  seen[instance] = now_ms
+end
 
 -- Live instances, in id order (the model's BTreeMap order).
 local horizon = now_ms - stale_ms
@@ -61,7 +70,7 @@ for id, t in pairs(seen) do
     ids[#ids + 1] = id
   end
 end
-while #ids > max_instances do
+while not peek and #ids > max_instances do
   local oldest = nil
   for i, id in ipairs(ids) do
     if id ~= instance and (oldest == nil or seen[id] < seen[ids[oldest]]) then
@@ -98,6 +107,11 @@ for i, id in ipairs(ids) do
   if id == instance then rate = share end
 end
 
+local left_ms = math.floor(start + window_ms - now_ms)
+if peek then
+  return {used, string.format('%.17g', rate), n, left_ms}
+end
+
 -- Write the state back, whole, to outlive the window and the stale horizon.
 redis.call('DEL', key)
 local fields = {'w', start, 'u', used}
@@ -110,4 +124,4 @@ end
 redis.call('HSET', key, unpack(fields))
 local ttl = math.max(start + window_ms - now_ms, stale_ms, 1)
 redis.call('PEXPIRE', key, math.ceil(ttl))
-return {used, string.format('%.17g', rate), n, math.floor(start + window_ms - now_ms)}
+return {used, string.format('%.17g', rate), n, left_ms}

@@ -1,0 +1,436 @@
+//! RLQS end to end: real Envoy 1.40 processes with the `rate_limit_quota`
+//! filter pointing at Floodgate's gRPC port, which answers
+//! `envoy.service.rate_limit_quota.v3.RateLimitQuotaService` from the same
+//! rules as `ShouldRateLimit`; and the stream itself, from a tonic client.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use floodgate_e2e::{
+    RedisServer, TestServer, config_with_redis, config_with_rules, http_get, metric, metric_value,
+    rules_dir,
+};
+use tokio::time::Instant;
+
+use crate::envoy::{Envoy, get, start_backend, wait_ready};
+
+/// L = 60 per minute for user `u`; other users unlimited.
+const RULES: &str = "domain: edge
+descriptors:
+  - key: user
+    value: u
+    rate_limit: {unit: minute, requests_per_unit: 60}
+  - key: user
+";
+
+/// The reporting interval Envoy 1.40 uses: 5 s, hard-coded
+/// (`filter_persistence.cc`), whatever `reporting_interval` says.
+const INTERVAL_SECS: u64 = 5;
+
+/// An Envoy bootstrap whose `rate_limit_quota` filter puts each request in
+/// the bucket `{user: <x-user header>}`, reports every [`INTERVAL_SECS`] to
+/// the RLQS server at `rlqs_port`, and routes what it admits to a backend.
+pub(crate) fn rlqs_bootstrap(rlqs_port: u16, backend_port: u16) -> String {
+    format!(
+        r#"
+admin:
+  address:
+    socket_address: {{address: 127.0.0.1, port_value: 0}}
+static_resources:
+  listeners:
+    - name: ingress
+      address:
+        socket_address: {{address: 127.0.0.1, port_value: 0}}
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: ingress
+                route_config:
+                  name: local
+                  virtual_hosts:
+                    - name: all
+                      domains: ["*"]
+                      routes:
+                        - match: {{prefix: "/"}}
+                          route: {{cluster: backend}}
+                http_filters:
+{filter}
+                  - name: envoy.filters.http.router
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+    - name: rlqs
+      type: STATIC
+      connect_timeout: 1s
+      typed_extension_protocol_options:
+        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+          explicit_http_config:
+            http2_protocol_options: {{}}
+      load_assignment:
+        cluster_name: rlqs
+        endpoints:
+          - lb_endpoints:
+              - endpoint:
+                  address:
+                    socket_address: {{address: 127.0.0.1, port_value: {rlqs_port}}}
+    - name: backend
+      type: STATIC
+      connect_timeout: 1s
+      load_assignment:
+        cluster_name: backend
+        endpoints:
+          - lb_endpoints:
+              - endpoint:
+                  address:
+                    socket_address: {{address: 127.0.0.1, port_value: {backend_port}}}
+"#,
+        filter = filter_config(INTERVAL_SECS)
+    )
+}
+
+/// The `rate_limit_quota` filter, as `examples/envoy/rlqs.yaml` has it
+/// (indented for [`rlqs_bootstrap`]).
+fn filter_config(interval_secs: u64) -> String {
+    let example = std::fs::read_to_string(
+        floodgate_e2e::workspace_root().join("examples/envoy/rlqs-filter.yaml"),
+    )
+    .expect("examples/envoy/rlqs-filter.yaml");
+    example
+        .replace(
+            "reporting_interval: 1s",
+            &format!("reporting_interval: {interval_secs}s"),
+        )
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| format!("                  {l}\n"))
+        .collect()
+}
+
+/// Requests admitted (with when they were sent) and denied by one Envoy.
+#[derive(Debug, Default)]
+struct Tally {
+    admitted_at: Mutex<Vec<Instant>>,
+    denied: AtomicU64,
+    other: AtomicU64,
+}
+
+impl Tally {
+    fn admitted(&self) -> u64 {
+        self.admitted_at.lock().unwrap().len() as u64
+    }
+
+    /// Admitted requests sent in `[from, to)`.
+    fn admitted_between(&self, from: Instant, to: Instant) -> u64 {
+        let at = self.admitted_at.lock().unwrap();
+        at.iter().filter(|t| **t >= from && **t < to).count() as u64
+    }
+}
+
+/// Sends `GET /` as user `u` to `port` `per_second` times a second for
+/// `secs` seconds (on a fixed schedule), counting the answers.
+async fn drive(port: u16, per_second: u64, secs: u64, tally: Arc<Tally>) {
+    let start = Instant::now();
+    let every = Duration::from_millis(1_000 / per_second);
+    let mut sent = Vec::new();
+    for i in 0..(per_second * secs) {
+        tokio::time::sleep_until(start + every * u32::try_from(i).unwrap()).await;
+        let tally = tally.clone();
+        sent.push(tokio::spawn(async move {
+            let at = Instant::now();
+            match get(port, "/", &[("x-user", "u")]).await {
+                Ok(r) if r.status == 200 && r.body == "backend" => {
+                    tally.admitted_at.lock().unwrap().push(at)
+                }
+                Ok(r) if r.status == 429 => {
+                    tally.denied.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {
+                    tally.other.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for s in sent {
+        s.await.unwrap();
+    }
+}
+
+/// An Envoy started on `rlqs_port`, and its ingress port.
+async fn envoy(dir: &Path, rlqs_port: u16, backend_port: u16) -> (Envoy, u16) {
+    let mut envoy = Envoy::start_with(
+        dir,
+        &rlqs_bootstrap(rlqs_port, backend_port),
+        &["--component-log-level", "rate_limit_quota:debug"],
+    );
+    let (_, port) = wait_ready(&mut envoy, dir).await;
+    (envoy, port)
+}
+
+/// The acceptance, with the two Envoys on `rlqs_ports` (one Floodgate each,
+/// or both on one): 5 requests a second to each for `secs`; returns the
+/// total admitted.
+async fn two_envoys(rlqs_ports: [u16; 2], secs: u64) -> (u64, [Arc<Tally>; 2]) {
+    let (backend_port, backend) = start_backend().await;
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut e1, p1) = envoy(d1.path(), rlqs_ports[0], backend_port).await;
+    let (mut e2, p2) = envoy(d2.path(), rlqs_ports[1], backend_port).await;
+    let tallies = [Arc::new(Tally::default()), Arc::new(Tally::default())];
+    tokio::join!(
+        drive(p1, 5, secs, tallies[0].clone()),
+        drive(p2, 5, secs, tallies[1].clone())
+    );
+    e1.assert_running();
+    e2.assert_running();
+    backend.abort();
+    let total = tallies[0].admitted() + tallies[1].admitted();
+    eprintln!(
+        "admitted {total} of {} in {secs} s: envoy 1 {:?}, envoy 2 {:?}",
+        10 * secs,
+        tallies[0],
+        tallies[1]
+    );
+    (total, tallies)
+}
+
+/// `ShouldRateLimit` calls Floodgate answered, by its `/metrics`.
+async fn should_rate_limit_calls(server: &TestServer) -> u64 {
+    let mut calls = 0;
+    for code in [
+        "ok",
+        "over_limit",
+        "invalid_argument",
+        "error",
+        "overloaded",
+    ] {
+        let series = format!("floodgate_calls_total{{code=\"{code}\"}}");
+        calls += metric::<u64>(server.http_addr, &series).await.unwrap_or(0);
+    }
+    calls
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_envoys_hold_a_global_limit_of_60_a_minute() {
+    let rules = rules_dir(&[("edge.yaml", RULES)]);
+    let server = TestServer::start(config_with_rules(rules.path())).await;
+    let port = server.grpc_addr.port();
+    let (total, _) = two_envoys([port, port], 60).await;
+    assert!((51..=69).contains(&total), "admitted {total}, not 60 ± 15%");
+    assert_eq!(
+        should_rate_limit_calls(&server).await,
+        0,
+        "no ShouldRateLimit call"
+    );
+    let (_, page) = http_get(&format!("http://{}/metrics", server.http_addr)).await;
+    let reports: u64 = metric_value(&page, "floodgate_rlqs_reports_total").unwrap();
+    assert!(reports >= 100, "two Envoys reported every second:\n{page}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_one_envoy_stops_the_other_gets_its_share_within_two_intervals() {
+    let rules = rules_dir(&[("edge.yaml", RULES)]);
+    let server = TestServer::start(config_with_rules(rules.path())).await;
+    let port = server.grpc_addr.port();
+    let (backend_port, backend) = start_backend().await;
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (e1, p1) = envoy(d1.path(), port, backend_port).await;
+    let (mut e2, p2) = envoy(d2.path(), port, backend_port).await;
+    let (t1, t2) = (Arc::new(Tally::default()), Arc::new(Tally::default()));
+    // Both for 12 s, then envoy 2 alone for 18 s more.
+    let started = Instant::now();
+    tokio::join!(drive(p1, 5, 12, t1.clone()), drive(p2, 5, 30, t2.clone()));
+    e2.assert_running();
+    backend.abort();
+    let s = |secs| started + Duration::from_secs(secs);
+    let interval = Duration::from_secs(INTERVAL_SECS);
+    let both = t2.admitted_between(s(6), s(12));
+    let alone = t2.admitted_between(s(12) + 2 * interval, s(30));
+    eprintln!(
+        "envoy 2 admitted {both} in 6 s beside envoy 1 ({} admitted), then {alone} in {} s alone",
+        t1.admitted(),
+        30 - 12 - 2 * INTERVAL_SECS
+    );
+    // Half of 1/s beside envoy 1 (3 in 6 s), all of it alone from two
+    // intervals after envoy 1 stopped (8 in 8 s).
+    let logs = || format!("{}\n----\n{}", e1.log(), e2.log());
+    assert!(
+        (1..=5).contains(&both),
+        "beside envoy 1: {both} in 6 s\n{}",
+        logs()
+    );
+    assert!(
+        (7..=11).contains(&alone),
+        "alone: {alone} in 8 s\n{}",
+        logs()
+    );
+    server.stop().await.unwrap();
+}
+
+mod stream {
+    //! The stream itself, from a tonic client: what each report gets back.
+
+    use std::collections::HashMap;
+
+    use floodgate_proto::envoy::r#type::v3::rate_limit_strategy::{BlanketRule, Strategy};
+    use floodgate_proto::envoy::service::rate_limit_quota::v3::rate_limit_quota_response::bucket_action::BucketAction as Action;
+    use floodgate_proto::envoy::service::rate_limit_quota::v3::rate_limit_quota_service_client::RateLimitQuotaServiceClient;
+    use floodgate_proto::envoy::service::rate_limit_quota::v3::{
+        BucketId, RateLimitQuotaResponse, RateLimitQuotaUsageReports,
+        rate_limit_quota_usage_reports::BucketQuotaUsage,
+    };
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::ReceiverStream;
+    use tonic::Streaming;
+
+    use super::*;
+
+    /// One client stream: send reports, read answers.
+    pub(super) struct Client {
+        tx: mpsc::Sender<RateLimitQuotaUsageReports>,
+        rx: Streaming<RateLimitQuotaResponse>,
+    }
+
+    impl Client {
+        pub(super) async fn open(port: u16) -> Client {
+            let mut client =
+                RateLimitQuotaServiceClient::connect(format!("http://127.0.0.1:{port}"))
+                    .await
+                    .unwrap();
+            let (tx, reports) = mpsc::channel(8);
+            let rx = client
+                .stream_rate_limit_quotas(ReceiverStream::new(reports))
+                .await
+                .unwrap()
+                .into_inner();
+            Client { tx, rx }
+        }
+
+        /// Reports `(allowed, denied)` for each `user` bucket.
+        pub(super) async fn report(&mut self, domain: &str, usages: &[(&str, u64, u64)]) {
+            let usages = usages
+                .iter()
+                .map(|(user, allowed, denied)| BucketQuotaUsage {
+                    bucket_id: Some(user_bucket(user)),
+                    time_elapsed: None,
+                    num_requests_allowed: *allowed,
+                    num_requests_denied: *denied,
+                })
+                .collect();
+            self.tx
+                .send(RateLimitQuotaUsageReports {
+                    domain: domain.to_owned(),
+                    bucket_quota_usages: usages,
+                })
+                .await
+                .unwrap();
+        }
+
+        /// The next answer (within 5 s).
+        pub(super) async fn answer(&mut self) -> Result<RateLimitQuotaResponse, tonic::Status> {
+            tokio::time::timeout(Duration::from_secs(5), self.rx.message())
+                .await
+                .expect("an answer within 5 s")
+                .map(|m| m.expect("the stream goes on"))
+        }
+
+        /// No answer within `wait`.
+        pub(super) async fn silent(&mut self, wait: Duration) -> bool {
+            tokio::time::timeout(wait, self.rx.message()).await.is_err()
+        }
+    }
+
+    pub(super) fn user_bucket(user: &str) -> BucketId {
+        BucketId {
+            bucket: HashMap::from([("user".to_owned(), user.to_owned())]),
+        }
+    }
+
+    /// An action in words: `tb <tokens_per_fill>/<fill>s max <max> ttl <ttl>s`,
+    /// `deny ttl <ttl>s`, `allow ttl <ttl>s`, `abandon`.
+    pub(super) fn describe(r: &RateLimitQuotaResponse) -> Vec<String> {
+        r.bucket_action
+            .iter()
+            .map(|a| {
+                let user = &a.bucket_id.as_ref().unwrap().bucket["user"];
+                let what = match a.bucket_action.as_ref().unwrap() {
+                    Action::AbandonAction(_) => "abandon".to_owned(),
+                    Action::QuotaAssignmentAction(q) => {
+                        let ttl = q.assignment_time_to_live.unwrap().seconds;
+                        match q
+                            .rate_limit_strategy
+                            .as_ref()
+                            .unwrap()
+                            .strategy
+                            .as_ref()
+                            .unwrap()
+                        {
+                            Strategy::TokenBucket(tb) => format!(
+                                "tb {}/{}s max {} ttl {ttl}s",
+                                tb.tokens_per_fill.unwrap(),
+                                tb.fill_interval.unwrap().seconds,
+                                tb.max_tokens
+                            ),
+                            Strategy::BlanketRule(r) if *r == BlanketRule::DenyAll as i32 => {
+                                format!("deny ttl {ttl}s")
+                            }
+                            Strategy::BlanketRule(_) => format!("allow ttl {ttl}s"),
+                            other => format!("{other:?}"),
+                        }
+                    }
+                };
+                format!("{user}: {what}")
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn reports_get_shares_of_the_rule_and_free_shares_move() {
+        let rules = rules_dir(&[("edge.yaml", RULES)]);
+        let server = TestServer::start(config_with_rules(rules.path())).await;
+        let port = server.grpc_addr.port();
+        let (mut a, mut b) = (Client::open(port).await, Client::open(port).await);
+        // A first report: its interval is taken as Envoy's 5 s, so the
+        // bucket holds what the share earns in 5 s.
+        a.report("edge", &[("u", 1, 29), ("other", 1, 0)]).await;
+        assert_eq!(
+            describe(&a.answer().await.unwrap()),
+            ["u: tb 60/60s max 5 ttl 60s", "other: allow ttl 60s"],
+            "alone, a gets all of 60 a minute; an unlimited bucket is allowed"
+        );
+        // b joins: each gets half, and a is told at once.
+        b.report("edge", &[("u", 1, 29)]).await;
+        assert_eq!(
+            describe(&b.answer().await.unwrap()),
+            ["u: tb 30/60s max 3 ttl 60s"]
+        );
+        assert_eq!(
+            describe(&a.answer().await.unwrap()),
+            ["u: tb 30/60s max 3 ttl 60s"]
+        );
+        // a stops asking: it keeps one token a minute, and b is sent a's
+        // share at once, without reporting.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        a.report("", &[("u", 0, 0)]).await;
+        assert_eq!(
+            describe(&a.answer().await.unwrap()),
+            ["u: tb 1/60s max 1 ttl 60s"]
+        );
+        assert_eq!(
+            describe(&b.answer().await.unwrap()),
+            ["u: tb 60/60s max 5 ttl 60s"]
+        );
+        // An unchanged assignment is not sent again.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        a.report("", &[("u", 0, 0)]).await;
+        assert!(
+            a.silent(Duration::from_millis(300)).await,
+            "nothing new for a"
+        );
+        server.stop().await.unwrap();
+    }
+}
