@@ -700,6 +700,26 @@ fn unknown_keys(file: &std::path::Path, known: &[String]) -> Result<(), ConfigEr
     Ok(())
 }
 
+/// The bounds on a request (and on an RLQS bucket id).
+fn request_limits(s: &Settings) -> RequestLimits {
+    RequestLimits {
+        max_descriptors: s.max_descriptors.get(),
+        max_entries: s.max_entries.get(),
+        max_value_bytes: s.max_value_bytes.get(),
+    }
+}
+
+/// The RLQS settings.
+fn rlqs_settings(s: &Settings) -> crate::rlqs::RlqsSettings {
+    crate::rlqs::RlqsSettings {
+        assignment_ttl: s.rlqs_assignment_ttl.get(),
+        abandon_after: s.rlqs_abandon_after.get(),
+        max_buckets_per_stream: s.rlqs_max_buckets_per_stream.get(),
+        max_streams: s.rlqs_max_streams.get(),
+        ..crate::rlqs::RlqsSettings::default()
+    }
+}
+
 impl TryFrom<Settings> for Config {
     type Error = ConfigError;
 
@@ -725,11 +745,7 @@ impl TryFrom<Settings> for Config {
             redis,
             memory_max_entries: s.memory_max_entries.get(),
             memory_sweep_interval: s.memory_sweep_interval.get(),
-            limits: RequestLimits {
-                max_descriptors: s.max_descriptors.get(),
-                max_entries: s.max_entries.get(),
-                max_value_bytes: s.max_value_bytes.get(),
-            },
+            limits: request_limits(&s),
             limiter: LimiterOptions {
                 global_shadow_mode: s.shadow_mode,
                 stop_increment_when_over_limit: s.stop_increment_when_over_limit,
@@ -737,13 +753,7 @@ impl TryFrom<Settings> for Config {
             response: response_options(&s)?,
             resilience: resilience_settings(&s)?,
             max_in_flight: s.max_in_flight.get(),
-            rlqs: crate::rlqs::RlqsSettings {
-                assignment_ttl: s.rlqs_assignment_ttl.get(),
-                abandon_after: s.rlqs_abandon_after.get(),
-                max_buckets_per_stream: s.rlqs_max_buckets_per_stream.get(),
-                max_streams: s.rlqs_max_streams.get(),
-                ..crate::rlqs::RlqsSettings::default()
-            },
+            rlqs: rlqs_settings(&s),
             shutdown_grace: s.shutdown_grace.get(),
             shutdown_delay: s.shutdown_delay.get(),
             log_format: s.log_format,

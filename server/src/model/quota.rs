@@ -138,6 +138,11 @@ pub fn peek(state: &QuotaState, r: &Report<'_>) -> Share {
     share_of(&state, r)
 }
 
+/// `instance` leaves (its stream ended): it no longer counts, at once.
+pub fn leave(state: &mut QuotaState, instance: &str) {
+    state.instances.remove(instance);
+}
+
 /// `r`'s instance's share of the rule's rate among `state`'s instances.
 fn share_of(state: &QuotaState, r: &Report<'_>) -> Share {
     let window_ms = r.window_ms.max(1.0);
@@ -217,7 +222,9 @@ pub enum Assignment {
 /// reports every `interval_secs`: deny-all to the window's end once the
 /// window's `limit` is used up; otherwise a token bucket refilled at the
 /// share's rate (at least one token per [`FILL_INTERVAL_SECS`]) that holds
-/// what the share earns in one reporting interval (at least one token).
+/// what the share earns in one second, or in one reporting interval if
+/// that is shorter (at least one token). Not more: Envoy starts every new
+/// token bucket full, so each change of assignment hands out a bucketful.
 pub fn assign(share: &Share, limit: u64, interval_secs: f64) -> Assignment {
     if share.used >= limit {
         let ttl_secs = (share.window_left_ms / 1_000.0).ceil().max(1.0) as u64;
@@ -225,7 +232,7 @@ pub fn assign(share: &Share, limit: u64, interval_secs: f64) -> Assignment {
     }
     let rate = share.rate.max(0.0);
     let per_fill = (rate * f64::from(FILL_INTERVAL_SECS)).round();
-    let burst = (rate * interval_secs.max(0.0)).ceil();
+    let burst = (rate * interval_secs.clamp(0.0, 1.0)).ceil();
     Assignment::TokenBucket(TokenBucket {
         max_tokens: clamp_u32(burst).max(1),
         tokens_per_fill: clamp_u32(per_fill).max(1),
@@ -322,6 +329,8 @@ mod tests {
             "window turned"
         );
         assert_eq!(before.used, 5);
+        leave(&mut state, "a");
+        assert_eq!(state.instances.len(), 1);
     }
 
     #[test]
@@ -347,10 +356,15 @@ mod tests {
         };
         assert_eq!(tb.rate(), 0.5);
         assert_eq!((tb.max_tokens, tb.tokens_per_fill), (1, 30));
-        let Assignment::TokenBucket(tb) = assign(&share, 60, 10.0) else {
+        let fast = Share { rate: 7.2, ..share };
+        let Assignment::TokenBucket(tb) = assign(&fast, 600, 5.0) else {
             panic!("under the limit")
         };
-        assert_eq!(tb.max_tokens, 5, "what the share earns in one interval");
+        assert_eq!(tb.max_tokens, 8, "what the share earns in one second");
+        let Assignment::TokenBucket(tb) = assign(&fast, 600, 0.25) else {
+            panic!("under the limit")
+        };
+        assert_eq!(tb.max_tokens, 2, "or in one interval, if shorter");
         let used_up = Share { used: 60, ..share };
         assert_eq!(
             assign(&used_up, 60, 1.0),

@@ -146,6 +146,12 @@ impl RlqsMetrics {
             "RLQS streams ended with an error (an invalid report, or over a bound).",
             load(&self.errors),
         );
+        self.render_labelled(out);
+    }
+
+    /// The series with labels.
+    fn render_labelled(&self, out: &mut String) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let name = "floodgate_rlqs_assignments_total";
         let _ = writeln!(
             out,

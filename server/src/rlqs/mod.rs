@@ -191,10 +191,9 @@ async fn run(
             message = inbound.message() => match message {
                 Ok(Some(reports)) => state.answer(shared, &reports).await,
                 Ok(None) => break None,
-                Err(status) => {
-                    tracing::debug!(error = %status, "RLQS stream broken");
-                    break None;
-                }
+                // A message over the size bound, or bytes that are not one:
+                // said back to the client (who may be gone already).
+                Err(status) => break Some(StreamError::Inbound(status)),
             },
             key = moved.recv() => match key {
                 Ok((key, from)) if from != state.id() => Ok(state.moved(shared, &key).await),
@@ -212,17 +211,19 @@ async fn run(
         }
     };
     if let Some(e) = ended {
-        if e != StreamError::Draining {
+        if !matches!(e, StreamError::Draining) {
             shared.metrics.error();
         }
         let status = match e {
             StreamError::Invalid(m) => tonic::Status::invalid_argument(m),
             StreamError::Exhausted(m) => tonic::Status::resource_exhausted(m),
             StreamError::Draining => tonic::Status::unavailable("the server is shutting down"),
+            StreamError::Inbound(status) => status,
         };
         tracing::debug!(error = %status.message(), "RLQS stream ended");
         let _ = tx.send(Err(status)).await;
     }
+    state.leave(shared).await;
     shared.metrics.buckets(false, state.len() as u64);
     shared.metrics.stream(false);
 }

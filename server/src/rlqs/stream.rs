@@ -19,7 +19,7 @@ use super::Shared;
 use super::bucket::{self, Entries, Target};
 use super::metrics::Sent;
 use crate::model::quota::{self, Assignment, TokenBucket};
-use crate::store::quota::{QuotaAnswer, QuotaCall};
+use crate::store::quota::{QuotaAnswer, QuotaCall, QuotaOp};
 
 /// The reporting interval assumed before a bucket's second report: the one
 /// Envoy 1.40 uses whatever the bucket's `reporting_interval` says (it is
@@ -33,7 +33,7 @@ const INTERVAL_BOUNDS: (Duration, Duration) = (Duration::from_millis(100), Durat
 const KEEP_WITHIN: f64 = 0.1;
 
 /// Why a stream ends with an error.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum StreamError {
     /// The report is invalid (INVALID_ARGUMENT).
     Invalid(String),
@@ -41,6 +41,9 @@ pub enum StreamError {
     Exhausted(String),
     /// The server drains (UNAVAILABLE).
     Draining,
+    /// Reading the next message failed (too large, not a message, the
+    /// connection broke): tonic's status.
+    Inbound(tonic::Status),
 }
 
 /// What the stream last told Envoy for one bucket.
@@ -160,7 +163,7 @@ impl StreamState {
             };
             let demand = self.buckets.get(&entries).map_or(0.0, |b| b.demand);
             let mut call = self.call(shared, &t, &entries, (0, demand));
-            call.peek = true;
+            call.op = QuotaOp::Peek;
             if let Some(action) = self
                 .settle(shared, &domain, &entries, Some(call), now)
                 .await
@@ -200,7 +203,7 @@ impl StreamState {
                 (None, Some(_)) => true,
                 _ => false,
             };
-            if !call.peek {
+            if call.op == QuotaOp::Report {
                 state.demand = call.demand;
                 if moved {
                     let _ = shared.moved.send((key.clone(), self.id.clone()));
@@ -210,6 +213,28 @@ impl StreamState {
             state.rate = rate.or(state.rate);
         }
         self.tell(shared, entries, (told, ttl), now)
+    }
+
+    /// The stream ended: each bucket's demand drops to 0 in the shared
+    /// state (so that its share goes to the other instances now, not once
+    /// this one is stale), and the other streams are told.
+    pub(super) async fn leave(&mut self, shared: &Shared) {
+        let Some(domain) = self.domain.clone() else {
+            return;
+        };
+        let rules = shared.limiter.rules().current();
+        for entries in self.buckets.keys() {
+            let Some(t) = bucket::target(&rules, shared.limiter.keys(), &domain, entries) else {
+                continue;
+            };
+            let mut call = self.call(shared, &t, entries, (0, 0.0));
+            call.op = QuotaOp::Leave;
+            if shared.limiter.store().quota(&call).await.is_ok() {
+                let _ = shared
+                    .moved
+                    .send((Arc::from(call.key.as_str()), self.id.clone()));
+            }
+        }
     }
 
     /// This stream's id.
@@ -294,7 +319,7 @@ impl StreamState {
             window_ms: t.window_ms,
             stale_ms: (interval.as_secs_f64() * 3_000.0).max(2_000.0),
             on_failure: t.on_failure,
-            peek: false,
+            op: QuotaOp::Report,
         }
     }
 

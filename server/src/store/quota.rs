@@ -37,9 +37,21 @@ pub struct QuotaCall {
     pub stale_ms: f64,
     /// The domain's `on_store_failure`, overriding the configured policy.
     pub on_failure: Option<FailurePolicy>,
+    /// What to do with the report.
+    pub op: QuotaOp,
+}
+
+/// What a [`QuotaCall`] does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QuotaOp {
+    /// Count the report and return the share ([`quota::report`]).
+    #[default]
+    Report,
     /// Only read the instance's share ([`quota::peek`]): count nothing,
     /// record no demand.
-    pub peek: bool,
+    Peek,
+    /// The instance leaves ([`quota::leave`]); the share returned is 0.
+    Leave,
 }
 
 impl QuotaCall {
@@ -123,7 +135,18 @@ impl QuotaTable {
                 }
             }
         }
-        if call.peek {
+        if call.op == QuotaOp::Leave {
+            if let Some((state, _)) = states.get_mut(&call.key) {
+                quota::leave(state, &call.instance);
+            }
+            return Share {
+                used: 0,
+                rate: 0.0,
+                instances: 0,
+                window_left_ms: 0.0,
+            };
+        }
+        if call.op == QuotaOp::Peek {
             let state = states.get(&call.key).filter(|(_, expires)| *expires > now);
             return quota::peek(
                 &state.map(|s| s.0.clone()).unwrap_or_default(),
@@ -170,7 +193,7 @@ mod tests {
             window_ms: 60_000.0,
             stale_ms: 3_000.0,
             on_failure: None,
-            peek: false,
+            op: QuotaOp::Report,
         }
     }
 

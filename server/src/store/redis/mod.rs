@@ -698,7 +698,11 @@ impl RedisStore {
             .arg(call.window_ms.max(1.0))
             .arg(call.stale_ms.max(0.0))
             .arg(crate::model::quota::MAX_INSTANCES)
-            .arg(u8::from(call.peek));
+            .arg(match call.op {
+                super::quota::QuotaOp::Report => "report",
+                super::quota::QuotaOp::Peek => "peek",
+                super::quota::QuotaOp::Leave => "leave",
+            });
         cmd
     }
 }

@@ -6,8 +6,10 @@
 -- it, and per instance `d:<id>` its demand (requests/s), `t:<id>` the time
 -- of its last report (ms).
 -- ARGV: instance, allowed, demand, now (ms; 0: Redis's TIME), limit,
--- window (ms), stale (ms), most instances, peek (1: only read the
--- instance's share, as `peek` in the model: count nothing, write nothing).
+-- window (ms), stale (ms), most instances, and the operation: `report`,
+-- `peek` (only read the instance's share, as `peek` in the model: count
+-- nothing, write nothing) or `leave` (forget the instance; the reply's
+-- share is 0).
 -- Reply: {used, rate (a string: a double), instances, ms left in window}.
 local key = KEYS[1]
 local instance = ARGV[1]
@@ -18,7 +20,12 @@ local limit = tonumber(ARGV[5])
 local window_ms = math.max(tonumber(ARGV[6]), 1)
 local stale_ms = tonumber(ARGV[7])
 local max_instances = tonumber(ARGV[8])
-local peek = ARGV[9] == '1'
+local op = ARGV[9]
+if op == 'leave' then
+  redis.call('HDEL', key, 'd:' .. instance, 't:' .. instance)
+  return {0, '0', 0, 0}
+end
+local peek = op == 'peek'
 local max_count = 9007199254740991
 
 if now_ms <= 0 then
