@@ -33,6 +33,11 @@ const INTERVAL_SECS: u64 = 5;
 /// the bucket `{user: <x-user header>}`, reports every [`INTERVAL_SECS`] to
 /// the RLQS server at `rlqs_port`, and routes what it admits to a backend.
 pub(crate) fn rlqs_bootstrap(rlqs_port: u16, backend_port: u16) -> String {
+    rlqs_bootstrap_with(rlqs_port, backend_port, &[])
+}
+
+/// [`rlqs_bootstrap`], with text of the example filter replaced.
+fn rlqs_bootstrap_with(rlqs_port: u16, backend_port: u16, replace: &[(&str, &str)]) -> String {
     format!(
         r#"
 admin:
@@ -89,22 +94,22 @@ static_resources:
                   address:
                     socket_address: {{address: 127.0.0.1, port_value: {backend_port}}}
 "#,
-        filter = filter_config(INTERVAL_SECS)
+        filter = filter_config(replace)
     )
 }
 
-/// The `rate_limit_quota` filter, as `examples/envoy/rlqs.yaml` has it
-/// (indented for [`rlqs_bootstrap`]).
-fn filter_config(interval_secs: u64) -> String {
+/// The `rate_limit_quota` filter, as `examples/envoy/rlqs-filter.yaml` has
+/// it (with `replace`'s texts replaced), indented for [`rlqs_bootstrap`].
+fn filter_config(replace: &[(&str, &str)]) -> String {
     let example = std::fs::read_to_string(
         floodgate_e2e::workspace_root().join("examples/envoy/rlqs-filter.yaml"),
     )
     .expect("examples/envoy/rlqs-filter.yaml");
+    let example = replace.iter().fold(example, |f, (from, to)| {
+        assert!(f.contains(from), "the example filter has {from:?}");
+        f.replace(from, to)
+    });
     example
-        .replace(
-            "reporting_interval: 1s",
-            &format!("reporting_interval: {interval_secs}s"),
-        )
         .lines()
         .filter(|l| !l.trim_start().starts_with('#'))
         .map(|l| format!("                  {l}\n"))
@@ -162,9 +167,14 @@ async fn drive(port: u16, per_second: u64, secs: u64, tally: Arc<Tally>) {
 
 /// An Envoy started on `rlqs_port`, and its ingress port.
 async fn envoy(dir: &Path, rlqs_port: u16, backend_port: u16) -> (Envoy, u16) {
+    envoy_with(dir, &rlqs_bootstrap(rlqs_port, backend_port)).await
+}
+
+/// An Envoy started with `bootstrap`, and its ingress port.
+async fn envoy_with(dir: &Path, bootstrap: &str) -> (Envoy, u16) {
     let mut envoy = Envoy::start_with(
         dir,
-        &rlqs_bootstrap(rlqs_port, backend_port),
+        bootstrap,
         &["--component-log-level", "rate_limit_quota:debug"],
     );
     let (_, port) = wait_ready(&mut envoy, dir).await;
@@ -258,7 +268,7 @@ async fn when_one_envoy_stops_the_other_gets_its_share_within_two_intervals() {
         30 - 12 - 2 * INTERVAL_SECS
     );
     // Half of 1/s beside envoy 1 (3 in 6 s), all of it alone from two
-    // intervals after envoy 1 stopped (8 in 8 s).
+    // intervals after envoy 1 stopped (8 in 8 s; 4 at the old share).
     let logs = || format!("{}\n----\n{}", e1.log(), e2.log());
     assert!(
         (1..=5).contains(&both),
@@ -266,7 +276,7 @@ async fn when_one_envoy_stops_the_other_gets_its_share_within_two_intervals() {
         logs()
     );
     assert!(
-        (7..=11).contains(&alone),
+        (6..=11).contains(&alone),
         "alone: {alone} in 8 s\n{}",
         logs()
     );
@@ -296,6 +306,54 @@ async fn two_floodgates_on_one_redis_hold_the_limit_for_two_envoys() {
     }
     f1.stop().await.unwrap();
     f2.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_floodgate_envoy_keeps_its_assignment_until_the_ttl_then_falls_back() {
+    let rules = rules_dir(&[("edge.yaml", RULES)]);
+    let mut config = config_with_rules(rules.path());
+    config.rlqs.assignment_ttl = Duration::from_secs(6);
+    let server = TestServer::start(config).await;
+    let (backend_port, backend) = start_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The expired-assignment fallback denies all here, so that it shows.
+    let fallback = "fallback_rate_limit:
+                      token_bucket: {max_tokens: 1, tokens_per_fill: 1, fill_interval: 1s}
+";
+    let bootstrap = rlqs_bootstrap_with(
+        server.grpc_addr.port(),
+        backend_port,
+        &[(
+            &format!("expired_assignment_behavior_timeout: 600s\n                    {fallback}"),
+            "expired_assignment_behavior_timeout: 600s\n                    fallback_rate_limit: {blanket_rule: DENY_ALL}\n",
+        )],
+    );
+    let (mut envoy, port) = envoy_with(dir.path(), &bootstrap).await;
+    let tally = Arc::new(Tally::default());
+    let started = Instant::now();
+    let traffic = tokio::spawn(drive(port, 5, 18, tally.clone()));
+    // Envoy reports at 0 s and 5 s (each report refreshes the 6 s TTL);
+    // Floodgate goes away at 7 s, so the assignment expires at about 11 s.
+    tokio::time::sleep_until(started + Duration::from_secs(7)).await;
+    server.stop().await.unwrap();
+    traffic.await.unwrap();
+    envoy.assert_running();
+    backend.abort();
+    let s = |secs: f64| started + Duration::from_secs_f64(secs);
+    let kept = tally.admitted_between(s(7.5), s(10.5));
+    let expired = tally.admitted_between(s(12.5), s(18.0));
+    eprintln!("admitted {kept} in 3 s after Floodgate stopped, then {expired} in 5.5 s");
+    assert!(
+        (2..=4).contains(&kept),
+        "the 1/s assignment holds: {kept}\n{}",
+        envoy.log()
+    );
+    assert_eq!(
+        expired,
+        0,
+        "expired: deny all, the fallback\n{}",
+        envoy.log()
+    );
 }
 
 mod store {
