@@ -146,6 +146,12 @@ mod tests {
         assert!(Entries::parse(None, &limits).is_err());
         assert!(Entries::parse(Some(&id(&[])), &limits).is_err());
         assert!(Entries::parse(Some(&id(&[("", "x")])), &limits).is_err());
+        let many: Vec<(String, String)> = (0..=limits.max_entries)
+            .map(|i| (format!("k{i}"), "v".to_owned()))
+            .collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let err = Entries::parse(Some(&id(&many)), &limits);
+        assert!(err.is_err_and(|e| e.contains("max_entries")));
         let long = "x".repeat(limits.max_value_bytes + 1);
         let err = Entries::parse(Some(&id(&[("k", &long)])), &limits);
         assert!(err.is_err_and(|e| e.contains("max_value_bytes")));

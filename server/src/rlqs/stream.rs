@@ -444,3 +444,24 @@ fn seconds(secs: u64) -> prost_types::Duration {
         nanos: 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tb(max_tokens: u32, tokens_per_fill: u32) -> TokenBucket {
+        TokenBucket {
+            max_tokens,
+            tokens_per_fill,
+            fill_interval_secs: quota::FILL_INTERVAL_SECS,
+        }
+    }
+
+    #[test]
+    fn a_bucket_within_a_tenth_of_the_rate_at_the_same_size_is_kept() {
+        assert!(close(&tb(1, 30), &tb(1, 32)));
+        assert!(close(&tb(1, 30), &tb(1, 28)));
+        assert!(!close(&tb(1, 30), &tb(1, 34)));
+        assert!(!close(&tb(1, 30), &tb(2, 30)), "another size");
+    }
+}
