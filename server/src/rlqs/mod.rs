@@ -239,3 +239,117 @@ async fn draining(mut drain: watch::Receiver<bool>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use floodgate_proto::envoy::service::rate_limit_quota::v3::BucketId;
+    use floodgate_proto::envoy::service::rate_limit_quota::v3::rate_limit_quota_response::bucket_action::BucketAction as Action;
+    use floodgate_proto::envoy::service::rate_limit_quota::v3::rate_limit_quota_usage_reports::BucketQuotaUsage;
+    use floodgate_proto::envoy::r#type::v3::rate_limit_strategy::Strategy;
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::limiter::LimiterOptions;
+    use crate::rules::{Rules, load_files};
+    use crate::store::key::CacheKey;
+    use crate::store::memory::MemoryStore;
+
+    const RULES: &str = "domain: edge\ndescriptors:\n  - key: user\n    rate_limit: {unit: minute, requests_per_unit: 60}\n";
+
+    fn shared(clock: &Clock) -> Arc<Shared> {
+        let rules = load_files(&[("edge.yaml".into(), RULES.into())], false)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let limiter = Limiter::new(
+            Rules::new(rules),
+            Arc::new(MemoryStore::new(100, clock.clone())),
+            CacheKey::new(""),
+            clock.clone(),
+            LimiterOptions::default(),
+        );
+        let (_, drain) = watch::channel(false);
+        let rlqs = Rlqs::new(
+            limiter,
+            RequestLimits::default(),
+            RlqsSettings::default(),
+            drain,
+        );
+        rlqs.shared
+    }
+
+    fn reports(allowed: u64, denied: u64) -> RateLimitQuotaUsageReports {
+        RateLimitQuotaUsageReports {
+            domain: "edge".into(),
+            bucket_quota_usages: vec![BucketQuotaUsage {
+                bucket_id: Some(BucketId {
+                    bucket: HashMap::from([("user".to_owned(), "u".to_owned())]),
+                }),
+                time_elapsed: None,
+                num_requests_allowed: allowed,
+                num_requests_denied: denied,
+            }],
+        }
+    }
+
+    /// The token bucket's (tokens_per_fill, max_tokens) in `r`, if any.
+    fn bucket(r: Option<RateLimitQuotaResponse>) -> Option<(u32, u32)> {
+        let action = r?.bucket_action.pop()?.bucket_action?;
+        let Action::QuotaAssignmentAction(q) = action else {
+            return None;
+        };
+        match q.rate_limit_strategy?.strategy? {
+            Strategy::TokenBucket(tb) => Some((tb.tokens_per_fill?, tb.max_tokens)),
+            _ => None,
+        }
+    }
+
+    async fn answer(
+        shared: &Shared,
+        s: &mut StreamState,
+        r: RateLimitQuotaUsageReports,
+    ) -> Option<RateLimitQuotaResponse> {
+        s.answer(shared, &r)
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    /// Two instances every 5 s: halves; one falls silent (its stream not
+    /// ended) and no longer counts after three of its intervals.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_instance_stops_counting_after_three_intervals() {
+        let clock = Clock::manual(Duration::from_secs(1_700_000_000));
+        let shared = shared(&clock);
+        let (mut a, mut b) = (StreamState::new("a".into()), StreamState::new("b".into()));
+        let tick = |by: Duration| {
+            clock.advance(by);
+            tokio::time::advance(by)
+        };
+        assert_eq!(
+            bucket(answer(&shared, &mut a, reports(1, 9)).await),
+            Some((60, 1))
+        );
+        assert_eq!(
+            bucket(answer(&shared, &mut b, reports(1, 9)).await),
+            Some((30, 1))
+        );
+        for _ in 0..2 {
+            tick(Duration::from_secs(5)).await;
+            answer(&shared, &mut a, reports(2, 23)).await;
+            answer(&shared, &mut b, reports(2, 23)).await;
+        }
+        // b's measured interval is 5 s: it counts for 15 s after its last report.
+        tick(Duration::from_secs(14)).await;
+        assert_eq!(
+            bucket(answer(&shared, &mut a, reports(2, 23)).await),
+            None,
+            "still halves"
+        );
+        tick(Duration::from_secs(2)).await;
+        assert_eq!(
+            bucket(answer(&shared, &mut a, reports(2, 23)).await),
+            Some((60, 1))
+        );
+    }
+}
