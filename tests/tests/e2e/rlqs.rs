@@ -360,6 +360,22 @@ async fn without_floodgate_envoy_keeps_its_assignment_until_the_ttl_then_falls_b
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_floodgate_unreachable_the_example_admits_and_envoy_stays_up() {
+    let (backend_port, backend) = start_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on the RLQS port: no bucket ever gets an assignment.
+    let closed = floodgate_e2e::free_port();
+    let (mut envoy, port) = envoy(dir.path(), closed, backend_port).await;
+    let tally = Arc::new(Tally::default());
+    drive(port, 5, 3, tally.clone()).await;
+    envoy.assert_running();
+    backend.abort();
+    // no_assignment_behavior, ALLOW_ALL (a token bucket there crashes
+    // Envoy 1.40 at the bucket's second request).
+    assert_eq!(tally.admitted(), 15, "{tally:?}\n{}", envoy.log());
+}
+
 mod store {
     //! The RLQS state through `CounterStore::quota`: memory and Redis agree,
     //! and the resilient store answers by its policy when Redis is away.
