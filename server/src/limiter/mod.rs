@@ -203,6 +203,11 @@ impl Limiter {
         &self.store
     }
 
+    /// Global shadow mode: every answer is OK.
+    pub fn shadow_mode(&self) -> bool {
+        self.options.global_shadow_mode
+    }
+
     /// The counter key builder.
     pub fn keys(&self) -> &CacheKey {
         &self.keys

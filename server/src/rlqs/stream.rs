@@ -126,7 +126,9 @@ impl StreamState {
                 continue;
             }
             let demand = count as f64 / elapsed.as_secs_f64();
-            let target = bucket::target(&rules, shared.limiter.keys(), &domain, &entries);
+            // Global shadow mode limits nothing: allow-all.
+            let target = bucket::target(&rules, shared.limiter.keys(), &domain, &entries)
+                .filter(|_| !shared.limiter.shadow_mode());
             let call = target
                 .as_ref()
                 .map(|t| self.call(shared, t, &entries, (usage.num_requests_allowed, demand)));

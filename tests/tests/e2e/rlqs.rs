@@ -697,6 +697,18 @@ mod stream {
     }
 
     #[tokio::test]
+    async fn global_shadow_mode_allows_all() {
+        let rules = rules_dir(&[("edge.yaml", RULES)]);
+        let mut config = config_with_rules(rules.path());
+        config.limiter.global_shadow_mode = true;
+        let server = TestServer::start(config).await;
+        let mut c = Client::open(server.grpc_addr.port()).await;
+        c.report("edge", &[("u", 100, 0)]).await;
+        assert_eq!(describe(&c.answer().await.unwrap()), ["u: allow ttl 60s"]);
+        server.stop().await.unwrap();
+    }
+
+    #[tokio::test]
     async fn streams_are_bounded_and_end_on_drain() {
         let rules = rules_dir(&[("edge.yaml", RULES)]);
         let mut config = config_with_rules(rules.path());
