@@ -697,6 +697,32 @@ mod stream {
     }
 
     #[tokio::test]
+    async fn the_service_has_a_health_name() {
+        let rules = rules_dir(&[("edge.yaml", RULES)]);
+        let server = TestServer::start(config_with_rules(rules.path())).await;
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_addr))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "envoy.service.rate_limit_quota.v3.RateLimitQuotaService".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving
+        );
+        server.stop().await.unwrap();
+    }
+
+    #[tokio::test]
     async fn global_shadow_mode_allows_all() {
         let rules = rules_dir(&[("edge.yaml", RULES)]);
         let mut config = config_with_rules(rules.path());
