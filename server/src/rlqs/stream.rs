@@ -217,9 +217,9 @@ impl StreamState {
         self.tell(shared, entries, (told, ttl), now)
     }
 
-    /// The stream ended: each bucket's demand drops to 0 in the shared
-    /// state (so that its share goes to the other instances now, not once
-    /// this one is stale), and the other streams are told.
+    /// The stream ended: it leaves each bucket's shared state (so that its
+    /// share goes to the other instances now, not once it is stale), and
+    /// the other streams are told.
     pub(super) async fn leave(&mut self, shared: &Shared) {
         let Some(domain) = self.domain.clone() else {
             return;
