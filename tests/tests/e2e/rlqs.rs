@@ -312,32 +312,30 @@ async fn two_floodgates_on_one_redis_hold_the_limit_for_two_envoys() {
     f2.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_floodgate_envoy_keeps_its_assignment_until_the_ttl_then_falls_back() {
+/// One Envoy at 5 requests a second for 18 s, its expired-assignment
+/// fallback replaced by `fallback` (`None`: the example's); Floodgate, with
+/// a 6 s assignment TTL, stops at 7 s. Returns the requests admitted in
+/// [7.5 s, 10.5 s) (the assignment still holds: Envoy reported at 0 s and
+/// 5 s, each report refreshing the TTL) and in [12.5 s, 18 s) (expired).
+async fn floodgate_stops(fallback: Option<&str>) -> (u64, u64, Envoy) {
     let rules = rules_dir(&[("edge.yaml", RULES)]);
     let mut config = config_with_rules(rules.path());
     config.rlqs.assignment_ttl = Duration::from_secs(6);
     let server = TestServer::start(config).await;
     let (backend_port, backend) = start_backend().await;
     let dir = tempfile::tempdir().unwrap();
-    // The expired-assignment fallback denies all here, so that it shows.
-    let fallback = "fallback_rate_limit:
+    let example = "expired_assignment_behavior_timeout: 600s
+                    fallback_rate_limit:
                       token_bucket: {max_tokens: 1, tokens_per_fill: 1, fill_interval: 1s}
 ";
-    let bootstrap = rlqs_bootstrap_with(
-        server.grpc_addr.port(),
-        backend_port,
-        &[(
-            &format!("expired_assignment_behavior_timeout: 600s\n                    {fallback}"),
-            "expired_assignment_behavior_timeout: 600s\n                    fallback_rate_limit: {blanket_rule: DENY_ALL}\n",
-        )],
-    );
+    let replaced = fallback
+        .map(|f| format!("expired_assignment_behavior_timeout: 600s\n                    {f}\n"));
+    let replace: Vec<(&str, &str)> = replaced.iter().map(|r| (example, r.as_str())).collect();
+    let bootstrap = rlqs_bootstrap_with(server.grpc_addr.port(), backend_port, &replace);
     let (mut envoy, port) = envoy_with(dir.path(), &bootstrap).await;
     let tally = Arc::new(Tally::default());
     let started = Instant::now();
     let traffic = tokio::spawn(drive(port, 5, 18, tally.clone()));
-    // Envoy reports at 0 s and 5 s (each report refreshes the 6 s TTL);
-    // Floodgate goes away at 7 s, so the assignment expires at about 11 s.
     tokio::time::sleep_until(started + Duration::from_secs(7)).await;
     server.stop().await.unwrap();
     traffic.await.unwrap();
@@ -347,6 +345,14 @@ async fn without_floodgate_envoy_keeps_its_assignment_until_the_ttl_then_falls_b
     let kept = tally.admitted_between(s(7.5), s(10.5));
     let expired = tally.admitted_between(s(12.5), s(18.0));
     eprintln!("admitted {kept} in 3 s after Floodgate stopped, then {expired} in 5.5 s");
+    (kept, expired, envoy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_floodgate_envoy_keeps_its_assignment_until_the_ttl_then_falls_back() {
+    // The fallback denies all here, so that the expiry shows.
+    let (kept, expired, envoy) =
+        floodgate_stops(Some("fallback_rate_limit: {blanket_rule: DENY_ALL}")).await;
     assert!(
         (2..=4).contains(&kept),
         "the 1/s assignment holds: {kept}\n{}",
@@ -356,6 +362,22 @@ async fn without_floodgate_envoy_keeps_its_assignment_until_the_ttl_then_falls_b
         expired,
         0,
         "expired: deny all, the fallback\n{}",
+        envoy.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_examples_token_bucket_fallback_holds_an_expired_assignment() {
+    let (kept, expired, envoy) = floodgate_stops(None).await;
+    assert!(
+        (2..=4).contains(&kept),
+        "the 1/s assignment holds: {kept}\n{}",
+        envoy.log()
+    );
+    // One a second (not the 5 a second of allow-all), and Envoy is up.
+    assert!(
+        (4..=7).contains(&expired),
+        "the fallback: {expired}\n{}",
         envoy.log()
     );
 }
