@@ -149,6 +149,16 @@ pub struct Settings {
     /// Calls decided at once; more are shed with RESOURCE_EXHAUSTED.
     #[serde(deserialize_with = "value::at_least_1")]
     pub max_in_flight: NonZeroUsize,
+    /// RLQS: how long an assignment holds in Envoy without a refresh.
+    pub rlqs_assignment_ttl: NonZeroDuration,
+    /// RLQS: a bucket with no requests for this long is abandoned.
+    pub rlqs_abandon_after: NonZeroDuration,
+    /// RLQS: most buckets one stream reports.
+    #[serde(deserialize_with = "value::at_least_1")]
+    pub rlqs_max_buckets_per_stream: NonZeroUsize,
+    /// RLQS: most streams open at once.
+    #[serde(deserialize_with = "value::at_least_1")]
+    pub rlqs_max_streams: NonZeroUsize,
     /// Answer every request OK, whatever the statuses say.
     pub shadow_mode: bool,
     /// When one limit of a request rejects, the others take nothing.
@@ -298,6 +308,7 @@ impl Default for Settings {
             MetricsSettings::default(),
         );
         let (r, listeners) = (ResilienceSettings::default(), ListenerLimits::default());
+        let rlqs = crate::rlqs::RlqsSettings::default();
         let positive = NonZeroDuration::or_shortest;
         Settings {
             rules: PathBuf::from("/etc/floodgate/rules"),
@@ -340,6 +351,10 @@ impl Default for Settings {
             max_entries: value::count(limits.max_entries),
             max_value_bytes: value::count(limits.max_value_bytes),
             max_in_flight: value::count(crate::grpc::DEFAULT_MAX_IN_FLIGHT),
+            rlqs_assignment_ttl: positive(rlqs.assignment_ttl),
+            rlqs_abandon_after: positive(rlqs.abandon_after),
+            rlqs_max_buckets_per_stream: value::count(rlqs.max_buckets_per_stream),
+            rlqs_max_streams: value::count(rlqs.max_streams),
             shadow_mode: false,
             stop_increment_when_over_limit: false,
             response_headers: false,
@@ -490,6 +505,8 @@ pub struct Config {
     pub resilience: ResilienceSettings,
     /// Calls decided at once; more are shed.
     pub max_in_flight: usize,
+    /// The RLQS service's bounds and timings.
+    pub rlqs: crate::rlqs::RlqsSettings,
     /// Prefix of every counter key.
     pub cache_key_prefix: String,
     /// Most counters the memory store holds.
@@ -683,6 +700,26 @@ fn unknown_keys(file: &std::path::Path, known: &[String]) -> Result<(), ConfigEr
     Ok(())
 }
 
+/// The bounds on a request (and on an RLQS bucket id).
+fn request_limits(s: &Settings) -> RequestLimits {
+    RequestLimits {
+        max_descriptors: s.max_descriptors.get(),
+        max_entries: s.max_entries.get(),
+        max_value_bytes: s.max_value_bytes.get(),
+    }
+}
+
+/// The RLQS settings.
+fn rlqs_settings(s: &Settings) -> crate::rlqs::RlqsSettings {
+    crate::rlqs::RlqsSettings {
+        assignment_ttl: s.rlqs_assignment_ttl.get(),
+        abandon_after: s.rlqs_abandon_after.get(),
+        max_buckets_per_stream: s.rlqs_max_buckets_per_stream.get(),
+        max_streams: s.rlqs_max_streams.get(),
+        ..crate::rlqs::RlqsSettings::default()
+    }
+}
+
 impl TryFrom<Settings> for Config {
     type Error = ConfigError;
 
@@ -708,11 +745,7 @@ impl TryFrom<Settings> for Config {
             redis,
             memory_max_entries: s.memory_max_entries.get(),
             memory_sweep_interval: s.memory_sweep_interval.get(),
-            limits: RequestLimits {
-                max_descriptors: s.max_descriptors.get(),
-                max_entries: s.max_entries.get(),
-                max_value_bytes: s.max_value_bytes.get(),
-            },
+            limits: request_limits(&s),
             limiter: LimiterOptions {
                 global_shadow_mode: s.shadow_mode,
                 stop_increment_when_over_limit: s.stop_increment_when_over_limit,
@@ -720,6 +753,7 @@ impl TryFrom<Settings> for Config {
             response: response_options(&s)?,
             resilience: resilience_settings(&s)?,
             max_in_flight: s.max_in_flight.get(),
+            rlqs: rlqs_settings(&s),
             shutdown_grace: s.shutdown_grace.get(),
             shutdown_delay: s.shutdown_delay.get(),
             log_format: s.log_format,

@@ -14,6 +14,7 @@ pub const HEALTH_SERVICES: &[&str] = &[
     "",
     "ratelimit",
     "envoy.service.ratelimit.v3.RateLimitService",
+    "envoy.service.rate_limit_quota.v3.RateLimitQuotaService",
 ];
 
 /// The gRPC health service name that reports the store itself (Redis);

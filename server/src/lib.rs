@@ -42,7 +42,9 @@
 //! step records, served on `/metrics`), [`telemetry`] (logs and OTLP
 //! traces: one span per call, with the rules match and the store call
 //! inside), [`rules::reload`] (hot reload), [`xds`] (rules pushed by an xDS
-//! management server instead of files), [`admin`] (counter get and reset).
+//! management server instead of files), [`admin`] (counter get and reset),
+//! [`rlqs`] (Envoy's Rate Limit Quota Service: the same rules and store,
+//! off the request path, on the gRPC port).
 
 pub mod admin;
 pub mod backoff;
@@ -58,6 +60,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod model;
 pub mod resilience;
+pub mod rlqs;
 pub mod rules;
 pub mod shutdown;
 pub mod store;

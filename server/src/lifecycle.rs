@@ -112,7 +112,7 @@ pub(crate) fn serve(
     >,
     phases: &Phases,
 ) -> Result<JoinSet<Result<(), String>>, RunError> {
-    let grpc = grpc_router(service, health_service)?;
+    let grpc = grpc_router(service, health_service, rlqs(config, service, phases))?;
     let codec = Arc::new(
         http::JsonCodec::new().map_err(|e| RunError::Setup(format!("JSON mapping: {e}")))?,
     );
@@ -189,12 +189,25 @@ fn add_tls_metrics(service: &RateLimiter, tls: &Tls) {
         }));
 }
 
-/// The gRPC routes: health, reflection (v1 and v1alpha), rate limiting.
+/// The RLQS service over `service`'s rules and store; its streams end on
+/// drain.
+fn rlqs(config: &Config, service: &RateLimiter, phases: &Phases) -> crate::rlqs::Rlqs {
+    crate::rlqs::Rlqs::new(
+        service.limiter().clone(),
+        config.limits,
+        config.rlqs.clone(),
+        phases.drain.subscribe(),
+    )
+}
+
+/// The gRPC routes: health, reflection (v1 and v1alpha), rate limiting,
+/// RLQS.
 fn grpc_router(
     service: &RateLimiter,
     health_service: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
+    rlqs: crate::rlqs::Rlqs,
 ) -> Result<axum::Router, RunError> {
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(floodgate_proto::FILE_DESCRIPTOR_SET)
@@ -208,6 +221,7 @@ fn grpc_router(
         .add_service(reflection)
         .add_service(reflection_v1alpha)
         .add_service(RateLimitGrpc::new(service.clone()))
+        .add_service(rlqs.service())
         .prepare()
         .into_axum_router())
 }

@@ -46,6 +46,7 @@ const SERVER_LAYERS: &[&[&str]] = &[
         "model::algorithm",
         "model::capacity",
         "model::failure",
+        "model::quota",
         "model::unit",
         "clock",
         "shutdown",
@@ -57,6 +58,7 @@ const SERVER_LAYERS: &[&[&str]] = &[
     &[
         "store::key",
         "store",
+        "store::quota",
         "store::memory",
         "store::redis::settings",
         "store::redis::error",
@@ -99,6 +101,8 @@ const SERVER_LAYERS: &[&[&str]] = &[
     ],
     &["xds::convert", "xds"],
     &["grpc::codec", "grpc::response", "grpc::status", "grpc"],
+    // RLQS: the same rules and store, off the request path.
+    &["rlqs"],
     &["http", "admin"],
     // Settings, the composition root, the binary's commands.
     &["config"],

@@ -203,6 +203,21 @@ impl Limiter {
         &self.store
     }
 
+    /// Global shadow mode: every answer is OK.
+    pub fn shadow_mode(&self) -> bool {
+        self.options.global_shadow_mode
+    }
+
+    /// The counter key builder.
+    pub fn keys(&self) -> &CacheKey {
+        &self.keys
+    }
+
+    /// The clock decisions read.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     /// Decides a validated request.
     pub async fn decide(&self, request: &Request<'_>) -> Result<Decision, LimiterError> {
         let rules = self.rules.current();

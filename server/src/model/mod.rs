@@ -8,6 +8,7 @@
 pub mod algorithm;
 pub mod capacity;
 mod failure;
+pub mod quota;
 mod unit;
 
 pub use failure::FailurePolicy;

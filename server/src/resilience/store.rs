@@ -24,6 +24,7 @@ use super::retry::{Retry, RetrySettings};
 pub use crate::model::FailurePolicy;
 use crate::model::algorithm::Outcome;
 use crate::store::memory::MemoryStore;
+use crate::store::quota::{QuotaAnswer, QuotaApplied, QuotaCall};
 use crate::store::{
     Applied, CallOptions, Check, Commit, CounterStore, Limit, StoreError, StoreFuture, WindowCount,
 };
@@ -472,7 +473,63 @@ const HAND_BACK_BATCH: usize = 256;
 /// Health checks per `check_interval` while Redis is away.
 const RECOVERY_CHECKS: u32 = 10;
 
+/// RLQS reports: to Redis when it is in use, else (and when it fails or
+/// passes the store deadline) as the failure policy says, like a decision.
+/// Not retried: a report adds its allowed count, so a retry could count it
+/// twice; the next report comes one reporting interval later anyway.
+impl ResilientStore {
+    async fn quota_resilient(&self, call: &QuotaCall) -> Result<QuotaApplied, StoreError> {
+        let policy = call.on_failure.unwrap_or(self.settings.on_failure);
+        if !self.use_primary() {
+            self.set_degraded(true, "circuit open or health check failing");
+            return self.quota_degraded(call, policy).await;
+        }
+        let deadline = Instant::now() + self.settings.store_deadline;
+        match tokio::time::timeout_at(deadline, self.primary.quota(call)).await {
+            Ok(Ok(applied)) => {
+                self.breaker.success();
+                if self.breaker.state() == BreakerState::Closed {
+                    self.set_degraded(false, "");
+                }
+                Ok(applied)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "store call failed (RLQS report)");
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                self.breaker.failure();
+                self.quota_degraded(call, policy).await
+            }
+            Err(_) => {
+                tracing::debug!("store deadline passed (RLQS report)");
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                self.breaker.failure();
+                self.quota_degraded(call, policy).await
+            }
+        }
+    }
+
+    async fn quota_degraded(
+        &self,
+        call: &QuotaCall,
+        policy: FailurePolicy,
+    ) -> Result<QuotaApplied, StoreError> {
+        let answer = match policy {
+            FailurePolicy::Fallback => self.fallback.quota(call).await?.answer,
+            FailurePolicy::Allow => QuotaAnswer::AllowAll,
+            FailurePolicy::Deny => QuotaAnswer::DenyAll,
+        };
+        Ok(QuotaApplied {
+            answer,
+            degraded: true,
+        })
+    }
+}
+
 impl CounterStore for ResilientStore {
+    fn quota<'a>(&'a self, call: &'a QuotaCall) -> StoreFuture<'a, QuotaApplied> {
+        Box::pin(self.quota_resilient(call))
+    }
+
     /// Applies the checks in the store, or as `options.on_failure` (else
     /// the configured policy) says when the store cannot answer.
     fn apply<'a>(&'a self, checks: &'a [Check], options: CallOptions) -> StoreFuture<'a, Applied> {

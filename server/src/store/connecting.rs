@@ -150,6 +150,19 @@ impl CounterStore for Connecting {
         }
     }
 
+    fn quota<'a>(
+        &'a self,
+        call: &'a super::quota::QuotaCall,
+    ) -> StoreFuture<'a, super::quota::QuotaApplied> {
+        match self.store.get() {
+            Some(store) => store.quota(call),
+            None => {
+                let e = self.not_yet();
+                Box::pin(async move { Err(e) })
+            }
+        }
+    }
+
     fn ping(&self) -> StoreFuture<'_, ()> {
         match self.store.get() {
             Some(store) => store.ping(),

@@ -64,6 +64,9 @@ pub enum KeySuffix {
     Algorithm(Algorithm, usize),
     /// A capacity rule's window state (one per descriptor node).
     Capacity,
+    /// The RLQS state of a bucket's limit at this index
+    /// ([`crate::store::quota`]).
+    Quota(usize),
 }
 
 impl fmt::Display for KeySuffix {
@@ -81,6 +84,7 @@ impl fmt::Display for KeySuffix {
                 write!(f, "{tag}{index}")
             }
             KeySuffix::Capacity => write!(f, "cap0"),
+            KeySuffix::Quota(index) => write!(f, "rlqs{index}"),
         }
     }
 }

@@ -71,6 +71,8 @@ pub struct MemoryStore {
     per_shard: usize,
     clock: Clock,
     evictions: AtomicU64,
+    /// RLQS states, apart from the counters.
+    quotas: super::quota::QuotaTable,
 }
 
 impl MemoryStore {
@@ -82,6 +84,7 @@ impl MemoryStore {
             per_shard: max_entries.div_ceil(SHARDS).max(1),
             clock,
             evictions: AtomicU64::new(0),
+            quotas: super::quota::QuotaTable::new(max_entries),
         }
     }
 
@@ -529,6 +532,17 @@ impl CounterStore for MemoryStore {
 
     fn kind(&self) -> &'static str {
         "memory"
+    }
+
+    fn quota<'a>(
+        &'a self,
+        call: &'a super::quota::QuotaCall,
+    ) -> StoreFuture<'a, super::quota::QuotaApplied> {
+        let share = self.quotas.report(call);
+        Box::pin(std::future::ready(Ok(super::quota::QuotaApplied {
+            answer: super::quota::QuotaAnswer::Share(share),
+            degraded: false,
+        })))
     }
 }
 

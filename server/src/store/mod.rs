@@ -16,6 +16,7 @@
 pub mod connecting;
 pub mod key;
 pub mod memory;
+pub mod quota;
 pub mod redis;
 
 use std::future::Future;
@@ -247,4 +248,16 @@ pub trait CounterStore: Send + Sync + std::fmt::Debug {
 
     /// A short name for logs and health output (`memory`, `redis`).
     fn kind(&self) -> &'static str;
+
+    /// Folds one RLQS report into its rule's shared state and returns the
+    /// reporting instance's share ([`quota`]). A store that keeps no such
+    /// state says so.
+    fn quota<'a>(&'a self, call: &'a quota::QuotaCall) -> StoreFuture<'a, quota::QuotaApplied> {
+        let _ = call;
+        Box::pin(async {
+            Err(StoreError::Protocol(
+                "this store keeps no RLQS state".to_owned(),
+            ))
+        })
+    }
 }

@@ -114,6 +114,12 @@ pub(crate) struct Envoy {
 
 impl Envoy {
     pub(crate) fn start(dir: &Path, config: &str) -> Envoy {
+        Self::start_with(dir, config, &[])
+    }
+
+    /// [`Envoy::start`], with more command-line arguments (e.g.
+    /// `--component-log-level`).
+    pub(crate) fn start_with(dir: &Path, config: &str, args: &[&str]) -> Envoy {
         let config_path = dir.join("envoy.yaml");
         std::fs::write(&config_path, config).expect("write envoy.yaml");
         let log = dir.join("envoy.log");
@@ -130,6 +136,7 @@ impl Envoy {
                 "--concurrency",
                 "1",
             ])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -138,7 +145,7 @@ impl Envoy {
         Envoy { child, log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 

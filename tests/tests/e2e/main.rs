@@ -37,6 +37,7 @@ mod redis_connection;
 mod redis_server;
 mod redis_topology;
 mod resilience;
+mod rlqs;
 mod store_conformance;
 mod surface;
 mod tls;

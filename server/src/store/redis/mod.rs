@@ -655,4 +655,84 @@ impl CounterStore for RedisStore {
     fn kind(&self) -> &'static str {
         "redis"
     }
+
+    fn quota<'a>(
+        &'a self,
+        call: &'a super::quota::QuotaCall,
+    ) -> StoreFuture<'a, super::quota::QuotaApplied> {
+        Box::pin(async move {
+            let reply: Vec<redis::Value> = self
+                .query(&self.quota_command(call))
+                .await
+                .map_err(store_error)?;
+            Ok(super::quota::QuotaApplied {
+                answer: super::quota::QuotaAnswer::Share(quota_share(&reply)?),
+                degraded: false,
+            })
+        })
+    }
+}
+
+/// The RLQS report script (`scripts/quota.lua`): sent whole with `EVAL`
+/// (once per bucket per reporting interval, far from the hot path).
+const QUOTA_SCRIPT: &str = include_str!("scripts/quota.lua");
+
+impl RedisStore {
+    /// The `EVAL` of [`QUOTA_SCRIPT`] for `call`.
+    fn quota_command(&self, call: &super::quota::QuotaCall) -> redis::Cmd {
+        let now_ms = self
+            .local_time
+            .as_ref()
+            .map_or(0.0, |clock| clock.now().as_secs_f64() * 1_000.0);
+        let demand = if call.demand.is_finite() {
+            call.demand.max(0.0)
+        } else {
+            0.0
+        };
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(QUOTA_SCRIPT)
+            .arg(1)
+            .arg(call.key.as_str())
+            .arg(call.instance.as_str())
+            .arg(call.allowed.min(crate::model::MAX_COUNT))
+            .arg(demand)
+            .arg(now_ms)
+            .arg(call.limit)
+            .arg(call.window_ms.max(1.0))
+            .arg(call.stale_ms.max(0.0))
+            .arg(crate::model::quota::MAX_INSTANCES)
+            .arg(match call.op {
+                super::quota::QuotaOp::Report => "report",
+                super::quota::QuotaOp::Peek => "peek",
+                super::quota::QuotaOp::Leave => "leave",
+            });
+        cmd
+    }
+}
+
+/// The quota script's reply as a share.
+fn quota_share(reply: &[redis::Value]) -> Result<crate::model::quota::Share, StoreError> {
+    let unexpected = || StoreError::Protocol(format!("unexpected RLQS script reply {reply:?}"));
+    let int = |v: &redis::Value| match v {
+        redis::Value::Int(n) => Some(*n),
+        _ => None,
+    };
+    let [used, rate, instances, left] = reply else {
+        return Err(unexpected());
+    };
+    let rate = match rate {
+        redis::Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()),
+        _ => None,
+    };
+    let (Some(used), Some(rate), Some(instances), Some(left)) =
+        (int(used), rate, int(instances), int(left))
+    else {
+        return Err(unexpected());
+    };
+    Ok(crate::model::quota::Share {
+        used: used.max(0) as u64,
+        rate,
+        instances: u32::try_from(instances.max(0)).unwrap_or(u32::MAX),
+        window_left_ms: left.max(0) as f64,
+    })
 }
