@@ -82,11 +82,10 @@ impl Plan {
     }
 }
 
-/// The directory of the binaries: `target/<profile>`.
-fn build_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/examples/bench_table → target/<profile>
-    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+/// The `floodgate` binary measured: `FLOODGATE_E2E_BIN` (bench/run sets
+/// it to the `dist` build), else the one of this build.
+fn floodgate() -> PathBuf {
+    floodgate_e2e::floodgate_bin()
 }
 
 /// Runs `floodgate bench --json` with `extra` and returns its summary.
@@ -101,7 +100,7 @@ fn bench_on(
     seconds: u64,
     extra: &[&str],
 ) -> Value {
-    let out = Command::new(build_dir().join("floodgate"))
+    let out = Command::new(floodgate())
         .args(["bench", "--json", "--target", target, "--domain", "bench"])
         .args(["--duration", &format!("{seconds}s")])
         .args(["--connections", &connections.to_string()])
@@ -154,6 +153,11 @@ struct Closed {
     /// Calls/s answered by the server's store (not degraded).
     store_rates: Vec<f64>,
     ratios: Vec<f64>,
+    /// h2load's calls/s and ratio to the ceiling's, per round.
+    h2load: Vec<f64>,
+    h2load_ratios: Vec<f64>,
+    /// Calls h2load saw fail (it does not read grpc-status: see [`h2load`]).
+    h2load_failed: u64,
     p50: Vec<f64>,
     p99: Vec<f64>,
     errors: u64,
@@ -166,11 +170,11 @@ async fn main() {
     let plan = Plan::from_args();
     let port = free_port();
     let baseline = Baseline(
-        Command::new(build_dir().join("examples").join("baseline"))
-            .arg(format!("127.0.0.1:{port}"))
+        Command::new(floodgate())
+            .args(["ceiling", "--addr", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
             .spawn()
-            .expect("build it first: cargo build -p floodgate-server --example baseline"),
+            .expect("build it first: cargo build -p floodgate-server --bin floodgate"),
     );
     let baseline_addr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_until_listening(baseline_addr, || None).await;
@@ -245,9 +249,22 @@ async fn main() {
     let mut evalsha = [0u64; 2];
     let mut closed: Vec<Closed> = targets.iter().map(|_| Closed::default()).collect();
     let mut max_clients = 0;
+    let body = h2load_body();
+    let with_h2load = Command::new("h2load").arg("--version").output().is_ok();
     for _ in 0..plan.rounds {
         let mut base = 0.0;
+        let mut h2load_base = 0.0;
         for (i, (_, target)) in targets.iter().enumerate() {
+            if with_h2load {
+                let (rate, failed) = h2load(target, &plan, body.path());
+                if i == 0 {
+                    h2load_base = rate;
+                }
+                let c = &mut closed[i];
+                c.h2load.push(rate);
+                c.h2load_ratios.push(rate / f64::max(h2load_base, 1.0));
+                c.h2load_failed += failed;
+            }
             let before = evalsha_calls();
             let s = bench(target, &plan, plan.seconds, &["--keys", "uniform:10000"]);
             if i == 2 || i == 3 {
@@ -278,20 +295,42 @@ async fn main() {
     }
     println!();
     println!(
-        "| server | calls/s (median) | ratio to baseline (median of rounds) | p50 | p99 | errors | degraded |"
+        "| server | floodgate bench calls/s | ratio to ceiling | h2load calls/s | ratio to ceiling | p50 | p99 | errors | degraded |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     // A row with degraded answers counts calls the store did not decide:
     // its calls/s is not the store's (see the half-load table's rate).
+    let or_none = |xs: &[f64], digits: usize| match xs {
+        [] => "-".to_owned(),
+        _ => format!("{:.digits$}", median(xs.to_vec())),
+    };
     for ((name, _), c) in targets.iter().zip(&closed) {
         println!(
-            "| {name} | {:.0} | {:.2} | {:.2} ms | {:.2} ms | {} | {} |",
+            "| {name} | {:.0} | {:.2} | {} | {} | {:.2} ms | {:.2} ms | {} | {} |",
             median(c.rates.clone()),
             median(c.ratios.clone()),
+            or_none(&c.h2load, 0),
+            or_none(&c.h2load_ratios, 2),
             median(c.p50.clone()) / 1000.0,
             median(c.p99.clone()) / 1000.0,
-            c.errors,
+            c.errors + c.h2load_failed,
             c.degraded,
+        );
+    }
+    println!(
+        "(medians of {} alternating round(s); p50, p99, degraded: floodgate bench; \
+         h2load: {}; errors: both)",
+        plan.rounds,
+        if with_h2load {
+            "1 thread, the same connections x streams, one descriptor (user=hot)"
+        } else {
+            "not installed (apt-get install nghttp2-client)"
+        }
+    );
+    if with_h2load {
+        println!(
+            "the generators on the ceiling: floodgate bench {:.2}x h2load",
+            median(closed[0].rates.clone()) / median(closed[0].h2load.clone()).max(1.0)
         );
     }
 
@@ -438,37 +477,6 @@ async fn main() {
     );
     drop(flooded);
 
-    // 5. h2load against the baseline: the generator's headroom.
-    if Command::new("h2load").arg("--version").output().is_ok() {
-        let body = h2load_body();
-        let out = Command::new("h2load")
-            .args(["-D", &plan.seconds.to_string(), "-t", "1"])
-            .args(["-c", &plan.connections.to_string()])
-            .args(["-m", &plan.streams.to_string()])
-            .arg("-d")
-            .arg(body.path())
-            .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
-            .arg(format!(
-                "http://{baseline_addr}/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
-            ))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let h2load = text
-            .lines()
-            .find_map(|l| l.strip_prefix("finished in "))
-            .and_then(|l| l.split(", ").nth(1))
-            .and_then(|r| r.trim_end_matches(" req/s").parse::<f64>().ok())
-            .unwrap_or(0.0);
-        let ours = bench(&targets[0].1, &plan, plan.seconds, &["--keys", "hot"]);
-        let ours = ours["calls_per_second"].as_f64().unwrap();
-        println!();
-        println!(
-            "the generator against the baseline, hot key: h2load -t 1 {h2load:.0} calls/s, \
-             floodgate bench {ours:.0} calls/s ({:.2}x h2load)",
-            ours / h2load.max(1.0)
-        );
-    }
     drop(baseline);
 }
 
@@ -549,6 +557,44 @@ async fn tls_rows(plan: &Plan, rules: &Path, plaintext: &str) {
             c.errors,
         );
     }
+}
+
+/// `h2load` on `target` (`http://ADDR`) for the plan's seconds with its
+/// callers: calls/s, and calls it counted failed or errored. h2load does
+/// not read gRPC trailers, so a call answered with an error status counts
+/// as a success: the floodgate bench run of the same round checks answers.
+fn h2load(target: &str, plan: &Plan, body: &Path) -> (f64, u64) {
+    let out = Command::new("h2load")
+        .args(["-D", &plan.seconds.to_string(), "-t", "1"])
+        .args(["-c", &plan.connections.to_string()])
+        .args(["-m", &plan.streams.to_string()])
+        .arg("-d")
+        .arg(body)
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .arg(format!(
+            "{target}/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rate = text
+        .lines()
+        .find_map(|l| l.strip_prefix("finished in "))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|r| r.trim_end_matches(" req/s").parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("h2load said: {text}"));
+    // "requests: 10 total, 10 started, 10 done, 8 succeeded, 1 failed, 1 errored, 0 timeout"
+    let count = |what: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("requests: "))
+            .and_then(|l| {
+                l.split(", ")
+                    .find_map(|p| p.strip_suffix(what))
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    (rate, count(" failed") + count(" errored"))
 }
 
 /// The gRPC-framed request h2load sends (one hot key).
