@@ -127,8 +127,10 @@ impl MemoryStore {
     /// stores the new state.
     fn evaluate(&self, shard: &mut Shard, check: &Check, now: Duration, take: bool) -> Outcome {
         let now_ms = now.as_secs_f64() * 1_000.0;
-        let current = shard
-            .get(check.key.as_str())
+        // One lookup: the entry read is the one written.
+        let existing = shard.get_mut(check.key.as_str());
+        let current = existing
+            .as_deref()
             .filter(|e| e.live_at(now))
             .map(|e| &e.state);
         let hits = check.hits;
@@ -144,7 +146,11 @@ impl MemoryStore {
             }
         };
         if let (true, Some(state)) = (take, next) {
-            self.store(shard, &check.key, state, now.saturating_add(ttl), now);
+            let entry = Entry::new(state, now.saturating_add(ttl));
+            match existing {
+                Some(existing) => *existing = entry,
+                None => self.insert(shard, &check.key, entry, now),
+            }
         }
         outcome
     }
@@ -159,14 +165,18 @@ impl MemoryStore {
         now: Duration,
     ) {
         let entry = Entry::new(state, expires_at);
-        if let Some(existing) = shard.get_mut(key) {
-            *existing = entry;
-        } else {
-            if shard.len() >= self.per_shard {
-                self.evict_one(shard, now);
-            }
-            shard.insert(key.into(), entry);
+        match shard.get_mut(key) {
+            Some(existing) => *existing = entry,
+            None => self.insert(shard, key, entry, now),
         }
+    }
+
+    /// Adds `key`, not in the shard, evicting another key if it is full.
+    fn insert(&self, shard: &mut Shard, key: &str, entry: Entry, now: Duration) {
+        if shard.len() >= self.per_shard {
+            self.evict_one(shard, now);
+        }
+        shard.insert(key.into(), entry);
     }
 
     /// A capacity check ([`capacity::decide`]) over the rule's window,
