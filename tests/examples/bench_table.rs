@@ -1,27 +1,29 @@
 //! The performance table: the same load (`floodgate bench`, a separate
-//! process) against the constant-OK baseline and against Floodgate on the
-//! memory store, a single Redis and a 3-primary Redis Cluster, every server
-//! a separate process on loopback, all started and stopped here, one run.
+//! process, and h2load when it is installed) against the constant-OK
+//! ceiling (`floodgate ceiling`) and against Floodgate on the memory store,
+//! a single Redis and a 3-primary Redis Cluster, every server a separate
+//! process on loopback, all started and stopped here, one run.
 //!
 //! What it prints:
-//! 1. closed loop, in rounds (every server once per round, in turn, so that
-//!    the machine's noise falls on all of them): median calls/s, the median
-//!    of each round's ratio to the baseline, p50 and p99;
-//!    then what TLS costs: the memory store served plaintext, over TLS and
-//!    over mTLS (certificates made with rcgen at run time), in rounds:
-//!    calls/s, its ratio to plaintext, p50 and p99;
+//! 1. closed loop, in rounds (every server once per round and per
+//!    generator, in turn, so that the machine's noise falls on all of
+//!    them): median calls/s of each generator, the median of each round's
+//!    ratio to the ceiling, p50 and p99;
+//!    then a capacity rule against a fixed-window rule, and what TLS costs:
+//!    the memory store served plaintext, over TLS and over mTLS
+//!    (certificates made with rcgen at run time), in rounds: calls/s, its
+//!    ratio to plaintext, p50 and p99;
 //! 2. open loop at half of each server's median throughput: latency;
 //! 3. Redis single: EVALSHA commands per call and client connections
 //!    (concurrent calls pipelined on one connection);
 //! 4. memory: idle RSS, and RSS after floods of distinct keys past the
-//!    memory store's bound;
-//! 5. h2load against the baseline, when h2load is installed: how close the
-//!    load generator comes to a C one.
+//!    memory store's bound; then RSS with a domain of 100,000 descriptors.
 //!
-//! Run it through `bench/run`, which builds what it needs in release mode.
+//! Run it through `bench/run`, which builds what it needs (the measured
+//! binary with the dist profile; `FLOODGATE_E2E_BIN` names it).
 //! `bench/run [--quick] [seconds] [rounds] [connections] [streams]`;
-//! `--quick` (CI: keeps it compiling and working) runs 1 s, one round, and a
-//! small flood, and its figures mean nothing.
+//! `--quick` (CI: keeps it compiling and working) runs 1 s, one round, a
+//! small flood and a small domain, and its figures mean nothing.
 
 #![allow(clippy::unwrap_used)] // A measurement script: a failure should stop it loudly.
 
@@ -477,6 +479,27 @@ async fn main() {
     );
     drop(flooded);
 
+    // 4b. The rules: a domain of 100,000 descriptors (4 files, merged),
+    // against the bench's own rules.
+    let descriptors = if plan.flood < 1_000_000 {
+        4_000
+    } else {
+        100_000
+    };
+    let big = big_domain(descriptors);
+    let small = ServerProcess::start(rules.path(), &["--merge-domains"], &[]).await;
+    let loaded = ServerProcess::start(big.path(), &["--merge-domains"], &[]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (small_rss, big_rss) = (rss_kib(small.pid()), rss_kib(loaded.pid()));
+    println!(
+        "rules: a domain of {descriptors} descriptors (key user, one value each, a limit each): \
+         RSS {:.1} MiB against {:.1} MiB with the bench's rules ({:.0} bytes per descriptor)",
+        big_rss as f64 / 1024.0,
+        small_rss as f64 / 1024.0,
+        (big_rss.saturating_sub(small_rss) * 1024) as f64 / descriptors as f64,
+    );
+    drop((small, loaded));
+
     drop(baseline);
 }
 
@@ -557,6 +580,25 @@ async fn tls_rows(plan: &Plan, rules: &Path, plaintext: &str) {
             c.errors,
         );
     }
+}
+
+/// A rules directory of one domain, `big`, with `descriptors` values of
+/// `user`, each with its own limit, in 4 files (a file holds at most about
+/// 100,000 descriptors; the server merges them with --merge-domains).
+fn big_domain(descriptors: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let per_file = descriptors.div_ceil(4);
+    for part in 0..4 {
+        let mut yaml = String::from("domain: big\ndescriptors:\n");
+        for i in part * per_file..((part + 1) * per_file).min(descriptors) {
+            yaml.push_str(&format!(
+                "  - key: user\n    value: u{i}\n    rate_limit: {{unit: minute, requests_per_unit: {}}}\n",
+                i % 1_000 + 1
+            ));
+        }
+        std::fs::write(dir.path().join(format!("big{part}.yaml")), yaml).unwrap();
+    }
+    dir
 }
 
 /// `h2load` on `target` (`http://ADDR`) for the plan's seconds with its
