@@ -27,10 +27,11 @@
 //! failure policy, as it would alone), and the calls of one batch are
 //! counted atomically together, which no caller can observe.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use futures_util::future::join_all;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 
@@ -48,10 +49,13 @@ const MAX_IN_FLIGHT: usize = 4;
 /// deadline still bounds them).
 const QUEUE: usize = 4_096;
 
+/// Where a call's outcomes go.
+type Reply = oneshot::Sender<Result<Vec<Outcome>, StoreError>>;
+
 /// One call's checks and where its outcomes go.
 struct Pending {
     checks: Vec<Check>,
-    reply: oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
+    reply: Reply,
 }
 
 /// The handle calls use; the task ends when the last handle is dropped
@@ -127,15 +131,84 @@ async fn run(store: RedisStore, mut rx: mpsc::Receiver<Pending>, max_checks: usi
     while in_flight.next().await.is_some() {}
 }
 
-/// Runs one batch and answers each of its calls.
+/// Runs one batch and answers each of its calls: on a single node or
+/// Sentinel when its one script returns; on a cluster as soon as the
+/// scripts of the primaries its own checks went to have returned.
 async fn send(store: &RedisStore, batch: Vec<Pending>) {
-    let checks: Vec<&Check> = batch.iter().flat_map(|p| p.checks.iter()).collect();
-    let mut results = eval_batch(store, &checks).await.into_iter();
-    for pending in batch {
-        // A check the script could not run fails its own call only. Take
-        // all of this call's results first: collecting into a Result stops
-        // at an error and would shift the next call's.
-        let mine: Vec<_> = results.by_ref().take(pending.checks.len()).collect();
+    let (checks, replies): (Vec<Vec<Check>>, Vec<_>) =
+        batch.into_iter().map(|p| (p.checks, p.reply)).unzip();
+    let mut answers = Answers::new(&checks, replies);
+    let checks: Vec<&Check> = checks.iter().flatten().collect();
+    if matches!(store.connection, Connection::Cluster(_)) {
+        per_node(store, &checks, &mut answers).await;
+        return;
+    }
+    let driver = store.scripts.get(Commit::Each);
+    let results = spread(
+        store.eval_each(driver, checks.iter().copied()).await,
+        checks.len(),
+    );
+    for (i, result) in results.into_iter().enumerate() {
+        answers.record(i, result);
+    }
+}
+
+/// A result for all `n` checks, or its error for each.
+fn spread(
+    result: Result<Vec<Result<Outcome, StoreError>>, StoreError>,
+    n: usize,
+) -> Vec<Result<Outcome, StoreError>> {
+    result.unwrap_or_else(|e| vec![Err(e); n])
+}
+
+/// Where a batch's results go: each call is answered when the last of its
+/// checks has its result.
+struct Answers {
+    replies: Vec<Option<Reply>>,
+    /// Per call, its checks' indexes in the batch.
+    ranges: Vec<std::ops::Range<usize>>,
+    /// Per check, its call.
+    call_of: Vec<usize>,
+    /// Per call, its checks still without a result.
+    left: Vec<usize>,
+    results: Vec<Option<Result<Outcome, StoreError>>>,
+}
+
+impl Answers {
+    fn new(checks: &[Vec<Check>], replies: Vec<Reply>) -> Answers {
+        let mut ranges = Vec::with_capacity(checks.len());
+        let mut call_of = Vec::new();
+        for (call, checks) in checks.iter().enumerate() {
+            ranges.push(call_of.len()..call_of.len() + checks.len());
+            call_of.extend(std::iter::repeat_n(call, checks.len()));
+        }
+        Answers {
+            replies: replies.into_iter().map(Some).collect(),
+            left: checks.iter().map(Vec::len).collect(),
+            results: call_of.iter().map(|_| None).collect(),
+            ranges,
+            call_of,
+        }
+    }
+
+    /// Check `i`'s result; answers its call if it was the last one.
+    fn record(&mut self, i: usize, result: Result<Outcome, StoreError>) {
+        let (Some(slot), Some(&call)) = (self.results.get_mut(i), self.call_of.get(i)) else {
+            return;
+        };
+        *slot = Some(result);
+        self.left[call] -= 1;
+        if self.left[call] > 0 {
+            return;
+        }
+        // A check the script could not run fails its own call only.
+        let mine: Vec<_> = self.results[self.ranges[call].clone()]
+            .iter_mut()
+            .map(|r| {
+                r.take()
+                    .unwrap_or_else(|| Err(StoreError::Protocol("no result".into())))
+            })
+            .collect();
         // Some of this call's checks counted (on a cluster, on another
         // primary): the call can no longer be sent again as if not sent.
         let counted = mine.iter().any(Result::is_ok);
@@ -147,77 +220,57 @@ async fn send(store: &RedisStore, batch: Vec<Pending>) {
             })
             .collect();
         // A caller that gave up no longer listens.
-        let _ = pending.reply.send(mine);
+        if let Some(reply) = self.replies[call].take() {
+            let _ = reply.send(mine);
+        }
     }
 }
 
-/// Each check's result: one `apply.lua` over them all on a single node or
-/// Sentinel; on a cluster one `apply_node.lua` per primary, all at once
-/// (see [`per_node`]).
-async fn eval_batch(store: &RedisStore, checks: &[&Check]) -> Vec<Result<Outcome, StoreError>> {
-    if !matches!(store.connection, Connection::Cluster(_)) {
-        let driver = store.scripts.get(Commit::Each);
-        let result = store.eval_each(driver, checks.iter().copied()).await;
-        return spread(result, checks.len());
-    }
-    per_node(store, checks).await
-}
-
-/// A result for all `n` checks, or its error for each.
-fn spread(
-    result: Result<Vec<Result<Outcome, StoreError>>, StoreError>,
-    n: usize,
-) -> Vec<Result<Outcome, StoreError>> {
-    result.unwrap_or_else(|e| vec![Err(e); n])
-}
+/// One script's checks (indexes in the batch), their results, and whether
+/// it was a check sent again on its own.
+type Run<'a> =
+    Pin<Box<dyn Future<Output = (Vec<usize>, Vec<Result<Outcome, StoreError>>, bool)> + Send + 'a>>;
 
 /// Cluster: the checks grouped by the primary that serves their slot (as
 /// [`slot_owners`] last said), one `apply_node.lua` per group, all sent at
-/// once. A check whose key its node did not serve (the slot moved) wrote
-/// nothing: it goes again on its own, through redis-rs's routing (which
-/// follows MOVED and ASK), and the slot map is fetched again next time.
-/// Without a slot map, every check goes on its own.
-async fn per_node(store: &RedisStore, checks: &[&Check]) -> Vec<Result<Outcome, StoreError>> {
+/// once; each call is answered when its own groups have returned. A check
+/// whose key its node did not serve (the slot moved) wrote nothing: it
+/// goes again on its own, through redis-rs's routing (which follows MOVED
+/// and ASK), and the slot map is fetched again next time. Without a slot
+/// map, every check goes on its own.
+async fn per_node(store: &RedisStore, checks: &[&Check], answers: &mut Answers) {
     let groups = match slot_owners(store).await {
         Some(owners) => owners.by_node(checks.iter().copied()),
         None => (0..checks.len()).map(|i| vec![i]).collect(),
     };
-    let replies = join_all(groups.iter().map(|group| {
-        let group: Vec<&Check> = group.iter().map(|&i| checks[i]).collect();
-        async move {
-            let cmd = store.node_command(&group);
-            let result = store.run_each(&store.scripts.apply_node, &cmd, group.iter().copied());
-            spread(result.await, group.len())
-        }
-    }))
-    .await;
-    let mut out: Vec<Option<Result<Outcome, StoreError>>> = checks.iter().map(|_| None).collect();
-    let mut moved = Vec::new();
-    for (group, results) in groups.iter().zip(replies) {
-        for (&i, result) in group.iter().zip(results) {
+    let node = |group: Vec<usize>| -> Run<'_> {
+        Box::pin(async move {
+            let mine: Vec<&Check> = group.iter().map(|&i| checks[i]).collect();
+            let cmd = store.node_command(&mine);
+            let result = store.run_each(&store.scripts.apply_node, &cmd, mine.iter().copied());
+            let results = spread(result.await, mine.len());
+            (group, results, false)
+        })
+    };
+    let alone = |i: usize| -> Run<'_> {
+        Box::pin(async move {
+            let driver = store.scripts.get(Commit::Each);
+            let result = store.eval_each(driver, std::iter::once(checks[i])).await;
+            (vec![i], spread(result, 1), true)
+        })
+    };
+    let mut running: FuturesUnordered<Run<'_>> = groups.into_iter().map(node).collect();
+    while let Some((group, results, again)) = running.next().await {
+        for (i, result) in group.into_iter().zip(results) {
             match result {
-                Err(StoreError::Counter { detail, .. }) if detail.contains(NOT_LOCAL) => {
-                    moved.push(i);
+                Err(StoreError::Counter { detail, .. }) if !again && detail.contains(NOT_LOCAL) => {
+                    *owners_slot(store) = None;
+                    running.push(alone(i));
                 }
-                r => out[i] = Some(r),
+                result => answers.record(i, result),
             }
         }
     }
-    if !moved.is_empty() {
-        *owners_slot(store) = None;
-        let driver = store.scripts.get(Commit::Each);
-        let again = join_all(
-            moved
-                .iter()
-                .map(|&i| store.eval_each(driver, [checks[i]].into_iter())),
-        );
-        for (&i, result) in moved.iter().zip(again.await) {
-            out[i] = Some(spread(result, 1).remove(0));
-        }
-    }
-    out.into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(StoreError::Protocol("a check got no result".into()))))
-        .collect()
 }
 
 /// The store's slot map: the last one fetched, or `CLUSTER SLOTS` now.
