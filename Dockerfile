@@ -3,14 +3,16 @@
 #   docker build -t floodgate:0.1.0 .
 #   docker run --rm -p 8081:8081 -p 8080:8080 -v "$PWD/examples/rules:/etc/floodgate/rules:ro" floodgate:0.1.0
 #
-# Build stage: the release binary. No protoc is needed (protox compiles proto/).
+# Build stage: the binary, built with the dist profile (the root Cargo.toml:
+# the release profile with fat LTO and one codegen unit; what bench/run
+# measures). No protoc is needed (protox compiles proto/).
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p floodgate-server --bin floodgate \
-    && install -m 0755 target/release/floodgate /usr/local/bin/floodgate \
+    cargo build --profile dist --locked -p floodgate-server --bin floodgate \
+    && install -m 0755 target/dist/floodgate /usr/local/bin/floodgate \
     && mkdir -p /out/bin \
     && ln -s /usr/local/bin/floodgate /out/bin/ratelimit
 

@@ -32,6 +32,17 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Read or reset a descriptor's counters through a server's admin listener.
     Admin(AdminArgs),
+    /// Serve a constant-OK Envoy RLS (no rules, no store): the ceiling
+    /// `bench/run` measures servers against, built with Floodgate's profile.
+    Ceiling(CeilingArgs),
+}
+
+/// `floodgate ceiling`.
+#[derive(Debug, Args)]
+pub struct CeilingArgs {
+    /// Where to serve gRPC.
+    #[arg(long, default_value = "127.0.0.1:9081")]
+    pub addr: String,
 }
 
 /// `floodgate admin`.
@@ -225,6 +236,22 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve(*args),
         Command::Bench(args) => bench(&args),
         Command::Admin(args) => admin(&args),
+        Command::Ceiling(args) => ceiling(&args),
+    }
+}
+
+/// `floodgate ceiling`: serves [`crate::bench::AlwaysOk`] until Ctrl-C or
+/// SIGTERM.
+fn ceiling(args: &CeilingArgs) -> ExitCode {
+    let Some(runtime) = runtime(None) else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(crate::bench::serve_ceiling(&args.addr)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("floodgate ceiling: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

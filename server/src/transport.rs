@@ -235,15 +235,23 @@ struct InFlight(Arc<Conn>);
 
 impl InFlight {
     fn start(conn: &Arc<Conn>) -> InFlight {
-        conn.active.send_modify(|n| *n += 1);
+        // The connection's idle watcher cares only about idle and busy:
+        // woken when the count leaves 0 or comes back to it, not per call.
+        conn.active.send_if_modified(|n| {
+            *n += 1;
+            *n == 1
+        });
         InFlight(conn.clone())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.active.send_modify(|n| *n = n.saturating_sub(1));
-        if self.0.is_idle() {
+        let idle = self.0.active.send_if_modified(|n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+        if idle {
             *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         }
     }

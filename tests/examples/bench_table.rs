@@ -1,27 +1,29 @@
 //! The performance table: the same load (`floodgate bench`, a separate
-//! process) against the constant-OK baseline and against Floodgate on the
-//! memory store, a single Redis and a 3-primary Redis Cluster, every server
-//! a separate process on loopback, all started and stopped here, one run.
+//! process, and h2load when it is installed) against the constant-OK
+//! ceiling (`floodgate ceiling`) and against Floodgate on the memory store,
+//! a single Redis and a 3-primary Redis Cluster, every server a separate
+//! process on loopback, all started and stopped here, one run.
 //!
 //! What it prints:
-//! 1. closed loop, in rounds (every server once per round, in turn, so that
-//!    the machine's noise falls on all of them): median calls/s, the median
-//!    of each round's ratio to the baseline, p50 and p99;
-//!    then what TLS costs: the memory store served plaintext, over TLS and
-//!    over mTLS (certificates made with rcgen at run time), in rounds:
-//!    calls/s, its ratio to plaintext, p50 and p99;
+//! 1. closed loop, in rounds (every server once per round and per
+//!    generator, in turn, so that the machine's noise falls on all of
+//!    them): median calls/s of each generator, the median of each round's
+//!    ratio to the ceiling, p50 and p99;
+//!    then a capacity rule against a fixed-window rule, and what TLS costs:
+//!    the memory store served plaintext, over TLS and over mTLS
+//!    (certificates made with rcgen at run time), in rounds: calls/s, its
+//!    ratio to plaintext, p50 and p99;
 //! 2. open loop at half of each server's median throughput: latency;
 //! 3. Redis single: EVALSHA commands per call and client connections
 //!    (concurrent calls pipelined on one connection);
 //! 4. memory: idle RSS, and RSS after floods of distinct keys past the
-//!    memory store's bound;
-//! 5. h2load against the baseline, when h2load is installed: how close the
-//!    load generator comes to a C one.
+//!    memory store's bound; then RSS with a domain of 100,000 descriptors.
 //!
-//! Run it through `bench/run`, which builds what it needs in release mode.
+//! Run it through `bench/run`, which builds what it needs (the measured
+//! binary with the dist profile; `FLOODGATE_E2E_BIN` names it).
 //! `bench/run [--quick] [seconds] [rounds] [connections] [streams]`;
-//! `--quick` (CI: keeps it compiling and working) runs 1 s, one round, and a
-//! small flood, and its figures mean nothing.
+//! `--quick` (CI: keeps it compiling and working) runs 1 s, one round, a
+//! small flood and a small domain, and its figures mean nothing.
 
 #![allow(clippy::unwrap_used)] // A measurement script: a failure should stop it loudly.
 
@@ -82,11 +84,10 @@ impl Plan {
     }
 }
 
-/// The directory of the binaries: `target/<profile>`.
-fn build_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/examples/bench_table → target/<profile>
-    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+/// The `floodgate` binary measured: `FLOODGATE_E2E_BIN` (bench/run sets
+/// it to the `dist` build), else the one of this build.
+fn floodgate() -> PathBuf {
+    floodgate_e2e::floodgate_bin()
 }
 
 /// Runs `floodgate bench --json` with `extra` and returns its summary.
@@ -101,7 +102,7 @@ fn bench_on(
     seconds: u64,
     extra: &[&str],
 ) -> Value {
-    let out = Command::new(build_dir().join("floodgate"))
+    let out = Command::new(floodgate())
         .args(["bench", "--json", "--target", target, "--domain", "bench"])
         .args(["--duration", &format!("{seconds}s")])
         .args(["--connections", &connections.to_string()])
@@ -154,6 +155,11 @@ struct Closed {
     /// Calls/s answered by the server's store (not degraded).
     store_rates: Vec<f64>,
     ratios: Vec<f64>,
+    /// h2load's calls/s and ratio to the ceiling's, per round.
+    h2load: Vec<f64>,
+    h2load_ratios: Vec<f64>,
+    /// Calls h2load saw fail (it does not read grpc-status: see [`h2load`]).
+    h2load_failed: u64,
     p50: Vec<f64>,
     p99: Vec<f64>,
     errors: u64,
@@ -166,11 +172,11 @@ async fn main() {
     let plan = Plan::from_args();
     let port = free_port();
     let baseline = Baseline(
-        Command::new(build_dir().join("examples").join("baseline"))
-            .arg(format!("127.0.0.1:{port}"))
+        Command::new(floodgate())
+            .args(["ceiling", "--addr", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
             .spawn()
-            .expect("build it first: cargo build -p floodgate-server --example baseline"),
+            .expect("build it first: cargo build -p floodgate-server --bin floodgate"),
     );
     let baseline_addr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_until_listening(baseline_addr, || None).await;
@@ -245,9 +251,22 @@ async fn main() {
     let mut evalsha = [0u64; 2];
     let mut closed: Vec<Closed> = targets.iter().map(|_| Closed::default()).collect();
     let mut max_clients = 0;
+    let body = h2load_body();
+    let with_h2load = Command::new("h2load").arg("--version").output().is_ok();
     for _ in 0..plan.rounds {
         let mut base = 0.0;
+        let mut h2load_base = 0.0;
         for (i, (_, target)) in targets.iter().enumerate() {
+            if with_h2load {
+                let (rate, failed) = h2load(target, &plan, body.path());
+                if i == 0 {
+                    h2load_base = rate;
+                }
+                let c = &mut closed[i];
+                c.h2load.push(rate);
+                c.h2load_ratios.push(rate / f64::max(h2load_base, 1.0));
+                c.h2load_failed += failed;
+            }
             let before = evalsha_calls();
             let s = bench(target, &plan, plan.seconds, &["--keys", "uniform:10000"]);
             if i == 2 || i == 3 {
@@ -278,20 +297,42 @@ async fn main() {
     }
     println!();
     println!(
-        "| server | calls/s (median) | ratio to baseline (median of rounds) | p50 | p99 | errors | degraded |"
+        "| server | floodgate bench calls/s | ratio to ceiling | h2load calls/s | ratio to ceiling | p50 | p99 | errors | degraded |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     // A row with degraded answers counts calls the store did not decide:
     // its calls/s is not the store's (see the half-load table's rate).
+    let or_none = |xs: &[f64], digits: usize| match xs {
+        [] => "-".to_owned(),
+        _ => format!("{:.digits$}", median(xs.to_vec())),
+    };
     for ((name, _), c) in targets.iter().zip(&closed) {
         println!(
-            "| {name} | {:.0} | {:.2} | {:.2} ms | {:.2} ms | {} | {} |",
+            "| {name} | {:.0} | {:.2} | {} | {} | {:.2} ms | {:.2} ms | {} | {} |",
             median(c.rates.clone()),
             median(c.ratios.clone()),
+            or_none(&c.h2load, 0),
+            or_none(&c.h2load_ratios, 2),
             median(c.p50.clone()) / 1000.0,
             median(c.p99.clone()) / 1000.0,
-            c.errors,
+            c.errors + c.h2load_failed,
             c.degraded,
+        );
+    }
+    println!(
+        "(medians of {} alternating round(s); p50, p99, degraded: floodgate bench; \
+         h2load: {}; errors: both)",
+        plan.rounds,
+        if with_h2load {
+            "1 thread, the same connections x streams, one descriptor (user=hot)"
+        } else {
+            "not installed (apt-get install nghttp2-client)"
+        }
+    );
+    if with_h2load {
+        println!(
+            "the generators on the ceiling: floodgate bench {:.2}x h2load",
+            median(closed[0].rates.clone()) / median(closed[0].h2load.clone()).max(1.0)
         );
     }
 
@@ -438,37 +479,27 @@ async fn main() {
     );
     drop(flooded);
 
-    // 5. h2load against the baseline: the generator's headroom.
-    if Command::new("h2load").arg("--version").output().is_ok() {
-        let body = h2load_body();
-        let out = Command::new("h2load")
-            .args(["-D", &plan.seconds.to_string(), "-t", "1"])
-            .args(["-c", &plan.connections.to_string()])
-            .args(["-m", &plan.streams.to_string()])
-            .arg("-d")
-            .arg(body.path())
-            .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
-            .arg(format!(
-                "http://{baseline_addr}/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
-            ))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let h2load = text
-            .lines()
-            .find_map(|l| l.strip_prefix("finished in "))
-            .and_then(|l| l.split(", ").nth(1))
-            .and_then(|r| r.trim_end_matches(" req/s").parse::<f64>().ok())
-            .unwrap_or(0.0);
-        let ours = bench(&targets[0].1, &plan, plan.seconds, &["--keys", "hot"]);
-        let ours = ours["calls_per_second"].as_f64().unwrap();
-        println!();
-        println!(
-            "the generator against the baseline, hot key: h2load -t 1 {h2load:.0} calls/s, \
-             floodgate bench {ours:.0} calls/s ({:.2}x h2load)",
-            ours / h2load.max(1.0)
-        );
-    }
+    // 4b. The rules: a domain of 100,000 descriptors (4 files, merged),
+    // against the bench's own rules.
+    let descriptors = if plan.flood < 1_000_000 {
+        4_000
+    } else {
+        100_000
+    };
+    let big = big_domain(descriptors);
+    let small = ServerProcess::start(rules.path(), &["--merge-domains"], &[]).await;
+    let loaded = ServerProcess::start(big.path(), &["--merge-domains"], &[]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (small_rss, big_rss) = (rss_kib(small.pid()), rss_kib(loaded.pid()));
+    println!(
+        "rules: a domain of {descriptors} descriptors (key user, one value each, a limit each): \
+         RSS {:.1} MiB against {:.1} MiB with the bench's rules ({:.0} bytes per descriptor)",
+        big_rss as f64 / 1024.0,
+        small_rss as f64 / 1024.0,
+        (big_rss.saturating_sub(small_rss) * 1024) as f64 / descriptors as f64,
+    );
+    drop((small, loaded));
+
     drop(baseline);
 }
 
@@ -549,6 +580,63 @@ async fn tls_rows(plan: &Plan, rules: &Path, plaintext: &str) {
             c.errors,
         );
     }
+}
+
+/// A rules directory of one domain, `big`, with `descriptors` values of
+/// `user`, each with its own limit, in 4 files (a file holds at most about
+/// 100,000 descriptors; the server merges them with --merge-domains).
+fn big_domain(descriptors: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let per_file = descriptors.div_ceil(4);
+    for part in 0..4 {
+        let mut yaml = String::from("domain: big\ndescriptors:\n");
+        for i in part * per_file..((part + 1) * per_file).min(descriptors) {
+            yaml.push_str(&format!(
+                "  - key: user\n    value: u{i}\n    rate_limit: {{unit: minute, requests_per_unit: {}}}\n",
+                i % 1_000 + 1
+            ));
+        }
+        std::fs::write(dir.path().join(format!("big{part}.yaml")), yaml).unwrap();
+    }
+    dir
+}
+
+/// `h2load` on `target` (`http://ADDR`) for the plan's seconds with its
+/// callers: calls/s, and calls it counted failed or errored. h2load does
+/// not read gRPC trailers, so a call answered with an error status counts
+/// as a success: the floodgate bench run of the same round checks answers.
+fn h2load(target: &str, plan: &Plan, body: &Path) -> (f64, u64) {
+    let out = Command::new("h2load")
+        .args(["-D", &plan.seconds.to_string(), "-t", "1"])
+        .args(["-c", &plan.connections.to_string()])
+        .args(["-m", &plan.streams.to_string()])
+        .arg("-d")
+        .arg(body)
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .arg(format!(
+            "{target}/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rate = text
+        .lines()
+        .find_map(|l| l.strip_prefix("finished in "))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|r| r.trim_end_matches(" req/s").parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("h2load said: {text}"));
+    // "requests: 10 total, 10 started, 10 done, 8 succeeded, 1 failed, 1 errored, 0 timeout"
+    let count = |what: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("requests: "))
+            .and_then(|l| {
+                l.split(", ")
+                    .find_map(|p| p.strip_suffix(what))
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    (rate, count(" failed") + count(" errored"))
 }
 
 /// The gRPC-framed request h2load sends (one hot key).

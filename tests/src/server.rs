@@ -172,7 +172,12 @@ descriptors:
 /// The `floodgate` binary of this build: next to the test executables'
 /// `deps/` directory. `cargo test --workspace` (the README's test command)
 /// builds it; after `cargo test -p floodgate-e2e` alone, build it first.
+/// `FLOODGATE_E2E_BIN` names another one (`bench/run` measures the `dist`
+/// build with a debug driver).
 pub fn floodgate_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("FLOODGATE_E2E_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
         .parent()

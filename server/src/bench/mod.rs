@@ -393,8 +393,8 @@ fn spawn_driver(
 }
 
 /// The "no work at all" baseline: an RLS service that answers OK at once.
-/// Benchmarks state every figure as a ratio to it (`server/examples/baseline.rs`
-/// serves it).
+/// Benchmarks state every figure as a ratio to it (`floodgate ceiling`
+/// serves it, [`serve_ceiling`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AlwaysOk;
 
@@ -409,6 +409,22 @@ impl floodgate_proto::RateLimitService for AlwaysOk {
             ..Default::default()
         }))
     }
+}
+
+/// Serves [`AlwaysOk`] on `addr` on a plain tonic server (no limits, no
+/// layers) until Ctrl-C or SIGTERM.
+pub async fn serve_ceiling(addr: &str) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    tonic::transport::Server::builder()
+        .add_service(floodgate_proto::RateLimitServiceServer::new(AlwaysOk))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            crate::shutdown::signal(),
+        )
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Runs the load described by `args` and returns what it measured, or why

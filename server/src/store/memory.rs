@@ -38,11 +38,9 @@ const EVICTION_SAMPLE: usize = 8;
 enum State {
     /// Fixed window: the window's count.
     Count(u64),
-    /// Sliding window: counts of the window starting at `start_ms` and of the one before.
-    Sliding {
-        start_ms: f64,
-        counts: SlidingCounts,
-    },
+    /// Sliding window: counts of the window starting at `start_ms` and of
+    /// the one before (boxed: the largest state, and the least used).
+    Sliding(Box<(f64, SlidingCounts)>),
     /// Token bucket.
     Bucket(Bucket),
     /// GCRA: the theoretical arrival time.
@@ -54,14 +52,42 @@ enum State {
     },
 }
 
+/// One key's entry. Kept small (`entry_is_small` holds its size): the
+/// store holds up to `memory_max_entries` of them, each in a slot of the
+/// shard's table beside its key.
 #[derive(Debug)]
 struct Entry {
     state: State,
-    /// Unix time after which the state is no longer needed.
-    expires_at: Duration,
+    /// Unix time, in nanoseconds (saturated), after which the state is no
+    /// longer needed.
+    expires_ns: u64,
 }
 
-type Shard = HashMap<String, Entry>;
+impl Entry {
+    fn new(state: State, expires_at: Duration) -> Entry {
+        Entry {
+            state,
+            expires_ns: nanos(expires_at),
+        }
+    }
+
+    /// Still needed at `now`.
+    fn live_at(&self, now: Duration) -> bool {
+        self.expires_ns > nanos(now)
+    }
+
+    fn expires_at(&self) -> Duration {
+        Duration::from_nanos(self.expires_ns)
+    }
+}
+
+/// `d` in nanoseconds, saturated (`u64` nanoseconds reach the year 2554).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The keys are boxed strings: 16 bytes in the slot, not a `String`'s 24.
+type Shard = HashMap<Box<str>, Entry>;
 
 /// Sharded in-memory counters.
 #[derive(Debug)]
@@ -104,9 +130,11 @@ impl MemoryStore {
     /// stores the new state.
     fn evaluate(&self, shard: &mut Shard, check: &Check, now: Duration, take: bool) -> Outcome {
         let now_ms = now.as_secs_f64() * 1_000.0;
-        let current = shard
-            .get(check.key.as_str())
-            .filter(|e| e.expires_at > now)
+        // One lookup: the entry read is the one written.
+        let existing = shard.get_mut(check.key.as_str());
+        let current = existing
+            .as_deref()
+            .filter(|e| e.live_at(now))
             .map(|e| &e.state);
         let hits = check.hits;
         let (outcome, next, ttl) = match &check.limit {
@@ -121,7 +149,11 @@ impl MemoryStore {
             }
         };
         if let (true, Some(state)) = (take, next) {
-            self.store(shard, &check.key, state, now.saturating_add(ttl), now);
+            let entry = Entry::new(state, now.saturating_add(ttl));
+            match existing {
+                Some(existing) => *existing = entry,
+                None => self.insert(shard, &check.key, entry, now),
+            }
         }
         outcome
     }
@@ -135,15 +167,19 @@ impl MemoryStore {
         expires_at: Duration,
         now: Duration,
     ) {
-        let entry = Entry { state, expires_at };
-        if let Some(existing) = shard.get_mut(key) {
-            *existing = entry;
-        } else {
-            if shard.len() >= self.per_shard {
-                self.evict_one(shard, now);
-            }
-            shard.insert(key.to_owned(), entry);
+        let entry = Entry::new(state, expires_at);
+        match shard.get_mut(key) {
+            Some(existing) => *existing = entry,
+            None => self.insert(shard, key, entry, now),
         }
+    }
+
+    /// Adds `key`, not in the shard, evicting another key if it is full.
+    fn insert(&self, shard: &mut Shard, key: &str, entry: Entry, now: Duration) {
+        if shard.len() >= self.per_shard {
+            self.evict_one(shard, now);
+        }
+        shard.insert(key.into(), entry);
     }
 
     /// A capacity check ([`capacity::decide`]) over the rule's window,
@@ -171,7 +207,7 @@ impl MemoryStore {
         let (decided, held) = self.decide_in_window(shard, check, call, (now, start_ms), take);
         let expires_at = expires_after(held);
         if take && let Some(entry) = shard.get_mut(check.key.as_str()) {
-            entry.expires_at = expires_at;
+            entry.expires_ns = nanos(expires_at);
         }
         Outcome {
             allowed: decided.verdict.admitted(),
@@ -206,7 +242,7 @@ impl MemoryStore {
         };
         let live = shard
             .get_mut(check.key.as_str())
-            .filter(|e| e.expires_at > now)
+            .filter(|e| e.live_at(now))
             .and_then(|e| match &mut e.state {
                 State::Capacity { start_ms, window } => Some((start_ms, window)),
                 _ => None,
@@ -300,8 +336,8 @@ impl MemoryStore {
         let victim = shard
             .iter()
             .take(EVICTION_SAMPLE)
-            .min_by_key(|(_, e)| e.expires_at)
-            .map(|(k, e)| (k.clone(), e.expires_at <= now));
+            .min_by_key(|(_, e)| e.expires_ns)
+            .map(|(k, e)| (k.clone(), !e.live_at(now)));
         if let Some((key, expired)) = victim {
             shard.remove(&key);
             if !expired {
@@ -317,7 +353,7 @@ impl MemoryStore {
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
             let before = shard.len();
-            shard.retain(|_, e| e.expires_at > now);
+            shard.retain(|_, e| e.live_at(now));
             removed += before - shard.len();
         }
         removed
@@ -334,12 +370,12 @@ impl MemoryStore {
             for (key, entry) in shard.drain() {
                 if let State::Count(count) = entry.state
                     && count > 0
-                    && entry.expires_at > now
+                    && entry.live_at(now)
                 {
                     taken.push(WindowCount {
-                        key,
+                        key: key.into_string(),
                         hits: count,
-                        reset_after: entry.expires_at - now,
+                        reset_after: entry.expires_at() - now,
                     });
                 }
             }
@@ -433,27 +469,21 @@ fn sliding_window(current: Option<&State>, hits: u64, rate: Rate, now_ms: f64) -
     let period = rate.period_ms;
     let start_ms = (now_ms / period).floor() * period;
     let counts = match current {
-        Some(State::Sliding {
-            start_ms: s,
-            counts,
-        }) if *s == start_ms => *counts,
-        Some(State::Sliding {
-            start_ms: s,
-            counts,
-        }) if *s + period == start_ms => SlidingCounts {
-            previous: counts.current,
+        Some(State::Sliding(stored)) if stored.0 == start_ms => stored.1,
+        Some(State::Sliding(stored)) if stored.0 + period == start_ms => SlidingCounts {
+            previous: stored.1.current,
             current: 0,
         },
         _ => SlidingCounts::default(),
     };
     let (outcome, count) = algorithm::sliding_window(counts, rate, now_ms, hits);
-    let next = State::Sliding {
+    let next = State::Sliding(Box::new((
         start_ms,
-        counts: SlidingCounts {
+        SlidingCounts {
             current: count,
             ..counts
         },
-    };
+    )));
     // The current window's count matters until the end of the next one.
     let ttl = Duration::try_from_secs_f64((start_ms + 2.0 * period - now_ms) / 1_000.0)
         .unwrap_or(Duration::MAX);
@@ -508,7 +538,7 @@ impl CounterStore for MemoryStore {
             let mut shard = self.shard(&count.key);
             let live = shard
                 .get(count.key.as_str())
-                .filter(|e| e.expires_at > now)
+                .filter(|e| e.live_at(now))
                 .map(|e| &e.state);
             let (_, state, ttl) = fixed_window(live, count.hits, u64::MAX, count.reset_after);
             if let Some(state) = state {
@@ -549,6 +579,20 @@ impl CounterStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entry_is_small() {
+        // A table slot holds the key and its entry; the table keeps up to
+        // twice as many slots as entries, and the key's text is on the heap.
+        let slot = std::mem::size_of::<(Box<str>, Entry)>();
+        println!(
+            "slot {slot} bytes: key {}, entry {} (state {})",
+            std::mem::size_of::<Box<str>>(),
+            std::mem::size_of::<Entry>(),
+            std::mem::size_of::<State>()
+        );
+        assert!(slot <= 48, "a slot is {slot} bytes");
+    }
 
     fn fixed(key: &str, hits: u64, reset_after: u64) -> Check {
         Check {

@@ -329,3 +329,44 @@ async fn a_server_that_dies_mid_run_is_reconnected_and_counted_sanely() {
     );
     assert!(summary.reconnects >= 2, "{}", summary.reconnects);
 }
+
+/// `floodgate ceiling`, the ceiling `bench/run` measures against: OK to
+/// any call (a domain with no rules, no store), and a clear error for an
+/// address it cannot listen on.
+#[tokio::test]
+async fn the_ceiling_answers_ok_to_anything_and_says_why_it_cannot_listen() {
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", floodgate_e2e::free_port())
+        .parse()
+        .unwrap();
+    let mut ceiling = Command::new(floodgate_bin())
+        .args(["ceiling", "--addr", &addr.to_string()])
+        .spawn()
+        .unwrap();
+    floodgate_e2e::wait_until_listening(addr, || None).await;
+    let mut client = floodgate_proto::RateLimitServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let request = floodgate_e2e::request("no-such-domain", &[("user", "x")]);
+    let answer = client
+        .should_rate_limit(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        answer.overall_code,
+        floodgate_proto::rate_limit_response::Code::Ok as i32
+    );
+    ceiling.kill().unwrap();
+    ceiling.wait().unwrap();
+
+    let out = Command::new(floodgate_bin())
+        .args(["ceiling", "--addr", "not-an-address"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("floodgate ceiling: cannot listen on not-an-address: "),
+        "{stderr}"
+    );
+}

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use floodgate_e2e::degraded;
 use floodgate_e2e::load::{descriptor, hammer, request, through_failover};
-use floodgate_e2e::redis_command::{command, text};
+use floodgate_e2e::redis_command::{command, info_number, text};
+use floodgate_e2e::{
+    BENCH_RULES, ServerProcess, TestServer, config_with_rules, floodgate_bin, rules_dir,
+};
 use floodgate_e2e::{RedisCluster, key_slot};
-use floodgate_e2e::{ServerProcess, TestServer, config_with_rules, rules_dir};
 use floodgate_proto::rate_limit_response::Code;
 use floodgate_server::config::Config;
 use floodgate_server::store::redis::{RedisSettings, RedisTopology};
@@ -329,5 +331,69 @@ descriptors:
         total,
         admitted.values().sum::<usize>().to_string(),
         "the rule's hash holds the exact total"
+    );
+}
+
+/// Closed-loop load through Floodgate (`floodgate bench`, 16 connections x
+/// 16 streams, 10,000 users): every answer is Redis's, and concurrent calls
+/// share scripts, one per primary per batch. The deadline is raised (as in
+/// [`three_instances`]) so that the count does not depend on how busy this
+/// 2-core machine is: what is counted is how many scripts the calls took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_load_is_answered_by_the_cluster_in_shared_scripts() {
+    let cluster = RedisCluster::start();
+    let rules = rules_dir(&[("bench.yaml", BENCH_RULES)]);
+    let server = ServerProcess::start(
+        rules.path(),
+        &[
+            "--redis-mode",
+            "cluster",
+            "--redis-url",
+            &cluster.seed_urls(),
+        ],
+        &[("FLOODGATE_STORE_DEADLINE", "5s")],
+    )
+    .await;
+    let out = std::process::Command::new(floodgate_bin())
+        .args([
+            "bench",
+            "--json",
+            "--domain",
+            "bench",
+            "--requests",
+            "20000",
+        ])
+        .args([
+            "--duration",
+            "120s",
+            "--connections",
+            "16",
+            "--streams",
+            "16",
+        ])
+        .args(["--target", &format!("http://{}", server.grpc_addr)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let evalsha: u64 = cluster
+        .primary_ports()
+        .into_iter()
+        .map(|port| info_number(port, "commandstats", "cmdstat_evalsha", Some("calls")))
+        .sum();
+    eprintln!(
+        "20,000 calls, 256 callers, 3 primaries: {evalsha} EVALSHA, {} degraded, errors {}, {} calls/s",
+        summary["degraded"], summary["errors"], summary["calls_per_second"]
+    );
+    assert_eq!(summary["calls"], 20_000);
+    assert_eq!(summary["degraded"], 0, "{summary}");
+    assert_eq!(summary["errors"], serde_json::json!({}), "{summary}");
+    assert!(
+        evalsha <= 10_000,
+        "{evalsha} EVALSHA for 20,000 calls: at least 2 calls per script on average"
     );
 }

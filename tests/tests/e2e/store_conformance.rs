@@ -9,13 +9,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use floodgate_e2e::RedisServer;
-use floodgate_e2e::redis_command::info_number;
+use floodgate_e2e::redis_command::{command, info_number};
+use floodgate_e2e::{RedisCluster, RedisServer, key_slot};
 use floodgate_server::clock::Clock;
 use floodgate_server::limiter::MAX_HITS;
 use floodgate_server::model::algorithm::{Algorithm, Rate};
 use floodgate_server::store::memory::MemoryStore;
-use floodgate_server::store::redis::{RedisSettings, RedisStore};
+use floodgate_server::store::redis::{RedisSettings, RedisStore, RedisTopology};
 use floodgate_server::store::{Check, Commit, CounterStore, Limit, MAX_COUNT, StoreError};
 use redis::AsyncCommands;
 
@@ -143,11 +143,15 @@ async fn concurrent_increments_are_exact(store: Arc<dyn CounterStore>, key: Stri
 }
 
 fn redis_settings(server: &RedisServer) -> RedisSettings {
+    redis_settings_for(&server.url())
+}
+
+fn redis_settings_for(url: &str) -> RedisSettings {
     RedisSettings {
         connect_timeout: Duration::from_secs(2),
         command_timeout: Duration::from_secs(2),
         expiration_jitter_max: Duration::from_secs(300),
-        ..RedisSettings::single(server.url())
+        ..RedisSettings::single(url)
     }
 }
 
@@ -233,6 +237,122 @@ async fn concurrent_calls_are_coalesced_into_fewer_evalsha_and_count_exactly() {
         (16..=500).contains(&evalsha),
         "1,000 calls in {evalsha} EVALSHA: at least 2 calls each on average, at most 64"
     );
+}
+
+/// The EVALSHA each primary of `cluster` ran, and how many failed.
+fn evalsha_per_primary(cluster: &RedisCluster) -> Vec<(u64, u64)> {
+    let stat =
+        |port: u16, field: &str| info_number(port, "commandstats", "cmdstat_evalsha", Some(field));
+    cluster
+        .primary_ports()
+        .into_iter()
+        .map(|port| (stat(port, "calls"), stat(port, "failed_calls")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_on_a_cluster_are_coalesced_per_primary_and_count_exactly() {
+    let cluster = RedisCluster::start();
+    let settings = RedisSettings {
+        topology: RedisTopology::Cluster(
+            cluster.seed_urls().split(',').map(str::to_owned).collect(),
+        ),
+        ..redis_settings_for("")
+    };
+    let store = Arc::new(RedisStore::connect(&settings).await.unwrap());
+    // 50 callers, each on its own key (keys of many slots, on all three
+    // primaries), 20 calls each: 1,000 calls.
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let key = format!("caller{i}");
+                let mut seen = Vec::new();
+                for _ in 0..20 {
+                    seen.push(store.increment(&[hit(&key, 1)]).await.unwrap()[0]);
+                }
+                (key, seen)
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (key, seen) = t.await.unwrap();
+        assert_eq!(seen, (1..=20).collect::<Vec<u64>>(), "{key}");
+    }
+    let per_primary = evalsha_per_primary(&cluster);
+    let evalsha: u64 = per_primary.iter().map(|(calls, _)| calls).sum();
+    eprintln!("1,000 concurrent calls on 3 primaries in {evalsha} EVALSHA: {per_primary:?}");
+    assert!(
+        per_primary
+            .iter()
+            .all(|&(calls, failed)| calls > 0 && failed == 0),
+        "every primary ran scripts, none failed (no NOSCRIPT): {per_primary:?}"
+    );
+    assert!(
+        evalsha <= 500,
+        "1,000 calls in {evalsha} EVALSHA: at least 2 calls per script on average"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_check_whose_slot_moved_goes_again_where_the_slot_is_now() {
+    let cluster = RedisCluster::start();
+    let settings = RedisSettings {
+        topology: RedisTopology::Cluster(
+            cluster.seed_urls().split(',').map(str::to_owned).collect(),
+        ),
+        ..redis_settings_for("")
+    };
+    let store = RedisStore::connect(&settings).await.unwrap();
+    // Two keys of two slots, both on the first primary.
+    let (from, to) = (cluster.primary_ports()[0], cluster.primary_ports()[1]);
+    let mut keys = (0..)
+        .map(|n| format!("key{n}"))
+        .filter(|k| cluster.primary_for_key(k.as_bytes()) == from);
+    let stay = keys.next().unwrap();
+    let moves = keys
+        .find(|k| key_slot(k.as_bytes()) != key_slot(stay.as_bytes()))
+        .unwrap();
+    // The first call fetches the store's slot map.
+    assert_eq!(store.increment(&[hit(&stay, 1)]).await.unwrap(), [1]);
+    // Then the (empty) slot of `moves` goes to the second primary.
+    let to_id = cluster
+        .cluster_nodes()
+        .into_iter()
+        .find(|n| n.port == to)
+        .unwrap()
+        .id;
+    let slot = key_slot(moves.as_bytes()).to_string();
+    for port in [to, from, cluster.primary_ports()[2]] {
+        command(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]).unwrap();
+    }
+    // One call, both keys: one script on the first primary (the stale map
+    // says both are there), which refuses `moves`; `moves` goes again alone.
+    assert_eq!(
+        store
+            .increment(&[hit(&stay, 1), hit(&moves, 1)])
+            .await
+            .unwrap(),
+        [2, 1]
+    );
+    assert_eq!(
+        store
+            .increment(&[hit(&stay, 1), hit(&moves, 1)])
+            .await
+            .unwrap(),
+        [3, 2]
+    );
+    let get = |port: u16, key: &str| {
+        command(port, &["GET", key])
+            .ok()
+            .and_then(|v| floodgate_e2e::redis_command::text(&v))
+    };
+    assert_eq!(
+        get(to, &moves).as_deref(),
+        Some("2"),
+        "counted where its slot is now"
+    );
+    assert_eq!(get(from, &stay).as_deref(), Some("3"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,11 @@
 //! is still exact, but a check that passed the peek can be rejected in the
 //! apply while the others take their hits.
 //!
+//! Under load, calls whose checks stand alone are coalesced: one script
+//! per primary per batch, over the checks of all the slots it serves
+//! (`batch.rs`, with the [`SlotOwners`] map). A call's checks on two
+//! primaries are then in two scripts, as they are alone.
+//!
 //! Failures: if one slot's call fails, the request fails (`UNAVAILABLE`),
 //! though the other slots may already have counted it. And redis-rs retries
 //! a command after a timeout or a dropped connection (while a primary fails
@@ -28,9 +33,79 @@
 //! cluster is healthy and may over-count (never under-count) during a
 //! failover. `redis_command_timeout` bounds the whole call, retries included.
 
+use std::collections::HashMap;
+
 use redis::cluster_routing::Slot;
 
 use crate::store::Check;
+
+/// Which primary serves each slot (as `CLUSTER SLOTS` said when asked), by
+/// index: what coalescing groups a batch's checks by, one script per
+/// primary (see `batch.rs`). It may be stale: a script that meets a key its
+/// node does not serve answers that check with [`NOT_LOCAL`], and the check
+/// goes again on its own.
+#[derive(Debug)]
+pub(super) struct SlotOwners {
+    owner: HashMap<Slot, u16>,
+}
+
+/// What Redis says when a script touches a key another node serves. It says
+/// it before running the command, so that check wrote nothing.
+pub(super) const NOT_LOCAL: &str = "non local key";
+
+impl SlotOwners {
+    /// Parses a `CLUSTER SLOTS` reply: `[[start, end, [host, port, ..], ..], ..]`.
+    /// `None` when it is not one, or when a slot has no primary.
+    pub(super) fn parse(reply: &redis::Value) -> Option<SlotOwners> {
+        use redis::Value;
+        let int = |v: &Value| match v {
+            Value::Int(n) => usize::try_from(*n).ok(),
+            _ => None,
+        };
+        let Value::Array(ranges) = reply else {
+            return None;
+        };
+        let mut nodes: Vec<&[Value]> = Vec::new();
+        let mut owner = HashMap::new();
+        for range in ranges {
+            let Value::Array(range) = range else {
+                return None;
+            };
+            let [start, end, Value::Array(primary), ..] = range.as_slice() else {
+                return None;
+            };
+            let address = primary.get(..2)?;
+            let index = match nodes.iter().position(|n| *n == address) {
+                Some(i) => i,
+                None => {
+                    nodes.push(address);
+                    nodes.len() - 1
+                }
+            };
+            let index = u16::try_from(index).ok()?;
+            for slot in u16::try_from(int(start)?).ok()?..=u16::try_from(int(end)?).ok()? {
+                owner.insert(Slot::new(slot)?, index);
+            }
+        }
+        // Every slot served (Slot::new refuses numbers past the last).
+        (owner.len() == 16_384).then_some(SlotOwners { owner })
+    }
+
+    /// The checks' indexes grouped by the primary that serves their slot,
+    /// in order of first appearance.
+    pub(super) fn by_node<'c>(&self, checks: impl Iterator<Item = &'c Check>) -> Vec<Group> {
+        let mut nodes: Vec<(u16, Group)> = Vec::new();
+        for (i, check) in checks.enumerate() {
+            let slot = Slot::for_key(check.key.as_bytes());
+            let node = self.owner.get(&slot).copied().unwrap_or(u16::MAX);
+            match nodes.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, group)) => group.push(i),
+                None => nodes.push((node, vec![i])),
+            }
+        }
+        nodes.into_iter().map(|(_, group)| group).collect()
+    }
+}
 
 /// One script call: the indexes (into the request's checks) of one slot's keys.
 pub(super) type Group = Vec<usize>;
@@ -78,6 +153,47 @@ mod tests {
         ];
         let groups = by_slot(&checks);
         assert_eq!(groups, vec![vec![0, 2, 3], vec![1]]);
+    }
+
+    /// A `CLUSTER SLOTS` reply: `(start, end, primary port)` per range.
+    fn cluster_slots(ranges: &[(i64, i64, i64)]) -> redis::Value {
+        use redis::Value;
+        Value::Array(
+            ranges
+                .iter()
+                .map(|&(start, end, port)| {
+                    let node = Value::Array(vec![
+                        Value::BulkString(b"127.0.0.1".to_vec()),
+                        Value::Int(port),
+                        Value::BulkString(format!("id{port}").into_bytes()),
+                    ]);
+                    Value::Array(vec![Value::Int(start), Value::Int(end), node])
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn checks_group_by_the_primary_that_serves_their_slot() {
+        // Two ranges on one primary, as after a resharding.
+        let reply = cluster_slots(&[
+            (0, 5_000, 7000),
+            (5_001, 10_000, 7001),
+            (10_001, 16_383, 7000),
+        ]);
+        let owners = SlotOwners::parse(&reply).unwrap();
+        // Slots 12182 ("foo") and 3300 ("b") on 7000, 7365 ("c") on 7001.
+        let checks = [check("foo"), check("c"), check("b"), check("{c}x")];
+        assert_eq!(owners.by_node(checks.iter()), vec![vec![0, 2], vec![1, 3]]);
+    }
+
+    #[test]
+    fn a_slot_map_with_a_hole_or_of_another_shape_is_refused() {
+        let hole = cluster_slots(&[(0, 5_000, 7000), (5_002, 16_383, 7001)]);
+        assert!(SlotOwners::parse(&hole).is_none());
+        let past_the_end = cluster_slots(&[(0, 16_384, 7000)]);
+        assert!(SlotOwners::parse(&past_the_end).is_none());
+        assert!(SlotOwners::parse(&redis::Value::Int(1)).is_none());
     }
 
     #[test]

@@ -13,8 +13,10 @@
 //! `sentinel.rs`); a failed attempt is a [`ConnectError`] (`error.rs`). On a
 //! single node or a Sentinel-managed master a request is one `EVALSHA` over
 //! all its keys; on Redis Cluster it is one `EVALSHA` per hash slot, sent concurrently
-//! (`cluster.rs`). Under load, on a single node or Sentinel, concurrent
-//! calls share one `EVALSHA` (`batch.rs`: nothing waits to fill a batch).
+//! (`cluster.rs`). Under load, concurrent calls share one `EVALSHA`
+//! (`batch.rs`: nothing waits to fill a batch): one per batch on a single
+//! node or Sentinel, one per primary per batch on a cluster (Redis 7 and
+//! later: `apply_node.lua`).
 
 mod batch;
 mod cluster;
@@ -56,6 +58,12 @@ pub struct RedisStore {
     /// The coalescing task's handle, started by the first call (inside the
     /// runtime) and shared by the store's clones.
     batch: Arc<OnceLock<Arc<batch::Batcher>>>,
+    /// Cluster: `apply_node.lua` loaded on every primary (Redis 7 and
+    /// later), so coalescing sends one script per primary.
+    per_node: bool,
+    /// Cluster: which primary serves each slot, fetched when first needed
+    /// and dropped when a script met a key its node does not serve.
+    owners: Arc<std::sync::Mutex<Option<Arc<cluster::SlotOwners>>>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -85,6 +93,8 @@ impl RedisStore {
             local_time: None,
             batch_max: settings.batch_max,
             batch: Arc::default(),
+            per_node: false,
+            owners: Arc::default(),
         };
         // Load the scripts up front so that the first burst of calls does
         // not race into NOSCRIPT; after a Redis restart, NOSCRIPT reloads them.
@@ -97,15 +107,32 @@ impl RedisStore {
                 &e,
             )
         })?;
-        Ok(store)
+        Ok(store.with_per_node().await)
     }
 
-    /// The coalescing task (single node and Sentinel; a cluster already
-    /// groups by slot), started on first use over a copy of this store
-    /// that sends each batch itself. Called from a call, so always inside
-    /// the runtime.
+    /// On a cluster, loads `apply_node.lua` on every primary; where that
+    /// fails (Redis before 7), coalescing stays off and each call sends
+    /// one script per slot, as before.
+    async fn with_per_node(mut self) -> Self {
+        if self.mode == RedisMode::Cluster && self.batch_max > 1 {
+            match self.load_on(&self.scripts.apply_node, Primaries::All).await {
+                Ok(()) => self.per_node = true,
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "Redis Cluster: cannot load the per-node script (Redis 7 or later needed): \
+                     calls are not coalesced"
+                ),
+            }
+        }
+        self
+    }
+
+    /// The coalescing task (single node, Sentinel, and a cluster whose
+    /// primaries took `apply_node.lua`), started on first use over a copy
+    /// of this store that sends each batch itself. Called from a call, so
+    /// always inside the runtime.
     fn batcher(&self) -> Option<&Arc<batch::Batcher>> {
-        if self.batch_max <= 1 || self.mode == RedisMode::Cluster {
+        if self.batch_max <= 1 || (self.mode == RedisMode::Cluster && !self.per_node) {
             return None;
         }
         Some(self.batch.get_or_init(|| {
@@ -206,14 +233,35 @@ impl RedisStore {
         for check in checks.clone() {
             cmd.arg(check.key.as_str());
         }
-        match &self.local_time {
-            Some(clock) => cmd.arg((clock.now().as_secs_f64() * 1_000.0).to_string()),
-            None => cmd.arg(""),
-        };
+        self.push_now(&mut cmd);
         for check in checks {
             self.push_check(&mut cmd, check);
         }
         cmd
+    }
+
+    /// One EVALSHA of `apply_node.lua` over `checks` (layout in that
+    /// script): the first key declared, every key after the checks.
+    fn node_command(&self, checks: &[&Check]) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.scripts.apply_node.hash).arg(1);
+        cmd.arg(checks.first().map_or("", |c| c.key.as_str()));
+        self.push_now(&mut cmd);
+        for check in checks {
+            self.push_check(&mut cmd, check);
+        }
+        for check in checks {
+            cmd.arg(check.key.as_str());
+        }
+        cmd
+    }
+
+    /// The scripts' "now": Redis's TIME (empty) or the test clock.
+    fn push_now(&self, cmd: &mut redis::Cmd) {
+        match &self.local_time {
+            Some(clock) => cmd.arg((clock.now().as_secs_f64() * 1_000.0).to_string()),
+            None => cmd.arg(""),
+        };
     }
 
     /// One check's eight arguments (layout in `scripts/common.lua`). Only
@@ -301,10 +349,21 @@ impl RedisStore {
         driver: &Driver,
         checks: impl Iterator<Item = &'c Check> + Clone,
     ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
+        let cmd = self.command(driver, checks.clone());
+        self.run_each(driver, &cmd, checks).await
+    }
+
+    /// Sends `cmd`, an EVALSHA of `driver` over `checks`, with one reload
+    /// and retry on NOSCRIPT; each check's own result.
+    async fn run_each<'c>(
+        &self,
+        driver: &Driver,
+        cmd: &redis::Cmd,
+        checks: impl Iterator<Item = &'c Check> + Clone,
+    ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
         let expected = checks.clone().count();
         let first = checks.clone().next();
-        let cmd = self.command(driver, checks.clone());
-        let replies: Vec<Vec<redis::Value>> = match self.query(&cmd).await {
+        let replies: Vec<Vec<redis::Value>> = match self.query(cmd).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 // Redis restarted, failed over or flushed its scripts: load
                 // this driver where the keys live, then run it again.
@@ -312,7 +371,7 @@ impl RedisStore {
                 self.load_on(driver, Primaries::OfKey(key))
                     .await
                     .map_err(store_error)?;
-                self.query(&cmd).await.map_err(store_error)?
+                self.query(cmd).await.map_err(store_error)?
             }
             other => other.map_err(store_error)?,
         };
@@ -418,8 +477,9 @@ impl RedisStore {
         Ok(out)
     }
 
-    /// Runs the checks: one EVALSHA on a single node or Sentinel (shared
-    /// with concurrent calls when coalescing), one per slot on a cluster.
+    /// Runs the checks: one EVALSHA on a single node or Sentinel, one per
+    /// slot on a cluster; when coalescing, shared with concurrent calls
+    /// (one per primary on a cluster).
     async fn apply_checks(
         &self,
         checks: &[Check],
@@ -429,12 +489,12 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let driver = self.scripts.get(commit);
+        if commit == Commit::Each
+            && let Some(batch) = self.batcher()
+        {
+            return batch.apply(checks).await;
+        }
         if !matches!(self.connection, Connection::Cluster(_)) {
-            if commit == Commit::Each
-                && let Some(batch) = self.batcher()
-            {
-                return batch.apply(checks).await;
-            }
             return self.eval(driver, checks.iter()).await;
         }
         let groups = cluster::by_slot(checks);
@@ -571,6 +631,9 @@ struct Scripts {
     apply: Driver,
     all_or_nothing: Driver,
     peek: Driver,
+    /// `apply` over the slots of one cluster primary (Redis 7: the
+    /// shebang's flag must be the script's first line).
+    apply_node: Driver,
 }
 
 impl Default for Scripts {
@@ -579,6 +642,10 @@ impl Default for Scripts {
             apply: Driver::new(with_algorithms!("scripts/apply.lua")),
             all_or_nothing: Driver::new(with_algorithms!("scripts/all_or_nothing.lua")),
             peek: Driver::new(with_algorithms!("scripts/peek.lua")),
+            apply_node: Driver::new(concat!(
+                "#!lua flags=allow-cross-slot-keys\n",
+                with_algorithms!("scripts/apply_node.lua")
+            )),
         }
     }
 }
