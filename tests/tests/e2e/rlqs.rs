@@ -851,4 +851,55 @@ mod stream {
         assert_eq!(errors, Some(5));
         server.stop().await.unwrap();
     }
+
+    /// A stream is a request in flight for as long as it lives: past
+    /// `idle_timeout` (and the `header_read_timeout` a GOAWAY'd connection
+    /// gets), it still answers; a connection idle after a call is closed.
+    #[tokio::test]
+    async fn a_stream_keeps_its_connection_busy_past_idle_timeout() {
+        let rules = rules_dir(&[("edge.yaml", RULES)]);
+        let mut config = config_with_rules(rules.path());
+        config.listeners.idle_timeout = Duration::from_millis(400);
+        config.listeners.header_read_timeout = Duration::from_millis(300);
+        let server = TestServer::start(config).await;
+        let port = server.grpc_addr.port();
+        let mut c = Client::open(port).await;
+        // Another connection, idle after one call.
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_addr))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .unwrap();
+        // Each report names a new (unlimited) bucket, so each gets an answer.
+        let start = Instant::now();
+        for i in 0..8 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let user = format!("v{i}");
+            c.report("edge", &[(user.as_str(), 1, 0)]).await;
+            let answer = c
+                .answer()
+                .await
+                .map(|a| describe(&a))
+                .map_err(|e| format!("{e:?}"));
+            assert_eq!(
+                answer,
+                Ok(vec![format!("{user}: allow ttl 60s")]),
+                "answer {i}, {:?} after the stream opened",
+                start.elapsed()
+            );
+        }
+        let idle = "floodgate_connection_timeouts_total{listener=\"grpc\",kind=\"idle\"}";
+        assert_eq!(
+            metric::<u64>(server.http_addr, idle).await,
+            Some(1),
+            "the health check's connection, not the stream's"
+        );
+        server.stop().await.unwrap();
+    }
 }
