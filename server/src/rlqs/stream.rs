@@ -77,6 +77,42 @@ pub(super) struct StreamState {
     buckets: HashMap<Entries, BucketState>,
 }
 
+/// One message's usages, at most `max_buckets_per_stream` of them, with
+/// the counts of a bucket named twice summed: `(bucket, allowed, allowed +
+/// denied)` in the order first named.
+fn merged(
+    reports: &RateLimitQuotaUsageReports,
+    shared: &Shared,
+) -> Result<Vec<(Entries, u64, u64)>, StreamError> {
+    let max = shared.settings.max_buckets_per_stream;
+    let usages = &reports.bucket_quota_usages;
+    if usages.len() > max {
+        return Err(StreamError::Invalid(format!(
+            "a usage reports message has {} bucket usages, more than rlqs_max_buckets_per_stream ({max})",
+            usages.len()
+        )));
+    }
+    let mut index: HashMap<Entries, usize> = HashMap::new();
+    let mut out: Vec<(Entries, u64, u64)> = Vec::new();
+    for usage in usages {
+        let entries = Entries::parse(usage.bucket_id.as_ref(), &shared.limits)
+            .map_err(StreamError::Invalid)?;
+        let (allowed, denied) = (usage.num_requests_allowed, usage.num_requests_denied);
+        let count = allowed.saturating_add(denied);
+        match index.get(&entries).and_then(|&i| out.get_mut(i)) {
+            Some(seen) => {
+                seen.1 = seen.1.saturating_add(allowed);
+                seen.2 = seen.2.saturating_add(count);
+            }
+            None => {
+                index.insert(entries.clone(), out.len());
+                out.push((entries, allowed, count));
+            }
+        }
+    }
+    Ok(out)
+}
+
 impl StreamState {
     /// A stream called `id`.
     pub(super) fn new(id: String) -> Self {
@@ -102,10 +138,8 @@ impl StreamState {
         let now = Instant::now();
         let rules = shared.limiter.rules().current();
         let mut actions = Vec::new();
-        for usage in &reports.bucket_quota_usages {
+        for (entries, allowed, count) in merged(reports, shared)? {
             shared.metrics.report();
-            let entries = Entries::parse(usage.bucket_id.as_ref(), &shared.limits)
-                .map_err(StreamError::Invalid)?;
             if !self.buckets.contains_key(&entries)
                 && self.buckets.len() >= shared.settings.max_buckets_per_stream
             {
@@ -114,9 +148,6 @@ impl StreamState {
                     shared.settings.max_buckets_per_stream
                 )));
             }
-            let count = usage
-                .num_requests_allowed
-                .saturating_add(usage.num_requests_denied);
             let (state, elapsed) = self.track(shared, &entries, now, count > 0);
             if now.duration_since(state.last_active) >= shared.settings.abandon_after {
                 self.buckets.remove(&entries);
@@ -131,7 +162,7 @@ impl StreamState {
                 .filter(|_| !shared.limiter.shadow_mode());
             let call = target
                 .as_ref()
-                .map(|t| self.call(shared, t, &entries, (usage.num_requests_allowed, demand)));
+                .map(|t| self.call(shared, t, &entries, (allowed, demand)));
             if let Some(action) = self.settle(shared, &domain, &entries, call, now).await {
                 actions.push(action);
             }

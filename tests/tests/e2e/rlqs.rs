@@ -469,6 +469,21 @@ mod store {
             .with_local_time(clock.clone());
         let in_redis = shares(&store, &clock, "k").await;
         assert_eq!(in_memory, in_redis);
+        // The script is run by its SHA (loaded on NOSCRIPT), not sent whole.
+        let mut cli = redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut cli)
+            .await
+            .unwrap();
+        assert!(
+            stats.contains("cmdstat_evalsha:calls=9,") && !stats.contains("cmdstat_eval:"),
+            "{stats}"
+        );
         let rates: Vec<f64> = in_redis
             .iter()
             .map(|s| (s.rate * 1e6).round() / 1e6)
@@ -718,6 +733,24 @@ mod stream {
         server.stop().await.unwrap();
     }
 
+    /// A bucket named twice in one message is one report of the sum: one
+    /// store call, one action.
+    #[tokio::test]
+    async fn a_bucket_named_twice_in_a_message_is_reported_once() {
+        let rules = rules_dir(&[("edge.yaml", RULES)]);
+        let server = TestServer::start(config_with_rules(rules.path())).await;
+        let mut c = Client::open(server.grpc_addr.port()).await;
+        c.report("edge", &[("u", 30, 0), ("u", 30, 0)]).await;
+        let answer = describe(&c.answer().await.unwrap());
+        assert!(
+            answer.len() == 1 && answer[0].starts_with("u: deny ttl "),
+            "60 of 60 used, one action: {answer:?}"
+        );
+        let reports = metric::<u64>(server.http_addr, "floodgate_rlqs_reports_total").await;
+        assert_eq!(reports, Some(1));
+        server.stop().await.unwrap();
+    }
+
     #[tokio::test]
     async fn the_service_has_a_health_name() {
         let rules = rules_dir(&[("edge.yaml", RULES)]);
@@ -827,11 +860,22 @@ mod stream {
         );
 
         let mut c = Client::open(port).await;
-        c.report("edge", &[("a", 1, 0), ("b", 1, 0), ("c", 1, 0)])
-            .await;
+        c.report("edge", &[("a", 1, 0), ("b", 1, 0)]).await;
+        c.answer().await.unwrap();
+        c.report("edge", &[("c", 1, 0)]).await;
         assert_eq!(
             refused(c.answer().await),
             "ResourceExhausted: the stream reports more than rlqs_max_buckets_per_stream (2) buckets"
+        );
+
+        // One message may not name more usages than a stream may have
+        // buckets, even one bucket over and over.
+        let mut c = Client::open(port).await;
+        c.report("edge", &[("u", 1, 0), ("u", 1, 0), ("u", 1, 0)])
+            .await;
+        assert_eq!(
+            refused(c.answer().await),
+            "InvalidArgument: a usage reports message has 3 bucket usages, more than rlqs_max_buckets_per_stream (2)"
         );
 
         let mut c = Client::open(port).await;
@@ -848,7 +892,7 @@ mod stream {
             ["u: tb 60/60s max 1 ttl 60s"]
         );
         let errors = metric::<u64>(server.http_addr, "floodgate_rlqs_stream_errors_total").await;
-        assert_eq!(errors, Some(5));
+        assert_eq!(errors, Some(6));
         server.stop().await.unwrap();
     }
 
