@@ -44,6 +44,24 @@ pub enum StreamError {
     /// Reading the next message failed (too large, not a message, the
     /// connection broke): tonic's status.
     Inbound(tonic::Status),
+    /// The client did not take an answer within this long (its
+    /// `send_timeout`).
+    NotReading(Duration),
+}
+
+impl StreamError {
+    /// The status the stream ends with.
+    pub fn status(self) -> tonic::Status {
+        match self {
+            StreamError::Invalid(m) => tonic::Status::invalid_argument(m),
+            StreamError::Exhausted(m) => tonic::Status::resource_exhausted(m),
+            StreamError::Draining => tonic::Status::unavailable("the server is shutting down"),
+            StreamError::Inbound(status) => status,
+            StreamError::NotReading(wait) => tonic::Status::deadline_exceeded(format!(
+                "the client did not read an answer within {wait:?}"
+            )),
+        }
+    }
 }
 
 /// What the stream last told Envoy for one bucket.

@@ -751,6 +751,76 @@ mod stream {
         server.stop().await.unwrap();
     }
 
+    /// A client that sends reports but never reads its answers (an HTTP/2
+    /// window of 0) has its stream ended after `send_timeout`: the stream's
+    /// slot is free again.
+    #[tokio::test]
+    async fn a_client_that_does_not_read_loses_its_stream() {
+        use prost::Message;
+        let rules = rules_dir(&[("edge.yaml", RULES)]);
+        let mut config = config_with_rules(rules.path());
+        config.rlqs.max_streams = 1;
+        config.rlqs.send_timeout = Duration::from_millis(300);
+        let server = TestServer::start(config).await;
+        let tcp = tokio::net::TcpStream::connect(server.grpc_addr)
+            .await
+            .unwrap();
+        let (send, conn) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .unwrap();
+        let driver = tokio::spawn(conn);
+        let head = http::Request::post(format!(
+            "http://{}/envoy.service.rate_limit_quota.v3.RateLimitQuotaService/StreamRateLimitQuotas",
+            server.grpc_addr
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+        let (answer, mut body) = send
+            .ready()
+            .await
+            .unwrap()
+            .send_request(head, false)
+            .unwrap();
+        // Each report names a new bucket: 40 answers, none read.
+        for i in 0..40 {
+            let user = format!("v{i}");
+            let message = RateLimitQuotaUsageReports {
+                domain: "edge".into(),
+                bucket_quota_usages: vec![BucketQuotaUsage {
+                    bucket_id: Some(user_bucket(&user)),
+                    time_elapsed: None,
+                    num_requests_allowed: 1,
+                    num_requests_denied: 0,
+                }],
+            }
+            .encode_to_vec();
+            let mut framed = vec![0];
+            framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&message);
+            body.send_data(framed.into(), false).unwrap();
+        }
+        let _answer = answer.await.unwrap();
+        let streams = || metric::<u64>(server.http_addr, "floodgate_rlqs_streams");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while streams().await != Some(0) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(streams().await, Some(0), "the stream ended");
+        let mut c = Client::open(server.grpc_addr.port()).await;
+        c.report("edge", &[("u", 1, 0)]).await;
+        assert_eq!(
+            describe(&c.answer().await.unwrap()),
+            ["u: tb 60/60s max 1 ttl 60s"],
+            "its slot (rlqs_max_streams = 1) is free"
+        );
+        driver.abort();
+        server.stop().await.unwrap();
+    }
+
     #[tokio::test]
     async fn the_service_has_a_health_name() {
         let rules = rules_dir(&[("edge.yaml", RULES)]);
