@@ -497,6 +497,57 @@ mod store {
         assert_eq!(in_redis[7].instances, 1);
     }
 
+    /// One instance past `MAX_INSTANCES`, all reported at the same (not
+    /// whole) ms: the report's share, then whether each of the first ids
+    /// is still there (a peek of one that was dropped counts one more).
+    async fn crowded(store: &dyn CounterStore, now_ms: f64) -> (Share, Vec<u32>) {
+        let max = floodgate_server::model::quota::MAX_INSTANCES;
+        let at = |who: &str, op| {
+            let mut c = call("k", who, (0, 1.0), op);
+            c.now_ms = now_ms;
+            c
+        };
+        let share = |applied: floodgate_server::store::quota::QuotaApplied| match applied.answer {
+            QuotaAnswer::Share(share) => share,
+            other => panic!("a share: {other:?}"),
+        };
+        // In reverse, so that Lua's `pairs` order is not id order.
+        for i in (0..max).rev() {
+            store
+                .quota(&at(&format!("i{i:03}"), QuotaOp::Report))
+                .await
+                .unwrap();
+        }
+        let z = share(store.quota(&at("z", QuotaOp::Report)).await.unwrap());
+        let mut counts = Vec::new();
+        for i in 0..4 {
+            let peeked = store
+                .quota(&at(&format!("i{i:03}"), QuotaOp::Peek))
+                .await
+                .unwrap();
+            counts.push(share(peeked).instances);
+        }
+        (z, counts)
+    }
+
+    #[tokio::test]
+    async fn memory_and_redis_drop_the_same_instance_and_count_whole_ms() {
+        let start = Duration::from_micros(1_700_000_000_000_500);
+        let now_ms = start.as_secs_f64() * 1_000.0;
+        let clock = Clock::manual(start);
+        let memory = MemoryStore::new(100, clock.clone());
+        let in_memory = crowded(&memory, now_ms).await;
+        let redis = RedisServer::start();
+        let store = RedisStore::connect(&RedisSettings::single(redis.url()))
+            .await
+            .unwrap()
+            .with_local_time(clock);
+        let in_redis = crowded(&store, now_ms).await;
+        assert_eq!(in_memory, in_redis);
+        assert_eq!(in_redis.1, [257, 256, 256, 256], "i000 went, ties by id");
+        assert_eq!(in_redis.0.window_left_ms.fract(), 0.0);
+    }
+
     #[tokio::test]
     async fn without_redis_the_failure_policy_answers() {
         let redis = RedisServer::start();
