@@ -170,6 +170,7 @@ impl StreamState {
             if now.duration_since(state.last_active) >= shared.settings.abandon_after {
                 self.buckets.remove(&entries);
                 shared.metrics.buckets(false, 1);
+                shared.metrics.release(&domain, &entries.to_string());
                 shared.metrics.sent(Sent::Abandon);
                 actions.push(abandon(&entries));
                 continue;
@@ -273,6 +274,9 @@ impl StreamState {
         let Some(domain) = self.domain.clone() else {
             return;
         };
+        for entries in self.buckets.keys() {
+            shared.metrics.release(&domain, &entries.to_string());
+        }
         let rules = shared.limiter.rules().current();
         for entries in self.buckets.keys() {
             let Some(t) = bucket::target(&rules, shared.limiter.keys(), &domain, entries) else {
@@ -322,8 +326,10 @@ impl StreamState {
         now: Instant,
         active: bool,
     ) -> (&BucketState, Duration) {
+        let domain = self.domain.as_deref().unwrap_or_default();
         let state = self.buckets.entry(entries.clone()).or_insert_with(|| {
             shared.metrics.buckets(true, 1);
+            shared.metrics.hold(domain, &entries.to_string());
             BucketState {
                 last_report: now,
                 interval: FIRST_INTERVAL,

@@ -760,6 +760,8 @@ mod stream {
             ttl.abs_diff(left) <= 1,
             "to the window's end: {ttl} s, {left} s left"
         );
+        let ratio = "floodgate_rlqs_admitted_ratio{domain=\"edge\",bucket=\"user=u\"}";
+        assert_eq!(metric::<f64>(server.http_addr, ratio).await, Some(1.0));
         tokio::time::sleep(Duration::from_millis(600)).await;
         a.report("", &[("u", 0, 0)]).await;
         assert_eq!(describe(&a.answer().await.unwrap()), ["u: abandon"]);
@@ -779,8 +781,24 @@ mod stream {
                 "{series}\n{page}"
             );
         }
-        let ratio = "floodgate_rlqs_admitted_ratio{domain=\"edge\",bucket=\"user=u\"}";
-        assert_eq!(metric_value::<f64>(&page, ratio), Some(1.0), "{page}");
+        assert_eq!(
+            metric_value::<f64>(&page, ratio),
+            None,
+            "an abandoned bucket's series goes\n{page}"
+        );
+        // A stream that ends takes its buckets' series with it.
+        let mut b = Client::open(server.grpc_addr.port()).await;
+        b.report("edge", &[("u", 0, 1)]).await;
+        b.answer().await.unwrap();
+        assert!(metric::<f64>(server.http_addr, ratio).await.is_some());
+        drop(b);
+        let streams = || metric::<u64>(server.http_addr, "floodgate_rlqs_streams");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while streams().await != Some(1) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(streams().await, Some(1), "b's stream ended");
+        assert_eq!(metric::<f64>(server.http_addr, ratio).await, None);
         server.stop().await.unwrap();
     }
 
