@@ -18,7 +18,9 @@
 //! - a request must be read and answered within `request_timeout` (a stalled
 //!   body included): past it, gRPC answers `DEADLINE_EXCEEDED` and HTTP 408;
 //! - a connection with no request in flight for `idle_timeout` is closed
-//!   (HTTP/2: `GOAWAY` first).
+//!   (HTTP/2: `GOAWAY` first). A request is in flight until its response
+//!   body has been sent, so a long gRPC stream (RLQS) keeps its connection
+//!   busy: neither closed as idle nor evicted.
 //!
 //! Each limit that bites is counted ([`TransportMetrics`], on `/metrics`).
 //! When draining starts, [`serve`] closes its listening socket, asks every
@@ -581,18 +583,53 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let call = TowerToHyperService::new(self.router.clone()).call(request);
         let (timeout, protocol, counters) = (self.timeout, self.protocol, self.counters.clone());
         Box::pin(async move {
-            let _in_flight = in_flight;
-            match tokio::time::timeout(timeout, call).await {
-                Ok(answered) => answered,
+            let response = match tokio::time::timeout(timeout, call).await {
+                Ok(Ok(answered)) => answered,
+                Ok(Err(never)) => match never {},
                 Err(_) => {
                     add(&counters.request);
                     let e = TransportError::RequestTimeout(timeout);
-                    Ok(match protocol {
+                    match protocol {
                         Protocol::Grpc => tonic::Status::from(e).into_http(),
                         Protocol::Http => (e.http_status(), format!("{e}\n")).into_response(),
-                    })
+                    }
                 }
-            }
+            };
+            // The request is in flight until its body is sent: a gRPC
+            // stream (RLQS) is busy for as long as it lives.
+            Ok(response.map(|inner| {
+                axum::body::Body::new(Guarded {
+                    inner,
+                    _in_flight: in_flight,
+                })
+            }))
         })
+    }
+}
+
+/// A response body that keeps its request in flight until it is dropped
+/// (hyper drops it once sent, or when the stream is reset).
+struct Guarded {
+    inner: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for Guarded {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }

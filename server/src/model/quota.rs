@@ -108,7 +108,8 @@ pub fn report(state: &mut QuotaState, r: &Report<'_>) -> Share {
             .instances
             .iter()
             .filter(|(id, _)| id.as_str() != r.instance)
-            .min_by(|a, b| a.1.1.total_cmp(&b.1.1))
+            // Ties by id, as `quota.lua`.
+            .min_by(|a, b| a.1.1.total_cmp(&b.1.1).then_with(|| a.0.cmp(b.0)))
             .map(|(id, _)| id.clone());
         match oldest {
             Some(id) => state.instances.remove(&id),
@@ -148,18 +149,16 @@ fn share_of(state: &QuotaState, r: &Report<'_>) -> Share {
     let window_ms = r.window_ms.max(1.0);
     let start = (r.now_ms / window_ms).floor() * window_ms;
     let demands: Vec<f64> = state.instances.values().map(|(d, _)| *d).collect();
-    let at = state
-        .instances
-        .keys()
-        .position(|id| id == r.instance)
-        .unwrap_or(0);
+    let at = state.instances.keys().position(|id| id == r.instance);
     let rate = r.limit as f64 * 1_000.0 / window_ms;
     let shares = split(rate, &demands);
     Share {
         used: state.used,
-        rate: shares.get(at).copied().unwrap_or(0.0),
+        // An instance that does not count has no share.
+        rate: at.and_then(|at| shares.get(at).copied()).unwrap_or(0.0),
         instances: u32::try_from(demands.len()).unwrap_or(u32::MAX),
-        window_left_ms: start + window_ms - r.now_ms,
+        // Whole ms, as `quota.lua`.
+        window_left_ms: (start + window_ms - r.now_ms).floor(),
     }
 }
 
@@ -341,6 +340,27 @@ mod tests {
         }
         assert_eq!(state.instances.len(), MAX_INSTANCES);
         assert!(!state.instances.contains_key("i0"), "the oldest went first");
+    }
+
+    #[test]
+    fn as_quota_lua_time_left_is_whole_ms_and_an_absent_instance_has_no_share() {
+        let mut state = QuotaState::default();
+        let a = report(&mut state, &r("a", 0, 5.0, 60_500.5));
+        assert_eq!(a.window_left_ms, 59_499.0);
+        report(&mut state, &r("b", 0, 0.0, 60_600.0));
+        assert_eq!(share_of(&state, &r("c", 0, 0.0, 60_700.0)).rate, 0.0);
+        assert_eq!(share_of(&state, &r("a", 0, 0.0, 60_700.0)).rate, 1.0);
+    }
+
+    #[test]
+    fn the_oldest_instance_goes_first_and_ties_by_id() {
+        let mut state = QuotaState::default();
+        for i in (0..MAX_INSTANCES).rev() {
+            report(&mut state, &r(&format!("i{i:03}"), 0, 1.0, 1_000.0));
+        }
+        report(&mut state, &r("a", 0, 1.0, 1_000.0));
+        assert_eq!(state.instances.len(), MAX_INSTANCES);
+        assert!(!state.instances.contains_key("i000"), "the least id went");
     }
 
     #[test]

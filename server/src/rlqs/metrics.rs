@@ -11,6 +11,11 @@ use crate::metrics::TextSource;
 /// buckets past it are not shown (the other series still count them).
 pub const MAX_RATIO_SERIES: usize = 1_000;
 
+/// Longest `domain` or `bucket` label value, in bytes: a longer one is cut
+/// and ends with `…` and a hash of the whole (so that two cut values stay
+/// two series).
+pub const MAX_LABEL_BYTES: usize = 256;
+
 /// Assignment kinds, as the `kind` label says them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sent {
@@ -51,8 +56,18 @@ pub struct RlqsMetrics {
     reports: AtomicU64,
     errors: AtomicU64,
     sent: [AtomicU64; 4],
+    /// The admitted ratios, per (domain, bucket) label pair.
+    ratios: Mutex<Ratios>,
+}
+
+/// The `floodgate_rlqs_admitted_ratio` series and who holds them.
+#[derive(Debug, Default)]
+struct Ratios {
     /// (domain, bucket) → used / limit in the current window.
-    ratios: Mutex<HashMap<(String, String), f64>>,
+    values: HashMap<(String, String), f64>,
+    /// (domain, bucket) → the streams tracking it: its series goes when
+    /// the last one abandons it or ends.
+    holders: HashMap<(String, String), usize>,
 }
 
 impl RlqsMetrics {
@@ -94,9 +109,33 @@ impl RlqsMetrics {
     pub fn ratio(&self, domain: &str, bucket: &str, used: u64, limit: u64) {
         let ratio = used as f64 / limit.max(1) as f64;
         let mut ratios = self.ratios.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (domain.to_owned(), bucket.to_owned());
-        if ratios.len() < MAX_RATIO_SERIES || ratios.contains_key(&key) {
-            ratios.insert(key, ratio);
+        let key = (label(domain), label(bucket));
+        if ratios.values.len() < MAX_RATIO_SERIES || ratios.values.contains_key(&key) {
+            ratios.values.insert(key, ratio);
+        }
+    }
+
+    /// A stream started tracking a bucket.
+    pub fn hold(&self, domain: &str, bucket: &str) {
+        let mut ratios = self.ratios.lock().unwrap_or_else(PoisonError::into_inner);
+        *ratios
+            .holders
+            .entry((label(domain), label(bucket)))
+            .or_default() += 1;
+    }
+
+    /// A stream stopped tracking a bucket (abandoned, or the stream
+    /// ended): the last one to stop removes its series.
+    pub fn release(&self, domain: &str, bucket: &str) {
+        let mut ratios = self.ratios.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (label(domain), label(bucket));
+        let left = ratios.holders.get_mut(&key).map(|n| {
+            *n = n.saturating_sub(1);
+            *n
+        });
+        if left.unwrap_or(0) == 0 {
+            ratios.holders.remove(&key);
+            ratios.values.remove(&key);
         }
     }
 
@@ -166,7 +205,7 @@ impl RlqsMetrics {
             "# HELP {name} Requests admitted in the current window over the limit, per bucket.\n# TYPE {name} gauge"
         );
         let ratios = self.ratios.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut series: Vec<_> = ratios.iter().collect();
+        let mut series: Vec<_> = ratios.values.iter().collect();
         series.sort_by(|a, b| a.0.cmp(b.0));
         for ((domain, bucket), ratio) in series {
             let _ = writeln!(
@@ -177,6 +216,22 @@ impl RlqsMetrics {
             );
         }
     }
+}
+
+/// A label value of at most [`MAX_LABEL_BYTES`] (see there).
+fn label(s: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    if s.len() <= MAX_LABEL_BYTES {
+        return s.to_owned();
+    }
+    let mut hasher = std::hash::DefaultHasher::new();
+    s.hash(&mut hasher);
+    let suffix = format!("…{:016x}", hasher.finish());
+    let mut cut = MAX_LABEL_BYTES - suffix.len();
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{suffix}", &s[..cut])
 }
 
 /// A label value, escaped for the text format.
@@ -214,5 +269,45 @@ mod tests {
         );
         let ratios = out.matches("floodgate_rlqs_admitted_ratio{").count();
         assert_eq!(ratios, MAX_RATIO_SERIES);
+    }
+
+    #[test]
+    fn a_series_goes_with_its_last_holder_and_long_labels_are_cut() {
+        let m = Arc::new(RlqsMetrics::default());
+        let render = || {
+            let mut out = String::new();
+            (m.text_source())(&mut out);
+            out.lines()
+                .filter(|l| l.starts_with("floodgate_rlqs_admitted_ratio{"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        m.hold("edge", "user=u");
+        m.hold("edge", "user=u");
+        m.ratio("edge", "user=u", 1, 2);
+        m.release("edge", "user=u");
+        assert_eq!(render().len(), 1, "one stream still tracks it");
+        m.release("edge", "user=u");
+        assert!(render().is_empty(), "{:?}", render());
+
+        let long = |c: &str| format!("user={}", c.repeat(300));
+        m.hold("edge", &long("é"));
+        m.ratio("edge", &long("é"), 1, 2);
+        m.ratio("edge", &long("ê"), 1, 2);
+        let lines = render();
+        assert_eq!(lines.len(), 2, "two cut values, two series: {lines:?}");
+        for line in &lines {
+            let bucket = line
+                .split("bucket=\"")
+                .nth(1)
+                .and_then(|b| b.split('"').next())
+                .unwrap_or_default();
+            assert!(
+                bucket.len() <= MAX_LABEL_BYTES && bucket.contains('…'),
+                "{line}"
+            );
+        }
+        m.release("edge", &long("é"));
+        assert_eq!(render().len(), 1);
     }
 }

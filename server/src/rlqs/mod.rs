@@ -60,6 +60,9 @@ pub struct RlqsSettings {
     pub max_streams: usize,
     /// Largest reports message, in bytes.
     pub max_message_bytes: usize,
+    /// How long an answer may wait for a client that does not read its
+    /// stream (the stream is then ended).
+    pub send_timeout: Duration,
 }
 
 impl Default for RlqsSettings {
@@ -70,6 +73,7 @@ impl Default for RlqsSettings {
             max_buckets_per_stream: 10_000,
             max_streams: 10_000,
             max_message_bytes: 4 * 1024 * 1024,
+            send_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -167,65 +171,102 @@ impl RateLimitQuotaService for Rlqs {
         let shared = self.shared.clone();
         let inbound = request.into_inner();
         tokio::spawn(async move {
-            run(&shared, state, inbound, tx).await;
+            let ended = run(&shared, state, inbound, &tx).await;
             drop(permit);
+            if let Some(status) = ended {
+                // Bounded: the client may not be reading.
+                let _ = tx
+                    .send_timeout(Err(status), shared.settings.send_timeout)
+                    .await;
+            }
         });
         Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
-/// Answers one stream's reports until it ends.
+/// What a stream does next.
+enum Next {
+    /// Send this answer.
+    Send(RateLimitQuotaResponse),
+    /// Nothing to send.
+    Nothing,
+    /// The client ended the stream.
+    End,
+}
+
+impl From<Option<RateLimitQuotaResponse>> for Next {
+    fn from(answer: Option<RateLimitQuotaResponse>) -> Self {
+        answer.map_or(Next::Nothing, Next::Send)
+    }
+}
+
+/// Answers one stream's reports until it ends; drain ends it at any point,
+/// an answer the client does not take within `send_timeout` too. The status
+/// to end the stream with, if not OK.
 async fn run(
     shared: &Shared,
     mut state: StreamState,
     mut inbound: tonic::Streaming<RateLimitQuotaUsageReports>,
-    tx: mpsc::Sender<Result<RateLimitQuotaResponse, tonic::Status>>,
-) {
+    tx: &mpsc::Sender<Result<RateLimitQuotaResponse, tonic::Status>>,
+) -> Option<tonic::Status> {
     shared.metrics.stream(true);
     let mut moved = shared.moved.subscribe();
     let drained = draining(shared.drain.clone());
     tokio::pin!(drained);
+    let wait = shared.settings.send_timeout;
     let ended = loop {
-        let answer = tokio::select! {
+        let next = tokio::select! {
             () = &mut drained => break Some(StreamError::Draining),
-            message = inbound.message() => match message {
-                Ok(Some(reports)) => state.answer(shared, &reports).await,
-                Ok(None) => break None,
-                // A message over the size bound, or bytes that are not one:
-                // said back to the client (who may be gone already).
-                Err(status) => break Some(StreamError::Inbound(status)),
-            },
-            key = moved.recv() => match key {
-                Ok((key, from)) if from != state.id() => Ok(state.moved(shared, &key).await),
-                _ => Ok(None),
-            },
+            next = next(shared, &mut state, &mut inbound, &mut moved) => next,
         };
-        match answer {
-            Ok(None) => {}
-            Ok(Some(response)) => {
-                if tx.send(Ok(response)).await.is_err() {
-                    break None;
-                }
-            }
+        match next {
+            Ok(Next::Nothing) => {}
+            Ok(Next::End) => break None,
+            Ok(Next::Send(response)) => tokio::select! {
+                () = &mut drained => break Some(StreamError::Draining),
+                sent = tx.send_timeout(Ok(response), wait) => match sent {
+                    Ok(()) => {}
+                    Err(mpsc::error::SendTimeoutError::Closed(_)) => break None,
+                    Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                        break Some(StreamError::NotReading(wait));
+                    }
+                },
+            },
             Err(e) => break Some(e),
         }
     };
-    if let Some(e) = ended {
-        if !matches!(e, StreamError::Draining) {
-            shared.metrics.error();
-        }
-        let status = match e {
-            StreamError::Invalid(m) => tonic::Status::invalid_argument(m),
-            StreamError::Exhausted(m) => tonic::Status::resource_exhausted(m),
-            StreamError::Draining => tonic::Status::unavailable("the server is shutting down"),
-            StreamError::Inbound(status) => status,
-        };
-        tracing::debug!(error = %status.message(), "RLQS stream ended");
-        let _ = tx.send(Err(status)).await;
-    }
     state.leave(shared).await;
     shared.metrics.buckets(false, state.len() as u64);
     shared.metrics.stream(false);
+    let e = ended?;
+    if !matches!(e, StreamError::Draining) {
+        shared.metrics.error();
+    }
+    let status = e.status();
+    tracing::debug!(error = %status.message(), "RLQS stream ended");
+    Some(status)
+}
+
+/// The next message's answer, or the answer to another stream's move.
+async fn next(
+    shared: &Shared,
+    state: &mut StreamState,
+    inbound: &mut tonic::Streaming<RateLimitQuotaUsageReports>,
+    moved: &mut broadcast::Receiver<(Arc<str>, String)>,
+) -> Result<Next, StreamError> {
+    tokio::select! {
+        message = inbound.message() => match message {
+            Ok(Some(reports)) => state.answer(shared, &reports).await.map(Next::from),
+            Ok(None) => Ok(Next::End),
+            // A message over the size bound, or bytes that are not one:
+            // said back to the client (who may be gone already).
+            Err(status) => Err(StreamError::Inbound(status)),
+        },
+        key = moved.recv() => match key {
+            Ok((key, from)) if from != state.id() => Ok(state.moved(shared, &key).await.into()),
+            _ => Ok(Next::Nothing),
+        },
+    }
 }
 
 /// Resolves once `drain` is true (never, if its sender is gone first).

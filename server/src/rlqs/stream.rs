@@ -44,6 +44,24 @@ pub enum StreamError {
     /// Reading the next message failed (too large, not a message, the
     /// connection broke): tonic's status.
     Inbound(tonic::Status),
+    /// The client did not take an answer within this long (its
+    /// `send_timeout`).
+    NotReading(Duration),
+}
+
+impl StreamError {
+    /// The status the stream ends with.
+    pub fn status(self) -> tonic::Status {
+        match self {
+            StreamError::Invalid(m) => tonic::Status::invalid_argument(m),
+            StreamError::Exhausted(m) => tonic::Status::resource_exhausted(m),
+            StreamError::Draining => tonic::Status::unavailable("the server is shutting down"),
+            StreamError::Inbound(status) => status,
+            StreamError::NotReading(wait) => tonic::Status::deadline_exceeded(format!(
+                "the client did not read an answer within {wait:?}"
+            )),
+        }
+    }
 }
 
 /// What the stream last told Envoy for one bucket.
@@ -77,6 +95,42 @@ pub(super) struct StreamState {
     buckets: HashMap<Entries, BucketState>,
 }
 
+/// One message's usages, at most `max_buckets_per_stream` of them, with
+/// the counts of a bucket named twice summed: `(bucket, allowed, allowed +
+/// denied)` in the order first named.
+fn merged(
+    reports: &RateLimitQuotaUsageReports,
+    shared: &Shared,
+) -> Result<Vec<(Entries, u64, u64)>, StreamError> {
+    let max = shared.settings.max_buckets_per_stream;
+    let usages = &reports.bucket_quota_usages;
+    if usages.len() > max {
+        return Err(StreamError::Invalid(format!(
+            "a usage reports message has {} bucket usages, more than rlqs_max_buckets_per_stream ({max})",
+            usages.len()
+        )));
+    }
+    let mut index: HashMap<Entries, usize> = HashMap::new();
+    let mut out: Vec<(Entries, u64, u64)> = Vec::new();
+    for usage in usages {
+        let entries = Entries::parse(usage.bucket_id.as_ref(), &shared.limits)
+            .map_err(StreamError::Invalid)?;
+        let (allowed, denied) = (usage.num_requests_allowed, usage.num_requests_denied);
+        let count = allowed.saturating_add(denied);
+        match index.get(&entries).and_then(|&i| out.get_mut(i)) {
+            Some(seen) => {
+                seen.1 = seen.1.saturating_add(allowed);
+                seen.2 = seen.2.saturating_add(count);
+            }
+            None => {
+                index.insert(entries.clone(), out.len());
+                out.push((entries, allowed, count));
+            }
+        }
+    }
+    Ok(out)
+}
+
 impl StreamState {
     /// A stream called `id`.
     pub(super) fn new(id: String) -> Self {
@@ -102,10 +156,8 @@ impl StreamState {
         let now = Instant::now();
         let rules = shared.limiter.rules().current();
         let mut actions = Vec::new();
-        for usage in &reports.bucket_quota_usages {
+        for (entries, allowed, count) in merged(reports, shared)? {
             shared.metrics.report();
-            let entries = Entries::parse(usage.bucket_id.as_ref(), &shared.limits)
-                .map_err(StreamError::Invalid)?;
             if !self.buckets.contains_key(&entries)
                 && self.buckets.len() >= shared.settings.max_buckets_per_stream
             {
@@ -114,13 +166,11 @@ impl StreamState {
                     shared.settings.max_buckets_per_stream
                 )));
             }
-            let count = usage
-                .num_requests_allowed
-                .saturating_add(usage.num_requests_denied);
             let (state, elapsed) = self.track(shared, &entries, now, count > 0);
             if now.duration_since(state.last_active) >= shared.settings.abandon_after {
                 self.buckets.remove(&entries);
                 shared.metrics.buckets(false, 1);
+                shared.metrics.release(&domain, &entries.to_string());
                 shared.metrics.sent(Sent::Abandon);
                 actions.push(abandon(&entries));
                 continue;
@@ -131,7 +181,7 @@ impl StreamState {
                 .filter(|_| !shared.limiter.shadow_mode());
             let call = target
                 .as_ref()
-                .map(|t| self.call(shared, t, &entries, (usage.num_requests_allowed, demand)));
+                .map(|t| self.call(shared, t, &entries, (allowed, demand)));
             if let Some(action) = self.settle(shared, &domain, &entries, call, now).await {
                 actions.push(action);
             }
@@ -224,6 +274,9 @@ impl StreamState {
         let Some(domain) = self.domain.clone() else {
             return;
         };
+        for entries in self.buckets.keys() {
+            shared.metrics.release(&domain, &entries.to_string());
+        }
         let rules = shared.limiter.rules().current();
         for entries in self.buckets.keys() {
             let Some(t) = bucket::target(&rules, shared.limiter.keys(), &domain, entries) else {
@@ -273,8 +326,10 @@ impl StreamState {
         now: Instant,
         active: bool,
     ) -> (&BucketState, Duration) {
+        let domain = self.domain.as_deref().unwrap_or_default();
         let state = self.buckets.entry(entries.clone()).or_insert_with(|| {
             shared.metrics.buckets(true, 1);
+            shared.metrics.hold(domain, &entries.to_string());
             BucketState {
                 last_report: now,
                 interval: FIRST_INTERVAL,

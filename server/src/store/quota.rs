@@ -114,8 +114,9 @@ impl QuotaTable {
         }
     }
 
-    /// Folds `call` into its state and returns the share. A full table
-    /// first drops its ended states, then the one that ends first.
+    /// Folds `call` into its state and returns the share. A report of a
+    /// new key on a full table first drops its ended states, then the one
+    /// that ends first (a peek or leave inserts nothing, so drops nothing).
     pub fn report(&self, call: &QuotaCall) -> Share {
         // Every update is one assignment: a poisoned lock is consistent.
         let mut states = self
@@ -123,7 +124,10 @@ impl QuotaTable {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = call.now_ms;
-        if !states.contains_key(&call.key) && states.len() >= self.max_entries {
+        if call.op == QuotaOp::Report
+            && !states.contains_key(&call.key)
+            && states.len() >= self.max_entries
+        {
             states.retain(|_, (_, expires)| *expires > now);
             if states.len() >= self.max_entries {
                 let first = states
@@ -205,6 +209,25 @@ mod tests {
         assert_eq!(table.report(&call("k2", "a", 1_002.0)).rate, 1.0);
         table.report(&call("k3", "a", 1_003.0));
         assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn a_peek_or_leave_of_a_new_key_drops_no_state() {
+        let table = QuotaTable::new(2);
+        table.report(&call("k1", "a", 1_000.0));
+        table.report(&call("k2", "a", 1_001.0));
+        for op in [QuotaOp::Peek, QuotaOp::Leave] {
+            table.report(&QuotaCall {
+                op,
+                ..call("k3", "a", 1_002.0)
+            });
+        }
+        assert_eq!(table.len(), 2);
+        assert_eq!(
+            table.report(&call("k1", "b", 1_003.0)).rate,
+            0.5,
+            "k1 still holds a"
+        );
     }
 
     #[test]

@@ -469,6 +469,21 @@ mod store {
             .with_local_time(clock.clone());
         let in_redis = shares(&store, &clock, "k").await;
         assert_eq!(in_memory, in_redis);
+        // The script is run by its SHA (loaded on NOSCRIPT), not sent whole.
+        let mut cli = redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut cli)
+            .await
+            .unwrap();
+        assert!(
+            stats.contains("cmdstat_evalsha:calls=9,") && !stats.contains("cmdstat_eval:"),
+            "{stats}"
+        );
         let rates: Vec<f64> = in_redis
             .iter()
             .map(|s| (s.rate * 1e6).round() / 1e6)
@@ -480,6 +495,57 @@ mod store {
         );
         assert_eq!(in_redis[5].used, 10, "a peek counts nothing");
         assert_eq!(in_redis[7].instances, 1);
+    }
+
+    /// One instance past `MAX_INSTANCES`, all reported at the same (not
+    /// whole) ms: the report's share, then whether each of the first ids
+    /// is still there (a peek of one that was dropped counts one more).
+    async fn crowded(store: &dyn CounterStore, now_ms: f64) -> (Share, Vec<u32>) {
+        let max = floodgate_server::model::quota::MAX_INSTANCES;
+        let at = |who: &str, op| {
+            let mut c = call("k", who, (0, 1.0), op);
+            c.now_ms = now_ms;
+            c
+        };
+        let share = |applied: floodgate_server::store::quota::QuotaApplied| match applied.answer {
+            QuotaAnswer::Share(share) => share,
+            other => panic!("a share: {other:?}"),
+        };
+        // In reverse, so that Lua's `pairs` order is not id order.
+        for i in (0..max).rev() {
+            store
+                .quota(&at(&format!("i{i:03}"), QuotaOp::Report))
+                .await
+                .unwrap();
+        }
+        let z = share(store.quota(&at("z", QuotaOp::Report)).await.unwrap());
+        let mut counts = Vec::new();
+        for i in 0..4 {
+            let peeked = store
+                .quota(&at(&format!("i{i:03}"), QuotaOp::Peek))
+                .await
+                .unwrap();
+            counts.push(share(peeked).instances);
+        }
+        (z, counts)
+    }
+
+    #[tokio::test]
+    async fn memory_and_redis_drop_the_same_instance_and_count_whole_ms() {
+        let start = Duration::from_micros(1_700_000_000_000_500);
+        let now_ms = start.as_secs_f64() * 1_000.0;
+        let clock = Clock::manual(start);
+        let memory = MemoryStore::new(100, clock.clone());
+        let in_memory = crowded(&memory, now_ms).await;
+        let redis = RedisServer::start();
+        let store = RedisStore::connect(&RedisSettings::single(redis.url()))
+            .await
+            .unwrap()
+            .with_local_time(clock);
+        let in_redis = crowded(&store, now_ms).await;
+        assert_eq!(in_memory, in_redis);
+        assert_eq!(in_redis.1, [257, 256, 256, 256], "i000 went, ties by id");
+        assert_eq!(in_redis.0.window_left_ms.fract(), 0.0);
     }
 
     #[tokio::test]
@@ -694,6 +760,8 @@ mod stream {
             ttl.abs_diff(left) <= 1,
             "to the window's end: {ttl} s, {left} s left"
         );
+        let ratio = "floodgate_rlqs_admitted_ratio{domain=\"edge\",bucket=\"user=u\"}";
+        assert_eq!(metric::<f64>(server.http_addr, ratio).await, Some(1.0));
         tokio::time::sleep(Duration::from_millis(600)).await;
         a.report("", &[("u", 0, 0)]).await;
         assert_eq!(describe(&a.answer().await.unwrap()), ["u: abandon"]);
@@ -713,8 +781,112 @@ mod stream {
                 "{series}\n{page}"
             );
         }
-        let ratio = "floodgate_rlqs_admitted_ratio{domain=\"edge\",bucket=\"user=u\"}";
-        assert_eq!(metric_value::<f64>(&page, ratio), Some(1.0), "{page}");
+        assert_eq!(
+            metric_value::<f64>(&page, ratio),
+            None,
+            "an abandoned bucket's series goes\n{page}"
+        );
+        // A stream that ends takes its buckets' series with it.
+        let mut b = Client::open(server.grpc_addr.port()).await;
+        b.report("edge", &[("u", 0, 1)]).await;
+        b.answer().await.unwrap();
+        assert!(metric::<f64>(server.http_addr, ratio).await.is_some());
+        drop(b);
+        let streams = || metric::<u64>(server.http_addr, "floodgate_rlqs_streams");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while streams().await != Some(1) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(streams().await, Some(1), "b's stream ended");
+        assert_eq!(metric::<f64>(server.http_addr, ratio).await, None);
+        server.stop().await.unwrap();
+    }
+
+    /// A bucket named twice in one message is one report of the sum: one
+    /// store call, one action.
+    #[tokio::test]
+    async fn a_bucket_named_twice_in_a_message_is_reported_once() {
+        let rules = rules_dir(&[("edge.yaml", RULES)]);
+        let server = TestServer::start(config_with_rules(rules.path())).await;
+        let mut c = Client::open(server.grpc_addr.port()).await;
+        c.report("edge", &[("u", 30, 0), ("u", 30, 0)]).await;
+        let answer = describe(&c.answer().await.unwrap());
+        assert!(
+            answer.len() == 1 && answer[0].starts_with("u: deny ttl "),
+            "60 of 60 used, one action: {answer:?}"
+        );
+        let reports = metric::<u64>(server.http_addr, "floodgate_rlqs_reports_total").await;
+        assert_eq!(reports, Some(1));
+        server.stop().await.unwrap();
+    }
+
+    /// A client that sends reports but never reads its answers (an HTTP/2
+    /// window of 0) has its stream ended after `send_timeout`: the stream's
+    /// slot is free again.
+    #[tokio::test]
+    async fn a_client_that_does_not_read_loses_its_stream() {
+        use prost::Message;
+        let rules = rules_dir(&[("edge.yaml", RULES)]);
+        let mut config = config_with_rules(rules.path());
+        config.rlqs.max_streams = 1;
+        config.rlqs.send_timeout = Duration::from_millis(300);
+        let server = TestServer::start(config).await;
+        let tcp = tokio::net::TcpStream::connect(server.grpc_addr)
+            .await
+            .unwrap();
+        let (send, conn) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .unwrap();
+        let driver = tokio::spawn(conn);
+        let head = http::Request::post(format!(
+            "http://{}/envoy.service.rate_limit_quota.v3.RateLimitQuotaService/StreamRateLimitQuotas",
+            server.grpc_addr
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+        let (answer, mut body) = send
+            .ready()
+            .await
+            .unwrap()
+            .send_request(head, false)
+            .unwrap();
+        // Each report names a new bucket: 40 answers, none read.
+        for i in 0..40 {
+            let user = format!("v{i}");
+            let message = RateLimitQuotaUsageReports {
+                domain: "edge".into(),
+                bucket_quota_usages: vec![BucketQuotaUsage {
+                    bucket_id: Some(user_bucket(&user)),
+                    time_elapsed: None,
+                    num_requests_allowed: 1,
+                    num_requests_denied: 0,
+                }],
+            }
+            .encode_to_vec();
+            let mut framed = vec![0];
+            framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&message);
+            body.send_data(framed.into(), false).unwrap();
+        }
+        let _answer = answer.await.unwrap();
+        let streams = || metric::<u64>(server.http_addr, "floodgate_rlqs_streams");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while streams().await != Some(0) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(streams().await, Some(0), "the stream ended");
+        let mut c = Client::open(server.grpc_addr.port()).await;
+        c.report("edge", &[("u", 1, 0)]).await;
+        assert_eq!(
+            describe(&c.answer().await.unwrap()),
+            ["u: tb 60/60s max 1 ttl 60s"],
+            "its slot (rlqs_max_streams = 1) is free"
+        );
+        driver.abort();
         server.stop().await.unwrap();
     }
 
@@ -827,11 +999,22 @@ mod stream {
         );
 
         let mut c = Client::open(port).await;
-        c.report("edge", &[("a", 1, 0), ("b", 1, 0), ("c", 1, 0)])
-            .await;
+        c.report("edge", &[("a", 1, 0), ("b", 1, 0)]).await;
+        c.answer().await.unwrap();
+        c.report("edge", &[("c", 1, 0)]).await;
         assert_eq!(
             refused(c.answer().await),
             "ResourceExhausted: the stream reports more than rlqs_max_buckets_per_stream (2) buckets"
+        );
+
+        // One message may not name more usages than a stream may have
+        // buckets, even one bucket over and over.
+        let mut c = Client::open(port).await;
+        c.report("edge", &[("u", 1, 0), ("u", 1, 0), ("u", 1, 0)])
+            .await;
+        assert_eq!(
+            refused(c.answer().await),
+            "InvalidArgument: a usage reports message has 3 bucket usages, more than rlqs_max_buckets_per_stream (2)"
         );
 
         let mut c = Client::open(port).await;
@@ -848,7 +1031,58 @@ mod stream {
             ["u: tb 60/60s max 1 ttl 60s"]
         );
         let errors = metric::<u64>(server.http_addr, "floodgate_rlqs_stream_errors_total").await;
-        assert_eq!(errors, Some(5));
+        assert_eq!(errors, Some(6));
+        server.stop().await.unwrap();
+    }
+
+    /// A stream is a request in flight for as long as it lives: past
+    /// `idle_timeout` (and the `header_read_timeout` a GOAWAY'd connection
+    /// gets), it still answers; a connection idle after a call is closed.
+    #[tokio::test]
+    async fn a_stream_keeps_its_connection_busy_past_idle_timeout() {
+        let rules = rules_dir(&[("edge.yaml", RULES)]);
+        let mut config = config_with_rules(rules.path());
+        config.listeners.idle_timeout = Duration::from_millis(400);
+        config.listeners.header_read_timeout = Duration::from_millis(300);
+        let server = TestServer::start(config).await;
+        let port = server.grpc_addr.port();
+        let mut c = Client::open(port).await;
+        // Another connection, idle after one call.
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_addr))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .unwrap();
+        // Each report names a new (unlimited) bucket, so each gets an answer.
+        let start = Instant::now();
+        for i in 0..8 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let user = format!("v{i}");
+            c.report("edge", &[(user.as_str(), 1, 0)]).await;
+            let answer = c
+                .answer()
+                .await
+                .map(|a| describe(&a))
+                .map_err(|e| format!("{e:?}"));
+            assert_eq!(
+                answer,
+                Ok(vec![format!("{user}: allow ttl 60s")]),
+                "answer {i}, {:?} after the stream opened",
+                start.elapsed()
+            );
+        }
+        let idle = "floodgate_connection_timeouts_total{listener=\"grpc\",kind=\"idle\"}";
+        assert_eq!(
+            metric::<u64>(server.http_addr, idle).await,
+            Some(1),
+            "the health check's connection, not the stream's"
+        );
         server.stop().await.unwrap();
     }
 }

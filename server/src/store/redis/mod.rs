@@ -728,10 +728,19 @@ impl CounterStore for RedisStore {
         call: &'a super::quota::QuotaCall,
     ) -> StoreFuture<'a, super::quota::QuotaApplied> {
         Box::pin(async move {
-            let reply: Vec<redis::Value> = self
-                .query(&self.quota_command(call))
-                .await
-                .map_err(store_error)?;
+            let cmd = self.quota_command(call);
+            let reply: Vec<redis::Value> = match self.query(&cmd).await {
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    let key = Primaries::OfKey(call.key.as_bytes());
+                    self.load_on(&QUOTA_DRIVER, key)
+                        .await
+                        .map_err(store_error)?;
+                    self.query(&cmd).await.map_err(store_error)?
+                }
+                other => other.map_err(store_error)?,
+            };
             Ok(super::quota::QuotaApplied {
                 answer: super::quota::QuotaAnswer::Share(quota_share(&reply)?),
                 degraded: false,
@@ -740,12 +749,13 @@ impl CounterStore for RedisStore {
     }
 }
 
-/// The RLQS report script (`scripts/quota.lua`): sent whole with `EVAL`
-/// (once per bucket per reporting interval, far from the hot path).
-const QUOTA_SCRIPT: &str = include_str!("scripts/quota.lua");
+/// The RLQS report script (`scripts/quota.lua`), run by `EVALSHA` and
+/// loaded where the key lives on `NOSCRIPT` (as the other scripts).
+static QUOTA_DRIVER: std::sync::LazyLock<Driver> =
+    std::sync::LazyLock::new(|| Driver::new(include_str!("scripts/quota.lua")));
 
 impl RedisStore {
-    /// The `EVAL` of [`QUOTA_SCRIPT`] for `call`.
+    /// The `EVALSHA` of [`QUOTA_DRIVER`] for `call`.
     fn quota_command(&self, call: &super::quota::QuotaCall) -> redis::Cmd {
         let now_ms = self
             .local_time
@@ -756,8 +766,8 @@ impl RedisStore {
         } else {
             0.0
         };
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(QUOTA_SCRIPT)
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&QUOTA_DRIVER.hash)
             .arg(1)
             .arg(call.key.as_str())
             .arg(call.instance.as_str())

@@ -69,7 +69,9 @@ else
   seen[instance] = now_ms
 end
 
--- Live instances, in id order (the model's BTreeMap order).
+-- Live instances, in id order (the model's BTreeMap order); past the most
+-- instances, the one seen longest ago goes first, ties by least id (as the
+-- model).
 local horizon = now_ms - stale_ms
 local ids = {}
 for id, t in pairs(seen) do
@@ -77,6 +79,7 @@ for id, t in pairs(seen) do
     ids[#ids + 1] = id
   end
 end
+table.sort(ids)
 while not peek and #ids > max_instances do
   local oldest = nil
   for i, id in ipairs(ids) do
@@ -87,7 +90,6 @@ while not peek and #ids > max_instances do
   if oldest == nil then break end
   table.remove(ids, oldest)
 end
-table.sort(ids)
 
 -- Water-filling: in order of demand (then id), each gets what it asks or
 -- an equal part of what is left; what is left over is split equally.
