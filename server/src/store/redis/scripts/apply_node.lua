@@ -9,14 +9,4 @@
 -- written for it: that check is answered {-1, message} like any failed
 -- check, the others go on, and the store sends it again on its own.
 local n = (#ARGV - 1) / 9
-local out = {}
-for i = 1, n do
-  local key = ARGV[1 + 8 * n + i]
-  local ok, allowed, remaining, reset_ms, limit, verdict = pcall(run, i, key, true)
-  if ok then
-    out[i] = reply(allowed, remaining, reset_ms, limit, verdict)
-  else
-    out[i] = failed(allowed)
-  end
-end
-return out
+return run_each(n, function(i) return ARGV[1 + 8 * n + i] end, true)

@@ -66,3 +66,19 @@ end
 local function failed(e)
   return {-1, type(e) == 'table' and (e.err or 'error') or tostring(e)}
 end
+
+-- Runs check i of 1..n on key_of(i), writing when `take`: each check's own
+-- reply, a failed one as {-1, message} so that checks coalesced into one
+-- script (batch.rs) do not fail each other.
+local function run_each(n, key_of, take)
+  local out = {}
+  for i = 1, n do
+    local ok, allowed, remaining, reset_ms, limit, verdict = pcall(run, i, key_of(i), take)
+    if ok then
+      out[i] = reply(allowed, remaining, reset_ms, limit, verdict)
+    else
+      out[i] = failed(allowed)
+    end
+  end
+  return out
+end

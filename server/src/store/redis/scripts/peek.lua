@@ -2,13 +2,4 @@
 -- all-or-nothing across slots as peek on every slot, then apply (see
 -- cluster.rs): a request's keys on different shards cannot share a script.
 -- A check whose key holds something else is answered {-1, message}.
-local out = {}
-for i, key in ipairs(KEYS) do
-  local ok, allowed, remaining, reset_ms, limit, verdict = pcall(run, i, key, false)
-  if ok then
-    out[i] = reply(allowed, remaining, reset_ms, limit, verdict)
-  else
-    out[i] = failed(allowed)
-  end
-end
-return out
+return run_each(#KEYS, function(i) return KEYS[i] end, false)
