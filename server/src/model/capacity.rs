@@ -19,12 +19,15 @@
 //!    the larger of the weights of the clients seen in this window and in
 //!    the previous one (so guarantees do not swing at each window's start).
 //!    A call that keeps the client's guaranteed hits within it is admitted
-//!    (within 1), whatever its class.
+//!    (within 1), whatever its class: within the client's expectation
+//!    (below) always, past it only if the window still leaves what is held
+//!    for the others.
 //! 3. The priority part: any other call is admitted if the window, with it,
 //!    stays under class `k`'s cap by the guaranteed hits held for the others
-//!    (what the previous window's clients asked for, with a tenth of their
-//!    guarantees as headroom, within their guarantees, less what they have
-//!    used; never more than the unused guarantees). Class
+//!    (each client of the previous window is expected to ask for what it
+//!    asked for then, with a tenth of its guarantee as headroom, within its
+//!    guarantee; held: those expectations less the guaranteed hits admitted
+//!    within them; never more than the unused guarantees). Class
 //!    `k`'s cap is `T` less what the more important classes could have been
 //!    admitted above their guarantees in the previous window and have not
 //!    been yet in this one (demand that could have been admitted, never
@@ -318,6 +321,14 @@ pub struct WindowState {
     /// The guaranteed hits the previous window's clients are expected to
     /// ask for in this one (see `expected_next`).
     pub expected_guaranteed: u64,
+    /// The same per client of the previous window: what each is expected
+    /// to ask for within its guarantee.
+    pub expected_of: HashMap<String, u64>,
+    /// Guaranteed hits admitted beyond their clients' expectations (a
+    /// client of the previous window that asks for more of its guarantee
+    /// than it was expected to): they come out of the unused guarantees,
+    /// not out of what is held for the others.
+    pub guaranteed_beyond: u64,
     /// How far into the window (0 to 1) its first counted call came.
     pub first_elapsed: f64,
     /// Per client seen in this window.
@@ -343,7 +354,7 @@ impl WindowState {
     /// order of importance.
     pub fn roll(&mut self, rule: &Capacity, consecutive: bool) {
         let carried = consecutive.then(|| {
-            let (expected, scale, over) = self.expected_next(rule);
+            let (expected, scale, over, expected_of) = self.expected_next(rule);
             let mut room = rule.total.saturating_sub(expected);
             let reserved: Vec<u64> = self
                 .class_wanted
@@ -356,13 +367,14 @@ impl WindowState {
                     reserve
                 })
                 .collect();
-            (self.weight, expected, reserved)
+            (self.weight, expected, reserved, expected_of)
         });
         *self = WindowState::default();
-        if let Some((weight, expected, reserved)) = carried {
+        if let Some((weight, expected, reserved, expected_of)) = carried {
             self.previous_weight = weight;
             self.expected_guaranteed = expected;
             self.class_reserved = reserved;
+            self.expected_of = expected_of;
         }
     }
 
@@ -376,8 +388,9 @@ impl WindowState {
     /// less than half was seen, the whole guarantees are expected). And per
     /// class, the guaranteed hits admitted above those final guarantees
     /// (while guarantees shrank as clients came; a client's, in the class
-    /// of its last call): priority demand too.
-    fn expected_next(&self, rule: &Capacity) -> (u64, f64, Vec<u64>) {
+    /// of its last call): priority demand too. And each client's own
+    /// expected hits.
+    fn expected_next(&self, rule: &Capacity) -> (u64, f64, Vec<u64>, HashMap<String, u64>) {
         let classes = rule.class_max_share.len().max(1);
         let mut over = vec![0u64; classes];
         let (scale, partial) = if self.previous_weight > 0.0 {
@@ -386,12 +399,13 @@ impl WindowState {
             let seen_from = self.first_elapsed;
             (1.0 / (1.0 - seen_from.min(0.5)), seen_from > 0.5)
         };
+        let mut expected_of = HashMap::with_capacity(self.clients.len());
         if self.weight <= 0.0 {
-            return (0, scale, over);
+            return (0, scale, over, expected_of);
         }
         let pool = rule.pool();
         let mut expected = 0u64;
-        for c in self.clients.values() {
+        for (name, c) in &self.clients {
             let guarantee = pool * c.weight / self.weight;
             let whole = guarantee.floor() as u64;
             let asked = ((c.demand as f64 * scale).floor() as u64).min(super::MAX_COUNT);
@@ -402,10 +416,11 @@ impl WindowState {
                 whole.min(asked.saturating_add(headroom))
             };
             expected = expected.saturating_add(expects);
+            expected_of.insert(name.clone(), expects);
             let class = c.class.min(classes - 1);
             over[class] = over[class].saturating_add(c.guaranteed.saturating_sub(whole));
         }
-        (expected, scale, over)
+        (expected, scale, over, expected_of)
     }
 
     /// Class `class`'s cap on priority hits. With a previous window to go
@@ -430,17 +445,33 @@ impl WindowState {
     /// previous window's clients are expected to ask for within their
     /// guarantees ([`WindowState::expected_guaranteed`]; plus the full
     /// guarantees of weight that joined beyond the previous window's), less
-    /// what has been admitted. Without a previous window, all of the unused
-    /// guarantees are held.
-    fn held(&self, rule: &Capacity, (weight_now, active): (f64, f64)) -> f64 {
+    /// what has been admitted within those expectations (a client's hits
+    /// beyond its own expectation do not use up the others'). Without a
+    /// previous window, all of the unused guarantees are held.
+    ///
+    /// Returns its two bounds, `(unused, expected left)` (the second
+    /// infinite without a previous window): a guaranteed hit takes one from
+    /// the first, and from the second only within its client's expectation.
+    fn held(&self, rule: &Capacity, (weight_now, active): (f64, f64)) -> (f64, f64) {
         let pool = rule.pool();
         let unused = (pool - self.guaranteed as f64).max(0.0);
         if self.previous_weight <= 0.0 {
-            return unused;
+            return (unused, f64::INFINITY);
         }
         let expected = self.expected_guaranteed as f64
             + pool * (weight_now - self.previous_weight).max(0.0) / active;
-        unused.min((expected - self.guaranteed as f64).max(0.0))
+        let within = self.guaranteed.saturating_sub(self.guaranteed_beyond);
+        (unused, (expected - within as f64).max(0.0))
+    }
+
+    /// Of `hits` guaranteed hits for a client that has `guaranteed` so far,
+    /// how many are within its expectation (all of them for a client the
+    /// previous window did not see).
+    fn within_expected(&self, client: &str, guaranteed: u64, hits: u64) -> u64 {
+        match self.expected_of.get(client) {
+            Some(expects) => hits.min(expects.saturating_sub(guaranteed)),
+            None => hits,
+        }
     }
 
     /// Counts a decided call of `hits` from `client` in `class`: its demand
@@ -467,6 +498,10 @@ impl WindowState {
             };
             self.clients.insert(client.to_owned(), new);
         }
+        let Some(before) = self.clients.get(client).map(|c| c.guaranteed) else {
+            return;
+        };
+        let within = self.within_expected(client, before, hits);
         let Some(entry) = self.clients.get_mut(client) else {
             return;
         };
@@ -477,6 +512,7 @@ impl WindowState {
             self.total = self.total.saturating_add(hits);
             entry.used += hits;
             if verdict == Verdict::Guaranteed {
+                self.guaranteed_beyond += hits - within;
                 entry.guaranteed += hits;
                 self.guaranteed += hits;
             } else {
@@ -554,12 +590,24 @@ pub fn decide(
     // The priority part: under the class cap, leaving the guaranteed hits
     // the others are still expected to ask for.
     let class_cap = state.class_cap(rule, class);
-    let held = state.held(rule, (weight_now, active));
+    let (unused, left) = state.held(rule, (weight_now, active));
+    let held = unused.min(left);
+    // A guaranteed call's hits beyond its client's expectation must leave
+    // what is held for the others: what would be held after it.
+    let expects = state.expected_of.get(client).copied();
+    let within = state.within_expected(client, you.guaranteed, hits);
+    let held_if_guaranteed = (unused - hits as f64)
+        .max(0.0)
+        .min((left - within as f64).max(0.0));
 
     let verdict = if after > rule.total {
         Verdict::Rejected(Bound::Total)
-    } else if eligible {
+    } else if eligible && (within == hits || after as f64 + held_if_guaranteed <= rule.total as f64)
+    {
         Verdict::Guaranteed
+    } else if eligible {
+        // Its demand rose past its expectation, into the others' part.
+        Verdict::Rejected(Bound::Share)
     } else if after as f64 > class_cap {
         Verdict::Rejected(Bound::Class)
     } else if after as f64 + held > class_cap {
@@ -575,14 +623,17 @@ pub fn decide(
     let remaining = if verdict.admitted() {
         // What is left after this call: its own guarantee, or a borrow.
         let (mine, total_after, held_after) = match (take, verdict) {
-            (true, Verdict::Guaranteed) => {
-                (you.guaranteed + hits, after, (held - hits as f64).max(0.0))
-            }
+            (true, Verdict::Guaranteed) => (you.guaranteed + hits, after, held_if_guaranteed),
             (true, _) => (you.guaranteed, after, held),
             _ => (you.guaranteed, state.total, held),
         };
         let room = rule.total.saturating_sub(total_after) as f64;
-        let own = (guarantee - mine as f64).max(0.0);
+        let mut own = (guarantee - mine as f64).max(0.0);
+        if let Some(expects) = expects {
+            // Past its expectation, only what the others' part leaves.
+            let free = expects.saturating_sub(mine) as f64 + (room - held_after).max(0.0);
+            own = own.min(free);
+        }
         let borrow = (class_cap - total_after as f64 - held_after).max(0.0);
         own.max(borrow).min(room).floor() as u64
     } else {
@@ -667,6 +718,56 @@ mod tests {
             assert_eq!(admitted.iter().sum::<u64>(), 100, "all of T, no more");
             state.roll(&rule, true);
         }
+    }
+
+    /// As [`window`], but the calls spread through the window as steady
+    /// senders would (client `i`'s `j`-th call of `n` at `(j + 0.5) / n` of
+    /// it; ties in the clients' order).
+    fn steady_window(
+        rule: &Capacity,
+        state: &mut WindowState,
+        clients: &[(&str, usize, u64)],
+    ) -> Vec<u64> {
+        let mut calls: Vec<(f64, usize)> = clients
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| (0..c.2).map(move |j| ((j as f64 + 0.5) / c.2 as f64, i)))
+            .collect();
+        calls.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let mut admitted = vec![0; clients.len()];
+        for (elapsed, i) in calls {
+            let (name, class, _) = clients[i];
+            if decide(rule, state, name, 1.0, class, 1, elapsed, true)
+                .verdict
+                .admitted()
+            {
+                admitted[i] += 1;
+            }
+        }
+        admitted
+    }
+
+    #[test]
+    fn a_client_that_asked_little_takes_its_guarantee_from_the_unused_not_the_others() {
+        // T = 100, guarantees of 20 among four. "bad" asks for 7 in one
+        // window (a client-side memo hid the rest), then floods: its
+        // guarantee past the 9 it was expected to ask for comes out of the
+        // guarantees no one uses, never out of the 17 held for each of the
+        // others, who send 15 throughout.
+        let rule = rule(100, &[1.0]);
+        let mut state = WindowState::default();
+        let mut admitted = Vec::new();
+        for bad in [7, 7, 1_000, 7, 1_000] {
+            let clients = [("bad", 0, bad), ("a", 0, 15), ("b", 0, 15), ("c", 0, 15)];
+            admitted.push(steady_window(&rule, &mut state, &clients));
+            state.roll(&rule, true);
+        }
+        for (n, got) in admitted.iter().enumerate() {
+            assert_eq!(&got[1..], &[15, 15, 15], "window {n}: {admitted:?}");
+        }
+        // Flooding: its 20, and the priority part but what is held for
+        // the others (17 each: 15 and a tenth of 20).
+        assert_eq!(admitted[2][0], 100 - 3 * 17, "{admitted:?}");
     }
 
     #[test]

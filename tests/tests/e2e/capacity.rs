@@ -613,10 +613,23 @@ async fn statuses_and_metrics_on_the_wire() {
     server.stop().await.unwrap();
 }
 
-/// A random rule and its steady traffic: T, g, the class caps, and per
-/// client its weight, class and demand per window; a seed for the order of
-/// arrivals.
-type Layout = (u64, f64, Vec<f64>, Vec<(f64, usize, u64)>, u64);
+/// A random rule and its traffic: T, g, the class caps, and per steady
+/// client its weight, class and demand per window; maybe a fickle client
+/// (its weight and class), which asks for 1 in even windows and floods
+/// with 3 × T in odd ones; a seed for the order of arrivals.
+type Layout = (
+    u64,
+    f64,
+    Vec<f64>,
+    Vec<(f64, usize, u64)>,
+    Option<(f64, usize)>,
+    u64,
+);
+
+/// Weights the clients of [`layouts`] have.
+fn weights() -> impl Strategy<Value = f64> {
+    prop_oneof![Just(0.5), Just(1.0), Just(2.0), Just(3.0)]
+}
 
 fn layouts() -> impl Strategy<Value = Layout> {
     (10u64..120).prop_flat_map(|total| {
@@ -635,14 +648,8 @@ fn layouts() -> impl Strategy<Value = Layout> {
                 Just(vec![1.0, 0.5]),
                 Just(vec![0.8, 0.8, 0.25]),
             ],
-            proptest::collection::vec(
-                (
-                    prop_oneof![Just(0.5), Just(1.0), Just(2.0), Just(3.0)],
-                    0usize..3,
-                    demand,
-                ),
-                1..7,
-            ),
+            proptest::collection::vec((weights(), 0usize..3, demand), 1..7),
+            prop_oneof![Just(None), (weights(), 0usize..3).prop_map(Some)],
             any::<u64>(),
         )
     })
@@ -704,20 +711,34 @@ async fn steady_window(
     admitted
 }
 
-/// Properties 1 to 4 of the model for one window: never past T; all of
-/// min(offered, 0.9 × T) admitted; every client at least min(its demand,
-/// its guarantee); above the guarantees, no class admitted at a higher
-/// ratio than a more important one.
-fn check_properties(layout: &Layout, got: &[u64]) -> Result<(), TestCaseError> {
-    let (total, g, shares, clients, _) = layout;
+/// Properties 1 to 4 of the model for one window of `clients`: never past
+/// T; all of min(offered, 0.9 × T) admitted; every client at least min(its
+/// demand, its guarantee); above the guarantees, no class admitted at a
+/// higher ratio than a more important one. With a `fickle` client (its
+/// index), 1, and 3 for the steady clients: the model promises nothing to
+/// a client whose demand rose past its expectation, and a class that
+/// stopped asking leaves its reservation unused for a window (the README's
+/// "What remains").
+fn check_properties(
+    (total, g, shares): (&u64, &f64, &[f64]),
+    clients: &[(f64, usize, u64)],
+    fickle: Option<usize>,
+    got: &[u64],
+) -> Result<(), TestCaseError> {
     let offered: u64 = clients.iter().map(|c| c.2).sum();
     let admitted: u64 = got.iter().sum();
     prop_assert!(admitted <= *total, "past T: {admitted}");
     let floor = (offered as f64).min(0.9 * *total as f64);
-    prop_assert!(admitted as f64 >= floor, "idle: {admitted} of {offered}");
+    prop_assert!(
+        fickle.is_some() || admitted as f64 >= floor,
+        "idle: {admitted} of {offered}"
+    );
     let active: f64 = clients.iter().filter(|c| c.2 > 0).map(|c| c.0).sum();
     let mut beyond = vec![(0u64, 0u64); shares.len()];
     for (i, (weight, class, demand)) in clients.iter().enumerate() {
+        if fickle == Some(i) {
+            continue;
+        }
         let guarantee = (g * *total as f64 * weight / active).floor() as u64;
         let owed = (*demand).min(guarantee);
         prop_assert!(got[i] >= owed, "client {i} got {} of {owed}", got[i]);
@@ -725,7 +746,7 @@ fn check_properties(layout: &Layout, got: &[u64]) -> Result<(), TestCaseError> {
         beyond[class].0 += got[i] - owed;
         beyond[class].1 += demand - owed;
     }
-    if offered > *total {
+    if offered > *total && fickle.is_none() {
         let ratios: Vec<f64> = beyond
             .iter()
             .filter(|b| b.1 > 0)
@@ -746,7 +767,7 @@ fn the_models_properties_hold_in_every_window_after_the_first() {
     runner
         .run(&layouts(), |layout| {
             let n = cases.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let (total, guaranteed_share, shares, clients, seed) = layout.clone();
+            let (total, guaranteed_share, shares, steady, fickle, seed) = layout.clone();
             // At a second's start: the windows are whole seconds.
             let clock = Clock::manual(Duration::from_millis(START_MS - 100));
             let memory = MemoryStore::new(1_000, clock.clone());
@@ -754,7 +775,7 @@ fn the_models_properties_hold_in_every_window_after_the_first() {
             let limits = Capacity {
                 total,
                 guaranteed_share,
-                class_max_share: shares,
+                class_max_share: shares.clone(),
                 max_clients: 100,
             };
             let rule = rule_by_client(limits, Default::default());
@@ -763,6 +784,12 @@ fn the_models_properties_hold_in_every_window_after_the_first() {
                 let mut rng = fastrand::Rng::with_seed(seed);
                 let key = format!("props{n}");
                 for window in 0..4 {
+                    // The fickle client, last: 1 in even windows, 3 × T in odd.
+                    let mut clients = steady.clone();
+                    if let Some((weight, class)) = fickle {
+                        let demand = if window % 2 == 0 { 1 } else { 3 * total };
+                        clients.push((weight, class, demand));
+                    }
                     let got = runtime.block_on(steady_window(
                         store,
                         (&key, &clock),
@@ -771,7 +798,9 @@ fn the_models_properties_hold_in_every_window_after_the_first() {
                         &mut rng,
                     ));
                     if window > 0 {
-                        check_properties(&layout, &got).map_err(|e| {
+                        let fickle = fickle.map(|_| steady.len());
+                        let rule = (&total, &guaranteed_share, shares.as_slice());
+                        check_properties(rule, &clients, fickle, &got).map_err(|e| {
                             TestCaseError::fail(format!(
                                 "{name}, window {window}: {e}; got {got:?}"
                             ))
