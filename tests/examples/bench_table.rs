@@ -12,7 +12,10 @@
 //!    then a capacity rule against a fixed-window rule, and what TLS costs:
 //!    the memory store served plaintext, over TLS and over mTLS
 //!    (certificates made with rcgen at run time), in rounds: calls/s, its
-//!    ratio to plaintext, p50 and p99;
+//!    ratio to plaintext, p50 and p99; and how a Redis Cluster's
+//!    throughput goes with its primaries (1, 3, 6, without replicas, as the
+//!    single Redis runs) and what a replica per primary costs, each against
+//!    the single Redis in the same round;
 //! 2. open loop at half of each server's median throughput: latency;
 //! 3. Redis single: EVALSHA commands per call and client connections
 //!    (concurrent calls pipelined on one connection);
@@ -124,6 +127,87 @@ fn errors(s: &Value) -> u64 {
         .map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
 }
 
+/// Section 1d: Floodgate on clusters of 1, 3 (the table's) and 6 primaries
+/// without replicas, and on 3 primaries with a replica each, every one
+/// against the single Redis (`single`) in the same round, with both
+/// generators: calls/s, the median of the rounds' ratios to the single
+/// Redis, degraded answers.
+async fn cluster_rows(plan: &Plan, rules: &Path, (single, three): (&str, &str)) {
+    let clusters = [
+        ("1 primary", RedisCluster::primaries_only(1)),
+        ("6 primaries", RedisCluster::primaries_only(6)),
+        ("3 primaries, a replica each", RedisCluster::start()),
+    ];
+    let mut servers = Vec::new();
+    for (_, cluster) in &clusters {
+        let seeds = cluster.seed_urls();
+        let args = ["--redis-mode", "cluster", "--redis-url", &seeds];
+        servers.push(ServerProcess::start(rules, &args, &[]).await);
+    }
+    let mut rows: Vec<(String, String)> = vec![
+        ("Redis single".into(), single.to_owned()),
+        (
+            format!("Redis Cluster, {}", clusters[0].0),
+            format!("http://{}", servers[0].grpc_addr),
+        ),
+        ("Redis Cluster, 3 primaries".into(), three.to_owned()),
+    ];
+    for (i, (name, _)) in clusters.iter().enumerate().skip(1) {
+        rows.push((
+            format!("Redis Cluster, {name}"),
+            format!("http://{}", servers[i].grpc_addr),
+        ));
+    }
+    let body = h2load_body();
+    let with_h2load = Command::new("h2load").arg("--version").output().is_ok();
+    // Per row: bench calls/s, ratios; h2load calls/s, ratios; degraded.
+    let mut got: Vec<([Vec<f64>; 4], u64)> = rows.iter().map(|_| Default::default()).collect();
+    for _ in 0..plan.rounds {
+        let (mut base, mut h2load_base) = (1.0, 1.0);
+        for (i, (_, target)) in rows.iter().enumerate() {
+            if with_h2load {
+                let (rate, _) = h2load(target, plan, body.path());
+                if i == 0 {
+                    h2load_base = rate.max(1.0);
+                }
+                got[i].0[2].push(rate);
+                got[i].0[3].push(rate / h2load_base);
+            }
+            let s = bench(target, plan, plan.seconds, &["--keys", "uniform:10000"]);
+            let rate = s["calls_per_second"].as_f64().unwrap();
+            if i == 0 {
+                base = rate.max(1.0);
+            }
+            got[i].0[0].push(rate);
+            got[i].0[1].push(rate / base);
+            got[i].1 += s["degraded"].as_u64().unwrap() + errors(&s);
+        }
+    }
+    println!();
+    println!(
+        "Floodgate on Redis Cluster, primaries without replicas (as the single Redis) and with a replica each, against the single Redis, {} round(s):",
+        plan.rounds
+    );
+    println!(
+        "| Redis | floodgate bench calls/s | ratio to single | h2load calls/s | ratio to single | degraded or errors |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let or_none = |xs: &[f64], digits: usize| match xs {
+        [] => "-".to_owned(),
+        _ => format!("{:.digits$}", median(xs.to_vec())),
+    };
+    for ((name, _), ([rates, ratios, h2, h2_ratios], bad)) in rows.iter().zip(got) {
+        println!(
+            "| {name} | {:.0} | {:.2} | {} | {} | {bad} |",
+            median(rates),
+            median(ratios),
+            or_none(&h2, 0),
+            or_none(&h2_ratios, 2),
+        );
+    }
+    drop(servers);
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
@@ -183,7 +267,9 @@ async fn main() {
 
     let rules = rules_dir(&[("bench.yaml", BENCH_RULES)]);
     let redis = RedisServer::start();
-    let cluster = RedisCluster::start();
+    // Primaries only, as the single Redis has no replica either (section
+    // 1d shows what a replica per primary costs).
+    let cluster = RedisCluster::primaries_only(3);
     let memory = ServerProcess::start(rules.path(), &[], &[]).await;
     let single = ServerProcess::start(rules.path(), &["--redis-url", &redis.url()], &[]).await;
     // The same without coalescing: one EVALSHA per call.
@@ -376,6 +462,9 @@ async fn main() {
 
     // 1c. What TLS costs, on the memory store.
     tls_rows(&plan, rules.path(), &targets[1].1).await;
+
+    // 1d. A cluster's primaries, against the single Redis.
+    cluster_rows(&plan, rules.path(), (&targets[2].1, &targets[4].1)).await;
 
     // 2. Open loop at half of each server's median throughput. Fewer
     // callers than the closed loop: an open loop needs only rate x latency

@@ -158,8 +158,18 @@ fn cluster_myself(port: u16) -> Result<ClusterNodeInfo, String> {
         .ok_or_else(|| format!("port {port}: CLUSTER NODES has no myself line"))
 }
 
-/// The slot ranges of the 3 primaries, as `redis-cli --cluster create` splits them.
-const PRIMARY_SLOTS: [(u16, u16); 3] = [(0, 5460), (5461, 10922), (10923, 16383)];
+/// The slot ranges of `n` primaries, as `redis-cli --cluster create` splits
+/// them (for 3: 0-5460, 5461-10922, 10923-16383).
+fn primary_slots(n: usize) -> Vec<(u16, u16)> {
+    let per = f64::from(CLUSTER_SLOTS) / n as f64;
+    (0..n)
+        .map(|i| {
+            let first = (i as f64 * per).round() as u16;
+            let last = ((i + 1) as f64 * per).round() as u16 - 1;
+            (first, last)
+        })
+        .collect()
+}
 
 /// A Redis Cluster of 3 primaries and 3 replicas on loopback, each node with
 /// its own directory and log; every node is killed on drop.
@@ -182,9 +192,21 @@ impl RedisCluster {
     /// `cluster_state:ok`, agrees on the topology, and every replica's link
     /// is up.
     pub fn start() -> RedisCluster {
-        let nodes: Vec<Node> = (0..6)
+        RedisCluster::with(3, true)
+    }
+
+    /// Starts `primaries` nodes and shares the slots among them, without
+    /// replicas: what a benchmark compares with a single Redis (whose writes
+    /// nothing replicates either).
+    pub fn primaries_only(primaries: usize) -> RedisCluster {
+        RedisCluster::with(primaries, false)
+    }
+
+    fn with(primaries: usize, replicas: bool) -> RedisCluster {
+        let count = if replicas { 2 * primaries } else { primaries };
+        let nodes: Vec<Node> = (0..count)
             .map(|i| {
-                let name = if i < 3 {
+                let name = if i < primaries {
                     "cluster-primary"
                 } else {
                     "cluster-replica"
@@ -218,11 +240,11 @@ impl RedisCluster {
             killed: Mutex::new(HashMap::new()),
             last_failover: Mutex::new(None),
         };
-        cluster.form();
+        cluster.form(primaries, replicas);
         cluster
     }
 
-    fn form(&self) {
+    fn form(&self, primaries: usize, replicas: bool) {
         let ports = self.ports();
         let logs = || all_logs(&self.nodes);
         let must = |result: Result<(), String>| {
@@ -230,7 +252,7 @@ impl RedisCluster {
                 panic!("forming the cluster failed: {why}\n{}", logs());
             }
         };
-        for (&port, (first, last)) in ports.iter().zip(PRIMARY_SLOTS) {
+        for (&port, (first, last)) in ports.iter().zip(primary_slots(primaries)) {
             must(query_ok(
                 port,
                 &[
@@ -263,7 +285,7 @@ impl RedisCluster {
             ));
         }
         wait_for(
-            "every cluster node knowing all 6 nodes",
+            "every cluster node knowing all the nodes",
             FORM_TIMEOUT,
             logs,
             || {
@@ -276,7 +298,13 @@ impl RedisCluster {
                 Ok(())
             },
         );
-        for (&primary, &replica) in ports[..3].iter().zip(&ports[3..]) {
+        if !replicas {
+            wait_for("the cluster being ok", FORM_TIMEOUT, logs, || {
+                self.check(false)
+            });
+            return;
+        }
+        for (&primary, &replica) in ports[..primaries].iter().zip(&ports[primaries..]) {
             let id = wait_for("CLUSTER MYID", START_TIMEOUT, logs, || {
                 query_text(primary, &["CLUSTER", "MYID"])
             });
