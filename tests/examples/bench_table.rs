@@ -192,10 +192,6 @@ async fn cluster_rows(plan: &Plan, rules: &Path, (single, three): (&str, &str)) 
         "| Redis | floodgate bench calls/s | ratio to single | h2load calls/s | ratio to single | degraded or errors |"
     );
     println!("|---|---|---|---|---|---|");
-    let or_none = |xs: &[f64], digits: usize| match xs {
-        [] => "-".to_owned(),
-        _ => format!("{:.digits$}", median(xs.to_vec())),
-    };
     for ((name, _), ([rates, ratios, h2, h2_ratios], bad)) in rows.iter().zip(got) {
         println!(
             "| {name} | {:.0} | {:.2} | {} | {} | {bad} |",
@@ -206,6 +202,14 @@ async fn cluster_rows(plan: &Plan, rules: &Path, (single, three): (&str, &str)) 
         );
     }
     drop(servers);
+}
+
+/// The median of `xs` with `digits` decimals, or "-" for none.
+fn or_none(xs: &[f64], digits: usize) -> String {
+    match xs {
+        [] => "-".to_owned(),
+        _ => format!("{:.digits$}", median(xs.to_vec())),
+    }
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -388,10 +392,6 @@ async fn main() {
     println!("|---|---|---|---|---|---|---|---|---|");
     // A row with degraded answers counts calls the store did not decide:
     // its calls/s is not the store's (see the half-load table's rate).
-    let or_none = |xs: &[f64], digits: usize| match xs {
-        [] => "-".to_owned(),
-        _ => format!("{:.digits$}", median(xs.to_vec())),
-    };
     for ((name, _), c) in targets.iter().zip(&closed) {
         println!(
             "| {name} | {:.0} | {:.2} | {} | {} | {:.2} ms | {:.2} ms | {} | {} |",

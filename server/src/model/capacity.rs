@@ -674,26 +674,38 @@ mod tests {
     }
 
     /// Sends each client's calls for one window, interleaved (one call per
-    /// client per turn, as concurrent clients would), one hit each; returns
-    /// the admitted count per client.
+    /// client per turn, as concurrent clients would), one hit each, all at
+    /// the window's start; returns the admitted count per client.
     fn window(
         rule: &Capacity,
         state: &mut WindowState,
         clients: &[(&str, usize, u64)],
     ) -> Vec<u64> {
+        let turns = clients.iter().map(|c| c.2).max().unwrap_or(0);
+        let calls = (0..turns).flat_map(|turn| {
+            (0..clients.len())
+                .filter(move |&i| turn < clients[i].2)
+                .map(|i| (0.0, i))
+        });
+        send(rule, state, clients, calls)
+    }
+
+    /// Sends `calls`, each `(elapsed, client index)`, one hit each; returns
+    /// the admitted count per client.
+    fn send(
+        rule: &Capacity,
+        state: &mut WindowState,
+        clients: &[(&str, usize, u64)],
+        calls: impl Iterator<Item = (f64, usize)>,
+    ) -> Vec<u64> {
         let mut admitted = vec![0; clients.len()];
-        let mut left: Vec<u64> = clients.iter().map(|c| c.2).collect();
-        while left.iter().any(|l| *l > 0) {
-            for (i, (name, class, _)) in clients.iter().enumerate() {
-                if left[i] > 0 {
-                    left[i] -= 1;
-                    if decide(rule, state, name, 1.0, *class, 1, 0.0, true)
-                        .verdict
-                        .admitted()
-                    {
-                        admitted[i] += 1;
-                    }
-                }
+        for (elapsed, i) in calls {
+            let (name, class, _) = clients[i];
+            if decide(rule, state, name, 1.0, class, 1, elapsed, true)
+                .verdict
+                .admitted()
+            {
+                admitted[i] += 1;
             }
         }
         admitted
@@ -734,17 +746,7 @@ mod tests {
             .flat_map(|(i, c)| (0..c.2).map(move |j| ((j as f64 + 0.5) / c.2 as f64, i)))
             .collect();
         calls.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let mut admitted = vec![0; clients.len()];
-        for (elapsed, i) in calls {
-            let (name, class, _) = clients[i];
-            if decide(rule, state, name, 1.0, class, 1, elapsed, true)
-                .verdict
-                .admitted()
-            {
-                admitted[i] += 1;
-            }
-        }
-        admitted
+        send(rule, state, clients, calls.into_iter())
     }
 
     #[test]
