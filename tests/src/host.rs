@@ -66,3 +66,18 @@ pub(crate) fn signal(pid: u32, signal: &str, what: &str) {
         .is_ok_and(|s| s.success());
     assert!(ok, "kill {signal} {what} failed");
 }
+
+/// Waits, when less than `left` remains of the current minute of the real
+/// clock, until the next minute starts: a test that follows one per-minute
+/// count (the server's windows are epoch-aligned minutes) over a sequence of
+/// calls must not straddle a window's end.
+pub async fn with_time_left_in_minute(left: std::time::Duration) {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let into = Duration::from_millis(u64::try_from(now.as_millis() % 60_000).unwrap_or(0));
+    if Duration::from_secs(60) - into < left {
+        tokio::time::sleep(Duration::from_secs(60) - into + Duration::from_millis(50)).await;
+    }
+}

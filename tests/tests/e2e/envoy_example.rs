@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use floodgate_e2e::{ServerProcess, free_port, workspace_root};
+use floodgate_e2e::{ServerProcess, free_port, with_time_left_in_minute, workspace_root};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -338,16 +338,6 @@ fn assert_limited(resp: &Response) {
     assert_eq!(resp.status, 429, "{resp:?}");
     assert_eq!(resp.header("x-envoy-ratelimited"), Some("true"), "{resp:?}");
     assert_eq!(resp.body, "", "Envoy answers, not the backend: {resp:?}");
-}
-
-/// Waits until at least `left` remains of the current minute (the example's
-/// per-minute window), so that a sequence of requests shares one window.
-async fn with_time_left_in_minute(left: Duration) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    let into = Duration::from_millis(u64::try_from(now.as_millis() % 60_000).unwrap());
-    if Duration::from_secs(60) - into < left {
-        tokio::time::sleep(Duration::from_secs(60) - into + Duration::from_millis(50)).await;
-    }
 }
 
 /// Waits for the start of the next second (the per-second windows).

@@ -11,9 +11,12 @@
 //! commands themselves.)
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use floodgate_e2e::{RedisServer, ServerProcess, degraded, descriptor, rules_dir, workspace_root};
+use floodgate_e2e::{
+    RedisServer, ServerProcess, degraded, descriptor, rules_dir, with_time_left_in_minute,
+    workspace_root,
+};
 use floodgate_proto::RateLimitRequest;
 use floodgate_proto::rate_limit_response::Code;
 
@@ -357,16 +360,6 @@ fn example_request(domain: &str, user: &str) -> RateLimitRequest {
             descriptor(&[("tenant", "acme"), ("user", user)]),
         ],
         hits_addend: 0,
-    }
-}
-
-/// Waits until `left` remains of the current minute, so that the example's
-/// requests share one minute (and so one hour).
-async fn with_time_left_in_minute(left: Duration) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    let into = Duration::from_millis(u64::try_from(now.as_millis() % 60_000).unwrap());
-    if Duration::from_secs(60) - into < left {
-        tokio::time::sleep(Duration::from_secs(60) - into + Duration::from_millis(50)).await;
     }
 }
 

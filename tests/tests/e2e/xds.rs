@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use floodgate_e2e::xds::{XdsServer, per_minute};
-use floodgate_e2e::{ServerProcess, floodgate_bin, http_get, request, rules_dir};
+use floodgate_e2e::{
+    ServerProcess, floodgate_bin, http_get, request, rules_dir, with_time_left_in_minute,
+};
 use floodgate_proto::rate_limit_response::Code;
 use floodgate_proto::ratelimit::config::ratelimit::v3::RateLimitUnit;
 use tokio::time::Instant;
@@ -87,6 +89,7 @@ async fn pushed_rules_are_served_a_bad_push_is_nacked_and_the_good_rules_stay() 
         "{ack:?}"
     );
 
+    with_time_left_in_minute(Duration::from_secs(15)).await;
     let codes: Vec<Code> = futures_codes(&server, "ann", 4).await;
     assert_eq!(codes, [Code::Ok, Code::Ok, Code::Ok, Code::OverLimit]);
 
@@ -292,6 +295,7 @@ async fn envoy_gateway_run(pki: Option<&std::path::Path>) {
     };
     xds.push("1", &[per_minute("d-config", "d", "user", 3)]);
     assert!(xds.answer_to("1").await.request.error_detail.is_none());
+    with_time_left_in_minute(Duration::from_secs(15)).await;
     let mut codes = Vec::new();
     for _ in 0..4 {
         codes.push(call("ann").await.0);
