@@ -43,6 +43,10 @@ pub struct CeilingArgs {
     /// Where to serve gRPC.
     #[arg(long, default_value = "127.0.0.1:9081")]
     pub addr: String,
+    /// Run on tokio's default scheduling (the task woken last runs first)
+    /// instead of the servers' (see `server_runtime`), to compare the two.
+    #[arg(long)]
+    pub tokio_default_scheduling: bool,
 }
 
 /// `floodgate admin`.
@@ -243,7 +247,12 @@ pub fn main() -> ExitCode {
 /// `floodgate ceiling`: serves [`crate::bench::AlwaysOk`] until Ctrl-C or
 /// SIGTERM.
 fn ceiling(args: &CeilingArgs) -> ExitCode {
-    let Some(runtime) = server_runtime() else {
+    let runtime = if args.tokio_default_scheduling {
+        runtime(None)
+    } else {
+        server_runtime()
+    };
+    let Some(runtime) = runtime else {
         return ExitCode::FAILURE;
     };
     match runtime.block_on(crate::bench::serve_ceiling(&args.addr)) {

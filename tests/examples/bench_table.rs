@@ -2,7 +2,9 @@
 //! process, and h2load when it is installed) against the constant-OK
 //! ceiling (`floodgate ceiling`) and against Floodgate on the memory store,
 //! a single Redis and a 3-primary Redis Cluster, every server a separate
-//! process on loopback, all started and stopped here, one run.
+//! process on loopback, all started and stopped here, one run. The last
+//! row is the ceiling again on tokio's default scheduling (the servers'
+//! runtime runs woken tasks in order: `server_runtime` in cli.rs).
 //!
 //! What it prints:
 //! 1. closed loop, in rounds (every server once per round and per
@@ -268,6 +270,19 @@ async fn main() {
     );
     let baseline_addr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_until_listening(baseline_addr, || None).await;
+    // The same ceiling on tokio's default scheduling (last row): what the
+    // servers' runtime setting is worth on its own.
+    let port = free_port();
+    let _lifo = Baseline(
+        Command::new(floodgate())
+            .args(["ceiling", "--tokio-default-scheduling", "--addr"])
+            .arg(format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the floodgate binary"),
+    );
+    let lifo_addr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_until_listening(lifo_addr, || None).await;
 
     let rules = rules_dir(&[("bench.yaml", BENCH_RULES)]);
     let redis = RedisServer::start();
@@ -307,6 +322,10 @@ async fn main() {
         (
             "Floodgate, Redis Cluster (3 primaries)",
             format!("http://{}", clustered.grpc_addr),
+        ),
+        (
+            "constant-OK baseline, tokio's default scheduling",
+            format!("http://{lifo_addr}"),
         ),
     ];
 
