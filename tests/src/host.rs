@@ -72,12 +72,19 @@ pub(crate) fn signal(pid: u32, signal: &str, what: &str) {
 /// count (the server's windows are epoch-aligned minutes) over a sequence of
 /// calls must not straddle a window's end.
 pub async fn with_time_left_in_minute(left: std::time::Duration) {
+    with_time_left_in_window(std::time::Duration::from_secs(60), left).await;
+}
+
+/// [`with_time_left_in_minute`] for any epoch-aligned window (an hour: a
+/// test that follows a per-hour count across a Redis failover).
+pub async fn with_time_left_in_window(window: std::time::Duration, left: std::time::Duration) {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let into = Duration::from_millis(u64::try_from(now.as_millis() % 60_000).unwrap_or(0));
-    if Duration::from_secs(60) - into < left {
-        tokio::time::sleep(Duration::from_secs(60) - into + Duration::from_millis(50)).await;
+    let window_ms = window.as_millis().max(1);
+    let into = Duration::from_millis(u64::try_from(now.as_millis() % window_ms).unwrap_or(0));
+    if window.saturating_sub(into) < left {
+        tokio::time::sleep(window.saturating_sub(into) + Duration::from_millis(50)).await;
     }
 }

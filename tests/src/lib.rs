@@ -34,7 +34,9 @@ pub mod rpc;
 pub mod server;
 pub mod xds;
 
-pub use host::{free_port, venv_bin, with_time_left_in_minute, workspace_root};
+pub use host::{
+    free_port, venv_bin, with_time_left_in_minute, with_time_left_in_window, workspace_root,
+};
 pub use redis_cluster::{RedisCluster, key_slot};
 pub use redis_node::Failover;
 pub use redis_sentinel::RedisSentinel;

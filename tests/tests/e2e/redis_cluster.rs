@@ -11,6 +11,7 @@ use floodgate_e2e::load::{descriptor, hammer, request, through_failover};
 use floodgate_e2e::redis_command::{command, info_number, text};
 use floodgate_e2e::{
     BENCH_RULES, ServerProcess, TestServer, config_with_rules, floodgate_bin, rules_dir,
+    with_time_left_in_window,
 };
 use floodgate_e2e::{RedisCluster, key_slot};
 use floodgate_proto::rate_limit_response::Code;
@@ -89,6 +90,8 @@ async fn three_instances_count_one_key_exactly() {
     let servers = three_instances(&cluster, rules.path()).await;
     let addrs: Vec<_> = servers.iter().map(|s| s.grpc_addr).collect();
 
+    // Every hit must land in one hourly window.
+    with_time_left_in_window(Duration::from_secs(3_600), Duration::from_secs(60)).await;
     let tally = hammer(
         &addrs,
         64,
@@ -123,6 +126,8 @@ async fn a_request_over_two_shards_counts_each_key_exactly() {
     let servers = three_instances(&cluster, rules.path()).await;
     let addrs: Vec<_> = servers.iter().map(|s| s.grpc_addr).collect();
 
+    // Every hit must land in one hourly window.
+    with_time_left_in_window(Duration::from_secs(3_600), Duration::from_secs(60)).await;
     let tally = hammer(
         &addrs,
         64,

@@ -12,6 +12,7 @@ use floodgate_e2e::load::{descriptor, request, through_failover};
 use floodgate_e2e::{RedisSentinel, TlsRedis};
 use floodgate_e2e::{
     RedisServer, TestServer, config_with_rules, floodgate_bin, free_port, rules_dir,
+    with_time_left_in_window,
 };
 use floodgate_proto::rate_limit_response::Code;
 use floodgate_server::STORE_HEALTH_SERVICE;
@@ -97,6 +98,9 @@ async fn sentinel_mode_follows_a_failover() {
     // About the failover, not latency: see the cluster failover test.
     config.resilience.store_deadline = Duration::from_millis(500);
     let server = TestServer::start(config).await;
+    // Alice's hourly count is read again after the failover: the test must
+    // not straddle the hour's end (it once did, at 09:00, and read OK).
+    with_time_left_in_window(Duration::from_secs(3_600), Duration::from_secs(90)).await;
     three_then_over(&server, "alice").await;
 
     let keys = (0..8).map(|i| format!("k{i}")).collect();
