@@ -231,6 +231,23 @@ fn rss_kib(pid: u32) -> u64 {
 
 struct Baseline(Child);
 
+impl Baseline {
+    /// Starts `floodgate ceiling` with `args` on a free port; returns it
+    /// once it listens.
+    async fn start(args: &[&str]) -> (Baseline, std::net::SocketAddr) {
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new(floodgate())
+            .arg("ceiling")
+            .args(args)
+            .args(["--addr", &addr.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("build it first: cargo build -p floodgate-server --bin floodgate");
+        wait_until_listening(addr, || None).await;
+        (Baseline(child), addr)
+    }
+}
+
 impl Drop for Baseline {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -260,29 +277,10 @@ struct Closed {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let plan = Plan::from_args();
-    let port = free_port();
-    let baseline = Baseline(
-        Command::new(floodgate())
-            .args(["ceiling", "--addr", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("build it first: cargo build -p floodgate-server --bin floodgate"),
-    );
-    let baseline_addr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_until_listening(baseline_addr, || None).await;
+    let (baseline, baseline_addr) = Baseline::start(&[]).await;
     // The same ceiling on tokio's default scheduling (last row): what the
     // servers' runtime setting is worth on its own.
-    let port = free_port();
-    let _lifo = Baseline(
-        Command::new(floodgate())
-            .args(["ceiling", "--tokio-default-scheduling", "--addr"])
-            .arg(format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("the floodgate binary"),
-    );
-    let lifo_addr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_until_listening(lifo_addr, || None).await;
+    let (_lifo, lifo_addr) = Baseline::start(&["--tokio-default-scheduling"]).await;
 
     let rules = rules_dir(&[("bench.yaml", BENCH_RULES)]);
     let redis = RedisServer::start();
